@@ -1,0 +1,6 @@
+"""`python -m stageflow` is the same as the `stageflow` command."""
+
+from stageflow.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""The event vocabulary of a run.
+
+A run's state is a fold over its events (``stageflow.engine.state.apply``). Events are pydantic
+models with a ``type`` discriminator; they are stored as JSON in an append-only, SHA-256
+hash-chained log. ``Envelope`` is an event with its position, time, actor and chain hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from stageflow.engine.runner import AttemptStatus, Usage
+
+GENESIS_HASH = "0" * 64
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ArtifactRef(BaseModel):
+    """A stored artifact version, as referenced from the log (content lives in the store)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: int
+    size: int
+    sha256: str
+
+
+class RunCreated(_Event):
+    type: Literal["run_created"] = "run_created"
+    template: str
+    task: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any]  # snapshot of the WorkflowSpec
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> AgentDefinition
+    budget_usd: float | None = None
+    runner: str = "offline"
+    workdir: str = "."
+
+
+class StageSkipped(_Event):
+    type: Literal["stage_skipped"] = "stage_skipped"
+    stage: str
+    reason: str
+
+
+class GateBlocked(_Event):
+    type: Literal["gate_blocked"] = "gate_blocked"
+    stage: str
+    condition: str
+
+
+class GateDecided(_Event):
+    type: Literal["gate_decided"] = "gate_decided"
+    stage: str
+    decision: Literal["approve", "reject"]
+    feedback: str | None = None
+    approver: str = "human"
+
+
+class AttemptStarted(_Event):
+    type: Literal["attempt_started"] = "attempt_started"
+    stage: str
+    attempt: int
+    kind: Literal["initial", "retry", "rework", "resume"] = "initial"
+    agent: str | None = None
+    agent_hash: str | None = None
+    model: str | None = None
+    owner: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)  # what went into the attempt
+
+
+AttemptOutcome = Literal[
+    "passed", "failed", "changes_requested", "timed_out", "cancelled", "interrupted",
+    "budget_exceeded",
+]
+
+
+class AttemptFinished(_Event):
+    type: Literal["attempt_finished"] = "attempt_finished"
+    stage: str
+    attempt: int
+    outcome: AttemptOutcome
+    summary: str = ""
+    artifacts: list[ArtifactRef] = Field(default_factory=list)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    model: str | None = None
+    runner: str | None = None
+    error: str | None = None
+    retryable: bool = False
+    duration_s: float = 0.0
+
+
+class ApprovalRequested(_Event):
+    type: Literal["approval_requested"] = "approval_requested"
+    stage: str
+    expires_at: float | None = None
+
+
+class ApprovalDecided(_Event):
+    type: Literal["approval_decided"] = "approval_decided"
+    stage: str
+    decision: Literal["approve", "reject"]
+    feedback: str | None = None
+    approver: str = "human"
+    automatic: bool = False  # decided by an approval timeout
+
+
+class RetryScheduled(_Event):
+    type: Literal["retry_scheduled"] = "retry_scheduled"
+    stage: str
+    attempt: int  # the attempt number that will run
+    not_before: float
+    reason: str = ""
+
+
+class StageFailed(_Event):
+    type: Literal["stage_failed"] = "stage_failed"
+    stage: str
+    reason: str
+    tolerated: bool = False  # on_failure: continue
+
+
+class StageRetryRequested(_Event):
+    """A human asked to run a failed (or cancelled) stage again."""
+
+    type: Literal["stage_retry_requested"] = "stage_retry_requested"
+    stage: str
+    by: str = "human"
+    reason: str | None = None
+
+
+class RollbackStarted(_Event):
+    type: Literal["rollback_started"] = "rollback_started"
+    failed_stage: str
+    rollback_stage: str
+
+
+class RunPaused(_Event):
+    type: Literal["run_paused"] = "run_paused"
+    reason: str = ""
+    by: str = "human"
+    budget_exceeded: bool = False
+
+
+class RunResumed(_Event):
+    type: Literal["run_resumed"] = "run_resumed"
+    by: str = "human"
+    budget_usd: float | None = None  # a raised budget, when resuming after budget_exceeded
+    reason: str | None = None
+
+
+class RunCancelled(_Event):
+    type: Literal["run_cancelled"] = "run_cancelled"
+    reason: str = ""
+    by: str = "human"
+
+
+class RunCompleted(_Event):
+    type: Literal["run_completed"] = "run_completed"
+
+
+class RunFailed(_Event):
+    type: Literal["run_failed"] = "run_failed"
+    reason: str
+
+
+class LeaseTaken(_Event):
+    """A process took over execution of the run (first start, restart or takeover)."""
+
+    type: Literal["lease_taken"] = "lease_taken"
+    owner: str
+    previous_owner: str | None = None
+
+
+Event = Annotated[
+    RunCreated | StageSkipped | GateBlocked | GateDecided | AttemptStarted | AttemptFinished
+    | ApprovalRequested | ApprovalDecided | RetryScheduled | StageFailed | StageRetryRequested
+    | RollbackStarted | RunPaused | RunResumed | RunCancelled | RunCompleted | RunFailed
+    | LeaseTaken,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+class Envelope(BaseModel):
+    """An event at its place in the log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    seq: int  # 1-based position in the run's log
+    at: float  # unix time
+    actor: str
+    event: Event
+    prev_hash: str
+    hash: str
+
+
+def canonical_json(data: Any) -> str:
+    """Stable JSON for hashing: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    return event.model_dump(mode="json")
+
+
+def chain_hash(
+    prev_hash: str, run_id: str, seq: int, at: float, actor: str, payload: dict[str, Any]
+) -> str:
+    """The hash of one log entry: SHA-256 over the previous hash and the canonical entry."""
+    body = canonical_json(
+        {"run_id": run_id, "seq": seq, "at": at, "actor": actor, "event": payload}
+    )
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def seal(
+    run_id: str, seq: int, at: float, actor: str, event: Event, prev_hash: str
+) -> Envelope:
+    """Wrap an event into an envelope with its chain hash."""
+    h = chain_hash(prev_hash, run_id, seq, at, actor, event_payload(event))
+    return Envelope(
+        run_id=run_id, seq=seq, at=at, actor=actor, event=event, prev_hash=prev_hash, hash=h
+    )
+
+
+def verify_chain(envelopes: list[Envelope]) -> list[str]:
+    """Recompute every hash; returns the problems found (empty when the chain is intact)."""
+    problems: list[str] = []
+    prev = GENESIS_HASH
+    for i, env in enumerate(envelopes, start=1):
+        if env.seq != i:
+            problems.append(f"seq {env.seq}: expected seq {i} (gap or reorder)")
+        if env.prev_hash != prev:
+            problems.append(f"seq {env.seq}: prev_hash does not match the previous entry")
+        want = chain_hash(env.prev_hash, env.run_id, env.seq, env.at, env.actor,
+                          event_payload(env.event))
+        if want != env.hash:
+            problems.append(f"seq {env.seq}: hash mismatch (entry was altered)")
+        prev = env.hash
+    return problems

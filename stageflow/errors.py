@@ -1,0 +1,120 @@
+"""The stageflow exception family.
+
+::
+
+    StageflowError
+    ├── SpecError            a template / agent / config file is wrong (file, line, stage, path)
+    │   └── SpecErrors       several SpecErrors reported at once
+    ├── RunFailure           something went wrong while a stage ran
+    │   ├── ModelError       the model provider failed (``retryable`` says whether to try again)
+    │   ├── BudgetExceeded   a USD cap would be passed
+    │   └── StageTimeout     a stage or approval ran out of time
+    ├── NotFound             an unknown run, template, agent, stage or artifact (``known`` lists
+    │                        the valid names)
+    └── InvalidState         the request conflicts with the current state (approving a stage that
+        └── ConcurrencyConflict   is not waiting); another writer appended first
+
+Domain errors are mapped to MCP errors in exactly one module (``stageflow.server.errors``) and
+to exit codes in the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class StageflowError(Exception):
+    """Base of every error stageflow raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation finding, located as precisely as we can."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    stage: str | None = None
+    path: str | None = None  # dotted location inside the document, e.g. ``stages[2].needs[0]``
+
+    def __str__(self) -> str:
+        where = self.file or "<template>"
+        if self.line is not None:
+            where += f":{self.line}"
+        parts = [where]
+        if self.stage:
+            parts.append(f"stage '{self.stage}'")
+        if self.path:
+            parts.append(self.path)
+        return f"{': '.join(parts)}: {self.message}"
+
+
+class SpecError(StageflowError):
+    """One problem in a template, agent definition or config file."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+class SpecErrors(SpecError):
+    """Every problem found in one or more files, reported together."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: list[Problem] = list(problems)
+        StageflowError.__init__(self, "\n".join(str(p) for p in self.problems))
+        self.problem = self.problems[0] if self.problems else Problem("invalid")
+
+
+class RunFailure(StageflowError):
+    """A stage attempt failed for a reason outside the spec."""
+
+    retryable: bool = False
+
+
+class ModelError(RunFailure):
+    """The model provider failed; ``retryable`` tells the engine whether another try may work."""
+
+    def __init__(self, message: str, *, retryable: bool, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status_code = status_code
+
+
+class BudgetExceeded(RunFailure):
+    """Spending would pass a run or stage cap."""
+
+    def __init__(self, message: str, *, spent_usd: float, budget_usd: float) -> None:
+        super().__init__(message)
+        self.spent_usd = spent_usd
+        self.budget_usd = budget_usd
+
+
+class StageTimeout(RunFailure):
+    """A stage attempt or an approval wait ran out of time."""
+
+    retryable = True
+
+
+class NotFound(StageflowError):
+    """A name that does not exist; ``known`` lists the ones that do."""
+
+    def __init__(self, kind: str, name: str, known: Sequence[str] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = list(known)
+        msg = f"unknown {kind} '{name}'"
+        if self.known:
+            shown = ", ".join(self.known[:20])
+            more = f" (+{len(self.known) - 20} more)" if len(self.known) > 20 else ""
+            msg += f"; known: {shown}{more}"
+        super().__init__(msg)
+
+
+class InvalidState(StageflowError):
+    """The request does not fit the current state, e.g. approving a stage that is not waiting."""
+
+
+class ConcurrencyConflict(InvalidState):
+    """Another writer appended to the run's event log first; reload and try again."""

@@ -1,0 +1,1 @@
+"""Project knowledge: documents, FTS5 search, context enrichment (a later issue)."""

@@ -1,0 +1,1 @@
+"""MCP prompts and the built-in agent definitions (``agents/*.md``, package data)."""

@@ -1,0 +1,1 @@
+"""MCP wiring (a later issue)."""

@@ -1,0 +1,1 @@
+"""Runners that perform stage attempts: offline (scripted), command stages, and model runners."""

@@ -1,0 +1,1 @@
+"""Thin MCP tool adapters (a later issue)."""

@@ -1,0 +1,271 @@
+"""Pydantic models of a workflow template.
+
+A template is YAML (or TOML) with ``name``, ``description``, ``inputs``, ``limits`` and
+``stages``. Short forms are accepted and normalised here, so the rest of the code sees one shape:
+
+- ``approval: required`` -> ``Approval(required=True)``; ``approval: none`` -> no approval.
+- ``on_failure: retry`` / ``{retry: {max_attempts: 3, backoff: 5s}}`` / ``{rollback: undo}``.
+- durations as seconds or ``30s``/``10m``/``2h``.
+
+Cross-stage checks (unknown ids, cycles, ``needs`` that are not upstream, conditions) live in
+``stageflow.workflows.validate``; these models check only what one field can know alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from stageflow.workflows.durations import parse_duration
+
+IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _duration(v: object) -> object:
+    return None if v is None else parse_duration(v)
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
+OptDuration = Annotated[float | None, BeforeValidator(_duration)]
+
+InputType = Literal["string", "integer", "number", "boolean", "list", "object"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    """One declared input of a template."""
+
+    type: InputType = "string"
+    required: bool = False
+    default: Any = None
+    description: str = ""
+
+
+class Limits(_Model):
+    """Run-level limits."""
+
+    max_concurrent_agents: int = Field(3, ge=1, le=64)
+    budget_usd: float | None = Field(None, ge=0)
+    timeout: OptDuration = None
+
+
+ApprovalTimeoutAction = Literal["fail", "approve", "cancel"]
+
+
+class Approval(_Model):
+    """A human approves the stage's result, or rejects it with feedback (the stage reruns)."""
+
+    required: bool = True
+    timeout: OptDuration = None
+    on_timeout: ApprovalTimeoutAction = "fail"
+    prompt: str = ""  # what the reviewer should look at; shown at the gate
+
+
+FailureAction = Literal["fail", "continue", "retry", "rollback"]
+
+
+class OnFailure(_Model):
+    """What happens when a stage attempt fails.
+
+    ``retry`` tries again up to ``max_attempts`` attempts in all, waiting ``backoff`` seconds
+    before the second attempt and multiplying by ``backoff_factor`` each time (capped at
+    ``max_backoff``); when retries are exhausted, ``then`` applies (``fail``, ``continue`` or
+    ``rollback``). ``rollback`` runs the stage named in ``rollback`` and then fails the run.
+    """
+
+    action: FailureAction = "fail"
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff: Duration = 1.0
+    backoff_factor: float = Field(2.0, ge=1.0)
+    max_backoff: Duration = 300.0
+    then: Literal["fail", "continue", "rollback"] = "fail"
+    rollback: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"action": data}
+        if isinstance(data, dict) and "action" not in data:
+            if "retry" in data:
+                retry = data["retry"]
+                rest = {k: v for k, v in data.items() if k != "retry"}
+                if isinstance(retry, dict):
+                    return {"action": "retry", **retry, **rest}
+                if isinstance(retry, int) and not isinstance(retry, bool):
+                    return {"action": "retry", "max_attempts": retry, **rest}
+                return {"action": "retry", **rest}
+            if "rollback" in data:
+                return {"action": "rollback", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _rollback_named(self) -> OnFailure:
+        uses_rollback = self.action == "rollback" or (
+            self.action == "retry" and self.then == "rollback"
+        )
+        if uses_rollback and not self.rollback:
+            raise ValueError("on_failure rollback needs the name of the rollback stage")
+        return self
+
+    def backoff_for(self, failed_attempts: int) -> float:
+        """Seconds to wait before the next attempt after ``failed_attempts`` failures."""
+        delay = self.backoff * self.backoff_factor ** max(0, failed_attempts - 1)
+        return float(min(delay, self.max_backoff))
+
+
+def _approval(v: object) -> object:
+    if v is None or v is False:
+        return None
+    if v is True:
+        return {"required": True}
+    if isinstance(v, str):
+        low = v.strip().lower()
+        if low in ("none", "no", "off", "optional", "false", ""):
+            return None
+        if low in ("required", "yes", "true", "on"):
+            return {"required": True}
+        raise ValueError(f"approval must be 'required', 'none' or a mapping, got {v!r}")
+    return v
+
+
+class StageSpec(_Model):
+    """One stage: an agent run (``agent``) or a command (``run``)."""
+
+    id: str
+    description: str = ""
+    agent: str | None = None
+    run: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    needs: list[str] = Field(default_factory=list)
+    produces: list[str] = Field(default_factory=list)
+    approval: Annotated[Approval | None, BeforeValidator(_approval)] = None
+    when: str | None = None
+    gate: str | None = None
+    on_failure: OnFailure = Field(default_factory=OnFailure)
+    timeout: OptDuration = None
+    model: str | None = None
+    budget_usd: float | None = Field(None, ge=0)
+    max_rework: int = Field(2, ge=0, le=20)
+    line: int | None = Field(None, exclude=True, repr=False)
+
+    @field_validator("id")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        if not IDENT.match(v):
+            raise ValueError(
+                f"stage id {v!r} must start with a letter or _ and contain only letters, "
+                "digits and _"
+            )
+        return v
+
+    @field_validator("depends_on", "needs", "produces", mode="before")
+    @classmethod
+    def _listify(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [v]
+        return [] if v is None else v
+
+    @model_validator(mode="after")
+    def _agent_or_run(self) -> StageSpec:
+        if bool(self.agent) == bool(self.run):
+            raise ValueError("a stage needs exactly one of 'agent' or 'run'")
+        return self
+
+    @property
+    def kind(self) -> Literal["agent", "command"]:
+        return "agent" if self.agent else "command"
+
+    def needed(self) -> list[tuple[str, str]]:
+        """``needs`` split into (stage, artifact) pairs; malformed entries are skipped."""
+        out = []
+        for item in self.needs:
+            stage, _, art = item.partition(".")
+            if stage and art:
+                out.append((stage, art))
+        return out
+
+
+class WorkflowSpec(_Model):
+    """A whole template."""
+
+    name: str
+    description: str = ""
+    version: str = "1"
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    stages: list[StageSpec] = Field(min_length=1)
+    source: str | None = Field(None, exclude=True, repr=False)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _input_short_forms(cls, v: object) -> object:
+        # ``inputs: {task: string}`` is accepted as ``{task: {type: string}}``
+        if isinstance(v, dict):
+            return {k: ({"type": t} if isinstance(t, str) else t) for k, t in v.items()}
+        return {} if v is None else v
+
+    def stage(self, stage_id: str) -> StageSpec:
+        for s in self.stages:
+            if s.id == stage_id:
+                return s
+        raise KeyError(stage_id)
+
+    @property
+    def stage_ids(self) -> list[str]:
+        return [s.id for s in self.stages]
+
+    def rollback_targets(self) -> set[str]:
+        """Stages that run only when another stage's failure policy calls them."""
+        return {s.on_failure.rollback for s in self.stages if s.on_failure.rollback}
+
+    def resolve_inputs(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Apply defaults and check required inputs and types; raises ``ValueError``."""
+        out: dict[str, Any] = {}
+        unknown = sorted(set(given) - set(self.inputs) - {"task"})
+        if unknown:
+            raise ValueError(
+                f"unknown input(s) {', '.join(unknown)}; template '{self.name}' accepts: "
+                f"{', '.join(sorted(self.inputs)) or 'none'}"
+            )
+        for name, spec in self.inputs.items():
+            if name in given:
+                out[name] = _coerce(name, spec.type, given[name])
+            elif spec.default is not None:
+                out[name] = spec.default
+            elif spec.required:
+                raise ValueError(f"input '{name}' is required by template '{self.name}'")
+        return out
+
+
+def _coerce(name: str, kind: InputType, value: Any) -> Any:
+    ok: bool
+    if kind == "string":
+        ok = isinstance(value, str)
+    elif kind == "integer":
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "number":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind == "boolean":
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            value = value.lower() in ("true", "yes")
+        ok = isinstance(value, bool)
+    elif kind == "list":
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, dict)
+    if not ok:
+        raise ValueError(f"input '{name}' must be a {kind}, got {value!r}")
+    return value

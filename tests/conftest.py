@@ -1,0 +1,24 @@
+"""Shared fixtures: asyncio as the only anyio backend, and an isolated home per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # aiosqlite uses asyncio futures
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep ~/.stageflow and runner choice of the developer's machine out of every test."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("STAGEFLOW_HOME", str(home))
+    monkeypatch.delenv("STAGEFLOW_DB", raising=False)
+    monkeypatch.delenv("STAGEFLOW_PROJECT", raising=False)
+    monkeypatch.setenv("STAGEFLOW_RUNNER", "offline")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    return home
