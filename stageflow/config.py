@@ -79,8 +79,10 @@ def load_settings(
     chosen = runner or os.environ.get("STAGEFLOW_RUNNER") or cfg.get("runner") or "auto"
     if chosen not in RUNNER_NAMES:
         raise SpecError(
-            Problem(f"unknown runner '{chosen}'; expected one of {', '.join(RUNNER_NAMES)}",
-                    file=str(cfg_file) if cfg.get("runner") == chosen else "STAGEFLOW_RUNNER")
+            Problem(
+                f"unknown runner '{chosen}'; expected one of {', '.join(RUNNER_NAMES)}",
+                file=str(cfg_file) if cfg.get("runner") == chosen else "STAGEFLOW_RUNNER",
+            )
         )
     return Settings(
         project=proj,

@@ -9,6 +9,7 @@
     │   ├── ModelError       the model provider failed (``retryable`` says whether to try again)
     │   ├── BudgetExceeded   a USD cap would be passed
     │   └── StageTimeout     a stage or approval ran out of time
+    ├── InvalidArgument      a request argument is wrong (bad input value, unknown action)
     ├── NotFound             an unknown run, template, agent, stage or artifact (``known`` lists
     │                        the valid names)
     └── InvalidState         the request conflicts with the current state (approving a stage that
@@ -97,6 +98,10 @@ class StageTimeout(RunFailure):
     retryable = True
 
 
+class InvalidArgument(StageflowError):
+    """A request argument is wrong; the message says which and why."""
+
+
 class NotFound(StageflowError):
     """A name that does not exist; ``known`` lists the ones that do."""
 
@@ -118,3 +123,16 @@ class InvalidState(StageflowError):
 
 class ConcurrencyConflict(InvalidState):
     """Another writer appended to the run's event log first; reload and try again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        expected_seq: int | None = None,
+        actual_seq: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.expected_seq = expected_seq
+        self.actual_seq = actual_seq

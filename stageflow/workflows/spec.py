@@ -13,6 +13,7 @@ Cross-stage checks (unknown ids, cycles, ``needs`` that are not upstream, condit
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated, Any, Literal
 
@@ -253,10 +254,8 @@ def _coerce(name: str, kind: InputType, value: Any) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif kind == "number":
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     elif kind == "boolean":
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
