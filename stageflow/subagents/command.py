@@ -1,0 +1,231 @@
+"""The command runner: executes a ``run:`` stage's shell command from the template.
+
+The command is written by the template's author (trusted), so it runs through ``/bin/sh -c``
+in the run's working directory. Run inputs reach it only as environment variables
+(``STAGEFLOW_INPUT_<NAME>``), never by interpolation into the command string, so an input such
+as ``$(rm -rf ~)`` stays data.
+
+The command runs in its own session (process group). When it times out, is cancelled, or
+exits while children it started still run, the whole group gets SIGTERM, a short grace, then
+SIGKILL, and the shell is reaped: no process and no zombie of ours outlives the attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+
+from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.errors import StageTimeout
+from stageflow.subagents.offline_text import one_line
+
+__all__ = ["DEFAULT_MAX_OUTPUT", "CommandRunner", "command_env"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_OUTPUT = 64 * 1024
+
+
+class _Tail:
+    """Keeps the last ``limit`` bytes of a stream and counts what it dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        excess = len(self.data) - self.limit
+        if excess > 0:
+            del self.data[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        body = self.data.decode("utf-8", errors="replace")
+        if self.dropped:
+            return f"[... {self.dropped} bytes truncated]\n{body}"
+        return body
+
+
+def _env_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text.replace("\x00", "")  # the OS refuses NUL bytes in the environment
+
+
+def command_env(request: AttemptRequest, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The command's environment: the inherited one plus run id, stage, task and inputs."""
+    env = dict(os.environ if base is None else base)
+    env["STAGEFLOW_RUN_ID"] = request.run_id
+    env["STAGEFLOW_STAGE"] = request.stage.id
+    env["STAGEFLOW_ATTEMPT"] = str(request.attempt)
+    env["STAGEFLOW_TASK"] = _env_value(request.task)
+    for name, value in request.inputs.items():
+        key = re.sub(r"[^A-Z0-9_]", "_", name.upper())
+        env[f"STAGEFLOW_INPUT_{key}"] = _env_value(value)
+    return env
+
+
+class CommandRunner:
+    """Runs command stages; ``model`` is always None and usage is zero."""
+
+    name = "command"
+
+    def __init__(
+        self,
+        *,
+        default_timeout: float = 600.0,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+        kill_grace: float = 2.0,
+        drain_grace: float = 1.0,
+    ) -> None:
+        self.default_timeout = default_timeout
+        self.max_output = max_output
+        self.kill_grace = kill_grace  # SIGTERM -> SIGKILL
+        self.drain_grace = drain_grace  # after the shell exits, how long to read its pipe
+
+    async def run(self, request: AttemptRequest) -> AttemptResult:
+        """Run ``request.stage.run``; raises ``StageTimeout`` when the limit is reached."""
+        command = request.stage.run
+        if not command:
+            raise ValueError(f"stage '{request.stage.id}' is not a command stage")
+        limit = request.timeout if request.timeout is not None else self.default_timeout
+        request.workdir.mkdir(parents=True, exist_ok=True)
+        tail = _Tail(self.max_output)
+        started = time.monotonic()
+        process = await anyio.open_process(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=request.workdir,
+            env=command_env(request),
+            start_new_session=True,
+        )
+        log.info("stage %s: started command pid=%s", request.stage.id, process.pid)
+        try:
+            with anyio.move_on_after(limit) as deadline:
+                await self._collect(process, tail)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._stop_group(process)
+        duration = time.monotonic() - started
+        if deadline.cancelled_caught:
+            raise StageTimeout(
+                f"command stage '{request.stage.id}' timed out after {limit:g}s: "
+                f"{one_line(command, 120)!r} (process group killed)"
+            )
+        code = process.returncode if process.returncode is not None else -1
+        output = tail.text()
+        names = request.stage.produces or ["output"]
+        status = "passed" if code == 0 else "failed"
+        return AttemptResult(
+            status=status,
+            summary=_summary(command, code, duration, output),
+            artifacts=dict.fromkeys(names, output),
+            outputs={"exit_code": code, "duration_s": round(duration, 3)},
+            model=None,
+            runner=self.name,
+            error=None if code == 0 else f"command exited with status {code}",
+        )
+
+    async def _collect(self, process: Process, tail: _Tail) -> None:
+        """Read output until the shell exits and its pipe is drained (or the grace ends)."""
+        drained = anyio.Event()
+
+        async def pump(stream: ByteReceiveStream) -> None:
+            try:
+                async for chunk in stream:
+                    tail.add(chunk)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            drained.set()
+
+        async with anyio.create_task_group() as tg:
+            if process.stdout is not None:
+                tg.start_soon(pump, process.stdout)
+            else:
+                drained.set()
+            await process.wait()
+            # a background child may still hold the pipe open; don't wait for it forever
+            with anyio.move_on_after(self.drain_grace):
+                await drained.wait()
+            tg.cancel_scope.cancel()
+
+    async def _stop_group(self, process: Process) -> None:
+        """SIGTERM the process group, wait a grace period, SIGKILL what is left, reap."""
+        pgid = process.pid  # start_new_session: the shell leads its own group
+        if _signal_group(pgid, signal.SIGTERM):
+            with anyio.move_on_after(self.kill_grace):
+                # the OS offers no event for "process group is empty", so poll briefly
+                while _group_alive(pgid):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            _signal_group(pgid, signal.SIGKILL)
+        if process.returncode is None:
+            with anyio.move_on_after(self.kill_grace):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        await process.aclose()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the group; False when no process of the group is left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("cannot signal process group %s", pgid)
+        return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live process remains in the group.
+
+    Zombies do not count: orphans killed with the group are reparented to init, which may reap
+    them lazily, and waiting for that would turn every kill into a full grace period. Where
+    ``/proc`` is missing, fall back to ``killpg(pgid, 0)``, which counts zombies.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _summary(command: str, code: int, duration: float, output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    head = f"`{one_line(command, 60)}` exited {code} in {duration:.1f}s"
+    if not lines:
+        return head + " (no output)"
+    if len(lines) == 1:
+        return f"{head}: {one_line(lines[0], 100)}"
+    return f"{head}: {one_line(lines[0], 60)} ... {one_line(lines[-1], 80)}"

@@ -1,0 +1,143 @@
+"""Choosing the runner for each stage.
+
+Command stages (``run:``) always go to the ``CommandRunner``. Agent stages go to the runner
+named by ``STAGEFLOW_RUNNER`` / config (``Settings.runner``):
+
+- ``offline``: the scripted ``OfflineRunner``;
+- ``anthropic`` / ``claude-code``: the model runners (not in this version: their first agent
+  stage fails with a non-retryable ``ModelError`` that says so);
+- ``auto``: ``anthropic`` if ``ANTHROPIC_API_KEY`` is set, else ``claude-code`` if ``claude`` is
+  on PATH, else a clear non-retryable ``ModelError`` at the first agent stage. ``auto`` never
+  falls back to ``offline`` silently.
+
+Nothing here fails at import or construction for a missing model runner, so the server starts
+and everything else works; the error comes when an agent stage actually needs a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from typing import Literal
+
+from stageflow.config import Settings
+from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
+from stageflow.errors import ModelError
+from stageflow.subagents.command import CommandRunner
+from stageflow.subagents.offline import OfflineRunner
+
+__all__ = [
+    "NO_RUNNER_MESSAGE",
+    "StageRunner",
+    "describe_runner",
+    "make_runner",
+    "resolve_runner_name",
+]
+
+log = logging.getLogger(__name__)
+
+AgentRunnerName = Literal["anthropic", "claude-code", "offline"]
+
+NO_RUNNER_MESSAGE = (
+    "no model runner available: set ANTHROPIC_API_KEY, install Claude Code (`claude` on PATH), "
+    "or set STAGEFLOW_RUNNER=offline"
+)
+
+# Model runners register here as they are implemented; each factory imports its SDK lazily so
+# that importing stageflow stays fast (the stdio server must answer ``initialize`` quickly).
+MODEL_RUNNERS: dict[str, Callable[[Settings], Runner]] = {}
+
+
+def resolve_runner_name(settings: Settings) -> AgentRunnerName | None:
+    """The agent runner ``settings.runner`` stands for; None when ``auto`` finds nothing."""
+    if settings.runner != "auto":
+        return settings.runner
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return "anthropic"
+    if shutil.which("claude"):
+        return "claude-code"
+    return None
+
+
+def _unavailable_message(name: str, settings: Settings) -> str:
+    why = ""
+    if settings.runner == "auto":
+        why = " (chosen by STAGEFLOW_RUNNER=auto because " + (
+            "ANTHROPIC_API_KEY is set)" if name == "anthropic" else "`claude` is on PATH)"
+        )
+    return (
+        f"the '{name}' runner{why} is not available in this version of stageflow; "
+        "set STAGEFLOW_RUNNER=offline to run agent stages with the scripted offline runner"
+    )
+
+
+class StageRunner:
+    """A ``Runner`` that sends command stages to the command runner, agent stages to the model.
+
+    ``name`` is the agent runner in use (``offline``, ``anthropic``, ``claude-code``), or
+    ``auto`` when none was found.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        command: CommandRunner,
+        offline: OfflineRunner | None = None,
+    ) -> None:
+        self.settings = settings
+        self.command = command
+        self.agent_runner_name = resolve_runner_name(settings)
+        self.name: str = self.agent_runner_name or settings.runner
+        self._agent: Runner | None = offline if self.agent_runner_name == "offline" else None
+
+    def agent_runner(self) -> Runner:
+        """The runner for agent stages, built on first use; raises ``ModelError`` if none."""
+        if self._agent is not None:
+            return self._agent
+        name = self.agent_runner_name
+        if name is None:
+            raise ModelError(NO_RUNNER_MESSAGE, retryable=False)
+        factory = MODEL_RUNNERS.get(name)
+        if factory is None:
+            raise ModelError(_unavailable_message(name, self.settings), retryable=False)
+        self._agent = factory(self.settings)
+        log.info("agent runner: %s", name)
+        return self._agent
+
+    async def run(self, request: AttemptRequest) -> AttemptResult:
+        """Dispatch one attempt by stage kind."""
+        if request.stage.run:
+            return await self.command.run(request)
+        return await self.agent_runner().run(request)
+
+
+def make_runner(settings: Settings, *, offline_delay: float = 0.0) -> StageRunner:
+    """The runner the engine uses for a project.
+
+    The offline runner reads ``STAGEFLOW_OFFLINE_SCRIPT`` here, so a broken script file is
+    reported at start-up (``SpecError`` naming the file) rather than at the first stage.
+    """
+    offline = None
+    if resolve_runner_name(settings) == "offline":
+        offline = OfflineRunner.from_env(delay=offline_delay)
+    return StageRunner(
+        settings,
+        command=CommandRunner(default_timeout=settings.command_timeout),
+        offline=offline,
+    )
+
+
+def describe_runner(settings: Settings) -> str:
+    """A short label for the CLI and status output, e.g. ``offline (scripted, no model calls)``."""
+    name = resolve_runner_name(settings)
+    if name == "offline":
+        return "offline (scripted, no model calls)"
+    if name is None:
+        return f"auto: {NO_RUNNER_MESSAGE}"
+    label = name if settings.runner != "auto" else f"auto -> {name}"
+    if name not in MODEL_RUNNERS:
+        return f"{label} (not available in this version)"
+    return label
