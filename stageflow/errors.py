@@ -13,7 +13,8 @@
     ├── NotFound             an unknown run, template, agent, stage or artifact (``known`` lists
     │                        the valid names)
     └── InvalidState         the request conflicts with the current state (approving a stage that
-        └── ConcurrencyConflict   is not waiting); another writer appended first
+        ├── ConcurrencyConflict   is not waiting); another writer appended first
+        └── LeaseLost        this process no longer holds the run's lease
 
 Domain errors are mapped to MCP errors in exactly one module (``stageflow.server.errors``) and
 to exit codes in the CLI.
@@ -136,3 +137,7 @@ class ConcurrencyConflict(InvalidState):
         self.run_id = run_id
         self.expected_seq = expected_seq
         self.actual_seq = actual_seq
+
+
+class LeaseLost(InvalidState):
+    """Another process executes the run now; this one must stop without writing."""

@@ -1,0 +1,150 @@
+"""Numbered schema migrations, recorded in the database they changed.
+
+Each migration runs in its own ``BEGIN IMMEDIATE`` transaction together with the row that
+records it, so a crash leaves either the whole migration or none of it. Taking the write lock
+before re-reading the applied versions makes two processes opening a fresh database at the same
+time safe: the second one finds the migration recorded and skips it.
+
+Only add migrations at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+from stageflow.errors import StageflowError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+_0001_INITIAL = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    template TEXT NOT NULL,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL,
+    owner TEXT,
+    lease_expires_at REAL,
+    spent_usd REAL NOT NULL DEFAULT 0,
+    budget_usd REAL,
+    runner TEXT NOT NULL
+);
+CREATE INDEX runs_status ON runs(status);
+CREATE INDEX runs_created_at ON runs(created_at);
+CREATE INDEX runs_owner ON runs(owner);
+
+CREATE TABLE events (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+
+CREATE TABLE artifacts (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, stage, name, version)
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", _0001_INITIAL),)
+
+_CREATE_MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+)
+_SELECT_APPLIED = "SELECT version FROM schema_migrations ORDER BY version"
+_RECORD = "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a script into complete statements (``sqlite3.complete_statement`` knows triggers)."""
+    statements: list[str] = []
+    current = ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            stmt = current.strip()
+            if stmt.rstrip(";").strip():
+                statements.append(stmt)
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {current.strip()[:80]!r}")
+    return statements
+
+
+async def _applied(conn: aiosqlite.Connection) -> set[int]:
+    return {int(r[0]) for r in await conn.execute_fetchall(_SELECT_APPLIED)}
+
+
+async def apply_migrations(
+    conn: aiosqlite.Connection, migrations: Sequence[Migration] = MIGRATIONS
+) -> list[int]:
+    """Apply the migrations this database lacks, in order; return the versions applied.
+
+    Raises ``StageflowError`` when the database records a version newer than any we know, since
+    writing to a schema we do not understand could corrupt it.
+    """
+    await conn.execute(_CREATE_MIGRATIONS_TABLE)
+    newest_known = max((m.version for m in migrations), default=0)
+    applied_now: list[int] = []
+    for migration in sorted(migrations, key=lambda m: m.version):
+        applied = await _applied(conn)
+        _check_not_newer(applied, newest_known)
+        if migration.version in applied:
+            continue
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            if migration.version in await _applied(conn):  # another process was quicker
+                await conn.execute("ROLLBACK")
+                continue
+            for statement in split_statements(migration.sql):
+                await conn.execute(statement)
+            await conn.execute(_RECORD, (migration.version, migration.name, time.time()))
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        log.info("applied migration %04d_%s", migration.version, migration.name)
+        applied_now.append(migration.version)
+    _check_not_newer(await _applied(conn), newest_known)
+    return applied_now
+
+
+def _check_not_newer(applied: set[int], newest_known: int) -> None:
+    newest = max(applied, default=0)
+    if newest > newest_known:
+        raise StageflowError(
+            f"database schema version {newest} is newer than this stageflow supports "
+            f"({newest_known}); upgrade stageflow"
+        )

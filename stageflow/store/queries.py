@@ -1,0 +1,91 @@
+"""The store's SQL, prepared once as module constants (``sqlite3`` caches statements by text)."""
+
+from __future__ import annotations
+
+from stageflow.store.rows import (
+    ARTIFACT_COLUMNS,
+    ARTIFACT_META_COLUMNS,
+    RUN_COLUMNS,
+    TERMINAL_STATUSES,
+)
+
+_TERMINAL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
+
+# -- runs --------------------------------------------------------------------------------------
+
+INSERT_RUN = (
+    f"INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)"
+)
+SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+RUN_EXISTS = "SELECT 1 FROM runs WHERE run_id = ?"
+SELECT_HEAD = "SELECT last_seq, head_hash, owner FROM runs WHERE run_id = ?"
+RECENT_RUN_IDS = "SELECT run_id FROM runs ORDER BY created_at DESC, run_id DESC LIMIT ?"
+LIST_RUNS = (  # {where} is empty or "WHERE status IN (?, ...)": placeholders only
+    f"SELECT {RUN_COLUMNS} FROM runs{{where}} ORDER BY created_at DESC, run_id DESC LIMIT ?"
+)
+ACTIVE_RUN_IDS = (
+    f"SELECT run_id FROM runs WHERE status NOT IN ({_TERMINAL}) ORDER BY created_at, run_id"
+)
+
+# Moving the head is guarded by the head the append was sealed against: the UPDATE matches no
+# row when another writer appended first, which makes it the append's concurrency check.
+MOVE_HEAD = (
+    "UPDATE runs SET last_seq = ?, head_hash = ?, updated_at = ? "
+    "WHERE run_id = ? AND last_seq = ? AND head_hash = ? AND (? IS NULL OR owner = ?)"
+)
+MOVE_HEAD_WITH_SUMMARY = (
+    "UPDATE runs SET last_seq = ?, head_hash = ?, updated_at = ?, "
+    "status = ?, spent_usd = ?, budget_usd = ? "
+    "WHERE run_id = ? AND last_seq = ? AND head_hash = ? AND (? IS NULL OR owner = ?)"
+)
+
+# -- events ------------------------------------------------------------------------------------
+
+INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, at, actor, type, payload, prev_hash, hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_EVENTS = (
+    "SELECT seq, at, actor, payload, prev_hash, hash FROM events "
+    "WHERE run_id = ? AND seq > ? ORDER BY seq"
+)
+
+# -- artifacts ---------------------------------------------------------------------------------
+
+INSERT_ARTIFACT = f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT_ARTIFACT = (
+    f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE run_id = ? AND stage = ? AND name = ?"
+)
+SELECT_ARTIFACT_VERSION = _SELECT_ARTIFACT + " AND version = ?"
+SELECT_ARTIFACT_LATEST = _SELECT_ARTIFACT + " ORDER BY version DESC LIMIT 1"
+ARTIFACT_NAMES = "SELECT DISTINCT stage, name FROM artifacts WHERE run_id = ? ORDER BY stage, name"
+LIST_ARTIFACTS = (
+    f"SELECT {ARTIFACT_META_COLUMNS} FROM artifacts WHERE run_id = ? ORDER BY stage, name, version"
+)
+
+# -- leases ------------------------------------------------------------------------------------
+
+# Free, expired, already ours, or held by exactly the owner the caller proved dead: one UPDATE
+# makes the check and the take atomic.
+ACQUIRE_LEASE = (
+    "UPDATE runs SET owner = ?, lease_expires_at = ? WHERE run_id = ? AND ("
+    "owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ? "
+    "OR owner = ? OR owner = ?)"
+)
+RENEW_LEASES = "UPDATE runs SET lease_expires_at = ? WHERE owner = ?"
+HELD_BY = "SELECT run_id FROM runs WHERE owner = ? ORDER BY run_id"
+RELEASE_LEASE = (
+    "UPDATE runs SET owner = NULL, lease_expires_at = NULL WHERE run_id = ? AND owner = ?"
+)
+WITHOUT_LIVE_LEASE = (
+    f"SELECT {RUN_COLUMNS} FROM runs WHERE status NOT IN ({_TERMINAL}) AND ("
+    "owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ?) "
+    "ORDER BY created_at, run_id"
+)
+
+# -- introspection -----------------------------------------------------------------------------
+
+DATA_VERSION = "PRAGMA data_version"
+SCHEMA = (  # each table followed by its indexes
+    "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY tbl_name, type DESC, name"
+)

@@ -1,0 +1,454 @@
+"""``Store``: runs, their hash-chained event logs, artifacts and leases in one SQLite file.
+
+One ``Store`` owns one connection, shared by the tasks of a process. An ``anyio.Lock`` serializes
+every use of it, so a task never reads another task's uncommitted transaction. Separate
+processes (or ``Store`` instances) coordinate through SQLite itself: writes start with
+``BEGIN IMMEDIATE`` (take the write lock up front, waiting up to ``busy_timeout``), and
+``append`` checks the caller's ``expect_seq`` against the log head inside that transaction.
+
+Every call to the connection is a trip to its worker thread (~0.1 ms here), so ``append`` keeps
+them few: the head it seals against comes from a cache of ``(seq, hash)`` pairs this instance has
+seen (an entry of an append-only log never changes), and the guarded head UPDATE doubles as the
+concurrency check. Only when that guard misses does it read the head and try once more.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+
+import aiosqlite
+import anyio
+
+from stageflow.engine.events import GENESIS_HASH, Envelope, Event, RunCreated
+from stageflow.errors import ConcurrencyConflict, InvalidState, LeaseLost, NotFound
+from stageflow.store import queries as q
+from stageflow.store.connection import fetch_all, open_connection
+from stageflow.store.eventlog import envelope_from_row, seal_row, seal_rows
+from stageflow.store.migrations import apply_migrations
+from stageflow.store.rows import (
+    ArtifactMeta,
+    ArtifactRecord,
+    NewArtifact,
+    RunRow,
+    RunSummary,
+    artifact_from_row,
+    artifact_meta_from_row,
+    run_from_row,
+)
+
+__all__ = ["ArtifactMeta", "ArtifactRecord", "NewArtifact", "RunRow", "RunSummary", "Store"]
+
+_KNOWN_LIMIT = 20
+
+
+class _StaleHead(ConcurrencyConflict):
+    """The head an append was sealed against is not the run's head any more.
+
+    Raised only for a cached head (``append`` then reads the head and tries again): a head read
+    inside the write transaction cannot move before the commit.
+    """
+
+    def __init__(self, run_id: str, expected_seq: int) -> None:
+        super().__init__(
+            f"run '{run_id}': its log moved past seq {expected_seq} during the append",
+            run_id=run_id,
+            expected_seq=expected_seq,
+        )
+
+
+class Store:
+    """Async access to one stageflow state database. Open with ``await Store.open(path)``."""
+
+    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+        self.path = path
+        self._conn: aiosqlite.Connection | None = conn
+        self._lock = anyio.Lock()
+        self._heads: dict[str, tuple[int, str]] = {}  # run id -> a (seq, hash) seen in its log
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the database at ``path`` and bring its schema up to date."""
+        conn = await open_connection(path)
+        try:
+            await apply_migrations(conn)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            raise
+        return cls(path, conn)
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise InvalidState(f"the store for {self.path} is closed")
+        return self._conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, for reads."""
+        async with self._lock:
+            yield self._connection()
+
+    @asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, for a write that is one statement (atomic without BEGIN).
+
+        Shielded like ``_write``: a lease taken by an UPDATE whose caller was cancelled would
+        otherwise be held, and renewed, by an owner that does not know it holds it.
+        """
+        async with self._lock:
+            with anyio.CancelScope(shield=True):
+                yield self._connection()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, else rolled back."""
+        async with self._lock:
+            conn = self._connection()
+            # Shielded: once begun, the transaction runs to its commit or rollback even if the
+            # caller is cancelled; otherwise the caller could not know whether it committed,
+            # and the shared connection could be left inside an open transaction. The price: a
+            # cancellation waits for the transaction (at worst busy_timeout for the write lock).
+            with anyio.CancelScope(shield=True):
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                    raise
+
+    async def _run_not_found(self, conn: aiosqlite.Connection, run_id: str) -> NotFound:
+        rows = await fetch_all(conn, q.RECENT_RUN_IDS, (_KNOWN_LIMIT,))
+        return NotFound("run", run_id, known=[r[0] for r in rows])
+
+    def _remember_head(self, run_id: str, seq: int, digest: str) -> None:
+        known = self._heads.get(run_id)
+        if known is None or known[0] <= seq:
+            self._heads[run_id] = (seq, digest)
+
+    # -- runs and events ---------------------------------------------------------------------
+
+    async def create_run(
+        self, run_id: str, created: RunCreated, *, actor: str, at: float, summary: RunSummary
+    ) -> Envelope:
+        """Insert the run's row and its first event (seq 1) in one transaction.
+
+        Raises ``InvalidState`` if a run with this id exists.
+        """
+        at = float(at)  # an int would hash as "5" but come back from a REAL column as 5.0
+        envelope, row = seal_row(run_id, 1, at, actor, created, GENESIS_HASH)
+        run = (
+            run_id,
+            created.template,
+            created.task,
+            summary.status,
+            at,
+            at,
+            1,
+            envelope.hash,
+            summary.spent_usd,
+            summary.budget_usd,
+            created.runner,
+        )
+        async with self._write() as conn:
+            try:
+                await conn.execute(q.INSERT_RUN, run)
+            except sqlite3.IntegrityError as exc:
+                raise InvalidState(f"run '{run_id}' already exists") from exc
+            await conn.execute(q.INSERT_EVENT, row)
+        self._remember_head(run_id, 1, envelope.hash)
+        return envelope
+
+    async def append(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expect_seq: int,
+        actor: str,
+        at: float | None = None,
+        summary: RunSummary | None = None,
+        artifacts: Sequence[NewArtifact] = (),
+        holder: str | None = None,
+    ) -> list[Envelope]:
+        """Append events (and the artifacts they reference) to a run's log in one transaction.
+
+        ``holder``, when given, must be the run's lease owner, or ``LeaseLost`` is raised and
+        nothing is written: an executing process that lost its lease can never append.
+
+        ``expect_seq`` is the last seq the caller has seen; if another writer appended since,
+        raises ``ConcurrencyConflict`` and writes nothing. A duplicate artifact version raises
+        ``InvalidState`` and also writes nothing; an unknown run raises ``NotFound``.
+        ``summary``, when given, updates the run's status and money columns in the same
+        transaction. Returns the new envelopes, exactly as ``load_events`` will return them.
+        """
+        if not events:
+            raise ValueError("append needs at least one event")
+        when = float(time.time() if at is None else at)
+        _reject_duplicate_artifacts(artifacts)
+        cached = self._heads.get(run_id)
+        if cached is not None and cached[0] == expect_seq:
+            try:
+                return await self._append(
+                    run_id, events, expect_seq, cached[1], actor, when, summary, artifacts, holder
+                )
+            except _StaleHead:
+                pass  # someone else appended (or the run is gone): read the head and retry
+        return await self._append(
+            run_id, events, expect_seq, None, actor, when, summary, artifacts, holder
+        )
+
+    async def _append(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        expect_seq: int,
+        head_hash: str | None,
+        actor: str,
+        at: float,
+        summary: RunSummary | None,
+        artifacts: Sequence[NewArtifact],
+        holder: str | None = None,
+    ) -> list[Envelope]:
+        """One append transaction, sealed against ``head_hash`` (read from the run if None)."""
+        async with self._write() as conn:
+            if head_hash is None:
+                head = await fetch_all(conn, q.SELECT_HEAD, (run_id,))
+                if not head:
+                    raise await self._run_not_found(conn, run_id)
+                last_seq, head_hash, owner = head[0]
+                if holder is not None and owner != holder:
+                    raise LeaseLost(
+                        f"run '{run_id}' is now executed by {owner or 'no process'}, not by "
+                        f"{holder}; this process stops executing it"
+                    )
+                if last_seq != expect_seq:
+                    raise ConcurrencyConflict(
+                        f"run '{run_id}': expected its log at seq {expect_seq}, but it is at "
+                        f"seq {last_seq}; another writer appended first",
+                        run_id=run_id,
+                        expected_seq=expect_seq,
+                        actual_seq=last_seq,
+                    )
+            envelopes, rows = seal_rows(
+                run_id, events, after_seq=expect_seq, prev_hash=head_hash, at=at, actor=actor
+            )
+            new_seq, new_hash = envelopes[-1].seq, envelopes[-1].hash
+            if summary is None:
+                moved = await conn.execute(
+                    q.MOVE_HEAD,
+                    (new_seq, new_hash, at, run_id, expect_seq, head_hash, holder, holder),
+                )
+            else:
+                moved = await conn.execute(
+                    q.MOVE_HEAD_WITH_SUMMARY,
+                    (
+                        new_seq,
+                        new_hash,
+                        at,
+                        summary.status,
+                        summary.spent_usd,
+                        summary.budget_usd,
+                        run_id,
+                        expect_seq,
+                        head_hash,
+                        holder,
+                        holder,
+                    ),
+                )
+            if moved.rowcount != 1:
+                raise _StaleHead(run_id, expect_seq)
+            if len(rows) == 1:
+                await conn.execute(q.INSERT_EVENT, rows[0])
+            else:
+                await conn.executemany(q.INSERT_EVENT, rows)
+            for art in artifacts:
+                try:
+                    await conn.execute(
+                        q.INSERT_ARTIFACT,
+                        (
+                            run_id,
+                            art.stage,
+                            art.name,
+                            art.version,
+                            art.content,
+                            art.size,
+                            art.sha256,
+                            art.attempt,
+                            at,
+                        ),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    msg = f"run '{run_id}': artifact {art.key} already exists"
+                    raise InvalidState(msg) from exc
+        self._remember_head(run_id, new_seq, new_hash)
+        return envelopes
+
+    async def load_events(self, run_id: str, after_seq: int = 0) -> list[Envelope]:
+        """The run's envelopes with seq > ``after_seq``, in order. ``NotFound`` if no such run."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.SELECT_EVENTS, (run_id, after_seq))
+            if not rows and not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
+                raise await self._run_not_found(conn, run_id)
+        envelopes = [envelope_from_row(run_id, row) for row in rows]
+        if envelopes:
+            self._remember_head(run_id, envelopes[-1].seq, envelopes[-1].hash)
+        return envelopes
+
+    async def get_run(self, run_id: str) -> RunRow:
+        """The run's row; ``NotFound`` (listing recent run ids) if there is none."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.SELECT_RUN, (run_id,))
+            if not rows:
+                raise await self._run_not_found(conn, run_id)
+        return run_from_row(rows[0])
+
+    async def list_runs(
+        self, *, limit: int = 20, statuses: Collection[str] | None = None
+    ) -> list[RunRow]:
+        """Runs, newest first, optionally only those with one of ``statuses``."""
+        params: list[object] = []
+        where = ""
+        if statuses is not None:
+            if not statuses:
+                return []
+            params.extend(statuses)
+            where = f" WHERE status IN ({', '.join('?' * len(statuses))})"
+        params.append(limit)
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.LIST_RUNS.format(where=where), params)
+        return [run_from_row(r) for r in rows]
+
+    async def active_run_ids(self) -> list[str]:
+        """Ids of runs not completed, failed or cancelled, oldest first."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.ACTIVE_RUN_IDS)
+        return [r[0] for r in rows]
+
+    # -- artifacts ---------------------------------------------------------------------------
+
+    async def get_artifact(
+        self, run_id: str, stage: str, name: str, version: int | None = None
+    ) -> ArtifactRecord:
+        """One artifact version (the latest when ``version`` is None).
+
+        ``NotFound("artifact", ...)`` lists the run's artifact names as ``stage/name``; an
+        unknown run raises ``NotFound("run", ...)``.
+        """
+        async with self._read() as conn:
+            if version is None:
+                rows = await fetch_all(conn, q.SELECT_ARTIFACT_LATEST, (run_id, stage, name))
+            else:
+                params = (run_id, stage, name, version)
+                rows = await fetch_all(conn, q.SELECT_ARTIFACT_VERSION, params)
+            if rows:
+                return artifact_from_row(rows[0])
+            if not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
+                raise await self._run_not_found(conn, run_id)
+            names = await fetch_all(conn, q.ARTIFACT_NAMES, (run_id,))
+        wanted = f"{stage}/{name}" + ("" if version is None else f"@{version}")
+        raise NotFound("artifact", wanted, known=[f"{s}/{n}" for s, n in names])
+
+    async def list_artifacts(self, run_id: str) -> list[ArtifactMeta]:
+        """Every artifact version of a run (no content), ordered by stage, name, version."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.LIST_ARTIFACTS, (run_id,))
+            if not rows and not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
+                raise await self._run_not_found(conn, run_id)
+        return [artifact_meta_from_row(r) for r in rows]
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def acquire_lease(
+        self, run_id: str, owner: str, *, ttl: float, now: float, steal_from: str | None = None
+    ) -> bool:
+        """Take the run's lease until ``now + ttl``; True if ``owner`` now holds it.
+
+        Succeeds when the lease is free, expired (``lease_expires_at <= now``), already held by
+        ``owner``, or held by exactly ``steal_from`` (an owner the caller proved dead).
+        ``NotFound`` for an unknown run.
+        """
+        params = (owner, now + ttl, run_id, now, owner, steal_from)
+        async with self._autocommit() as conn:
+            taken = await conn.execute(q.ACQUIRE_LEASE, params)
+            if taken.rowcount == 1:
+                return True
+            if not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
+                raise await self._run_not_found(conn, run_id)
+        return False
+
+    async def renew_leases(self, owner: str, *, ttl: float, now: float) -> list[str]:
+        """Extend every lease ``owner`` holds to ``now + ttl``; return those run ids.
+
+        A lease that expired but was not taken over is renewed too: nobody else can have started
+        the run without changing its owner.
+        """
+        async with self._write() as conn:
+            await conn.execute(q.RENEW_LEASES, (now + ttl, owner))
+            rows = await fetch_all(conn, q.HELD_BY, (owner,))
+        return [r[0] for r in rows]
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        """Give up the run's lease if ``owner`` holds it; otherwise do nothing."""
+        async with self._autocommit() as conn:
+            await conn.execute(q.RELEASE_LEASE, (run_id, owner))
+
+    async def runs_without_live_lease(self, now: float) -> list[RunRow]:
+        """Active runs nobody is executing (no lease, or an expired one), oldest first."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.WITHOUT_LIVE_LEASE, (now,))
+        return [run_from_row(r) for r in rows]
+
+    # -- introspection -----------------------------------------------------------------------
+
+    async def data_version(self) -> int:
+        """SQLite's ``data_version`` for this connection.
+
+        It changes when another connection (in any process) commits, and not for this
+        connection's own commits: a cheap "did anything change?" poll.
+        """
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.DATA_VERSION)
+        return int(rows[0][0])
+
+    async def schema(self) -> str:
+        """The database schema as SQL, each table followed by its indexes."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.SCHEMA)
+        return "".join(f"{r[0]};\n" for r in rows)
+
+
+def _reject_duplicate_artifacts(artifacts: Sequence[NewArtifact]) -> None:
+    seen: set[tuple[str, str, int]] = set()
+    for art in artifacts:
+        key = (art.stage, art.name, art.version)
+        if key in seen:
+            raise InvalidState(f"artifact {art.key} appears twice in one append")
+        seen.add(key)
