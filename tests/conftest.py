@@ -13,7 +13,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Keep ~/.stageflow and runner choice of the developer's machine out of every test."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("STAGEFLOW_HOME", str(home))

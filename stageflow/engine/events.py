@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from stageflow.engine.runner import AttemptStatus, Usage
+from stageflow.engine.runner import Usage
 
 GENESIS_HASH = "0" * 64
 
@@ -78,7 +78,12 @@ class AttemptStarted(_Event):
 
 
 AttemptOutcome = Literal[
-    "passed", "failed", "changes_requested", "timed_out", "cancelled", "interrupted",
+    "passed",
+    "failed",
+    "changes_requested",
+    "timed_out",
+    "cancelled",
+    "interrupted",
     "budget_exceeded",
 ]
 
@@ -182,9 +187,23 @@ class LeaseTaken(_Event):
 
 
 Event = Annotated[
-    RunCreated | StageSkipped | GateBlocked | GateDecided | AttemptStarted | AttemptFinished
-    | ApprovalRequested | ApprovalDecided | RetryScheduled | StageFailed | StageRetryRequested
-    | RollbackStarted | RunPaused | RunResumed | RunCancelled | RunCompleted | RunFailed
+    RunCreated
+    | StageSkipped
+    | GateBlocked
+    | GateDecided
+    | AttemptStarted
+    | AttemptFinished
+    | ApprovalRequested
+    | ApprovalDecided
+    | RetryScheduled
+    | StageFailed
+    | StageRetryRequested
+    | RollbackStarted
+    | RunPaused
+    | RunResumed
+    | RunCancelled
+    | RunCompleted
+    | RunFailed
     | LeaseTaken,
     Field(discriminator="type"),
 ]
@@ -224,9 +243,7 @@ def chain_hash(
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
-def seal(
-    run_id: str, seq: int, at: float, actor: str, event: Event, prev_hash: str
-) -> Envelope:
+def seal(run_id: str, seq: int, at: float, actor: str, event: Event, prev_hash: str) -> Envelope:
     """Wrap an event into an envelope with its chain hash."""
     h = chain_hash(prev_hash, run_id, seq, at, actor, event_payload(event))
     return Envelope(
@@ -243,8 +260,9 @@ def verify_chain(envelopes: list[Envelope]) -> list[str]:
             problems.append(f"seq {env.seq}: expected seq {i} (gap or reorder)")
         if env.prev_hash != prev:
             problems.append(f"seq {env.seq}: prev_hash does not match the previous entry")
-        want = chain_hash(env.prev_hash, env.run_id, env.seq, env.at, env.actor,
-                          event_payload(env.event))
+        want = chain_hash(
+            env.prev_hash, env.run_id, env.seq, env.at, env.actor, event_payload(env.event)
+        )
         if want != env.hash:
             problems.append(f"seq {env.seq}: hash mismatch (entry was altered)")
         prev = env.hash

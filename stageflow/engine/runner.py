@@ -41,7 +41,9 @@ class Usage(BaseModel):
     @property
     def total_tokens(self) -> int:
         return (
-            self.input_tokens + self.output_tokens + self.cache_read_tokens
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
             + self.cache_write_tokens
         )
 

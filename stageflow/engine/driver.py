@@ -1,0 +1,427 @@
+"""``RunDriver``: performs one run's plan durably while this process holds its lease.
+
+Loop: fold new events -> ``next_actions`` -> append decisions in one transaction -> launch
+attempts (``AttemptStarted`` is committed before the runner is called) -> wait for an attempt to
+finish, a timer, or a change made by another process. Every transition is committed before it
+takes effect; a crash at any point leaves a log that the next owner can resume from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from stageflow.engine import events as ev
+from stageflow.engine.planner import StartAttempt, next_actions
+from stageflow.engine.runner import AttemptRequest, AttemptResult, InputArtifact, Runner, Usage
+from stageflow.engine.slots import Slots
+from stageflow.engine.state import RunState, apply, preview
+from stageflow.errors import (
+    BudgetExceeded,
+    ConcurrencyConflict,
+    LeaseLost,
+    ModelError,
+    RunFailure,
+    StageTimeout,
+)
+from stageflow.store.store import NewArtifact, RunSummary, Store
+
+log = logging.getLogger(__name__)
+
+Until = Literal["idle", "terminal"]
+EventSink = Callable[[ev.Envelope, RunState], None]
+
+
+def estimate_tokens(chars: int) -> int:
+    """A rough token estimate (4 characters per token) for context accounting."""
+    return math.ceil(chars / 4)
+
+
+def summarize(state: RunState) -> RunSummary:
+    """The projection columns of the runs table."""
+    return RunSummary(status=state.status, spent_usd=state.spent_usd, budget_usd=state.budget_usd)
+
+
+class RunDriver:
+    """Drives one run; create through ``Scheduler``."""
+
+    def __init__(
+        self,
+        store: Store,
+        state: RunState,
+        runner: Runner,
+        slots: Slots,
+        *,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+        sink: EventSink | None = None,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.runner = runner
+        self.slots = slots
+        self.owner = owner
+        self.clock = clock
+        self.sink = sink
+        self.poll_interval = poll_interval
+        self._lock = anyio.Lock()
+        self._wake = anyio.Event()
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._stopping = False
+        self._lease_lost = False
+        self._data_version: int | None = None
+
+    def wake(self) -> None:
+        """Look at the plan again soon (a slot was freed, or something changed)."""
+        self._wake.set()
+
+    def lose_lease(self) -> None:
+        """Another process owns the run now: stop at once, write nothing more."""
+        self._lease_lost = True
+        self._stopping = True
+        for scope in list(self._scopes.values()):
+            scope.cancel()
+        self._wake.set()
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def _absorb(self, envelopes: Sequence[ev.Envelope]) -> None:
+        for env in envelopes:
+            self.state = apply(self.state, env)
+            if self.sink is not None:
+                self.sink(env, self.state)
+
+    async def refresh(self) -> bool:
+        """Apply events appended by other processes; True if there were any."""
+        new = await self.store.load_events(self.state.run_id, after_seq=self.state.seq)
+        self._absorb(new)
+        return bool(new)
+
+    async def commit(
+        self,
+        events: Sequence[ev.Event],
+        artifacts: Sequence[NewArtifact] = (),
+        *,
+        retry_on_conflict: bool,
+    ) -> bool:
+        """Append events (and artifacts) in one transaction; False if a conflict made us drop
+        them (the caller re-plans on the fresh state)."""
+        async with self._lock:
+            while True:
+                if self._lease_lost:
+                    raise LeaseLost(self.state.run_id)
+                after = preview(self.state, list(events))  # status for the runs row
+                try:
+                    envs = await self.store.append(
+                        self.state.run_id,
+                        events,
+                        expect_seq=self.state.seq,
+                        actor=self.owner,
+                        at=self.clock(),
+                        summary=summarize(after),
+                        artifacts=artifacts,
+                        holder=self.owner,
+                    )
+                except LeaseLost:
+                    self._lease_lost = True
+                    raise
+                except ConcurrencyConflict:
+                    await self.refresh()
+                    if retry_on_conflict:
+                        continue
+                    return False
+                self._absorb(envs)
+                self._wake.set()
+                return True
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Mark attempts left running by a dead owner (or by our own crash) as interrupted."""
+        stale = [
+            ev.AttemptFinished(
+                stage=sid,
+                attempt=self.state.stages[sid].attempt,
+                outcome="interrupted",
+                error="the process running this attempt stopped",
+            )
+            for sid in self.state.running()
+        ]
+        previous = self.state.owner
+        events: list[ev.Event] = [*stale]
+        if previous != self.owner:
+            events.insert(0, ev.LeaseTaken(owner=self.owner, previous_owner=previous))
+        if events:
+            await self.commit(events, retry_on_conflict=True)
+
+    def _idle(self) -> bool:
+        st = self.state
+        if self._scopes:
+            return False
+        if st.ended is not None:
+            return True
+        waiting_timer = any(s.status == "retry_wait" for s in st.stages.values())
+        return st.status in ("waiting", "paused") and not waiting_timer
+
+    async def drive(self, until: Until = "idle", stop: anyio.Event | None = None) -> RunState:
+        """Run until the run ends (``terminal``) or needs a human with nothing running
+        (``idle``), or ``stop`` is set (attempts in flight are then recorded as interrupted)."""
+        self._data_version = await self.store.data_version()
+        try:
+            await self.recover()
+        except LeaseLost:
+            return self.state
+        async with anyio.create_task_group() as tg:
+            try:
+                await self._loop(tg, until, stop)
+            except LeaseLost:
+                log.warning(
+                    "run %s: lease lost to another process; stopped driving", self.state.run_id
+                )
+            self._stopping = True
+            for scope in list(self._scopes.values()):
+                scope.cancel()
+        return self.state
+
+    async def _loop(self, tg: TaskGroup, until: Until, stop: anyio.Event | None) -> None:
+        while True:
+            if stop is not None and stop.is_set():
+                return
+            self._wake = anyio.Event()  # before planning, so no wake-up after it is lost
+            now = self.clock()
+            plan = next_actions(self.state, now)
+            for sid in plan.cancel:
+                scope = self._scopes.get(sid)
+                if scope is not None:
+                    scope.cancel()
+            if plan.decisions:
+                await self.commit(plan.decisions, retry_on_conflict=False)
+                continue
+            launched = False
+            for start in plan.starts:
+                if not self.slots.try_acquire(self):
+                    break
+                ok = await self._launch(tg, start)
+                if not ok:
+                    self.slots.release()
+                    break
+                launched = True
+            if launched:
+                continue
+            if self.state.ended is not None and not self._scopes:
+                return
+            if until == "idle" and self._idle():
+                return
+            await self._wait(plan.wake_at, stop)
+
+    async def _wait(self, wake_at: float | None, stop: anyio.Event | None) -> None:
+        timeout = self.poll_interval
+        if wake_at is not None:
+            timeout = max(0.0, min(timeout, wake_at - self.clock()))
+        with anyio.move_on_after(timeout):
+            await self._wake.wait()
+        if stop is not None and stop.is_set():
+            return
+        version = await self.store.data_version()
+        if version != self._data_version:
+            self._data_version = version
+            async with self._lock:
+                await self.refresh()
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    async def _launch(self, tg: TaskGroup, start: StartAttempt) -> bool:
+        st = self.state
+        spec = st.spec.stage(start.stage)
+        agent = st.agents.get(spec.agent) if spec.agent else None
+        context = {
+            "needs": [
+                {
+                    "stage": s,
+                    "name": a,
+                    "version": ref.version,
+                    "size": ref.size,
+                    "tokens_est": estimate_tokens(ref.size),
+                }
+                for s, a in spec.needed()
+                if (ref := st.stages[s].artifacts.get(a)) is not None
+            ],
+            "feedback_chars": len(start.feedback or ""),
+            "previous": [
+                {"name": n, "version": r.version, "size": r.size}
+                for n, r in st.stages[start.stage].artifacts.items()
+            ]
+            if start.kind == "rework"
+            else [],
+        }
+        started = ev.AttemptStarted(
+            stage=start.stage,
+            attempt=start.attempt,
+            kind=start.kind,
+            agent=spec.agent,
+            agent_hash=agent.content_hash if agent else None,
+            model=spec.model or (agent.model if agent else None),
+            owner=self.owner,
+            context=context,
+        )
+        if not await self.commit([started], retry_on_conflict=False):
+            return False
+        scope = anyio.CancelScope()
+        self._scopes[start.stage] = scope
+        tg.start_soon(self._attempt, start, scope)
+        return True
+
+    async def _request(self, start: StartAttempt) -> AttemptRequest:
+        st = self.state
+        spec = st.spec.stage(start.stage)
+        agent = st.agents.get(spec.agent) if spec.agent else None
+        needed: list[InputArtifact] = []
+        for s, a in spec.needed():
+            ref = st.stages[s].artifacts.get(a)
+            if ref is None:
+                continue
+            rec = await self.store.get_artifact(st.run_id, s, a, ref.version)
+            needed.append(InputArtifact(stage=s, name=a, version=ref.version, content=rec.content))
+        previous: list[InputArtifact] = []
+        if start.kind == "rework":
+            for name, ref in st.stages[start.stage].artifacts.items():
+                rec = await self.store.get_artifact(st.run_id, start.stage, name, ref.version)
+                previous.append(
+                    InputArtifact(
+                        stage=start.stage, name=name, version=ref.version, content=rec.content
+                    )
+                )
+        remaining = None
+        if st.budget_usd is not None:
+            remaining = max(0.0, st.budget_usd - st.spent_usd)
+        if spec.budget_usd is not None:
+            stage_left = max(0.0, spec.budget_usd - st.stages[start.stage].usage.cost_usd)
+            remaining = stage_left if remaining is None else min(remaining, stage_left)
+        return AttemptRequest(
+            run_id=st.run_id,
+            stage=spec,
+            attempt=start.attempt,
+            kind=start.kind,
+            task=st.task,
+            inputs=st.inputs,
+            agent=agent,
+            model=spec.model or (agent.model if agent else None),
+            artifacts=needed,
+            previous=previous,
+            feedback=start.feedback,
+            workdir=st.workdir,
+            budget_remaining_usd=remaining,
+            timeout=spec.timeout,
+        )
+
+    async def _attempt(self, start: StartAttempt, scope: anyio.CancelScope) -> None:
+        t0 = time.monotonic()
+        result: AttemptResult | None = None
+        outcome: ev.AttemptOutcome = "failed"
+        error: str | None = None
+        retryable = False
+        timeout = self.state.spec.stage(start.stage).timeout
+        try:
+            with scope:
+                try:
+                    request = await self._request(start)
+                    with anyio.fail_after(timeout if timeout else math.inf):
+                        result = await self.runner.run(request)
+                    outcome = result.status
+                    error = result.error
+                except TimeoutError:
+                    outcome, retryable = "timed_out", True
+                    error = f"stage timed out after {timeout:g}s"
+                except StageTimeout as exc:  # a command stage's own timeout
+                    outcome, error, retryable = "timed_out", str(exc), True
+                except BudgetExceeded as exc:
+                    outcome, error = "budget_exceeded", str(exc)
+                except ModelError as exc:
+                    outcome, error, retryable = "failed", str(exc), exc.retryable
+                except RunFailure as exc:
+                    outcome, error, retryable = "failed", str(exc), exc.retryable
+                except Exception as exc:  # a runner bug must not take the run down with it
+                    log.exception("run %s stage %s: runner raised", self.state.run_id, start.stage)
+                    outcome, error = "failed", f"runner error: {type(exc).__name__}: {exc}"
+            if scope.cancelled_caught:
+                if self._stopping:
+                    outcome, error = "interrupted", "the process stopped during the attempt"
+                else:
+                    outcome = "cancelled"
+                    error = self.state.end_reason or "cancelled"
+                result = None
+            await self._record(start, outcome, result, error, retryable, time.monotonic() - t0)
+        except LeaseLost:
+            pass
+        finally:
+            self._scopes.pop(start.stage, None)
+            self.slots.release()
+            self._wake.set()
+
+    async def _record(
+        self,
+        start: StartAttempt,
+        outcome: ev.AttemptOutcome,
+        result: AttemptResult | None,
+        error: str | None,
+        retryable: bool,
+        duration: float,
+    ) -> None:
+        stage = self.state.stages[start.stage]
+        if result is not None and outcome in ("passed", "changes_requested"):
+            missing = [
+                p
+                for p in self.state.spec.stage(start.stage).produces
+                if not result.artifacts.get(p)
+            ]
+            if missing:
+                outcome = "failed"
+                error = f"stage finished without its required artifact(s): {', '.join(missing)}"
+        refs: list[ev.ArtifactRef] = []
+        new: list[NewArtifact] = []
+        if result is not None:
+            for name, content in result.artifacts.items():
+                prev = stage.artifacts.get(name)
+                version = (prev.version + 1) if prev else 1
+                data = content.encode("utf-8")
+                refs.append(
+                    ev.ArtifactRef(
+                        name=name,
+                        version=version,
+                        size=len(data),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                    )
+                )
+                new.append(
+                    NewArtifact(
+                        stage=start.stage,
+                        name=name,
+                        version=version,
+                        content=content,
+                        attempt=start.attempt,
+                    )
+                )
+        finished = ev.AttemptFinished(
+            stage=start.stage,
+            attempt=start.attempt,
+            outcome=outcome,
+            summary=result.summary if result else "",
+            artifacts=refs,
+            outputs=result.outputs if result else {},
+            usage=result.usage if result else Usage(),
+            model=result.model if result else None,
+            runner=result.runner if result else None,
+            error=error,
+            retryable=retryable,
+            duration_s=round(duration, 6),
+        )
+        with anyio.CancelScope(shield=True):
+            await self.commit([finished], new, retry_on_conflict=True)

@@ -1,0 +1,260 @@
+"""``next_actions(state, now)``: what should happen next in a run. Pure: no I/O, no awaits.
+
+The planner returns *decisions* (events to append: skips, gate blocks, retries, failures,
+completion) and *starts* (attempts the scheduler should launch), plus the earliest time at which
+the plan may change by itself (a retry backoff or approval deadline), so the scheduler knows when
+to look again. Calling it repeatedly on the same state gives the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from stageflow.engine import events as ev
+from stageflow.engine.state import DONE_STAGE, RunState, StageState
+from stageflow.workflows.conditions import ConditionError, parse_condition
+from stageflow.workflows.spec import StageSpec
+
+AttemptKind = Literal["initial", "retry", "rework", "resume"]
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    """Launch attempt ``attempt`` of ``stage``."""
+
+    stage: str
+    attempt: int
+    kind: AttemptKind
+    feedback: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    decisions: list[ev.Event] = field(default_factory=list)
+    starts: list[StartAttempt] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)  # running stages to cancel
+    wake_at: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.decisions or self.starts or self.cancel)
+
+
+def condition_context(state: RunState) -> dict[str, Any]:
+    """What ``when``/``gate`` expressions see: inputs and every stage's status and outputs."""
+    ctx: dict[str, Any] = {"inputs": {"task": state.task, **state.inputs}}
+    for sid, st in state.stages.items():
+        ctx[sid] = {"status": st.status, "outputs": st.outputs}
+    return ctx
+
+
+def _eval(text: str, state: RunState) -> bool:
+    try:
+        return parse_condition(text).evaluate(condition_context(state))
+    except ConditionError:
+        return False  # templates are validated before a run starts; a bad snapshot fails closed
+
+
+def _deps_state(spec: StageSpec, state: RunState) -> Literal["wait", "ready", "skip", "never"]:
+    if not spec.depends_on:
+        return "ready"
+    statuses = [state.stages[d] for d in spec.depends_on]
+    if any(s.status not in DONE_STAGE for s in statuses):
+        return "wait"
+    if any(s.status == "cancelled" or (s.status == "failed" and not s.tolerated) for s in statuses):
+        return "never"
+    if all(s.status == "skipped" for s in statuses):
+        return "skip"
+    return "ready"
+
+
+def _failure_decision(
+    spec: StageSpec,
+    st: StageState,
+    state: RunState,
+    now: float,
+) -> list[ev.Event]:
+    policy = spec.on_failure
+    reason = st.reason or "failed"
+    if st.budget_failed:
+        if state.budget_paused:
+            return []
+        return [
+            ev.RunPaused(reason=f"stage '{st.id}': {reason}", by="engine", budget_exceeded=True)
+        ]
+    final = policy.action
+    if policy.action == "retry":
+        if st.failures < policy.max_attempts and state.failing is None:
+            delay = policy.backoff_for(st.failures)
+            return [
+                ev.RetryScheduled(
+                    stage=st.id,
+                    attempt=st.attempt + 1,
+                    not_before=now + delay,
+                    reason=f"attempt {st.attempt} failed: {reason}",
+                )
+            ]
+        final = policy.then
+        reason = f"{reason} (after {st.failures} attempts)"
+    if st.triggered:  # a rollback stage failing ends the run; no rollback of the rollback
+        return [ev.StageFailed(stage=st.id, reason=reason)]
+    if final == "continue":
+        return [ev.StageFailed(stage=st.id, reason=reason, tolerated=True)]
+    if final == "rollback" and policy.rollback and state.failing is None:
+        return [
+            ev.StageFailed(stage=st.id, reason=reason),
+            ev.RollbackStarted(failed_stage=st.id, rollback_stage=policy.rollback),
+        ]
+    return [ev.StageFailed(stage=st.id, reason=reason)]
+
+
+def next_actions(state: RunState, now: float) -> Plan:
+    """Decide what happens next. Deterministic for a given (state, now)."""
+    if state.ended is not None:
+        return Plan(cancel=state.running())
+
+    spec = state.spec
+    decisions: list[ev.Event] = []
+    starts: list[StartAttempt] = []
+    wake: list[float] = []
+    rollback_targets = spec.rollback_targets()
+
+    if spec.limits.timeout is not None:
+        deadline = state.created_at + spec.limits.timeout
+        if now >= deadline:
+            return Plan(
+                decisions=[ev.RunFailed(reason=f"run timed out after {spec.limits.timeout:g}s")],
+                cancel=state.running(),
+            )
+        wake.append(deadline)
+
+    # 1. stages that need a decision about an attempt that just ended or a deadline
+    for s in spec.stages:
+        st = state.stages[s.id]
+        if st.status == "attempt_failed":
+            decisions.extend(_failure_decision(s, st, state, now))
+        elif st.status == "awaiting_approval" and st.approval_expires_at is not None:
+            if now >= st.approval_expires_at:
+                decisions.extend(_approval_expired(s, st))
+            else:
+                wake.append(st.approval_expires_at)
+        elif st.status == "retry_wait" and st.not_before is not None and now < st.not_before:
+            wake.append(st.not_before)
+    if decisions:
+        return Plan(decisions=decisions, wake_at=min(wake) if wake else None)
+
+    # 2. a stage failed for good: cancel the rest, run the rollback stage if any, then end
+    if state.failing is not None:
+        rb = state.rollback
+        others = [r for r in state.running() if r != rb]
+        if others:
+            return Plan(cancel=others)
+        if rb is not None:
+            rst = state.stages[rb]
+            if rst.status == "pending":
+                return Plan(starts=[StartAttempt(rb, rst.attempt + 1, "initial")])
+            if rst.status not in DONE_STAGE:
+                return Plan(wake_at=min(wake) if wake else None)
+            how = "succeeded" if rst.status == "succeeded" else "also failed"
+            reason = (
+                f"stage '{state.failing}' failed: {state.stages[state.failing].reason}; "
+                f"rollback '{rb}' {how}"
+            )
+            return Plan(decisions=[ev.RunFailed(reason=reason)])
+        return Plan(
+            decisions=[
+                ev.RunFailed(
+                    reason=f"stage '{state.failing}' failed: {state.stages[state.failing].reason}"
+                )
+            ]
+        )
+
+    # 3. schedule pending work
+    slots = spec.limits.max_concurrent_agents - len(state.running())
+    over_budget = state.budget_usd is not None and state.spent_usd >= state.budget_usd
+    for s in spec.stages:
+        st = state.stages[s.id]
+        if s.id in rollback_targets and not st.triggered:
+            continue
+        if st.status == "retry_wait":
+            if st.not_before is not None and now < st.not_before:
+                continue
+            kind: AttemptKind = "retry"
+        elif st.status == "pending":
+            kind = "initial"
+            if st.feedback is not None:
+                kind = "rework"
+            elif st.attempts and st.attempts[-1].outcome in ("interrupted", "cancelled"):
+                kind = "resume"
+            elif st.attempts:
+                kind = "retry"
+            if not st.attempts and not st.gate_overridden:
+                deps = _deps_state(s, state)
+                if deps == "wait":
+                    continue
+                if deps == "never":
+                    continue  # an upstream failure ends the run; nothing to do here
+                if deps == "skip":
+                    decisions.append(
+                        ev.StageSkipped(stage=s.id, reason="every upstream stage was skipped")
+                    )
+                    continue
+                if s.when is not None and not _eval(s.when, state):
+                    decisions.append(ev.StageSkipped(stage=s.id, reason=f"when false: {s.when}"))
+                    continue
+                if s.gate is not None and not _eval(s.gate, state):
+                    decisions.append(ev.GateBlocked(stage=s.id, condition=s.gate))
+                    continue
+        else:
+            continue
+        if state.paused:
+            continue
+        if over_budget:
+            decisions.append(
+                ev.RunPaused(
+                    reason=f"run budget exhausted: ${state.spent_usd:.4f} spent of "
+                    f"${state.budget_usd:.2f}; resume with a higher budget or cancel",
+                    by="engine",
+                    budget_exceeded=True,
+                )
+            )
+            break
+        if slots <= 0:
+            continue
+        slots -= 1
+        starts.append(
+            StartAttempt(
+                s.id, st.attempt + 1, kind, feedback=st.feedback if kind == "rework" else None
+            )
+        )
+
+    if decisions:
+        return Plan(decisions=decisions, wake_at=min(wake) if wake else None)
+    if starts:
+        return Plan(starts=starts, wake_at=min(wake) if wake else None)
+
+    # 4. finished?
+    normal = [
+        state.stages[s.id]
+        for s in spec.stages
+        if s.id not in rollback_targets or state.stages[s.id].triggered
+    ]
+    if all(st.status in DONE_STAGE for st in normal) and not state.running():
+        return Plan(decisions=[ev.RunCompleted()])
+    return Plan(wake_at=min(wake) if wake else None)
+
+
+def _approval_expired(s: StageSpec, st: StageState) -> list[ev.Event]:
+    assert s.approval is not None
+    action = s.approval.on_timeout
+    waited = f"approval of '{s.id}' timed out after {s.approval.timeout:g}s"
+    if action == "approve":
+        return [
+            ev.ApprovalDecided(
+                stage=s.id, decision="approve", approver="timeout", automatic=True, feedback=waited
+            )
+        ]
+    if action == "cancel":
+        return [ev.RunCancelled(reason=waited, by="timeout")]
+    return [ev.StageFailed(stage=s.id, reason=waited)]

@@ -1,0 +1,322 @@
+"""``Service``: the operations users perform on runs, shared by the CLI and the MCP tools.
+
+Commands (approve, cancel, pause, resume, retry) are optimistic: fold the log, check the command
+against the state, append with ``expect_seq``; if another process appended first, fold again and
+re-check. So two people approving one gate at once get exactly one recorded decision, and the
+other a clear error naming the stage's new state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from stageflow.agents.registry import AgentRegistry, load_agents
+from stageflow.config import Settings
+from stageflow.engine import events as ev
+from stageflow.engine.driver import summarize
+from stageflow.engine.state import RunState, fold, initial_state, preview
+from stageflow.engine.views import RunListItem, RunView, build_view
+from stageflow.errors import (
+    ConcurrencyConflict,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+    Problem,
+    SpecErrors,
+)
+from stageflow.ids import new_run_id
+from stageflow.store.store import Store
+from stageflow.workflows.catalog import TemplateCatalog, load_catalog
+
+Decision = Literal["approve", "reject"]
+ControlAction = Literal["cancel", "pause", "resume", "retry"]
+PREVIEW_CHARS = 240
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    run_id: str
+    events: list[ev.Envelope]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Service:
+    """Run operations for one project."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        runner_label: str = "offline",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner_label = runner_label
+        self.clock = clock
+
+    # -- definitions -------------------------------------------------------------------------
+
+    def agents(self) -> AgentRegistry:
+        return load_agents(self.settings.agent_dirs())
+
+    def templates(self, agents: AgentRegistry | None = None) -> TemplateCatalog:
+        agents = agents or self.agents()
+        return load_catalog(self.settings.template_dirs(), agent_names=agents.names())
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        template: str,
+        task: str,
+        *,
+        inputs: dict[str, Any] | None = None,
+        budget_usd: float | None = None,
+        actor: str = "cli",
+    ) -> RunState:
+        """Validate and record a new run; it does not execute anything."""
+        if not task or not task.strip():
+            raise InvalidArgument("task must be a non-empty description of the work")
+        if budget_usd is not None and budget_usd < 0:
+            raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
+        agents = self.agents()
+        catalog = self.templates(agents)
+        entry = catalog.entries.get(template)
+        if entry is None:
+            raise NotFound("template", template, known=catalog.names())
+        if entry.spec is None or entry.problems:
+            raise SpecErrors(
+                entry.problems or (Problem("template failed to load", file=str(entry.source)),)
+            )
+        spec = entry.spec
+        try:
+            resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        used = sorted({s.agent for s in spec.stages if s.agent})
+        snapshot = {}
+        for name in used:
+            snapshot[name] = agents.get(name).model_dump(mode="json")
+        created = ev.RunCreated(
+            template=spec.name,
+            task=task.strip(),
+            inputs=resolved,
+            spec=spec.model_dump(mode="json"),
+            agents=snapshot,
+            budget_usd=budget_usd if budget_usd is not None else spec.limits.budget_usd,
+            runner=self.runner_label,
+            workdir=str(self.settings.project),
+        )
+        run_id = new_run_id()
+        now = self.clock()
+        env = ev.seal(run_id, 1, now, actor, created, ev.GENESIS_HASH)
+        state = initial_state(run_id, env)
+        await self.store.create_run(run_id, created, actor=actor, at=now, summary=summarize(state))
+        return state
+
+    async def state(self, run_id: str) -> RunState:
+        return fold(await self.store.load_events(run_id))
+
+    async def view(self, run_id: str) -> RunView:
+        state = await self.state(run_id)
+        previews: dict[tuple[str, str], str] = {}
+        for sid, st in state.stages.items():
+            for name, ref in st.artifacts.items():
+                rec = await self.store.get_artifact(run_id, sid, name, ref.version)
+                text = rec.content.strip()
+                previews[(sid, name)] = text[:PREVIEW_CHARS] + (
+                    "..." if len(text) > PREVIEW_CHARS else ""
+                )
+        return build_view(state, previews)
+
+    async def list_runs(self, limit: int = 20) -> list[RunListItem]:
+        rows = await self.store.list_runs(limit=limit)
+        return [
+            RunListItem(
+                run_id=r.run_id,
+                template=r.template,
+                task=r.task,
+                status=r.status,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                spent_usd=r.spent_usd,
+            )
+            for r in rows
+        ]
+
+    async def _command(
+        self, run_id: str, decide: Callable[[RunState], Sequence[ev.Event]], actor: str
+    ) -> RunState:
+        for _ in range(20):
+            state = await self.state(run_id)
+            events = list(decide(state))
+            after = preview(state, events)
+            try:
+                await self.store.append(
+                    run_id,
+                    events,
+                    expect_seq=state.seq,
+                    actor=actor,
+                    at=self.clock(),
+                    summary=summarize(after),
+                )
+            except ConcurrencyConflict:
+                continue  # someone else wrote first: re-read and re-check
+            return await self.state(run_id)
+        raise InvalidState(f"run {run_id} is changing too fast to apply the command; try again")
+
+    async def decide(
+        self,
+        run_id: str,
+        *,
+        stage: str | None,
+        decision: Decision,
+        feedback: str | None = None,
+        approver: str = "human",
+    ) -> RunState:
+        """Approve or reject the stage waiting for a human (approval or gate)."""
+        if decision == "reject" and not (feedback and feedback.strip()):
+            raise InvalidArgument("a rejection needs feedback: say what must change")
+
+        def build(state: RunState) -> list[ev.Event]:
+            _not_ended(state)
+            target = _waiting_stage(state, stage)
+            st = state.stages[target]
+            if st.status == "awaiting_approval":
+                return [
+                    ev.ApprovalDecided(
+                        stage=target, decision=decision, feedback=feedback, approver=approver
+                    )
+                ]
+            return [
+                ev.GateDecided(
+                    stage=target, decision=decision, feedback=feedback, approver=approver
+                )
+            ]
+
+        return await self._command(run_id, build, approver)
+
+    async def control(
+        self,
+        run_id: str,
+        action: ControlAction,
+        *,
+        stage: str | None = None,
+        reason: str | None = None,
+        budget_usd: float | None = None,
+        actor: str = "human",
+    ) -> RunState:
+        """cancel | pause | resume | retry a run (retry may name a stage)."""
+        if budget_usd is not None and budget_usd < 0:
+            raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
+
+        def build(state: RunState) -> list[ev.Event]:
+            if stage is not None and stage not in state.stages:
+                raise NotFound("stage", stage, known=list(state.stages))
+            if action == "cancel":
+                _not_ended(state)
+                return [ev.RunCancelled(reason=reason or "cancelled by user", by=actor)]
+            if action == "pause":
+                _not_ended(state)
+                if state.paused:
+                    raise InvalidState(f"run {run_id} is already paused")
+                return [ev.RunPaused(reason=reason or "paused by user", by=actor)]
+            if action == "resume":
+                _not_ended(state)
+                if not state.paused:
+                    raise InvalidState(f"run {run_id} is not paused (it is {state.status})")
+                if (
+                    state.budget_paused
+                    and budget_usd is None
+                    and state.budget_usd is not None
+                    and state.spent_usd >= state.budget_usd
+                ):
+                    raise InvalidArgument(
+                        f"run {run_id} stopped at its budget (${state.spent_usd:.4f} of "
+                        f"${state.budget_usd:.2f}); resume with a higher budget_usd"
+                    )
+                return [ev.RunResumed(by=actor, budget_usd=budget_usd, reason=reason)]
+            return _retry_events(state, stage, actor, reason)
+
+        return await self._command(run_id, build, actor)
+
+    async def audit(self, run_id: str) -> AuditReport:
+        """Recompute the hash chain and check the head recorded with the run."""
+        envs = await self.store.load_events(run_id)
+        problems = ev.verify_chain(envs)
+        row = await self.store.get_run(run_id)
+        if envs and row.head_hash != envs[-1].hash:
+            problems.append(
+                f"the run's recorded head hash does not match entry {envs[-1].seq} "
+                "(entries missing from the end?)"
+            )
+        if envs and row.last_seq != envs[-1].seq:
+            problems.append(f"the run records {row.last_seq} entries but {envs[-1].seq} remain")
+        return AuditReport(run_id=run_id, events=envs, problems=problems)
+
+
+def _not_ended(state: RunState) -> None:
+    if state.ended is not None:
+        raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
+
+
+def _waiting_stage(state: RunState, stage: str | None) -> str:
+    waiting = [
+        sid for sid, st in state.stages.items() if st.status in ("awaiting_approval", "blocked")
+    ]
+    if stage is None:
+        if len(waiting) == 1:
+            return waiting[0]
+        if not waiting:
+            raise InvalidState(
+                f"run {state.run_id} has no stage waiting for a decision (run is {state.status})"
+            )
+        raise InvalidArgument(
+            f"several stages are waiting ({', '.join(waiting)}); name one with stage"
+        )
+    if stage not in state.stages:
+        raise NotFound("stage", stage, known=list(state.stages))
+    st = state.stages[stage]
+    if stage not in waiting:
+        extra = f"; waiting: {', '.join(waiting)}" if waiting else ""
+        raise InvalidState(
+            f"stage '{stage}' is not waiting for a decision (it is {st.status}){extra}"
+        )
+    return stage
+
+
+def _retry_events(
+    state: RunState, stage: str | None, actor: str, reason: str | None
+) -> list[ev.Event]:
+    if state.ended == "cancelled":
+        raise InvalidState(f"run {state.run_id} was cancelled; start a new run instead")
+    if state.ended == "completed":
+        raise InvalidState(f"run {state.run_id} has completed; nothing to retry")
+    retryable = ("failed", "cancelled", "retry_wait", "attempt_failed")
+    if stage is not None:
+        st = state.stages[stage]
+        if st.status not in retryable:
+            raise InvalidState(
+                f"stage '{stage}' cannot be retried (it is {st.status}); "
+                "only failed, cancelled or backing-off stages can"
+            )
+        return [ev.StageRetryRequested(stage=stage, by=actor, reason=reason)]
+    targets = [
+        sid
+        for sid, st in state.stages.items()
+        if st.status in retryable and not (st.status == "failed" and st.tolerated)
+    ]
+    if not targets:
+        raise InvalidState(
+            f"run {state.run_id} has no failed stage to retry (run is {state.status})"
+        )
+    return [ev.StageRetryRequested(stage=t, by=actor, reason=reason) for t in targets]

@@ -1,0 +1,416 @@
+"""The run state and the pure fold ``apply(state, envelope) -> state``.
+
+No I/O, no awaits, no clock: everything time-dependent uses the envelope's ``at``. ``apply``
+returns a new ``RunState``; unchanged stages are shared between the old and the new state, so a
+fold over a long log stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from stageflow.agents.definition import AgentDefinition
+from stageflow.engine import events as ev
+from stageflow.engine.runner import Usage
+from stageflow.workflows.spec import WorkflowSpec
+
+StageStatus = Literal[
+    "pending",  # not started, or waiting for dependencies
+    "running",
+    "attempt_failed",  # an attempt failed; the planner decides: retry, continue, rollback, fail
+    "retry_wait",  # backing off before the next attempt
+    "blocked",  # a gate condition is false; a human must decide
+    "awaiting_approval",  # finished, a human must approve or reject
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+]
+RunStatus = Literal["running", "waiting", "paused", "completed", "failed", "cancelled"]
+
+TERMINAL_RUN: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+DONE_STAGE: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+HUMAN_WAIT: frozenset[str] = frozenset({"blocked", "awaiting_approval"})
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """One attempt as seen from the log."""
+
+    number: int
+    kind: str
+    started_at: float
+    agent: str | None = None
+    agent_hash: str | None = None
+    model_requested: str | None = None
+    model_answered: str | None = None
+    runner: str | None = None
+    finished_at: float | None = None
+    outcome: str | None = None
+    summary: str = ""
+    error: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageState:
+    """Where one stage stands."""
+
+    id: str
+    status: StageStatus = "pending"
+    attempts: tuple[AttemptInfo, ...] = ()
+    failures: int = 0  # failed attempts since the last reset (counts toward retry max_attempts)
+    reworks: int = 0
+    feedback: str | None = None  # reviewer feedback waiting to be used by the next attempt
+    not_before: float | None = None  # retry backoff
+    approval_expires_at: float | None = None
+    gate_overridden: bool = False
+    artifacts: dict[str, ev.ArtifactRef] = field(default_factory=dict)  # latest version by name
+    outputs: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    reason: str | None = None  # why it failed / was skipped / is blocked
+    tolerated: bool = False  # failed, but on_failure: continue
+    budget_failed: bool = False
+    triggered: bool = False  # a rollback stage that was called
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def attempt(self) -> int:
+        return len(self.attempts)
+
+    @property
+    def current(self) -> AttemptInfo | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def duration_s(self) -> float:
+        return sum(
+            (a.finished_at - a.started_at) for a in self.attempts if a.finished_at is not None
+        )
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run: a fold over its event log."""
+
+    run_id: str
+    template: str
+    task: str
+    spec: WorkflowSpec
+    agents: dict[str, AgentDefinition]
+    inputs: dict[str, Any]
+    stages: dict[str, StageState]
+    created_at: float
+    updated_at: float
+    runner: str = "offline"
+    workdir: str = "."
+    budget_usd: float | None = None
+    seq: int = 0
+    head_hash: str = ev.GENESIS_HASH
+    ended: Literal["completed", "failed", "cancelled"] | None = None
+    end_reason: str | None = None
+    paused: bool = False
+    pause_reason: str | None = None
+    budget_paused: bool = False
+    failing: str | None = None  # a stage failed for good; the run ends once nothing runs
+    rollback: str | None = None  # the rollback stage running for ``failing``
+    owner: str | None = None
+
+    @property
+    def status(self) -> RunStatus:
+        if self.ended is not None:
+            return self.ended
+        if self.paused:
+            return "paused"
+        values = [s.status for s in self.stages.values()]
+        if any(v in HUMAN_WAIT for v in values) and not any(
+            v in ("running", "retry_wait") for v in values
+        ):
+            return "waiting"
+        return "running"
+
+    @property
+    def spent_usd(self) -> float:
+        return round(sum(s.usage.cost_usd for s in self.stages.values()), 10)
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for s in self.stages.values():
+            total = total + s.usage
+        return total
+
+    def running(self) -> list[str]:
+        return [sid for sid, s in self.stages.items() if s.status == "running"]
+
+
+def initial_state(run_id: str, env: ev.Envelope) -> RunState:
+    """The state right after ``RunCreated``."""
+    created = env.event
+    if not isinstance(created, ev.RunCreated):
+        raise ValueError(f"run {run_id}: the first event must be run_created, got {created.type}")
+    spec = WorkflowSpec.model_validate(created.spec)
+    agents = {n: AgentDefinition.model_validate(a) for n, a in created.agents.items()}
+    return RunState(
+        run_id=run_id,
+        template=created.template,
+        task=created.task,
+        spec=spec,
+        agents=agents,
+        inputs=dict(created.inputs),
+        stages={s.id: StageState(id=s.id) for s in spec.stages},
+        created_at=env.at,
+        updated_at=env.at,
+        runner=created.runner,
+        workdir=created.workdir,
+        budget_usd=created.budget_usd,
+        seq=env.seq,
+        head_hash=env.hash,
+    )
+
+
+def fold(envelopes: list[ev.Envelope]) -> RunState:
+    """Replay a whole log."""
+    if not envelopes:
+        raise ValueError("cannot fold an empty event log")
+    state = initial_state(envelopes[0].run_id, envelopes[0])
+    for env in envelopes[1:]:
+        state = apply(state, env)
+    return state
+
+
+def _set(state: RunState, stage: StageState, **run_changes: Any) -> RunState:
+    stages = dict(state.stages)
+    stages[stage.id] = stage
+    return replace(state, stages=stages, **run_changes)
+
+
+def apply(state: RunState, env: ev.Envelope) -> RunState:
+    """Apply one logged event; pure (returns a new state)."""
+    e = env.event
+    state = replace(state, seq=env.seq, head_hash=env.hash, updated_at=env.at)
+    match e:
+        case ev.AttemptStarted():
+            st = state.stages[e.stage]
+            info = AttemptInfo(
+                number=e.attempt,
+                kind=e.kind,
+                started_at=env.at,
+                agent=e.agent,
+                agent_hash=e.agent_hash,
+                model_requested=e.model,
+                context=dict(e.context),
+            )
+            return _set(
+                state,
+                replace(
+                    st,
+                    status="running",
+                    attempts=(*st.attempts, info),
+                    not_before=None,
+                    reason=None,
+                    approval_expires_at=None,
+                ),
+            )
+        case ev.AttemptFinished():
+            return _attempt_finished(state, env, e)
+        case ev.ApprovalDecided():
+            st = state.stages[e.stage]
+            if e.decision == "approve":
+                return _set(state, replace(st, status="succeeded", approval_expires_at=None))
+            limit = state.spec.stage(e.stage).max_rework
+            if st.reworks >= limit:
+                why = f"rejected by {e.approver} after {st.reworks} rework(s) (max_rework {limit})"
+                return _fail(state, replace(st, approval_expires_at=None), why)
+            return _set(
+                state,
+                replace(
+                    st,
+                    status="pending",
+                    reworks=st.reworks + 1,
+                    feedback=e.feedback or "",
+                    approval_expires_at=None,
+                ),
+            )
+        case ev.GateBlocked():
+            st = state.stages[e.stage]
+            return _set(state, replace(st, status="blocked", reason=f"gate false: {e.condition}"))
+        case ev.GateDecided():
+            st = state.stages[e.stage]
+            if e.decision == "approve":
+                return _set(state, replace(st, status="pending", gate_overridden=True, reason=None))
+            reason = f"gate rejected by {e.approver}" + (f": {e.feedback}" if e.feedback else "")
+            return _fail(state, st, reason)
+        case ev.StageSkipped():
+            st = state.stages[e.stage]
+            return _set(state, replace(st, status="skipped", reason=e.reason))
+        case ev.RetryScheduled():
+            st = state.stages[e.stage]
+            return _set(state, replace(st, status="retry_wait", not_before=e.not_before))
+        case ev.StageFailed():
+            st = state.stages[e.stage]
+            failed = replace(st, status="failed", reason=e.reason, tolerated=e.tolerated)
+            if e.tolerated or state.failing is not None:
+                return _set(state, failed)
+            return _set(state, failed, failing=e.stage)
+        case ev.RollbackStarted():
+            st = state.stages[e.rollback_stage]
+            return _set(
+                state, replace(st, status="pending", triggered=True), rollback=e.rollback_stage
+            )
+        case ev.StageRetryRequested():
+            return _retry_requested(state, e)
+        case ev.RunPaused():
+            return replace(
+                state,
+                paused=True,
+                pause_reason=e.reason,
+                budget_paused=state.budget_paused or e.budget_exceeded,
+            )
+        case ev.RunResumed():
+            return _resumed(state, e)
+        case ev.RunCancelled():
+            return replace(state, ended="cancelled", end_reason=e.reason or "cancelled")
+        case ev.RunCompleted():
+            return replace(state, ended="completed", end_reason=None)
+        case ev.RunFailed():
+            return replace(state, ended="failed", end_reason=e.reason)
+        case ev.LeaseTaken():
+            return replace(state, owner=e.owner)
+        case ev.RunCreated():
+            raise ValueError(f"run {state.run_id}: run_created may only be the first event")
+    return state
+
+
+def _fail(state: RunState, st: StageState, reason: str) -> RunState:
+    """A human decision failed the stage: no retry; ``continue`` policies still tolerate it."""
+    policy = state.spec.stage(st.id).on_failure
+    tolerated = policy.action == "continue" or (
+        policy.action == "retry" and policy.then == "continue"
+    )
+    failed = replace(st, status="failed", reason=reason, tolerated=tolerated)
+    if tolerated or state.failing is not None:
+        return _set(state, failed)
+    return _set(state, failed, failing=st.id)
+
+
+def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) -> RunState:
+    st = state.stages[e.stage]
+    attempts = list(st.attempts)
+    if attempts and attempts[-1].number == e.attempt:
+        attempts[-1] = replace(
+            attempts[-1],
+            finished_at=env.at,
+            outcome=e.outcome,
+            summary=e.summary,
+            error=e.error,
+            usage=e.usage,
+            model_answered=e.model,
+            runner=e.runner,
+        )
+    usage = st.usage + e.usage
+    artifacts = dict(st.artifacts)
+    for ref in e.artifacts:
+        artifacts[ref.name] = ref
+    base = replace(st, attempts=tuple(attempts), usage=usage, artifacts=artifacts)
+    spec = state.spec.stage(e.stage)
+    if e.outcome in ("passed", "changes_requested"):
+        outputs = {**e.outputs, "verdict": e.outcome}
+        done = replace(base, outputs=outputs, summary=e.summary, feedback=None, failures=0)
+        if spec.approval is not None and spec.approval.required:
+            expires = env.at + spec.approval.timeout if spec.approval.timeout else None
+            return _set(
+                state, replace(done, status="awaiting_approval", approval_expires_at=expires)
+            )
+        return _set(state, replace(done, status="succeeded"))
+    if e.outcome == "interrupted":
+        # the process died mid-attempt: run it again, not counted as a failure
+        return _set(state, replace(base, status="pending", reason="interrupted; will resume"))
+    if e.outcome == "cancelled":
+        if state.ended is not None or state.failing is not None:
+            return _set(state, replace(base, status="cancelled", reason=e.error or "cancelled"))
+        return _set(state, replace(base, status="pending", reason=e.error))
+    # failed, timed_out, budget_exceeded
+    return _set(
+        state,
+        replace(
+            base,
+            status="attempt_failed",
+            failures=st.failures + 1,
+            reason=e.error or e.summary or e.outcome,
+            budget_failed=e.outcome == "budget_exceeded",
+            outputs=dict(e.outputs),
+        ),
+    )
+
+
+def _retry_requested(state: RunState, e: ev.StageRetryRequested) -> RunState:
+    st = state.stages[e.stage]
+    fresh = replace(
+        st,
+        status="pending",
+        failures=0,
+        not_before=None,
+        reason=None,
+        tolerated=False,
+        budget_failed=False,
+    )
+    stages = dict(state.stages)
+    stages[e.stage] = fresh
+    # downstream stages that were cancelled or skipped because of the failure get another chance
+    for sid, other in state.stages.items():
+        if other.status == "cancelled":
+            stages[sid] = replace(other, status="pending", reason=None)
+    failing = None if state.failing == e.stage else state.failing
+    ended = state.ended if state.ended == "completed" else None
+    return replace(
+        state,
+        stages=stages,
+        failing=failing,
+        ended=ended,
+        end_reason=None,
+        rollback=None if failing is None else state.rollback,
+    )
+
+
+def _resumed(state: RunState, e: ev.RunResumed) -> RunState:
+    stages = dict(state.stages)
+    if state.budget_paused:
+        for sid, st in state.stages.items():
+            if st.budget_failed and st.status in ("failed", "attempt_failed"):
+                stages[sid] = replace(
+                    st, status="pending", budget_failed=False, failures=0, reason=None
+                )
+    failing = state.failing
+    if failing is not None and state.stages[failing].budget_failed:
+        failing = None
+    budget = e.budget_usd if e.budget_usd is not None else state.budget_usd
+    return replace(
+        state,
+        stages=stages,
+        paused=False,
+        pause_reason=None,
+        budget_paused=False,
+        budget_usd=budget,
+        failing=failing,
+    )
+
+
+def preview(state: RunState, events: list[ev.Event] | tuple[ev.Event, ...]) -> RunState:
+    """The state after ``events`` without sealing them (for projections written alongside)."""
+    for e in events:
+        state = apply(
+            state,
+            ev.Envelope.model_construct(
+                run_id=state.run_id,
+                seq=state.seq + 1,
+                at=state.updated_at,
+                actor="",
+                event=e,
+                prev_hash="",
+                hash="",
+            ),
+        )
+    return state

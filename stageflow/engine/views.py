@@ -1,0 +1,243 @@
+"""Read models: what ``status`` shows, shared by the CLI (``--json``) and, later, MCP tools.
+
+Built from a folded ``RunState`` plus artifact metadata; never contains whole artifacts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from stageflow.engine.runner import Usage
+from stageflow.engine.state import RunState, StageState
+
+
+class ArtifactView(BaseModel):
+    stage: str
+    name: str
+    version: int
+    size: int
+    preview: str = ""
+
+
+class AttemptView(BaseModel):
+    number: int
+    kind: str
+    outcome: str | None
+    model_requested: str | None
+    model_answered: str | None
+    runner: str | None
+    duration_s: float | None
+    usage: Usage
+    error: str | None = None
+    agent_hash: str | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageView(BaseModel):
+    id: str
+    kind: str  # agent | command
+    agent: str | None
+    status: str
+    attempts: int
+    reworks: int
+    duration_s: float
+    model: str | None
+    usage: Usage
+    reason: str | None = None
+    summary: str = ""
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[ArtifactView] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    approval_expires_at: float | None = None
+    history: list[AttemptView] = Field(default_factory=list)
+
+
+class WaitingView(BaseModel):
+    """A stage that needs a human, and what to review."""
+
+    stage: str
+    kind: str  # approval | gate
+    what: str
+    review: list[str] = Field(default_factory=list)  # artifact names to read first
+    expires_at: float | None = None
+
+
+class RunView(BaseModel):
+    run_id: str
+    template: str
+    task: str
+    status: str
+    runner: str
+    created_at: float
+    updated_at: float
+    stages: list[StageView]
+    waiting: list[WaitingView] = Field(default_factory=list)
+    blockers: list[str] = Field(default_factory=list)
+    usage: Usage
+    spent_usd: float
+    budget_usd: float | None
+    reason: str | None = None
+    next_action: str
+    owner: str | None = None
+    seq: int
+
+
+class RunListItem(BaseModel):
+    run_id: str
+    template: str
+    task: str
+    status: str
+    created_at: float
+    updated_at: float
+    spent_usd: float
+
+
+def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str], str]) -> StageView:
+    spec = state.spec.stage(st.id)
+    cur = st.current
+    model = None
+    if cur is not None:
+        asked, answered = cur.model_requested, cur.model_answered
+        # "opus>offline" shows both when the answering model differs from the one asked for
+        model = (
+            f"{asked}>{answered}"
+            if asked and answered and asked != answered
+            else (answered or asked)
+        )
+    elif spec.agent and spec.agent in state.agents:
+        model = spec.model or state.agents[spec.agent].model
+    return StageView(
+        id=st.id,
+        kind=spec.kind,
+        agent=spec.agent,
+        status=st.status,
+        attempts=st.attempt,
+        reworks=st.reworks,
+        duration_s=round(st.duration_s, 3),
+        model=model,
+        usage=st.usage,
+        reason=st.reason,
+        summary=st.summary,
+        outputs=st.outputs,
+        depends_on=spec.depends_on,
+        approval_expires_at=st.approval_expires_at,
+        artifacts=[
+            ArtifactView(
+                stage=st.id,
+                name=n,
+                version=r.version,
+                size=r.size,
+                preview=previews.get((st.id, n), ""),
+            )
+            for n, r in sorted(st.artifacts.items())
+        ],
+        history=[
+            AttemptView(
+                number=a.number,
+                kind=a.kind,
+                outcome=a.outcome,
+                model_requested=a.model_requested,
+                model_answered=a.model_answered,
+                runner=a.runner,
+                duration_s=None
+                if a.finished_at is None
+                else round(a.finished_at - a.started_at, 3),
+                usage=a.usage,
+                error=a.error,
+                agent_hash=a.agent_hash,
+                context=a.context,
+            )
+            for a in st.attempts
+        ],
+    )
+
+
+def next_action(state: RunState, waiting: list[WaitingView]) -> str:
+    """One sentence telling the human what to do next."""
+    rid = state.run_id
+    if state.ended == "completed":
+        return f"done: read the artifacts with `stageflow status {rid}`"
+    if state.ended == "failed":
+        return (
+            f"failed ({state.end_reason}); fix the cause and `stageflow retry {rid}`, or leave it"
+        )
+    if state.ended == "cancelled":
+        return "cancelled; start a new run if needed"
+    if state.paused:
+        if state.budget_paused:
+            return (
+                f"paused: budget reached; `stageflow resume {rid} --budget <usd>` to "
+                f"continue with a higher budget, or `stageflow cancel {rid}`"
+            )
+        return f"paused; `stageflow resume {rid}` to continue"
+    if waiting:
+        w = waiting[0]
+        verb = "approve the result of" if w.kind == "approval" else "decide the gate of"
+        return (
+            f"{verb} '{w.stage}': `stageflow approve {rid} --stage {w.stage}` or "
+            f'`stageflow reject {rid} --stage {w.stage} --feedback "..."`'
+        )
+    running = state.running()
+    if running:
+        return f"wait: {', '.join(running)} running"
+    return "wait: the scheduler is picking the next stages"
+
+
+def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = None) -> RunView:
+    """The dashboard of one run."""
+    previews = previews or {}
+    stages = [_stage_view(state, state.stages[s.id], previews) for s in state.spec.stages]
+    waiting: list[WaitingView] = []
+    blockers: list[str] = []
+    for s in state.spec.stages:
+        st = state.stages[s.id]
+        if st.status == "awaiting_approval":
+            what = (
+                s.approval.prompt
+                if s.approval and s.approval.prompt
+                else f"review the output of '{s.id}' ({st.summary or 'see artifacts'})"
+            )
+            waiting.append(
+                WaitingView(
+                    stage=s.id,
+                    kind="approval",
+                    what=what,
+                    review=sorted(st.artifacts),
+                    expires_at=st.approval_expires_at,
+                )
+            )
+        elif st.status == "blocked":
+            waiting.append(
+                WaitingView(
+                    stage=s.id,
+                    kind="gate",
+                    what=f"gate condition is false: {s.gate}; approve to run the stage anyway, "
+                    f"reject to fail it",
+                    review=[f"{d}" for d in s.depends_on],
+                )
+            )
+        elif (st.status == "failed" and not st.tolerated) or (
+            st.status == "attempt_failed" and st.budget_failed
+        ):
+            blockers.append(f"{s.id}: {st.reason}")
+    return RunView(
+        run_id=state.run_id,
+        template=state.template,
+        task=state.task,
+        status=state.status,
+        runner=state.runner,
+        created_at=state.created_at,
+        updated_at=state.updated_at,
+        stages=stages,
+        waiting=waiting,
+        blockers=blockers,
+        usage=state.usage,
+        spent_usd=state.spent_usd,
+        budget_usd=state.budget_usd,
+        reason=state.end_reason or state.pause_reason,
+        next_action=next_action(state, waiting),
+        owner=state.owner,
+        seq=state.seq,
+    )
