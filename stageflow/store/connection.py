@@ -25,9 +25,9 @@ _PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
-    # In WAL mode NORMAL syncs at checkpoints, not per commit: a power loss may drop the last
-    # commits but never corrupts the database; a process crash loses nothing.
-    "PRAGMA synchronous=NORMAL",
+    # FULL: every commit is synced to the WAL before COMMIT returns, so a committed transition
+    # survives a power loss too, not only a process crash (NORMAL would sync at checkpoints).
+    "PRAGMA synchronous=FULL",
 )
 
 

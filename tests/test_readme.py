@@ -1,0 +1,42 @@
+"""The README's promises: the template example validates, CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from stageflow.agents.registry import load_agents
+from stageflow.config import load_settings
+from stageflow.scaffold import init_project
+from stageflow.workflows.loader import load_template_text
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    (setup,) = _blocks("sh")
+    commands = [line for line in setup.splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert commands[0].endswith("stageflow demo")
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    (setup,) = _blocks("sh")
+    test_command = [line for line in setup.splitlines() if "pytest" in line][0]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_command in ci
+
+
+def test_readme_template_example_is_valid_with_the_init_agents(tmp_path: Path) -> None:
+    init_project(tmp_path)  # provides the changelog-writer agent the example uses
+    settings = load_settings(tmp_path)
+    agents = load_agents(settings.agent_dirs())
+    (yaml_text,) = _blocks("yaml")
+    spec = load_template_text(yaml_text, source="README.md", agent_names=agents.names())
+    assert [s.id for s in spec.stages] == ["implement", "tests", "changelog"]
