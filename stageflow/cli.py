@@ -9,7 +9,9 @@ another terminal) holds the run, they only record the decision and that process 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -31,6 +33,7 @@ from stageflow.engine.state import RunState
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner
+from stageflow.workflows.spec import WorkflowSpec
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 1, 2, 3, 4
 
@@ -149,12 +152,33 @@ async def cmd_templates(app: App, args: argparse.Namespace) -> int:
         _emit(app, {"templates": items, "errors": errors})
         return EXIT_OK
     for t in items:
-        stages = " -> ".join(s["id"] + ("*" if s["approval"] else "") for s in t["stages"])
-        app.out.write(f"{t['name']:<22} {t['description']}\n{'':<22} {stages}\n")
+        entry = catalog.entries[t["name"]]
+        shape = _shape(entry.spec) if entry.spec else "(failed to load)"
+        app.out.write(f"{t['name']:<22} {t['description']}\n{'':<22} {shape}\n")
     app.out.write("(* = approval gate)\n")
     for e in errors:
         app.out.write(f"error: {e}\n")
     return EXIT_OK
+
+
+def _shape(spec: WorkflowSpec) -> str:
+    """Stages grouped by depth: ``a* -> [b, c] -> d`` (``*`` marks an approval gate)."""
+    rollback = spec.rollback_targets()
+    depth: dict[str, int] = {}
+    for s in spec.stages:  # templates are validated, so depends_on point at known stages
+        depth[s.id] = 1 + max((depth.get(d, 0) for d in s.depends_on), default=-1)
+    layers: dict[int, list[str]] = {}
+    for s in spec.stages:
+        if s.id not in rollback:
+            layers.setdefault(depth[s.id], []).append(s.id + ("*" if s.approval else ""))
+    parts = [
+        names[0] if len(names) == 1 else "[" + ", ".join(names) + "]"
+        for _, names in sorted(layers.items())
+    ]
+    text = " -> ".join(parts)
+    if rollback:
+        text += f"  (rollback: {', '.join(sorted(rollback))})"
+    return text
 
 
 async def cmd_agents(app: App, args: argparse.Namespace) -> int:
@@ -498,6 +522,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except StageflowError as exc:
         sys.stderr.write(f"stageflow: {exc}\n")
         return EXIT_FAIL
+    except BrokenPipeError:  # e.g. `stageflow agents | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_OK
     except KeyboardInterrupt:
         sys.stderr.write("stageflow: interrupted; the run resumes with `stageflow resume`\n")
         return 130
