@@ -146,15 +146,20 @@ class RunDriver:
 
     async def recover(self) -> None:
         """Mark attempts left running by a dead owner (or by our own crash) as interrupted."""
-        stale = [
-            ev.AttemptFinished(
-                stage=sid,
-                attempt=self.state.stages[sid].attempt,
-                outcome="interrupted",
-                error="the process running this attempt stopped",
+        now = self.clock()
+        stale: list[ev.Event] = []
+        for sid in self.state.running():
+            current = self.state.stages[sid].current
+            started = current.started_at if current is not None else now
+            stale.append(
+                ev.AttemptFinished(
+                    stage=sid,
+                    attempt=self.state.stages[sid].attempt,
+                    outcome="interrupted",
+                    error="the process running this attempt stopped",
+                    duration_s=round(max(0.0, now - started), 6),  # until we noticed
+                )
             )
-            for sid in self.state.running()
-        ]
         previous = self.state.owner
         events: list[ev.Event] = [*stale]
         if previous != self.owner:
