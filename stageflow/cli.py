@@ -312,6 +312,27 @@ async def cmd_retry(app: App, args: argparse.Namespace) -> int:
     return await _after_command(app, args, args.run)
 
 
+async def cmd_artifact(app: App, args: argparse.Namespace) -> int:
+    rec = await app.store.get_artifact(args.run, args.stage, args.name, args.version)
+    if args.json:
+        _emit(
+            app,
+            {
+                "run_id": rec.run_id,
+                "stage": rec.stage,
+                "name": rec.name,
+                "version": rec.version,
+                "size": rec.size,
+                "sha256": rec.sha256,
+                "attempt": rec.attempt,
+                "content": rec.content,
+            },
+        )
+    else:
+        app.out.write(rec.content if rec.content.endswith("\n") else rec.content + "\n")
+    return EXIT_OK
+
+
 async def cmd_audit(app: App, args: argparse.Namespace) -> int:
     report = await app.service.audit(args.run)
     if args.json:
@@ -475,6 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stage")
     sp.add_argument("--reason")
     driving(sp)
+    sp = add(
+        "artifact", "print an artifact (latest version unless --version)", cmd_artifact, json_=True
+    )
+    sp.add_argument("run")
+    sp.add_argument("stage")
+    sp.add_argument("name")
+    sp.add_argument("--version", type=int, help="a specific version (reworks add versions)")
     sp = add("audit", "show the run's event log", cmd_audit, json_=True)
     sp.add_argument("run")
     sp.add_argument("--verify", action="store_true", help="recompute the hash chain")

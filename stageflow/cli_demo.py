@@ -103,7 +103,8 @@ async def _demo(project: Path, out: TextIO, interactive: bool, delay: float) -> 
                     return 0
             else:
                 decision, feedback = "approve", None
-                out.write(f"\n(not a terminal: approving '{stage}' automatically)\n")
+                why = "--yes" if sys.stdin.isatty() else "not a terminal"
+                out.write(f"\n({why}: approving '{stage}' automatically)\n")
             await service.decide(
                 state.run_id,
                 stage=stage,

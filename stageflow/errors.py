@@ -5,6 +5,7 @@
     StageflowError
     ├── SpecError            a template / agent / config file is wrong (file, line, stage, path)
     │   └── SpecErrors       several SpecErrors reported at once
+    ├── CorruptLog           a stored event cannot be read back (names the run and seq)
     ├── RunFailure           something went wrong while a stage ran
     │   ├── ModelError       the model provider failed (``retryable`` says whether to try again)
     │   ├── BudgetExceeded   a USD cap would be passed
@@ -67,6 +68,15 @@ class SpecErrors(SpecError):
         self.problems: list[Problem] = list(problems)
         StageflowError.__init__(self, "\n".join(str(p) for p in self.problems))
         self.problem = self.problems[0] if self.problems else Problem("invalid")
+
+
+class CorruptLog(StageflowError):
+    """A stored event no longer parses: the database was altered or is from another version."""
+
+    def __init__(self, message: str, *, run_id: str, seq: int) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.seq = seq
 
 
 class RunFailure(StageflowError):

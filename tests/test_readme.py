@@ -28,7 +28,7 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
     (setup,) = _blocks("sh")
-    test_command = [line for line in setup.splitlines() if "pytest" in line][0]
+    test_command = next(line for line in setup.splitlines() if "pytest" in line)
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert test_command in ci
 

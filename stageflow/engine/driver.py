@@ -332,7 +332,7 @@ class RunDriver:
         result: AttemptResult | None = None
         outcome: ev.AttemptOutcome = "failed"
         error: str | None = None
-        retryable = False
+        retryable = fatal = False
         timeout = self.state.spec.stage(start.stage).timeout
         try:
             with scope:
@@ -349,10 +349,9 @@ class RunDriver:
                     outcome, error, retryable = "timed_out", str(exc), True
                 except BudgetExceeded as exc:
                     outcome, error = "budget_exceeded", str(exc)
-                except ModelError as exc:
+                except (ModelError, RunFailure) as exc:
                     outcome, error, retryable = "failed", str(exc), exc.retryable
-                except RunFailure as exc:
-                    outcome, error, retryable = "failed", str(exc), exc.retryable
+                    fatal = not exc.retryable
                 except Exception as exc:  # a runner bug must not take the run down with it
                     log.exception("run %s stage %s: runner raised", self.state.run_id, start.stage)
                     outcome, error = "failed", f"runner error: {type(exc).__name__}: {exc}"
@@ -363,7 +362,9 @@ class RunDriver:
                     outcome = "cancelled"
                     error = self.state.end_reason or "cancelled"
                 result = None
-            await self._record(start, outcome, result, error, retryable, time.monotonic() - t0)
+            await self._record(
+                start, outcome, result, error, retryable, time.monotonic() - t0, fatal=fatal
+            )
         except LeaseLost:
             pass
         finally:
@@ -379,6 +380,8 @@ class RunDriver:
         error: str | None,
         retryable: bool,
         duration: float,
+        *,
+        fatal: bool = False,
     ) -> None:
         stage = self.state.stages[start.stage]
         if result is not None and outcome in ("passed", "changes_requested"):
@@ -426,6 +429,7 @@ class RunDriver:
             runner=result.runner if result else None,
             error=error,
             retryable=retryable,
+            fatal=fatal,
             duration_s=round(duration, 6),
         )
         with anyio.CancelScope(shield=True):

@@ -101,6 +101,7 @@ class AttemptFinished(_Event):
     runner: str | None = None
     error: str | None = None
     retryable: bool = False
+    fatal: bool = False  # retrying cannot help (e.g. rejected credentials): skip the retry policy
     duration_s: float = 0.0
 
 

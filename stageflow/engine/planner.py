@@ -85,7 +85,7 @@ def _failure_decision(
         ]
     final = policy.action
     if policy.action == "retry":
-        if st.failures < policy.max_attempts and state.failing is None:
+        if st.failures < policy.max_attempts and state.failing is None and not st.fatal:
             delay = policy.backoff_for(st.failures)
             return [
                 ev.RetryScheduled(

@@ -21,6 +21,7 @@ from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import RunListItem, RunView, build_view
 from stageflow.errors import (
     ConcurrencyConflict,
+    CorruptLog,
     InvalidArgument,
     InvalidState,
     NotFound,
@@ -251,7 +252,10 @@ class Service:
 
     async def audit(self, run_id: str) -> AuditReport:
         """Recompute the hash chain and check the head recorded with the run."""
-        envs = await self.store.load_events(run_id)
+        try:
+            envs = await self.store.load_events(run_id)
+        except CorruptLog as exc:
+            return AuditReport(run_id=run_id, events=[], problems=[str(exc)])
         problems = ev.verify_chain(envs)
         row = await self.store.get_run(run_id)
         if envs and row.head_hash != envs[-1].hash:

@@ -73,6 +73,7 @@ class StageState:
     reason: str | None = None  # why it failed / was skipped / is blocked
     tolerated: bool = False  # failed, but on_failure: continue
     budget_failed: bool = False
+    fatal: bool = False  # the last failure cannot be fixed by retrying
     triggered: bool = False  # a rollback stage that was called
     usage: Usage = field(default_factory=Usage)
 
@@ -341,6 +342,7 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
             failures=st.failures + 1,
             reason=e.error or e.summary or e.outcome,
             budget_failed=e.outcome == "budget_exceeded",
+            fatal=e.fatal,
             outputs=dict(e.outputs),
         ),
     )

@@ -158,7 +158,7 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
     """One sentence telling the human what to do next."""
     rid = state.run_id
     if state.ended == "completed":
-        return f"done: read the artifacts with `stageflow status {rid}`"
+        return f"done: read an artifact with `stageflow artifact {rid} STAGE NAME`"
     if state.ended == "failed":
         return (
             f"failed ({state.end_reason}); fix the cause and `stageflow retry {rid}`, or leave it"
@@ -193,7 +193,8 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
     blockers: list[str] = []
     for s in state.spec.stages:
         st = state.stages[s.id]
-        if st.status == "awaiting_approval":
+        open_ = state.ended is None  # an ended run waits for nobody, whatever its stages say
+        if open_ and st.status == "awaiting_approval":
             what = (
                 s.approval.prompt
                 if s.approval and s.approval.prompt
@@ -208,7 +209,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
                     expires_at=st.approval_expires_at,
                 )
             )
-        elif st.status == "blocked":
+        elif open_ and st.status == "blocked":
             waiting.append(
                 WaitingView(
                     stage=s.id,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from stageflow.engine.events import (
     EVENT_ADAPTER,
     Envelope,
@@ -18,6 +20,7 @@ from stageflow.engine.events import (
     chain_hash,
     event_payload,
 )
+from stageflow.errors import CorruptLog
 
 EventRow = tuple[str, int, float, str, str, str, str, str]
 
@@ -58,12 +61,22 @@ def seal_rows(
 def envelope_from_row(run_id: str, row: tuple[Any, ...]) -> Envelope:
     """Rebuild an envelope from ``SELECT seq, at, actor, payload, prev_hash, hash``."""
     seq, at, actor, payload, prev_hash, digest = row
+    try:
+        event = EVENT_ADAPTER.validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+        raise CorruptLog(
+            f"run '{run_id}': event log entry seq {seq} cannot be read ({first}); the database was "
+            "altered outside stageflow or written by an incompatible version",
+            run_id=run_id,
+            seq=int(seq),
+        ) from exc
     return Envelope(
         run_id=run_id,
         seq=seq,
         at=at,
         actor=actor,
-        event=EVENT_ADAPTER.validate_json(payload),
+        event=event,
         prev_hash=prev_hash,
         hash=digest,
     )

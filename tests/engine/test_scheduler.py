@@ -351,3 +351,40 @@ async def test_every_event_in_the_log_is_hash_chained(tmp_path: Path) -> None:
         envs = await env.store.load_events(run)
         assert ev.verify_chain(envs) == []
         assert envs[-1].event.type == "run_completed"
+
+
+RETRYING = """
+name: retrying
+stages:
+  - {id: a, agent: worker, on_failure: {retry: {max_attempts: 3, backoff: 0}}}
+"""
+
+
+async def test_non_retryable_model_error_is_not_retried_but_retryable_one_is(
+    tmp_path: Path,
+) -> None:
+    from stageflow.errors import ModelError
+
+    async def denied(req: AttemptRequest) -> AttemptResult:
+        raise ModelError("401 unauthorized: check ANTHROPIC_API_KEY", retryable=False)
+
+    async with engine_env(tmp_path, RETRYING, runner=FakeRunner({"a": denied})) as env:
+        run = (await env.service.start_run("retrying", "x")).run_id
+        with anyio.fail_after(10):
+            state = await env.scheduler.drive(run, until="terminal")
+    assert state.status == "failed"
+    assert len(state.stages["a"].attempts) == 1
+
+    async def overloaded_once(req: AttemptRequest) -> AttemptResult:
+        if req.attempt == 1:
+            raise ModelError("529 overloaded", retryable=True)
+        return default_result(req)
+
+    async with engine_env(
+        tmp_path / "2", RETRYING, runner=FakeRunner({"a": overloaded_once})
+    ) as env:
+        run = (await env.service.start_run("retrying", "x")).run_id
+        with anyio.fail_after(10):
+            state = await env.scheduler.drive(run, until="terminal")
+    assert state.status == "completed"
+    assert [a.outcome for a in state.stages["a"].attempts] == ["failed", "passed"]

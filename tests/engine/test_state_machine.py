@@ -295,3 +295,17 @@ def test_fold_of_the_log_equals_the_incremental_state() -> None:
     log.step()
     assert fold(log.envs) == log.state
     assert ev.verify_chain(log.envs) == []
+
+
+def test_a_fatal_failure_skips_the_retry_policy() -> None:
+    log = Log(chain("a", a={"on_failure": {"retry": {"max_attempts": 3, "backoff": 0}}}))
+    log.step()
+    log.add(
+        ev.AttemptFinished(
+            stage="a", attempt=1, outcome="failed", fatal=True, error="401: check ANTHROPIC_API_KEY"
+        )
+    )
+    plan = log.step()
+    assert plan.decisions == [
+        ev.StageFailed(stage="a", reason="401: check ANTHROPIC_API_KEY (after 1 attempts)")
+    ]

@@ -1,0 +1,111 @@
+"""Every file under ``examples/`` loads, validates and works when copied where the README says.
+
+Templates are validated with ``stageflow validate``; agent files must parse and override the
+built-in agent of the same name from the project layer. ``lint_fix_release`` also runs end to
+end: agent stages offline, its ``run:`` stages against a stub ``python`` on ``PATH`` that
+records its arguments (so the command the example declares is the one executed, quickly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from stageflow.agents.parse import parse_agent_file
+from stageflow.workflows.loader import load_template_file
+from tests.test_cli import Cli, stage
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TEMPLATE_SUFFIXES = (".yaml", ".yml", ".toml")
+TEMPLATES = sorted(p for p in EXAMPLES.glob("*") if p.suffix in TEMPLATE_SUFFIXES)
+AGENTS = sorted(EXAMPLES.glob("*.md"))
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """A project set up with ``init`` and with every example agent installed."""
+    cli = Cli(tmp_path / "project", capsys)
+    cli.ok("init")
+    for agent in AGENTS:
+        shutil.copy(agent, cli.project / ".stageflow" / "agents" / agent.name)
+    return cli
+
+
+def test_every_example_file_is_a_template_or_an_agent() -> None:
+    files = sorted(p for p in EXAMPLES.rglob("*") if p.is_file())
+    assert files, "examples/ is empty"
+    assert [p for p in files if p.parent != EXAMPLES] == []
+    assert sorted([*TEMPLATES, *AGENTS]) == files
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=[p.name for p in TEMPLATES])
+def test_example_template_validates(cli: Cli, path: Path) -> None:
+    result = cli("validate", str(path))
+
+    assert result.code == 0, result.out
+    assert result.out.strip() == "ok: 1 file(s) valid"
+
+
+@pytest.mark.parametrize("path", AGENTS, ids=[p.name for p in AGENTS])
+def test_example_agent_parses_and_overrides_from_the_project_layer(cli: Cli, path: Path) -> None:
+    parsed = parse_agent_file(path, layer="project")
+    assert parsed.description
+    assert parsed.system_prompt.strip()
+
+    listed = cli.ok("agents", "--json").json()
+
+    assert listed["errors"] == []
+    [agent] = [a for a in listed["agents"] if a["name"] == parsed.name]
+    assert agent["layer"] == "project"
+    assert agent["model"] == parsed.model
+    assert agent["hash"] == parsed.content_hash[:12]
+
+
+@pytest.fixture
+def python_stub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``python`` first on PATH that appends its arguments to a log and exits 0."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "python-calls.log"
+    stub = bindir / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\necho "1 passed"\n', encoding="utf-8")
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    return log
+
+
+LINT_FIX_RELEASE = EXAMPLES / "lint_fix_release.yaml"
+
+
+@pytest.mark.skipif(not LINT_FIX_RELEASE.exists(), reason="example not present")
+@pytest.mark.parametrize("strict", [False, True])
+def test_lint_fix_release_example_runs_offline_to_completion(
+    cli: Cli, python_stub: Path, strict: bool
+) -> None:
+    spec = load_template_file(LINT_FIX_RELEASE, check=False)
+    shutil.copy(LINT_FIX_RELEASE, cli.project / ".stageflow" / "workflows" / "example.yaml")
+    extra = ["--input", f"strict={json.dumps(strict)}"]
+
+    view = cli.run(spec.name, *extra, task="Fix the lint findings in the report module")
+    done, decided = cli.approve_until_done(view)
+
+    assert done.status == "completed", done.reason
+    assert decided == ["review"]  # the suite passed, so only the approval waited
+    calls = python_stub.read_text(encoding="utf-8").splitlines()
+    expected = ["-m pytest -q", "-m pytest -q -m slow"] if strict else ["-m pytest -q"]
+    assert sorted(calls) == expected  # tests and slow_checks may run side by side
+    tests = stage(done, "tests")
+    assert tests.kind == "command"
+    assert tests.outputs["exit_code"] == 0
+    assert stage(done, "slow_checks").status == ("succeeded" if strict else "skipped")
+    assert stage(done, "review").status == "succeeded"
+    examples = {a.name: a for a in (parse_agent_file(p, layer="project") for p in AGENTS)}
+    used = [s for s in done.stages if s.agent is not None and s.agent in examples]
+    assert used, "the example agents should be exercised by the example template"
+    for s in used:  # stages of an agent the examples override ran with the example's definition
+        assert s.history[0].agent_hash == examples[str(s.agent)].content_hash, s.id
