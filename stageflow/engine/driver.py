@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Literal
 
 import anyio
@@ -21,7 +22,7 @@ from anyio.abc import TaskGroup
 from stageflow.engine import events as ev
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.runner import AttemptRequest, AttemptResult, InputArtifact, Runner, Usage
-from stageflow.engine.slots import Slots
+from stageflow.engine.slots import HeldSlot, Slots
 from stageflow.engine.state import RunState, apply, preview
 from stageflow.errors import (
     BudgetExceeded,
@@ -78,6 +79,11 @@ class RunDriver:
         self._stopping = False
         self._lease_lost = False
         self._data_version: int | None = None
+        self._checked_at = 0.0
+        self._wake_at: float | None = None
+        self._tg: TaskGroup | None = None
+        self._artifacts: dict[tuple[str, str, int], str] = {}
+        self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
@@ -105,42 +111,122 @@ class RunDriver:
         self._absorb(new)
         return bool(new)
 
-    async def commit(
+    async def _advance(
         self,
-        events: Sequence[ev.Event],
+        inputs: Sequence[ev.Event] = (),
         artifacts: Sequence[NewArtifact] = (),
         *,
-        retry_on_conflict: bool,
+        free: HeldSlot | None = None,
     ) -> bool:
-        """Append events (and artifacts) in one transaction; False if a conflict made us drop
-        them (the caller re-plans on the fresh state)."""
+        """Commit ``inputs`` (e.g. an attempt's result) together with every decision the
+        planner makes on top of them and the ``attempt_started`` of every stage it can start,
+        in ONE transaction; then launch those attempts. True if anything was committed.
+
+        One transaction per step of the run keeps the log consistent (a start is never
+        recorded without the decisions that led to it) and keeps fsyncs to about one per stage.
+        """
+        # Group commit: results that arrive while another commit is in flight wait here and
+        # go out together in the next transaction, whoever of them takes the lock first.
+        if inputs or artifacts or free is not None:
+            self._queued.append((list(inputs), list(artifacts), free))
         async with self._lock:
-            while True:
-                if self._lease_lost:
-                    raise LeaseLost(self.state.run_id)
-                after = preview(self.state, list(events))  # status for the runs row
-                try:
-                    envs = await self.store.append(
-                        self.state.run_id,
-                        events,
-                        expect_seq=self.state.seq,
-                        actor=self.owner,
-                        at=self.clock(),
-                        summary=summarize(after),
-                        artifacts=artifacts,
-                        holder=self.owner,
-                    )
-                except LeaseLost:
-                    self._lease_lost = True
-                    raise
-                except ConcurrencyConflict:
-                    await self.refresh()
-                    if retry_on_conflict:
-                        continue
-                    return False
-                self._absorb(envs)
-                self._wake.set()
-                return True
+            queued, self._queued = self._queued, []
+            batch: list[ev.Event] = []
+            arts: list[NewArtifact] = []
+            for q_events, q_arts, q_slot in queued:
+                batch.extend(q_events)
+                arts.extend(q_arts)
+                if q_slot is not None:
+                    # the attempt's work is done: its slot goes to the stages its result
+                    # unblocks, decided under this lock, so the log never shows more running
+                    q_slot.release()
+            # results taken from the queue must reach the log even if this caller is cancelled
+            committed = False
+            with anyio.CancelScope(shield=bool(batch)):
+                committed = await self._commit_plan(batch, arts)
+            return committed
+
+    async def _commit_plan(self, batch: list[ev.Event], arts: list[NewArtifact]) -> bool:
+        """Plan on top of ``batch``, commit, launch; the caller holds the lock."""
+        while True:
+            if self._lease_lost:
+                raise LeaseLost(f"run {self.state.run_id}: lease lost")
+            now = self.clock()
+            events, state, starts, cancels, wake_at = self._plan(list(batch), now)
+            for sid in cancels:
+                scope = self._scopes.get(sid)
+                if scope is not None:
+                    scope.cancel()
+            self._wake_at = wake_at
+            if not events:
+                return False
+            try:
+                envs = await self.store.append(
+                    self.state.run_id,
+                    events,
+                    expect_seq=self.state.seq,
+                    actor=self.owner,
+                    at=now,
+                    summary=summarize(state),
+                    artifacts=arts,
+                    holder=self.owner,
+                )
+            except LeaseLost:
+                self._lease_lost = True
+                self._release(starts)
+                raise
+            except ConcurrencyConflict:
+                self._release(starts)
+                await self.refresh()  # another process wrote first: plan again on its state
+                continue
+            except BaseException:
+                self._release(starts)
+                raise
+            # ``state`` was previewed with the same events and time; only the chain differs
+            self.state = replace(state, seq=envs[-1].seq, head_hash=envs[-1].hash)
+            if self.sink is not None:
+                for env in envs:
+                    self.sink(env, self.state)
+            for start in starts:
+                scope = anyio.CancelScope()
+                self._scopes[start.stage] = scope
+                assert self._tg is not None
+                self._tg.start_soon(self._attempt, start, scope)
+            self._wake.set()
+            return True
+
+    def _release(self, starts: Sequence[StartAttempt]) -> None:
+        for _ in starts:
+            self.slots.release()
+
+    def _plan(
+        self, events: list[ev.Event], now: float
+    ) -> tuple[list[ev.Event], RunState, list[StartAttempt], list[str], float | None]:
+        """Fold the planner's decisions to a fixpoint on a preview of the state, then add the
+        starts that free slots allow. Pure apart from taking slots."""
+        state = preview(self.state, events, at=now)
+        cancels: list[str] = []
+        limit = 4 * len(state.stages) + 16  # decisions always make progress; this is a guard
+        for _ in range(limit):
+            plan = next_actions(state, now)
+            cancels.extend(plan.cancel)
+            if not plan.decisions:
+                break
+            events.extend(plan.decisions)
+            state = preview(state, plan.decisions, at=now)
+        else:
+            log.error("run %s: planner did not settle; committing what it decided", state.run_id)
+            return events, state, [], cancels, None
+        starts: list[StartAttempt] = []
+        if not self._stopping:
+            for start in plan.starts:
+                if not self.slots.try_acquire(self):
+                    break
+                started = self._started_event(state, start)
+                events.append(started)
+                state = preview(state, [started], at=now)
+                starts.append(start)
+        return events, state, starts, cancels, plan.wake_at
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -165,7 +251,7 @@ class RunDriver:
         if previous != self.owner:
             events.insert(0, ev.LeaseTaken(owner=self.owner, previous_owner=previous))
         if events:
-            await self.commit(events, retry_on_conflict=True)
+            await self._advance(events)
 
     def _idle(self) -> bool:
         st = self.state
@@ -180,13 +266,12 @@ class RunDriver:
         """Run until the run ends (``terminal``) or needs a human with nothing running
         (``idle``), or ``stop`` is set (attempts in flight are then recorded as interrupted)."""
         self._data_version = await self.store.data_version()
-        try:
-            await self.recover()
-        except LeaseLost:
-            return self.state
+        self._checked_at = self.clock()
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             try:
-                await self._loop(tg, until, stop)
+                await self.recover()
+                await self._loop(until, stop)
             except LeaseLost:
                 log.warning(
                     "run %s: lease lost to another process; stopped driving", self.state.run_id
@@ -194,38 +279,21 @@ class RunDriver:
             self._stopping = True
             for scope in list(self._scopes.values()):
                 scope.cancel()
+        self._tg = None
         return self.state
 
-    async def _loop(self, tg: TaskGroup, until: Until, stop: anyio.Event | None) -> None:
+    async def _loop(self, until: Until, stop: anyio.Event | None) -> None:
         while True:
             if stop is not None and stop.is_set():
                 return
             self._wake = anyio.Event()  # before planning, so no wake-up after it is lost
-            now = self.clock()
-            plan = next_actions(self.state, now)
-            for sid in plan.cancel:
-                scope = self._scopes.get(sid)
-                if scope is not None:
-                    scope.cancel()
-            if plan.decisions:
-                await self.commit(plan.decisions, retry_on_conflict=False)
-                continue
-            launched = False
-            for start in plan.starts:
-                if not self.slots.try_acquire(self):
-                    break
-                ok = await self._launch(tg, start)
-                if not ok:
-                    self.slots.release()
-                    break
-                launched = True
-            if launched:
+            if await self._advance():
                 continue
             if self.state.ended is not None and not self._scopes:
                 return
             if until == "idle" and self._idle():
                 return
-            await self._wait(plan.wake_at, stop)
+            await self._wait(self._wake_at, stop)
 
     async def _wait(self, wake_at: float | None, stop: anyio.Event | None) -> None:
         timeout = self.poll_interval
@@ -235,6 +303,13 @@ class RunDriver:
             await self._wake.wait()
         if stop is not None and stop.is_set():
             return
+        # Other processes' writes (approvals, cancels) are seen through PRAGMA data_version;
+        # our own wake-ups come often while stages finish, so look at most once per interval.
+        # (Our appends would hit a ConcurrencyConflict and refresh anyway.)
+        now = self.clock()
+        if now - self._checked_at < self.poll_interval and self._wake.is_set():
+            return
+        self._checked_at = now
         version = await self.store.data_version()
         if version != self._data_version:
             self._data_version = version
@@ -243,8 +318,8 @@ class RunDriver:
 
     # -- attempts ----------------------------------------------------------------------------
 
-    async def _launch(self, tg: TaskGroup, start: StartAttempt) -> bool:
-        st = self.state
+    def _started_event(self, st: RunState, start: StartAttempt) -> ev.AttemptStarted:
+        """The ``attempt_started`` record: who runs it, with which model, and what went in."""
         spec = st.spec.stage(start.stage)
         agent = st.agents.get(spec.agent) if spec.agent else None
         context = {
@@ -267,7 +342,7 @@ class RunDriver:
             if start.kind == "rework"
             else [],
         }
-        started = ev.AttemptStarted(
+        return ev.AttemptStarted(
             stage=start.stage,
             attempt=start.attempt,
             kind=start.kind,
@@ -277,12 +352,15 @@ class RunDriver:
             owner=self.owner,
             context=context,
         )
-        if not await self.commit([started], retry_on_conflict=False):
-            return False
-        scope = anyio.CancelScope()
-        self._scopes[start.stage] = scope
-        tg.start_soon(self._attempt, start, scope)
-        return True
+
+    async def _artifact(self, stage: str, name: str, version: int) -> str:
+        """Artifact text: from memory when this driver wrote it, else from the store."""
+        key = (stage, name, version)
+        cached = self._artifacts.get(key)
+        if cached is None:
+            cached = (await self.store.get_artifact(self.state.run_id, *key)).content
+            self._artifacts[key] = cached
+        return cached
 
     async def _request(self, start: StartAttempt) -> AttemptRequest:
         st = self.state
@@ -293,15 +371,15 @@ class RunDriver:
             ref = st.stages[s].artifacts.get(a)
             if ref is None:
                 continue
-            rec = await self.store.get_artifact(st.run_id, s, a, ref.version)
-            needed.append(InputArtifact(stage=s, name=a, version=ref.version, content=rec.content))
+            content = await self._artifact(s, a, ref.version)
+            needed.append(InputArtifact(stage=s, name=a, version=ref.version, content=content))
         previous: list[InputArtifact] = []
         if start.kind == "rework":
             for name, ref in st.stages[start.stage].artifacts.items():
-                rec = await self.store.get_artifact(st.run_id, start.stage, name, ref.version)
+                content = await self._artifact(start.stage, name, ref.version)
                 previous.append(
                     InputArtifact(
-                        stage=start.stage, name=name, version=ref.version, content=rec.content
+                        stage=start.stage, name=name, version=ref.version, content=content
                     )
                 )
         remaining = None
@@ -333,6 +411,7 @@ class RunDriver:
         outcome: ev.AttemptOutcome = "failed"
         error: str | None = None
         retryable = fatal = False
+        slot = self.slots.held()
         timeout = self.state.spec.stage(start.stage).timeout
         try:
             with scope:
@@ -363,13 +442,21 @@ class RunDriver:
                     error = self.state.end_reason or "cancelled"
                 result = None
             await self._record(
-                start, outcome, result, error, retryable, time.monotonic() - t0, fatal=fatal
+                start,
+                outcome,
+                result,
+                error,
+                retryable,
+                time.monotonic() - t0,
+                fatal=fatal,
+                slot=slot,
             )
         except LeaseLost:
             pass
         finally:
-            self._scopes.pop(start.stage, None)
-            self.slots.release()
+            if self._scopes.get(start.stage) is scope:  # a retry may already own the key
+                del self._scopes[start.stage]
+            slot.release()
             self._wake.set()
 
     async def _record(
@@ -382,6 +469,7 @@ class RunDriver:
         duration: float,
         *,
         fatal: bool = False,
+        slot: HeldSlot | None = None,
     ) -> None:
         stage = self.state.stages[start.stage]
         if result is not None and outcome in ("passed", "changes_requested"):
@@ -433,4 +521,6 @@ class RunDriver:
             duration_s=round(duration, 6),
         )
         with anyio.CancelScope(shield=True):
-            await self.commit([finished], new, retry_on_conflict=True)
+            await self._advance([finished], new, free=slot)
+        for art in new:
+            self._artifacts[(art.stage, art.name, art.version)] = art.content

@@ -56,6 +56,11 @@ def _eval(text: str, state: RunState) -> bool:
         return False  # templates are validated before a run starts; a bad snapshot fails closed
 
 
+def _deps_done(depends_on: list[str], state: RunState) -> bool:
+    stages = state.stages
+    return all(stages[d].status in DONE_STAGE for d in depends_on)
+
+
 def _deps_state(spec: StageSpec, state: RunState) -> Literal["wait", "ready", "skip", "never"]:
     if not spec.depends_on:
         return "ready"
@@ -190,6 +195,8 @@ def next_actions(state: RunState, now: float) -> Plan:
             elif st.attempts:
                 kind = "retry"
             if not st.attempts and not st.gate_overridden:
+                if not _deps_done(s.depends_on, state):
+                    continue  # the common case, checked without allocating
                 deps = _deps_state(s, state)
                 if deps == "wait":
                     continue

@@ -34,8 +34,24 @@ class Slots:
         self.peak = max(self.peak, self.in_use)
         return True
 
+    def held(self) -> HeldSlot:
+        """A handle for a slot just acquired, released exactly once however often it is asked."""
+        return HeldSlot(self)
+
     def release(self) -> None:
         self.in_use -= 1
         refused, self._refused = self._refused, []
         for who in refused:
             who.wake()
+
+
+class HeldSlot:
+    """One acquired slot; ``release`` is idempotent so error paths can always call it."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots: Slots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            slots, self._slots = self._slots, None
+            slots.release()

@@ -7,6 +7,7 @@ fold over a long log stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ RunStatus = Literal["running", "waiting", "paused", "completed", "failed", "canc
 TERMINAL_RUN: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 DONE_STAGE: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 HUMAN_WAIT: frozenset[str] = frozenset({"blocked", "awaiting_approval"})
+_BUSY: frozenset[str] = frozenset({"running", "retry_wait"})
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,12 @@ class RunState:
             return self.ended
         if self.paused:
             return "paused"
-        values = [s.status for s in self.stages.values()]
-        if any(v in HUMAN_WAIT for v in values) and not any(
-            v in ("running", "retry_wait") for v in values
-        ):
-            return "waiting"
-        return "running"
+        human = False
+        for st in self.stages.values():
+            if st.status in _BUSY:
+                return "running"
+            human = human or st.status in HUMAN_WAIT
+        return "waiting" if human else "running"
 
     @property
     def spent_usd(self) -> float:
@@ -400,19 +402,19 @@ def _resumed(state: RunState, e: ev.RunResumed) -> RunState:
     )
 
 
-def preview(state: RunState, events: list[ev.Event] | tuple[ev.Event, ...]) -> RunState:
-    """The state after ``events`` without sealing them (for projections written alongside)."""
+def preview(state: RunState, events: Sequence[ev.Event], *, at: float | None = None) -> RunState:
+    """The state after ``events`` at time ``at`` without sealing them: what the log will say
+    once they are appended (only ``seq``/``head_hash`` differ until then)."""
+    when = state.updated_at if at is None else at
     for e in events:
-        state = apply(
-            state,
-            ev.Envelope.model_construct(
-                run_id=state.run_id,
-                seq=state.seq + 1,
-                at=state.updated_at,
-                actor="",
-                event=e,
-                prev_hash="",
-                hash="",
-            ),
+        env = ev.Envelope.model_construct(
+            run_id=state.run_id,
+            seq=state.seq + 1,
+            at=when,
+            actor="",
+            event=e,
+            prev_hash="",
+            hash="",
         )
+        state = apply(state, env)
     return state

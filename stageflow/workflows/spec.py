@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -211,19 +212,25 @@ class WorkflowSpec(_Model):
             return {k: ({"type": t} if isinstance(t, str) else t) for k, t in v.items()}
         return {} if v is None else v
 
+    @cached_property
+    def _by_id(self) -> dict[str, StageSpec]:
+        return {s.id: s for s in self.stages}
+
     def stage(self, stage_id: str) -> StageSpec:
-        for s in self.stages:
-            if s.id == stage_id:
-                return s
-        raise KeyError(stage_id)
+        """The stage with this id; ``KeyError`` if none."""
+        return self._by_id[stage_id]
 
     @property
     def stage_ids(self) -> list[str]:
         return [s.id for s in self.stages]
 
-    def rollback_targets(self) -> set[str]:
+    def rollback_targets(self) -> frozenset[str]:
         """Stages that run only when another stage's failure policy calls them."""
-        return {s.on_failure.rollback for s in self.stages if s.on_failure.rollback}
+        return self._rollback_targets
+
+    @cached_property
+    def _rollback_targets(self) -> frozenset[str]:
+        return frozenset(s.on_failure.rollback for s in self.stages if s.on_failure.rollback)
 
     def resolve_inputs(self, given: dict[str, Any]) -> dict[str, Any]:
         """Apply defaults and check required inputs and types; raises ``ValueError``."""

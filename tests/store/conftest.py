@@ -28,9 +28,12 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "project" / ".stageflow" / "state.db"
 
 
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
+@pytest.fixture(params=["one-trip", "per-statement"])
+async def store(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """Every store test runs against both append paths (see ``stageflow.store.fastpath``)."""
     async with await Store.open(db_path) as opened:
+        if request.param == "per-statement":
+            opened._fast = False
         yield opened
 
 

@@ -295,3 +295,9 @@ async def test_a_cached_head_of_a_deleted_and_recreated_run_is_not_chained_onto(
         log = await one.load_events("r-1")
     assert ev.verify_chain(log) == []
     assert log[0].at == 2.0
+
+
+@pytest.mark.anyio
+async def test_the_installed_aiosqlite_supports_the_one_trip_append(db_path: Path) -> None:
+    async with await Store.open(db_path) as opened:
+        assert opened._fast, "aiosqlite lost Connection._execute: appends fall back to 5 trips"
