@@ -83,6 +83,8 @@ class RunDriver:
         self._wake_at: float | None = None
         self._tg: TaskGroup | None = None
         self._artifacts: dict[tuple[str, str, int], str] = {}
+        self._settled_seq: int | None = None
+        self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
 
     def wake(self) -> None:
@@ -159,6 +161,7 @@ class RunDriver:
                     scope.cancel()
             self._wake_at = wake_at
             if not events:
+                self._settled_seq = None if self._refused else self.state.seq
                 return False
             try:
                 envs = await self.store.append(
@@ -184,6 +187,7 @@ class RunDriver:
                 raise
             # ``state`` was previewed with the same events and time; only the chain differs
             self.state = replace(state, seq=envs[-1].seq, head_hash=envs[-1].hash)
+            self._settled_seq = None if self._refused else self.state.seq
             if self.sink is not None:
                 for env in envs:
                     self.sink(env, self.state)
@@ -194,6 +198,13 @@ class RunDriver:
                 self._tg.start_soon(self._attempt, start, scope)
             self._wake.set()
             return True
+
+    def _settled(self) -> bool:
+        """True when the last plan already covered this exact state and no timer is due:
+        planning again would find nothing (saves one planner pass per stage)."""
+        if self._settled_seq != self.state.seq:
+            return False
+        return self._wake_at is None or self.clock() < self._wake_at
 
     def _release(self, starts: Sequence[StartAttempt]) -> None:
         for _ in starts:
@@ -218,9 +229,11 @@ class RunDriver:
             log.error("run %s: planner did not settle; committing what it decided", state.run_id)
             return events, state, [], cancels, None
         starts: list[StartAttempt] = []
+        self._refused = False
         if not self._stopping:
             for start in plan.starts:
                 if not self.slots.try_acquire(self):
+                    self._refused = True
                     break
                 started = self._started_event(state, start)
                 events.append(started)
@@ -287,7 +300,7 @@ class RunDriver:
             if stop is not None and stop.is_set():
                 return
             self._wake = anyio.Event()  # before planning, so no wake-up after it is lost
-            if await self._advance():
+            if not self._settled() and await self._advance():
                 continue
             if self.state.ended is not None and not self._scopes:
                 return

@@ -56,11 +56,6 @@ def _eval(text: str, state: RunState) -> bool:
         return False  # templates are validated before a run starts; a bad snapshot fails closed
 
 
-def _deps_done(depends_on: list[str], state: RunState) -> bool:
-    stages = state.stages
-    return all(stages[d].status in DONE_STAGE for d in depends_on)
-
-
 def _deps_state(spec: StageSpec, state: RunState) -> Literal["wait", "ready", "skip", "never"]:
     if not spec.depends_on:
         return "ready"
@@ -176,6 +171,7 @@ def next_actions(state: RunState, now: float) -> Plan:
         )
 
     # 3. schedule pending work
+    done = {sid for sid, st in state.stages.items() if st.status in DONE_STAGE}
     slots = spec.limits.max_concurrent_agents - len(state.running())
     over_budget = state.budget_usd is not None and state.spent_usd >= state.budget_usd
     for s in spec.stages:
@@ -195,8 +191,8 @@ def next_actions(state: RunState, now: float) -> Plan:
             elif st.attempts:
                 kind = "retry"
             if not st.attempts and not st.gate_overridden:
-                if not _deps_done(s.depends_on, state):
-                    continue  # the common case, checked without allocating
+                if not done.issuperset(s.depends_on):
+                    continue  # the common case: waiting for upstream work
                 deps = _deps_state(s, state)
                 if deps == "wait":
                     continue

@@ -120,6 +120,7 @@ class RunState:
     failing: str | None = None  # a stage failed for good; the run ends once nothing runs
     rollback: str | None = None  # the rollback stage running for ``failing``
     owner: str | None = None
+    spent: float = 0.0  # USD over every attempt, kept as events are applied (read spent_usd)
 
     @property
     def status(self) -> RunStatus:
@@ -136,7 +137,7 @@ class RunState:
 
     @property
     def spent_usd(self) -> float:
-        return round(sum(s.usage.cost_usd for s in self.stages.values()), 10)
+        return round(self.spent, 10)
 
     @property
     def usage(self) -> Usage:
@@ -318,6 +319,8 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
     for ref in e.artifacts:
         artifacts[ref.name] = ref
     base = replace(st, attempts=tuple(attempts), usage=usage, artifacts=artifacts)
+    if e.usage.cost_usd:
+        state = replace(state, spent=state.spent + e.usage.cost_usd)
     spec = state.spec.stage(e.stage)
     if e.outcome in ("passed", "changes_requested"):
         outputs = {**e.outputs, "verdict": e.outcome}
