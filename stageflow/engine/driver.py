@@ -187,6 +187,8 @@ class RunDriver:
                 raise
             # ``state`` was previewed with the same events and time; only the chain differs
             self.state = replace(state, seq=envs[-1].seq, head_hash=envs[-1].hash)
+            for art in arts:  # before launching: the stages started now read these
+                self._artifacts[(art.stage, art.name, art.version)] = art.content
             self._settled_seq = None if self._refused else self.state.seq
             if self.sink is not None:
                 for env in envs:
@@ -535,5 +537,3 @@ class RunDriver:
         )
         with anyio.CancelScope(shield=True):
             await self._advance([finished], new, free=slot)
-        for art in new:
-            self._artifacts[(art.stage, art.name, art.version)] = art.content
