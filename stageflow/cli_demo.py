@@ -112,7 +112,8 @@ async def _demo(project: Path, out: TextIO, interactive: bool, delay: float) -> 
                 feedback=feedback,
                 approver="demo-user",
             )
-            out.write("\n")
+            said = f" with feedback: {feedback}" if feedback else ""
+            out.write(f"{decision}d '{stage}' as demo-user{said}\n\n")
         view = await service.view(state.run_id)
         out.write("\nfinal status\n")
         render_run(view, out)
@@ -122,4 +123,8 @@ async def _demo(project: Path, out: TextIO, interactive: bool, delay: float) -> 
         report = await service.audit(state.run_id)
         verdict = "verified" if report.ok else "BROKEN: " + "; ".join(report.problems)
         out.write(f"\naudit: {len(report.events)} hash-chained events, chain {verdict}\n")
+        out.write(
+            "\nThis project is temporary; `stageflow demo --keep` keeps it so you can try\n"
+            f"`stageflow status --project {project}` and the other commands on it.\n"
+        )
         return 0 if view.status == "completed" and report.ok else 1
