@@ -8,6 +8,7 @@ takes effect; a crash at any point leaves a log that the next owner can resume f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -84,11 +85,18 @@ class RunDriver:
         self._tg: TaskGroup | None = None
         self._artifacts: dict[tuple[str, str, int], str] = {}
         self._settled_seq: int | None = None
+        self._external = False
         self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
+        self._wake.set()
+
+    def notice_external(self) -> None:
+        """Another writer in this process appended to the run (PRAGMA data_version does not
+        see our own connection's writes): refresh and plan again."""
+        self._external = True
         self._wake.set()
 
     def lose_lease(self) -> None:
@@ -175,8 +183,8 @@ class RunDriver:
                     holder=self.owner,
                 )
             except LeaseLost:
-                self._lease_lost = True
                 self._release(starts)
+                self.lose_lease()  # stop the other attempts now: their new owner reruns them
                 raise
             except ConcurrencyConflict:
                 self._release(starts)
@@ -263,19 +271,19 @@ class RunDriver:
             )
         previous = self.state.owner
         events: list[ev.Event] = [*stale]
-        if previous != self.owner:
+        if previous != self.owner and self.state.ended is None:
             events.insert(0, ev.LeaseTaken(owner=self.owner, previous_owner=previous))
         if events:
             await self._advance(events)
 
     def _idle(self) -> bool:
+        """Nothing runs and nothing will start without a human (or another process)."""
         st = self.state
-        if self._scopes:
+        if self._scopes or self._refused:  # running, or runnable once a slot frees up
             return False
-        if st.ended is not None:
+        if st.ended is not None or st.paused:  # paused: retry timers do not fire either
             return True
-        waiting_timer = any(s.status == "retry_wait" for s in st.stages.values())
-        return st.status in ("waiting", "paused") and not waiting_timer
+        return st.status == "waiting"  # (a stage backing off makes the status "running")
 
     async def drive(self, until: Until = "idle", stop: anyio.Event | None = None) -> RunState:
         """Run until the run ends (``terminal``) or needs a human with nothing running
@@ -291,9 +299,10 @@ class RunDriver:
                 log.warning(
                     "run %s: lease lost to another process; stopped driving", self.state.run_id
                 )
-            self._stopping = True
-            for scope in list(self._scopes.values()):
-                scope.cancel()
+            finally:
+                self._stopping = True  # attempts still in flight are recorded as interrupted
+                for scope in list(self._scopes.values()):
+                    scope.cancel()
         self._tg = None
         return self.state
 
@@ -321,6 +330,11 @@ class RunDriver:
         # Other processes' writes (approvals, cancels) are seen through PRAGMA data_version;
         # our own wake-ups come often while stages finish, so look at most once per interval.
         # (Our appends would hit a ConcurrencyConflict and refresh anyway.)
+        if self._external:  # a command written through our own Store (same connection)
+            self._external = False
+            async with self._lock:
+                await self.refresh()
+            return
         now = self.clock()
         if now - self._checked_at < self.poll_interval and self._wake.is_set():
             return
@@ -432,13 +446,14 @@ class RunDriver:
             with scope:
                 try:
                     request = await self._request(start)
-                    with anyio.fail_after(timeout if timeout else math.inf):
+                    with anyio.move_on_after(timeout if timeout else math.inf) as deadline:
                         result = await self.runner.run(request)
-                    outcome = result.status
-                    error = result.error
-                except TimeoutError:
-                    outcome, retryable = "timed_out", True
-                    error = f"stage timed out after {timeout:g}s"
+                    if deadline.cancelled_caught:
+                        outcome, retryable = "timed_out", True
+                        error = f"stage timed out after {timeout:g}s"
+                    else:
+                        assert result is not None
+                        outcome, error = result.status, result.error
                 except StageTimeout as exc:  # a command stage's own timeout
                     outcome, error, retryable = "timed_out", str(exc), True
                 except BudgetExceeded as exc:
@@ -466,6 +481,22 @@ class RunDriver:
                 fatal=fatal,
                 slot=slot,
             )
+        except anyio.get_cancelled_exc_class():
+            # cancelled from outside (shutdown, Ctrl-C, a cancelled request): say so in the log
+            # before going, so no attempt stays "running" without a live process behind it
+            self._stopping = True
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(LeaseLost):
+                    await self._record(
+                        start,
+                        "interrupted",
+                        None,
+                        "the process stopped during the attempt",
+                        False,
+                        time.monotonic() - t0,
+                        slot=slot,
+                    )
+            raise
         except LeaseLost:
             pass
         finally:

@@ -245,6 +245,14 @@ def next_actions(state: RunState, now: float) -> Plan:
     ]
     if all(st.status in DONE_STAGE for st in normal) and not state.running():
         return Plan(decisions=[ev.RunCompleted()])
+    if not state.paused and all(st.status in DONE_STAGE or st.status == "pending" for st in normal):
+        # Nothing runs, waits for a human or backs off, yet work remains: it sits behind a
+        # stage that failed for good (e.g. one of two failed stages was retried and passed).
+        failed = [st for st in normal if st.status in ("failed", "cancelled") and not st.tolerated]
+        if failed:
+            stuck = [st.id for st in normal if st.status == "pending"]
+            why = "; ".join(f"stage '{st.id}' {st.status}: {st.reason}" for st in failed)
+            return Plan(decisions=[ev.RunFailed(reason=f"{why} ({', '.join(stuck)} cannot run)")])
     return Plan(wake_at=min(wake) if wake else None)
 
 
@@ -260,4 +268,8 @@ def _approval_expired(s: StageSpec, st: StageState) -> list[ev.Event]:
         ]
     if action == "cancel":
         return [ev.RunCancelled(reason=waited, by="timeout")]
-    return [ev.StageFailed(stage=s.id, reason=waited)]
+    policy = s.on_failure
+    tolerated = policy.action == "continue" or (
+        policy.action == "retry" and policy.then == "continue"
+    )
+    return [ev.StageFailed(stage=s.id, reason=waited, tolerated=tolerated)]

@@ -61,7 +61,20 @@ class Scheduler:
         self.sink = sink
         self.poll_interval = poll_interval
         self.drivers: dict[str, RunDriver] = {}
+        self._unsubscribe = store.on_append(self._appended)
         self._active: set[str] = set()
+
+    def _appended(self, run_id: str, holder: str | None) -> None:
+        """A command (approve, cancel, ...) went through our Store: wake that run's driver."""
+        if holder == self.owner:
+            return  # our own driver's write
+        driver = self.drivers.get(run_id)
+        if driver is not None:
+            driver.notice_external()
+
+    def close(self) -> None:
+        """Stop listening to the store (the scheduler is not used any more)."""
+        self._unsubscribe()
 
     async def _claim(self, run_id: str) -> bool:
         row = await self.store.get_run(run_id)

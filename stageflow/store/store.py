@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,7 @@ class Store:
         self._lock = anyio.Lock()
         self._heads: dict[str, tuple[int, str]] = {}  # run id -> a (seq, hash) seen in its log
         self._fast = fastpath.available(conn)  # one trip per append (tests switch it off)
+        self._listeners: list[Callable[[str, str | None], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -211,6 +212,31 @@ class Store:
         ``summary``, when given, updates the run's status and money columns in the same
         transaction. Returns the new envelopes, exactly as ``load_events`` will return them.
         """
+        envelopes = await self._append_once(
+            run_id, events, expect_seq, actor, at, summary, artifacts, holder
+        )
+        for listener in list(self._listeners):
+            listener(run_id, holder)
+        return envelopes
+
+    def on_append(self, listener: Callable[[str, str | None], None]) -> Callable[[], None]:
+        """Call ``listener(run_id, holder)`` after every append through this Store; returns a
+        function that unsubscribes. In-process executors learn about commands this way:
+        SQLite's data_version does not change for the connection's own writes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def _append_once(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        expect_seq: int,
+        actor: str,
+        at: float | None,
+        summary: RunSummary | None,
+        artifacts: Sequence[NewArtifact],
+        holder: str | None,
+    ) -> list[Envelope]:
         if not events:
             raise ValueError("append needs at least one event")
         when = float(time.time() if at is None else at)

@@ -309,3 +309,13 @@ def test_a_fatal_failure_skips_the_retry_policy() -> None:
     assert plan.decisions == [
         ev.StageFailed(stage="a", reason="401: check ANTHROPIC_API_KEY (after 1 attempts)")
     ]
+
+
+def test_approval_timeout_fail_respects_on_failure_continue() -> None:
+    log = Log(chain("a", "b", a={"approval": {"timeout": 60}, "on_failure": "continue"}))
+    log.step()
+    log.finish("a")
+    log.now += 61
+    log.step()
+    assert log.status("a") == "failed" and log.state.stages["a"].tolerated
+    assert started(log.step()) == ["b"]
