@@ -41,6 +41,10 @@ class Plan:
         return not (self.decisions or self.starts or self.cancel)
 
 
+_DUE = frozenset({"attempt_failed", "awaiting_approval", "retry_wait"})
+_OPEN = frozenset({"pending", "retry_wait"})
+
+
 def condition_context(state: RunState) -> dict[str, Any]:
     """What ``when``/``gate`` expressions see: inputs and every stage's status and outputs."""
     ctx: dict[str, Any] = {"inputs": {"task": state.task, **state.inputs}}
@@ -129,9 +133,28 @@ def next_actions(state: RunState, now: float) -> Plan:
             )
         wake.append(deadline)
 
+    # one pass over the stages (dict order is spec order), so the steps below touch only
+    # the stages they concern: planning stays cheap on long runs
+    running: list[str] = []
+    due: list[str] = []
+    open_: list[str] = []
+    done: set[str] = set()
+    for sid, st in state.stages.items():
+        status = st.status
+        if status in DONE_STAGE:
+            done.add(sid)
+        elif status == "running":
+            running.append(sid)
+        else:
+            if status in _DUE:
+                due.append(sid)
+            if status in _OPEN:
+                open_.append(sid)
+
     # 1. stages that need a decision about an attempt that just ended or a deadline
-    for s in spec.stages:
-        st = state.stages[s.id]
+    for sid in due:
+        s = spec.stage(sid)
+        st = state.stages[sid]
         if st.status == "attempt_failed":
             decisions.extend(_failure_decision(s, st, state, now))
         elif st.status == "awaiting_approval" and st.approval_expires_at is not None:
@@ -147,7 +170,7 @@ def next_actions(state: RunState, now: float) -> Plan:
     # 2. a stage failed for good: cancel the rest, run the rollback stage if any, then end
     if state.failing is not None:
         rb = state.rollback
-        others = [r for r in state.running() if r != rb]
+        others = [r for r in running if r != rb]
         if others:
             return Plan(cancel=others)
         if rb is not None:
@@ -171,12 +194,12 @@ def next_actions(state: RunState, now: float) -> Plan:
         )
 
     # 3. schedule pending work
-    done = {sid for sid, st in state.stages.items() if st.status in DONE_STAGE}
-    slots = spec.limits.max_concurrent_agents - len(state.running())
+    slots = spec.limits.max_concurrent_agents - len(running)
     over_budget = state.budget_usd is not None and state.spent_usd >= state.budget_usd
-    for s in spec.stages:
-        st = state.stages[s.id]
-        if s.id in rollback_targets and not st.triggered:
+    for sid in open_:
+        s = spec.stage(sid)
+        st = state.stages[sid]
+        if sid in rollback_targets and not st.triggered:
             continue
         if st.status == "retry_wait":
             if st.not_before is not None and now < st.not_before:
@@ -243,7 +266,7 @@ def next_actions(state: RunState, now: float) -> Plan:
         for s in spec.stages
         if s.id not in rollback_targets or state.stages[s.id].triggered
     ]
-    if all(st.status in DONE_STAGE for st in normal) and not state.running():
+    if all(st.status in DONE_STAGE for st in normal) and not running:
         return Plan(decisions=[ev.RunCompleted()])
     if not state.paused and all(st.status in DONE_STAGE or st.status == "pending" for st in normal):
         # Nothing runs, waits for a human or backs off, yet work remains: it sits behind a
