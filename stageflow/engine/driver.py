@@ -163,12 +163,9 @@ class RunDriver:
                 raise LeaseLost(f"run {self.state.run_id}: lease lost")
             now = self.clock()
             events, state, starts, cancels, wake_at = self._plan(list(batch), now)
-            for sid in cancels:
-                scope = self._scopes.get(sid)
-                if scope is not None:
-                    scope.cancel()
             self._wake_at = wake_at
             if not events:
+                self._cancel(cancels)  # the log already says why (run ended or failing)
                 self._settled_seq = None if self._refused else self.state.seq
                 return False
             try:
@@ -198,6 +195,7 @@ class RunDriver:
             for art in arts:  # before launching: the stages started now read these
                 self._artifacts[(art.stage, art.name, art.version)] = art.content
             self._settled_seq = None if self._refused else self.state.seq
+            self._cancel(cancels)  # only now that the decision behind it is in the log
             if self.sink is not None:
                 for env in envs:
                     self.sink(env, self.state)
@@ -215,6 +213,12 @@ class RunDriver:
         if self._settled_seq != self.state.seq:
             return False
         return self._wake_at is None or self.clock() < self._wake_at
+
+    def _cancel(self, stages: Sequence[str]) -> None:
+        for sid in stages:
+            scope = self._scopes.get(sid)
+            if scope is not None:
+                scope.cancel()
 
     def _release(self, starts: Sequence[StartAttempt]) -> None:
         for _ in starts:
