@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_harness import Cli, Script, scripter
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -24,3 +26,16 @@ def _isolated_home(
     monkeypatch.setenv("STAGEFLOW_RUNNER", "offline")
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     return home
+
+
+# -- the CLI tests' fixtures (tests/cli_harness.py) ---------------------------------------
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path / "project", capsys)
+
+
+@pytest.fixture
+def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Script:
+    return scripter(tmp_path, monkeypatch)

@@ -19,7 +19,7 @@ import pytest
 
 from stageflow.cli import main
 from stageflow.workflows.loader import load_template_file
-from tests.test_cli import Cli, Script, of_type, scripter, stage
+from tests.cli_harness import Cli, Script, of_type, scripter, stage
 
 SAMPLE_VALUES: dict[str, Any] = {
     "string": "sample",

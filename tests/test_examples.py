@@ -18,7 +18,7 @@ import pytest
 
 from stageflow.agents.parse import parse_agent_file
 from stageflow.workflows.loader import load_template_file
-from tests.test_cli import Cli, stage
+from tests.cli_harness import Cli, stage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".toml")
