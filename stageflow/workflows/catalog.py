@@ -89,14 +89,15 @@ def load_catalog(
                         path.stem, None, path, layer, tuple(exc.problems)
                     )
                 continue
-            if spec.name in claimed:
+            if spec.name in claimed:  # as for agents: the first file (by name) is kept
                 errors.append(
                     Problem(
-                        f"template '{spec.name}' is also defined in {claimed[spec.name]}; "
-                        "this file wins",
+                        f"template '{spec.name}' is also defined in {claimed[spec.name]} "
+                        f"(same folder); keeping {claimed[spec.name]}",
                         str(path),
                     )
                 )
+                continue
             claimed[spec.name] = path
             entries[spec.name] = TemplateEntry(spec.name, spec, path, layer)
     return TemplateCatalog(MappingProxyType(entries), tuple(errors))

@@ -141,9 +141,9 @@ def test_two_files_with_one_name_in_a_layer_are_reported(layers: list[tuple[str,
     first = write(builtin, "a.yaml", "same")
     second = write(builtin, "b.yaml", "same", agent="reviewer")
     catalog = load_catalog(layers)
-    assert catalog.entries["same"].source == second
+    assert catalog.entries["same"].source == first  # like agents: the first file is kept
     assert [(p.file, p.message) for p in catalog.errors] == [
-        (str(second), f"template 'same' is also defined in {first}; this file wins"),
+        (str(second), f"template 'same' is also defined in {first} (same folder); keeping {first}"),
     ]
 
 
