@@ -38,6 +38,7 @@ from stageflow.cli_commands import (
     cmd_resume,
     cmd_retry,
     cmd_run,
+    cmd_serve,
     cmd_status,
     cmd_templates,
     cmd_validate,
@@ -71,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="print JSON")
         return sp
 
+    sp = add("serve", "serve the MCP server (stdio unless --transport)", cmd_serve)
+    sp.add_argument("--transport", choices=("stdio", "sse", "http"), default="stdio")
+    sp.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    sp.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="extra Host name clients may use on a non-loopback bind; repeatable",
+    )
     add("templates", "list workflow templates", cmd_templates, json_=True)
     add("agents", "list agent definitions", cmd_agents, json_=True)
     sp = add("validate", "validate template files", cmd_validate, json_=True)
@@ -158,7 +169,7 @@ def _demo_entry(args: argparse.Namespace, out: TextIO) -> int:
     return run_demo(args, out)
 
 
-SYNC_COMMANDS = {"validate", "init", "demo"}
+SYNC_COMMANDS = {"validate", "init", "demo", "serve"}
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:

@@ -310,3 +310,35 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     if not created:
         out.write(f"{settings.state_dir} already set up; nothing changed\n")
     return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the MCP server for the project (stdio unless ``--transport``).
+
+    mcp and the server modules are imported here, so no other command pays for them. On an
+    HTTP transport the bind is checked (token for non-loopback hosts) before anything opens.
+    """
+    import os
+
+    from stageflow.server.security import TOKEN_ENV, require_token
+    from stageflow.server.transports import prepare_stdio, run_server
+
+    token = os.environ.get(TOKEN_ENV)
+    if args.transport != "stdio":
+        require_token(args.host, token)  # raises InvalidArgument -> exit 2
+    prepare_stdio()
+    from stageflow.server.app import build_server
+
+    server = build_server(load_settings(args.project, db=args.db))
+    try:
+        run_server(
+            server,
+            transport=args.transport,
+            host=args.host,
+            port=args.port,
+            token=token,
+            allowed_hosts=args.allow_host or (),
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start
+    return EXIT_OK

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,11 +37,23 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
     return cli
 
 
-def test_every_example_file_is_a_template_or_an_agent() -> None:
+MCP_CONFIG = EXAMPLES / ".mcp.json"
+
+
+def test_every_example_file_is_a_template_an_agent_or_the_mcp_config() -> None:
     files = sorted(p for p in EXAMPLES.rglob("*") if p.is_file())
     assert files, "examples/ is empty"
     assert [p for p in files if p.parent != EXAMPLES] == []
-    assert sorted([*TEMPLATES, *AGENTS]) == files
+    assert sorted([*TEMPLATES, *AGENTS, MCP_CONFIG]) == files
+
+
+def test_the_mcp_config_starts_stageflow_serve_over_stdio(cli: Cli) -> None:
+    config = json.loads(MCP_CONFIG.read_text(encoding="utf-8"))
+    server = config["mcpServers"]["stageflow"]
+    assert (server["type"], server["command"], server["args"]) == ("stdio", "stageflow", ["serve"])
+    assert server["env"]["STAGEFLOW_RUNNER"] in ("auto", "anthropic", "claude-code", "offline")
+    # the console script the config names is installed next to this interpreter
+    assert (Path(sys.executable).parent / "stageflow").is_file()
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=[p.name for p in TEMPLATES])

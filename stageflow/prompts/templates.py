@@ -1,0 +1,178 @@
+"""MCP prompts: one per workflow template, so each template appears as a slash command.
+
+A prompt is named after its template, carries the template's description and takes one argument,
+``task``. Rendering it yields a user message that tells the assistant to start the workflow with
+``workflow_start`` and then follow the calling protocol: poll ``workflow_status``, relay every
+gate to the human, never decide a gate itself.
+
+Templates are files that change while the server runs, so ``sync_prompts`` re-reads the catalog
+and adds, replaces and removes prompts to match; when it reports a change the caller announces
+it with ``notify_prompts_changed`` (both protocol eras).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp import MCPError
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import Prompt
+from mcp.types import INVALID_PARAMS
+from pydantic import Field
+
+from stageflow.agents.registry import load_agents
+from stageflow.config import Settings
+from stageflow.workflows.catalog import load_catalog
+from stageflow.workflows.spec import WorkflowSpec
+
+log = logging.getLogger(__name__)
+
+STATELESS_ERA = "2026-07-28"  # this era announces changes on subscriptions/listen streams only
+TASK_DESCRIPTION = "What the workflow should accomplish, in the user's words"
+
+# per server: prompt name -> the text it was built from, to tell a changed template from the same
+_managed: weakref.WeakKeyDictionary[MCPServer, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class PromptSource:
+    """What one template prompt is built from."""
+
+    name: str
+    description: str
+    spec: WorkflowSpec
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.description}\0{instructions(self.spec, '')}"
+
+
+def template_prompts(settings: Settings) -> dict[str, PromptSource]:
+    """Prompt sources for every template that loads cleanly (broken ones get no prompt)."""
+    agents = load_agents(settings.agent_dirs())
+    catalog = load_catalog(settings.template_dirs(), agent_names=agents.names())
+    out: dict[str, PromptSource] = {}
+    for name, entry in catalog.entries.items():
+        if entry.spec is None or entry.problems:
+            continue
+        description = entry.spec.description or f"Run the {name} workflow"
+        out[name] = PromptSource(name, description, entry.spec)
+    return out
+
+
+def instructions(spec: WorkflowSpec, task: str) -> str:
+    """The user message that starts ``spec`` for ``task`` and explains the calling protocol."""
+    lines = [
+        f'Run the stageflow workflow "{spec.name}" for this task:',
+        "",
+        "<task>",
+        task,
+        "</task>",
+        "",
+        f"Stages: {_stage_outline(spec)}.",
+    ]
+    extra = [(k, v) for k, v in spec.inputs.items() if k != "task"]
+    if extra:
+        lines.append("Other inputs (pass them in `inputs` when the user gave them):")
+        for key, inp in extra:
+            need = "required" if inp.required and inp.default is None else "optional"
+            lines.append(
+                f"- {key} ({inp.type}, {need})"
+                + (f": {inp.description}" if inp.description else "")
+            )
+    lines += [
+        "",
+        "Protocol:",
+        f'1. Call the `workflow_start` tool with template="{spec.name}" and the task above '
+        "(unchanged). It returns a run id at once; the stages run in the background.",
+        "2. Call `workflow_status` with that run id and wait_seconds=50, again and again, until "
+        "the run is waiting, paused, completed, failed or cancelled. Give the user a short "
+        "progress line now and then, not after every poll.",
+        "3. When a stage waits at a gate, show the user what to review (read the artifacts it "
+        "names with `workflow_artifact`), ask whether to approve or reject, and pass their "
+        "answer to `workflow_approve` (a rejection needs their feedback). Never approve or "
+        "reject on the user's behalf.",
+        "4. If the run fails or stops at its budget, explain why from the status and offer "
+        "`workflow_control` (retry, resume with a higher budget, or cancel).",
+        "5. When the run completes, summarise the final artifacts for the user.",
+    ]
+    return "\n".join(lines)
+
+
+def _stage_outline(spec: WorkflowSpec) -> str:
+    parts = []
+    for stage in spec.stages:
+        marks = []
+        if stage.approval is not None:
+            marks.append("human approval")
+        if stage.gate:
+            marks.append(f"gate: {stage.gate}")
+        parts.append(stage.id + (f" ({'; '.join(marks)})" if marks else ""))
+    return ", ".join(parts)
+
+
+class _TemplatePrompt(Prompt):
+    """A prompt whose missing or blank ``task`` is the client's mistake (invalid params).
+
+    The SDK reports a missing argument as an internal error; checking first gives the client
+    a message it can act on.
+    """
+
+    async def render(self, arguments: dict[str, Any] | None, context: Any) -> Any:
+        task = (arguments or {}).get("task")
+        if not isinstance(task, str) or not task.strip():
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"prompt '{self.name}' needs a task: describe the work to do",
+            )
+        return await super().render(arguments, context)
+
+
+def _make_prompt(text: PromptSource) -> Prompt:
+    def render(task: Annotated[str, Field(description=TASK_DESCRIPTION)]) -> str:
+        return instructions(text.spec, task.strip())
+
+    return _TemplatePrompt.from_function(render, name=text.name, description=text.description)
+
+
+def register_prompts(mcp: MCPServer, settings: Settings) -> None:
+    """Add one prompt per loadable template to ``mcp``."""
+    sync_prompts(mcp, settings)
+
+
+def sync_prompts(mcp: MCPServer, settings: Settings) -> bool:
+    """Re-read the templates and make the template prompts match; True if anything changed.
+
+    Only prompts this module added are ever removed or replaced. It reads the template and
+    agent files (a few ms for the built-ins); from async code with many templates, consider
+    ``anyio.to_thread.run_sync``.
+    """
+    wanted = template_prompts(settings)
+    current = _managed.setdefault(mcp, {})
+    changed = False
+    for name in sorted(set(current) - set(wanted)):
+        mcp.remove_prompt(name)
+        del current[name]
+        changed = True
+    for name, text in sorted(wanted.items()):
+        old = current.get(name)
+        if old == text.fingerprint:
+            continue
+        if old is not None:
+            mcp.remove_prompt(name)  # the SDK keeps the first of two prompts with one name
+        mcp.add_prompt(_make_prompt(text))
+        current[name] = text.fingerprint
+        changed = True
+    if changed:
+        log.debug("template prompts now: %s", ", ".join(sorted(current)))
+    return changed
+
+
+async def notify_prompts_changed(ctx: Context[Any, Any]) -> None:
+    """Tell clients of either protocol era that the prompt list changed."""
+    if ctx.protocol_version != STATELESS_ERA:
+        await ctx.session.send_prompt_list_changed()
+    await ctx.notify_prompts_changed()

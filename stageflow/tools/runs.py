@@ -1,0 +1,163 @@
+"""The tools that change runs: ``workflow_start``, ``workflow_approve``, ``workflow_control``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from mcp.types import CallToolResult
+from pydantic import Field
+
+from stageflow.engine.state import RunState
+from stageflow.engine.views import build_view
+from stageflow.server.errors import tool_errors
+from stageflow.tools.deps import ToolContext, deps
+from stageflow.tools.models import CommandResult, StartResult
+from stageflow.tools.results import run_uri, tool_result
+
+DEFAULT_ACTOR = "mcp-client"
+
+START_DESCRIPTION = """\
+Start a workflow run from a template (see workflow_templates) for a task. Returns the run id
+immediately; the stages (architect, developer, tester, reviewer ... subagents with fresh
+contexts) run in the background and never block this call.
+
+Next: poll workflow_status(run_id, wait_seconds=30) until it reports a waiting approval gate
+or the end of the run. Extra template inputs go in `inputs` (e.g. {"severity": "high"});
+budget_usd caps the run's model spend (defaults to the template's limit). Unknown templates
+are reported with the list of known names; missing required inputs with the reason."""
+
+APPROVE_DESCRIPTION = """\
+Approve, or reject with feedback, a stage that waits for a human decision: an approval gate
+(approval=true) or a gate whose condition was false. Relay the human's decision; do not decide
+on your own. `stage` may be omitted when exactly one stage is waiting.
+
+decision='approve' lets the run continue. decision='reject' needs `feedback` saying what must
+change: for an approval gate the stage reruns (rework) with the feedback and its previous
+artifacts, then waits again; for a blocked gate the stage fails. The approver is recorded in the
+run's audit log. Approving a stage that is not waiting fails with an error naming its state."""
+
+CONTROL_DESCRIPTION = """\
+Control a run: action='cancel' stops it for good (running subagents are cancelled);
+'pause' stops scheduling new stages (running ones finish); 'resume' continues a paused run,
+with a higher budget_usd if it stopped at its budget; 'retry' reruns the failed stages of a
+failed run, or the one named in `stage`. `reason` is recorded in the audit log. Returns the
+run's status and each stage's status after the action."""
+
+RunId = Annotated[str, Field(description="the run id returned by workflow_start")]
+
+
+def _actor(given: str | None) -> str:
+    return given.strip() if given and given.strip() else DEFAULT_ACTOR
+
+
+def _command_result(state: RunState, action: str, stage: str | None, actor: str) -> CallToolResult:
+    view = build_view(state)
+    result = CommandResult(
+        run_id=state.run_id,
+        action=action,
+        stage=stage,
+        actor=actor,
+        status=view.status,
+        stages={s.id: s.status for s in view.stages},
+        next_action=view.next_action,
+    )
+    target = f" stage '{stage}'" if stage else ""
+    summary = (
+        f"{action}{target} of run {state.run_id} recorded (by {actor}); run is now "
+        f"{view.status}. Follow with workflow_status(run_id='{state.run_id}', wait_seconds=30)."
+    )
+    return tool_result(result, summary)
+
+
+async def workflow_start(
+    ctx: ToolContext,
+    template: Annotated[str, Field(description="template name, e.g. feature_development")],
+    task: Annotated[str, Field(description="what to build or fix, in plain words", min_length=1)],
+    inputs: Annotated[
+        dict[str, Any] | None,
+        Field(description="extra template inputs by name (see workflow_templates)"),
+    ] = None,
+    budget_usd: Annotated[
+        float | None, Field(description="USD cap for the whole run", ge=0)
+    ] = None,
+) -> Annotated[CallToolResult, StartResult]:
+    """Start a run; returns its id at once."""
+    app = deps(ctx)
+    with tool_errors():
+        state = await app.service.start_run(
+            template, task, inputs=inputs, budget_usd=budget_usd, actor=DEFAULT_ACTOR
+        )
+    app.start_driving(state.run_id)
+    result = StartResult(
+        run_id=state.run_id,
+        template=state.template,
+        status=state.status,
+        runner=app.runner_label,
+        stages=[s.id for s in state.spec.stages],
+        next_action=(
+            f"poll workflow_status(run_id='{state.run_id}', wait_seconds=30) until a gate "
+            "waits for approval or the run ends"
+        ),
+    )
+    summary = (
+        f"Started run {state.run_id} ({state.template}: {' -> '.join(result.stages)}) with "
+        f"runner {app.runner_label}.\nNext: {result.next_action}. Dashboard: "
+        f"{run_uri(state.run_id)}"
+    )
+    return tool_result(result, summary)
+
+
+async def workflow_approve(
+    ctx: ToolContext,
+    run_id: RunId,
+    stage: Annotated[
+        str | None, Field(description="the waiting stage; optional if only one waits")
+    ] = None,
+    decision: Annotated[
+        Literal["approve", "reject"], Field(description="approve, or reject with feedback")
+    ] = "approve",
+    feedback: Annotated[
+        str | None, Field(description="required for reject: what must change")
+    ] = None,
+    approver: Annotated[
+        str | None, Field(description="who decided (recorded in the audit log)")
+    ] = None,
+) -> Annotated[CallToolResult, CommandResult]:
+    """Approve or reject a waiting gate."""
+    app = deps(ctx)
+    who = _actor(approver)
+    with tool_errors():
+        before = await app.service.state(run_id)
+        waiting = [
+            sid
+            for sid, st in before.stages.items()
+            if st.status in ("awaiting_approval", "blocked")
+        ]
+        state = await app.service.decide(
+            run_id, stage=stage, decision=decision, feedback=feedback, approver=who
+        )
+    app.start_driving(run_id)
+    decided = stage or (waiting[0] if len(waiting) == 1 else None)
+    return _command_result(state, decision, decided, who)
+
+
+async def workflow_control(
+    ctx: ToolContext,
+    run_id: RunId,
+    action: Annotated[
+        Literal["cancel", "pause", "resume", "retry"], Field(description="what to do")
+    ],
+    stage: Annotated[str | None, Field(description="for retry: the stage to rerun")] = None,
+    reason: Annotated[str | None, Field(description="why (recorded in the audit log)")] = None,
+    budget_usd: Annotated[
+        float | None, Field(description="for resume: a new USD cap for the run", ge=0)
+    ] = None,
+) -> Annotated[CallToolResult, CommandResult]:
+    """Cancel, pause, resume or retry a run."""
+    app = deps(ctx)
+    with tool_errors():
+        state = await app.service.control(
+            run_id, action, stage=stage, reason=reason, budget_usd=budget_usd, actor=DEFAULT_ACTOR
+        )
+    app.start_driving(run_id)
+    return _command_result(state, action, stage, DEFAULT_ACTOR)

@@ -1,0 +1,329 @@
+"""The MCP tools through the in-process client, in both protocol eras: the tool list (pinned as a
+snapshot), templates, start, control, and how domain errors reach the client."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult, TextContent
+
+from stageflow.config import load_settings
+from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.server.app import build_server
+from stageflow.tools import TOOL_NAMES
+
+MODES = ["auto", "legacy"]
+SNAPSHOT = Path(__file__).parent / "snapshots" / "tools.json"
+UPDATE_ENV = "STAGEFLOW_UPDATE_SNAPSHOTS"
+
+GATED = """\
+name: gated
+description: One design stage that a human approves
+stages:
+  - id: design
+    agent: architect
+    produces: [design]
+    approval: required
+"""
+
+
+class HangingRunner:
+    """Every attempt runs until cancelled, so a run stays ``running``."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+
+    async def run(self, request: AttemptRequest) -> AttemptResult:
+        self.started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+def make_project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / ".stageflow" / "workflows").mkdir(parents=True)
+    (project / ".stageflow" / "workflows" / "gated.yaml").write_text(GATED, encoding="utf-8")
+    return project
+
+
+def text(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, text(result)
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def server_for(tmp_path: Path) -> Callable[..., Any]:
+    project = make_project(tmp_path)
+
+    def build(runner: Any = None) -> Any:
+        return build_server(load_settings(project), runner=runner)
+
+    return build
+
+
+# -- the tool list ------------------------------------------------------------------------
+
+
+def _tool_list(tools: list[Any]) -> list[dict[str, Any]]:
+    return sorted(
+        (t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools),
+        key=lambda t: t["name"],
+    )
+
+
+@pytest.mark.anyio
+async def test_tool_list_matches_the_pinned_snapshot(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(), mode=mode) as client:
+        tools = _tool_list((await client.list_tools()).tools)
+    rendered = json.dumps(tools, indent=2, sort_keys=True) + "\n"
+    if os.environ.get(UPDATE_ENV):
+        SNAPSHOT.write_text(rendered, encoding="utf-8")
+    assert SNAPSHOT.is_file(), f"no snapshot yet: run with {UPDATE_ENV}=1"
+    assert rendered == SNAPSHOT.read_text(encoding="utf-8"), (
+        f"the tool list changed; review the diff and regenerate with {UPDATE_ENV}=1"
+    )
+
+
+@pytest.mark.anyio
+async def test_every_contract_tool_has_schemas_and_a_short_description(
+    server_for: Callable[..., Any],
+) -> None:
+    async with Client(server_for()) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert sorted(tools) == sorted(TOOL_NAMES)
+    assert "knowledge_lookup" not in tools
+    for tool in tools.values():
+        assert tool.description is not None
+        assert 200 < len(tool.description.encode()) < 2048, tool.name
+        assert tool.output_schema is not None, tool.name
+        for prop in tool.input_schema.get("properties", {}).values():
+            assert prop.get("description"), f"{tool.name}: argument without description"
+
+
+@pytest.mark.anyio
+async def test_server_instructions_explain_the_calling_protocol(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(), mode=mode) as client:
+        instructions = client.instructions
+    assert instructions is not None
+    for tool in ("workflow_start", "workflow_status", "workflow_approve", "workflow_artifact"):
+        assert tool in instructions
+
+
+# -- templates and start ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_templates_lists_stages_gates_and_agents_and_reports_broken_files(
+    tmp_path: Path, server_for: Callable[..., Any], mode: str
+) -> None:
+    workflows = tmp_path / "project" / ".stageflow" / "workflows"
+    (workflows / "broken.yaml").write_text("name: broken\nstages: 3\n", encoding="utf-8")
+    agents = tmp_path / "project" / ".stageflow" / "agents"
+    agents.mkdir()
+    (agents / "bad.md").write_text("---\nname: [unclosed\n---\nbody\n", encoding="utf-8")
+    async with Client(server_for(), mode=mode) as client:
+        result = await client.call_tool("workflow_templates", {})
+    data = ok(result)
+    templates = {t["name"]: t for t in data["templates"]}
+    assert {"bugfix", "feature_development", "gated", "broken"} <= set(templates)
+    bugfix = {s["id"]: s for s in templates["bugfix"]["stages"]}
+    assert bugfix["deployment"]["approval"] is True
+    assert bugfix["deployment"]["gate"] == "testing.outputs.passed == true"
+    assert bugfix["fix"]["depends_on"] == ["investigation"]
+    assert templates["bugfix"]["inputs"]["task"]["required"] is True
+    assert templates["broken"]["problems"] and templates["broken"]["stages"] == []
+    architect = next(a for a in data["agents"] if a["name"] == "architect")
+    assert architect["model"] == "opus" and architect["layer"] == "builtin"
+    assert any("bad.md" in e for e in data["errors"])
+    assert data["runner"].startswith("offline")
+    assert "gated: One design stage" in text(result)
+
+
+@pytest.mark.anyio
+async def test_start_returns_the_run_id_at_once_while_the_stage_keeps_running(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    runner = HangingRunner()
+    async with Client(server_for(runner), mode=mode) as client:
+        with anyio.fail_after(1):
+            result = await client.call_tool("workflow_start", {"template": "gated", "task": "t"})
+        data = ok(result)
+        assert data["run_id"].startswith("r-")
+        assert data["stages"] == ["design"]
+        assert data["run_id"] in text(result)
+        with anyio.fail_after(5):
+            await runner.started.wait()  # executed in the background, between tool calls
+        status = ok(await client.call_tool("workflow_status", {"run_id": data["run_id"]}))
+    assert status["run"]["stages"][0]["status"] == "running"
+
+
+@pytest.mark.anyio
+async def test_status_without_run_id_lists_recent_runs(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(HangingRunner()), mode=mode) as client:
+        empty = await client.call_tool("workflow_status", {})
+        assert ok(empty)["runs"] == [] and "no runs yet" in text(empty)
+        first = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "a"}))
+        second = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "b"}))
+        listed = ok(await client.call_tool("workflow_status", {}))
+    assert [r["run_id"] for r in listed["runs"]] == [second["run_id"], first["run_id"]]
+    assert listed["run"] is None
+
+
+# -- control --------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_control_pauses_resumes_and_cancels_a_run(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(HangingRunner()), mode=mode) as client:
+        run_id = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "t"}))[
+            "run_id"
+        ]
+        paused = ok(
+            await client.call_tool(
+                "workflow_control", {"run_id": run_id, "action": "pause", "reason": "lunch"}
+            )
+        )
+        assert paused["status"] == "paused" and paused["action"] == "pause"
+        resumed = ok(
+            await client.call_tool("workflow_control", {"run_id": run_id, "action": "resume"})
+        )
+        assert resumed["status"] != "paused"
+        cancelled = ok(
+            await client.call_tool(
+                "workflow_control", {"run_id": run_id, "action": "cancel", "reason": "wrong task"}
+            )
+        )
+        assert cancelled["status"] == "cancelled"
+        again = await client.call_tool("workflow_control", {"run_id": run_id, "action": "retry"})
+    assert again.is_error
+    assert "was cancelled" in text(again)
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_unknown_names_are_errors_listing_the_known_ones(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(HangingRunner()), mode=mode) as client:
+        bad_template = await client.call_tool("workflow_start", {"template": "nope", "task": "t"})
+        assert bad_template.is_error
+        assert "unknown template 'nope'" in text(bad_template)
+        assert "bugfix" in text(bad_template) and "gated" in text(bad_template)
+
+        no_runs = await client.call_tool("workflow_status", {"run_id": "r-missing"})
+        assert no_runs.is_error and "unknown run 'r-missing'" in text(no_runs)
+
+        run_id = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "t"}))[
+            "run_id"
+        ]
+        calls: list[tuple[str, dict[str, Any]]] = [
+            ("workflow_status", {"run_id": "r-missing"}),
+            ("workflow_approve", {"run_id": "r-missing"}),
+            ("workflow_control", {"run_id": "r-missing", "action": "cancel"}),
+            ("workflow_artifact", {"run_id": "r-missing", "stage": "design", "name": "design"}),
+        ]
+        for tool, args in calls:
+            result = await client.call_tool(tool, args)
+            assert result.is_error, tool
+            assert "unknown run 'r-missing'" in text(result), tool
+            assert run_id in text(result), tool
+
+        missing_art = await client.call_tool(
+            "workflow_artifact", {"run_id": run_id, "stage": "design", "name": "nope"}
+        )
+        assert missing_art.is_error and "unknown artifact 'design/nope'" in text(missing_art)
+        missing_stage = await client.call_tool(
+            "workflow_control", {"run_id": run_id, "action": "retry", "stage": "nope"}
+        )
+        assert "unknown stage 'nope'; known: design" in text(missing_stage)
+
+
+@pytest.mark.anyio
+async def test_state_conflicts_and_bad_arguments_are_readable_errors(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    runner = HangingRunner()
+    async with Client(server_for(runner), mode=mode) as client:
+        run_id = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "t"}))[
+            "run_id"
+        ]
+        with anyio.fail_after(5):
+            await runner.started.wait()
+        not_waiting = await client.call_tool(
+            "workflow_approve", {"run_id": run_id, "stage": "design"}
+        )
+        assert not_waiting.is_error
+        assert "stage 'design' is not waiting for a decision (it is running)" in text(not_waiting)
+
+        no_feedback = await client.call_tool(
+            "workflow_approve", {"run_id": run_id, "stage": "design", "decision": "reject"}
+        )
+        assert no_feedback.is_error and "needs feedback" in text(no_feedback)
+
+        bad_decision = await client.call_tool(
+            "workflow_approve", {"run_id": run_id, "decision": "maybe"}
+        )
+        assert bad_decision.is_error and "decision" in text(bad_decision)
+
+        bad_action = await client.call_tool(
+            "workflow_control", {"run_id": run_id, "action": "explode"}
+        )
+        assert bad_action.is_error and "action" in text(bad_action)
+
+        bad_input = await client.call_tool(
+            "workflow_start", {"template": "bugfix", "task": "t", "budget_usd": -1}
+        )
+        assert bad_input.is_error and "budget_usd" in text(bad_input)
+
+        not_paused = await client.call_tool(
+            "workflow_control", {"run_id": run_id, "action": "resume"}
+        )
+        assert not_paused.is_error and "is not paused" in text(not_paused)
+
+        # the server is still serving after every error
+        status = ok(await client.call_tool("workflow_status", {"run_id": run_id}))
+    assert status["run"]["status"] == "running"
+
+
+@pytest.mark.anyio
+async def test_build_server_also_serves_the_resources_and_prompts(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(), mode=mode) as client:
+        templates = (await client.list_resource_templates()).resource_templates
+        prompts = (await client.list_prompts()).prompts
+    uris = {t.uri_template for t in templates}
+    assert "stageflow://runs/{run_id}" in uris
+    assert "stageflow://runs/{run_id}/artifacts/{stage}/{name}" in uris
+    assert {"gated", "bugfix"} <= {p.name for p in prompts}
