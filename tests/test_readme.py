@@ -40,3 +40,16 @@ def test_readme_template_example_is_valid_with_the_init_agents(tmp_path: Path) -
     (yaml_text,) = _blocks("yaml")
     spec = load_template_text(yaml_text, source="README.md", agent_names=agents.names())
     assert [s.id for s in spec.stages] == ["implement", "tests", "changelog"]
+
+
+def test_readme_mcp_config_is_the_example_file() -> None:
+    (config,) = _blocks("json")
+    assert config == (ROOT / "examples" / ".mcp.json").read_text(encoding="utf-8")
+
+
+def test_readme_names_every_mcp_tool_and_the_serve_command() -> None:
+    from stageflow.tools import TOOL_NAMES
+
+    for name in TOOL_NAMES:
+        assert f"`{name}" in README, name
+    assert "claude mcp add stageflow -- stageflow serve" in README

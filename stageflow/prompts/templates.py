@@ -7,7 +7,8 @@ gate to the human, never decide a gate itself.
 
 Templates are files that change while the server runs, so ``sync_prompts`` re-reads the catalog
 and adds, replaces and removes prompts to match; when it reports a change the caller announces
-it with ``notify_prompts_changed`` (both protocol eras).
+it with ``notify_prompts_changed`` (both protocol eras); ``refresh_prompts`` does both and is
+what the tools call.
 """
 
 from __future__ import annotations
@@ -176,3 +177,19 @@ async def notify_prompts_changed(ctx: Context[Any, Any]) -> None:
     if ctx.protocol_version != STATELESS_ERA:
         await ctx.session.send_prompt_list_changed()
     await ctx.notify_prompts_changed()
+
+
+async def refresh_prompts(ctx: Context[Any, Any], settings: Settings) -> bool:
+    """Bring the template prompts in step with the files and announce a change; True if any.
+
+    Tools that read templates call it, so a template added while the server runs shows up as
+    a prompt (slash command). A failure is logged and never fails the calling tool.
+    """
+    try:
+        changed = sync_prompts(ctx.mcp_server, settings)
+        if changed:
+            await notify_prompts_changed(ctx)
+    except Exception:
+        log.warning("could not refresh the template prompts", exc_info=True)
+        return False
+    return changed

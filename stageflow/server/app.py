@@ -2,8 +2,9 @@
 
 The lifespan opens the project's store, builds the runner, scheduler and service, and runs
 ``Scheduler.serve`` in a background task group for the server's whole life, so workflows keep
-running between tool calls (and runs left by a dead process are adopted). Tools reach these
-objects through ``ctx.request_context.lifespan_context`` (an ``AppContext``).
+running between tool calls (and runs left by a dead process are adopted), next to a
+``RunNotifier`` that tells resource subscribers when a run changes. Tools reach these objects
+through ``ctx.request_context.lifespan_context`` (an ``AppContext``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 
 from stageflow import __version__
 from stageflow.config import Settings
 from stageflow.engine.runner import Runner
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
+from stageflow.server.notify import RunNotifier
 from stageflow.store.store import Store
 
 __all__ = ["INSTRUCTIONS", "AppContext", "build_server"]
@@ -53,6 +56,7 @@ class AppContext:
     service: Service
     scheduler: Scheduler
     runner_label: str
+    notifier: RunNotifier
     stop: anyio.Event = field(default_factory=anyio.Event)
     task_group: TaskGroup | None = None
 
@@ -75,7 +79,7 @@ class AppContext:
 
 
 def _lifespan(
-    settings: Settings, runner: Runner | None
+    settings: Settings, runner: Runner | None, bus: SubscriptionBus
 ) -> Callable[[MCPServer[AppContext]], AbstractAsyncContextManager[AppContext]]:
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
@@ -96,11 +100,13 @@ def _lifespan(
                 service=Service(settings, store, runner_label=label),
                 scheduler=scheduler,
                 runner_label=label,
+                notifier=RunNotifier(store, bus),
             )
             try:
                 async with anyio.create_task_group() as tg:
                     app.task_group = tg
                     tg.start_soon(scheduler.serve, app.stop)
+                    await tg.start(app.notifier.run, app.stop)
                     try:
                         yield app
                     finally:
@@ -122,17 +128,22 @@ def build_server(settings: Settings, *, runner: Runner | None = None) -> MCPServ
     ``runner`` replaces the runner chosen by ``settings`` (tests pass scripted ones).
     """
     from stageflow.prompts.templates import register_prompts
+    from stageflow.server.notify import register_subscriptions
     from stageflow.server.resources import register_resources
     from stageflow.tools import register_tools
 
+    # our own bus, so the lifespan can announce run changes outside any request
+    bus = InMemorySubscriptionBus()
     mcp: MCPServer[AppContext] = MCPServer(
         "stageflow",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=_lifespan(settings, runner),
+        lifespan=_lifespan(settings, runner, bus),
+        subscriptions=bus,
         log_level="WARNING",
     )
     register_tools(mcp)
     register_resources(mcp)
+    register_subscriptions(mcp)
     register_prompts(mcp, settings)
     return mcp

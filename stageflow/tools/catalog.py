@@ -6,6 +6,7 @@ from typing import Annotated
 
 from mcp.types import CallToolResult
 
+from stageflow.prompts.templates import refresh_prompts
 from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.models import (
@@ -84,6 +85,7 @@ def _summary(result: TemplatesResult) -> str:
 async def workflow_templates(ctx: ToolContext) -> Annotated[CallToolResult, TemplatesResult]:
     """List templates (with stages, inputs, gates) and agents (model, source, load errors)."""
     app = deps(ctx)
+    await refresh_prompts(ctx, app.settings)  # a template file added since: a new slash command
     with tool_errors():
         agents = app.service.agents()
         catalog = app.service.templates(agents)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
+from stageflow.prompts.templates import refresh_prompts
 from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.models import CommandResult, StartResult
@@ -83,6 +84,7 @@ async def workflow_start(
 ) -> Annotated[CallToolResult, StartResult]:
     """Start a run; returns its id at once."""
     app = deps(ctx)
+    await refresh_prompts(ctx, app.settings)  # the template may be new since the last listing
     with tool_errors():
         state = await app.service.start_run(
             template, task, inputs=inputs, budget_usd=budget_usd, actor=DEFAULT_ACTOR

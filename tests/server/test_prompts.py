@@ -202,3 +202,71 @@ async def test_prompt_list_change_reaches_listening_clients(settings: Settings) 
         names = {p.name for p in (await client.list_prompts()).prompts}
     assert isinstance(event, PromptsListChanged)
     assert "hotfix" in names
+
+
+@pytest.mark.anyio
+async def test_workflow_templates_announces_a_template_added_while_serving_handshake_era(
+    settings: Settings,
+) -> None:
+    notified = anyio.Event()
+
+    async def handler(message: object) -> None:
+        if isinstance(message, types.PromptListChangedNotification):
+            notified.set()
+
+    async with Client(build_server(settings), mode="legacy", message_handler=handler) as client:
+        assert {p.name for p in (await client.list_prompts()).prompts} == BUILTIN
+        _write(settings, "hotfix", "Patch production fast")
+        listed = await client.call_tool("workflow_templates", {})
+        assert not listed.is_error
+        with anyio.fail_after(5):
+            await notified.wait()
+        prompts = {p.name: p.description for p in (await client.list_prompts()).prompts}
+    assert prompts["hotfix"] == "Patch production fast"
+
+
+@pytest.mark.anyio
+async def test_workflow_templates_announces_a_template_added_while_serving_to_listeners(
+    settings: Settings,
+) -> None:
+    async with Client(build_server(settings)) as client:
+        async with client.listen(prompts_list_changed=True) as sub:
+            _write(settings, "hotfix", "Patch production fast")
+            assert not (await client.call_tool("workflow_templates", {})).is_error
+            with anyio.fail_after(5):
+                event = await anext(aiter(sub))
+        names = {p.name for p in (await client.list_prompts()).prompts}
+    assert isinstance(event, PromptsListChanged)
+    assert names == BUILTIN | {"hotfix"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", MODES)
+async def test_workflow_start_with_a_new_template_lists_its_prompt(
+    settings: Settings, mode: Mode
+) -> None:
+    async with Client(build_server(settings), mode=mode) as client:
+        _write(settings, "hotfix", "Patch production fast")
+        started = await client.call_tool(
+            "workflow_start", {"template": "hotfix", "task": "fix the login"}
+        )
+        assert not started.is_error
+        names = {p.name for p in (await client.list_prompts()).prompts}
+    assert names == BUILTIN | {"hotfix"}
+
+
+@pytest.mark.anyio
+async def test_workflow_templates_sends_no_list_changed_when_nothing_changed(
+    settings: Settings,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(message: object) -> None:
+        if isinstance(message, types.PromptListChangedNotification):
+            seen.append("prompts")
+
+    async with Client(build_server(settings), mode="legacy", message_handler=handler) as client:
+        await client.call_tool("workflow_templates", {})
+        # a later announcement would arrive before this answer: the session is ordered
+        await client.list_prompts()
+    assert seen == []
