@@ -5,8 +5,9 @@ Tools wrap their body in ``with tool_errors():``; resource handlers in ``with re
 ==============================  ===============================================================
 domain error                    what the MCP client sees
 ==============================  ===============================================================
-``NotFound``                    tool: ``is_error`` result, the message lists the known names;
-                                resource: JSON-RPC ``-32602`` (``ResourceNotFoundError``)
+``NotFound``                    JSON-RPC invalid params (``-32602``) whose message lists the
+                                known names (tools: ``MCPError``; resources:
+                                ``ResourceNotFoundError``)
 ``InvalidState``                tool: ``is_error`` result naming the actual state (e.g. the stage
                                 is ``running``, not waiting); resource: ``-32603``
 ``InvalidArgument``             tool: ``is_error`` result with the validation message
@@ -24,18 +25,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mcp import MCPError
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.types import INVALID_PARAMS
 
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 
 __all__ = ["resource_errors", "to_tool_error", "tool_errors"]
 
 
-def to_tool_error(exc: StageflowError) -> ToolError:
-    """The ``ToolError`` a tool raises for ``exc``; its text is what the model reads."""
+def to_tool_error(exc: StageflowError) -> ToolError | MCPError:
+    """The error a tool raises for ``exc``; its text is what the model reads.
+
+    An unknown name is a wrong parameter: JSON-RPC invalid params, listing the known names.
+    """
     if isinstance(exc, NotFound):
         hint = "" if exc.known else f" (there is no {exc.kind} yet)"
-        return ToolError(f"{exc}{hint}")
+        return MCPError(code=INVALID_PARAMS, message=f"{exc}{hint}")
     if isinstance(exc, InvalidArgument):
         return ToolError(f"invalid argument: {exc}")
     if isinstance(exc, InvalidState):
@@ -47,7 +53,7 @@ def to_tool_error(exc: StageflowError) -> ToolError:
 
 @contextmanager
 def tool_errors() -> Iterator[None]:
-    """Turn any ``StageflowError`` raised inside the block into a ``ToolError``."""
+    """Turn any ``StageflowError`` raised inside the block into the MCP error for it."""
     try:
         yield
     except StageflowError as exc:

@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp import Client, MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 
 from stageflow.config import load_settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult
@@ -232,17 +232,22 @@ async def test_control_pauses_resumes_and_cancels_a_run(
 
 
 @pytest.mark.anyio
-async def test_unknown_names_are_errors_listing_the_known_ones(
+async def test_unknown_names_are_invalid_params_listing_the_known_ones(
     server_for: Callable[..., Any], mode: str
 ) -> None:
-    async with Client(server_for(HangingRunner()), mode=mode) as client:
-        bad_template = await client.call_tool("workflow_start", {"template": "nope", "task": "t"})
-        assert bad_template.is_error
-        assert "unknown template 'nope'" in text(bad_template)
-        assert "bugfix" in text(bad_template) and "gated" in text(bad_template)
+    async def invalid(tool: str, args: dict[str, Any]) -> str:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool(tool, args)
+        assert caught.value.error.code == INVALID_PARAMS, tool
+        return caught.value.error.message
 
-        no_runs = await client.call_tool("workflow_status", {"run_id": "r-missing"})
-        assert no_runs.is_error and "unknown run 'r-missing'" in text(no_runs)
+    async with Client(server_for(HangingRunner()), mode=mode) as client:
+        bad_template = await invalid("workflow_start", {"template": "nope", "task": "t"})
+        assert "unknown template 'nope'" in bad_template
+        assert "bugfix" in bad_template and "gated" in bad_template
+
+        no_runs = await invalid("workflow_status", {"run_id": "r-missing"})
+        assert "unknown run 'r-missing'" in no_runs
 
         run_id = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "t"}))[
             "run_id"
@@ -254,19 +259,20 @@ async def test_unknown_names_are_errors_listing_the_known_ones(
             ("workflow_artifact", {"run_id": "r-missing", "stage": "design", "name": "design"}),
         ]
         for tool, args in calls:
-            result = await client.call_tool(tool, args)
-            assert result.is_error, tool
-            assert "unknown run 'r-missing'" in text(result), tool
-            assert run_id in text(result), tool
+            message = await invalid(tool, args)
+            assert "unknown run 'r-missing'" in message, tool
+            assert run_id in message, tool
 
-        missing_art = await client.call_tool(
+        missing_art = await invalid(
             "workflow_artifact", {"run_id": run_id, "stage": "design", "name": "nope"}
         )
-        assert missing_art.is_error and "unknown artifact 'design/nope'" in text(missing_art)
-        missing_stage = await client.call_tool(
+        assert "unknown artifact 'design/nope'" in missing_art
+        missing_stage = await invalid(
             "workflow_control", {"run_id": run_id, "action": "retry", "stage": "nope"}
         )
-        assert "unknown stage 'nope'; known: design" in text(missing_stage)
+        assert "unknown stage 'nope'; known: design" in missing_stage
+        # the server keeps serving after errors
+        assert ok(await client.call_tool("workflow_status", {"run_id": run_id}))
 
 
 @pytest.mark.anyio

@@ -1,0 +1,166 @@
+"""The real Claude Code CLI as the MCP client: ``claude -p`` launches ``stageflow serve`` from an
+``--mcp-config`` file, a loopback stand-in of the Messages API (``fake_messages_api.py``) makes
+it call ``workflow_start`` and then ``workflow_status``, and the run lands in ``state.db``.
+
+Claude Code comes from the npm registry into ``.ci/node`` (``.ci/run`` installs a pinned version;
+locally run the same ``npm install`` line). Without it the test skips, except under ``CI`` where
+it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from stageflow.store.store import Store
+from tests.server.fake_messages_api import (
+    FINAL_TEXT,
+    START_TOOL,
+    STATUS_TOOL,
+    FakeMessagesAPI,
+)
+
+CLAUDE = Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules" / ".bin" / "claude"
+INSTALL = "the npm install line in .ci/run"
+TASK = "Fix the crash when the config file is empty"
+MODEL = "claude-sonnet-4-5"  # any id: the stand-in answers for every model
+TIMEOUT_S = 120
+
+
+@pytest.fixture
+def claude() -> Path:
+    if not CLAUDE.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Claude Code is missing at {CLAUDE}; run {INSTALL}")
+        pytest.skip(f"Claude Code is not installed; run {INSTALL}")
+    return CLAUDE
+
+
+def mcp_config(path: Path, project: Path) -> Path:
+    """The ``--mcp-config`` file: ``stageflow serve`` over stdio, offline runner."""
+    server = {
+        "type": "stdio",
+        "command": sys.executable,
+        "args": ["-m", "stageflow", "serve", "--project", str(project)],
+        "env": {"STAGEFLOW_RUNNER": "offline", "STAGEFLOW_HOME": os.environ["STAGEFLOW_HOME"]},
+    }
+    path.write_text(json.dumps({"mcpServers": {"stageflow": server}}), encoding="utf-8")
+    return path
+
+
+def claude_env(base_url: str, home: Path) -> dict[str, str]:
+    """A clean environment: nothing of the developer's Claude or Anthropic setup leaks in."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_claude_code_starts_a_bugfix_run_through_stageflow_serve(
+    tmp_path: Path, claude: Path
+) -> None:
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    home.mkdir()
+    config = mcp_config(tmp_path / "mcp.json", project)
+    command = [
+        str(claude),
+        "-p",
+        "Start a bugfix run",
+        "--output-format",
+        "json",
+        "--mcp-config",
+        str(config),
+        "--strict-mcp-config",
+        "--allowedTools",
+        f"{START_TOOL},{STATUS_TOOL}",
+        "--model",
+        MODEL,
+        "--no-session-persistence",
+    ]
+    with FakeMessagesAPI(task=TASK) as api:
+        with anyio.fail_after(TIMEOUT_S):  # cancelling kills the CLI
+            done = await anyio.run_process(
+                command,
+                stdin=subprocess.DEVNULL,  # -p would otherwise wait for piped input
+                cwd=project,
+                env=claude_env(api.base_url, home),
+                check=False,
+            )
+    seen = api.seen
+    trace = _trace(done, seen.requests, seen.unknown)
+    assert done.returncode == 0, trace
+    answer = json.loads(done.stdout)
+    assert (answer["is_error"], answer["result"]) == (False, FINAL_TEXT), trace
+
+    # The stand-in asked for both tools, in order, and got both results back.
+    assert len(seen.run_ids) >= 1, trace
+    run_id = seen.run_ids[0]
+    assert seen.tool_calls == [
+        (START_TOOL, {"template": "bugfix", "task": TASK}),
+        (STATUS_TOOL, {"run_id": run_id}),
+    ], trace
+    assert run_id in seen.tool_results[STATUS_TOOL] and '"bugfix"' in seen.tool_results[STATUS_TOOL]
+    messages = [r for r in seen.requests if r["path"] == "/v1/messages"]
+    assert {r["headers"].get("x-api-key") for r in messages} == {"test-key"}, trace
+
+    # The run is durable in the project's database, created by the server Claude Code spawned.
+    async with await Store.open(project / ".stageflow" / "state.db") as store:
+        runs = await store.list_runs()
+    assert [(r.run_id, r.template, r.task) for r in runs] == [(run_id, "bugfix", TASK)]
+
+
+def _trace(
+    done: subprocess.CompletedProcess[bytes], requests: list[Any], unknown: list[str]
+) -> str:
+    """What to show when the test fails: the CLI's output and the traffic the stand-in saw."""
+    paths = [f"{r['method']} {r['path']}" for r in requests]
+    return (
+        f"exit {done.returncode}\nstdout: {done.stdout.decode(errors='replace')[-4000:]}\n"
+        f"stderr: {done.stderr.decode(errors='replace')[-4000:]}\n"
+        f"requests: {paths}\nunhandled: {unknown}"
+    )
+
+
+def test_the_stand_in_scripts_the_same_turn_streamed_and_not() -> None:
+    """The fake's two wire forms (Claude Code streams, but falls back to plain JSON)."""
+    tools = [{"name": n, "input_schema": {"type": "object"}} for n in (START_TOOL, STATUS_TOOL)]
+    ask = {"model": MODEL, "max_tokens": 64, "tools": tools}
+    user = [{"role": "user", "content": "Start a bugfix run"}]
+    with (
+        FakeMessagesAPI(task=TASK) as api,
+        httpx2.Client(base_url=api.base_url, timeout=10) as http,
+    ):
+        plain = http.post("/v1/messages", json={**ask, "messages": user}).json()
+        sse = http.post("/v1/messages", json={**ask, "messages": user, "stream": True})
+        title = http.post("/v1/messages", json={"model": MODEL, "messages": user}).json()
+    events = [json.loads(line[6:]) for line in sse.text.splitlines() if line.startswith("data: ")]
+    assert sse.headers["content-type"] == "text/event-stream"
+    assert [e["type"] for e in events] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    block = {**events[1]["content_block"], "input": json.loads(events[2]["delta"]["partial_json"])}
+    assert plain["content"] == [{**block, "id": plain["content"][0]["id"]}]
+    assert block["name"] == START_TOOL and block["input"] == {"template": "bugfix", "task": TASK}
+    assert plain["stop_reason"] == events[4]["delta"]["stop_reason"] == "tool_use"
+    assert (title["stop_reason"], title["content"][0]["type"]) == ("end_turn", "text")
