@@ -24,6 +24,7 @@ from stageflow.config import Settings
 from stageflow.engine.runner import Runner
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
+from stageflow.server.client_log import ClientLogForwarder, RememberClients
 from stageflow.server.notify import RunNotifier
 from stageflow.store.store import Store
 
@@ -79,7 +80,7 @@ class AppContext:
 
 
 def _lifespan(
-    settings: Settings, runner: Runner | None, bus: SubscriptionBus
+    settings: Settings, runner: Runner | None, bus: SubscriptionBus, logs: ClientLogForwarder
 ) -> Callable[[MCPServer[AppContext]], AbstractAsyncContextManager[AppContext]]:
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
@@ -107,9 +108,13 @@ def _lifespan(
                     app.task_group = tg
                     tg.start_soon(scheduler.serve, app.stop)
                     await tg.start(app.notifier.run, app.stop)
+                    await tg.start(logs.run, app.stop)
+                    package_log = logging.getLogger("stageflow")
+                    package_log.addHandler(logs)
                     try:
                         yield app
                     finally:
+                        package_log.removeHandler(logs)
                         # Drivers stop where they are; every transition is already committed,
                         # and the next process to open the project resumes the runs.
                         app.stop.set()
@@ -134,13 +139,15 @@ def build_server(settings: Settings, *, runner: Runner | None = None) -> MCPServ
 
     # our own bus, so the lifespan can announce run changes outside any request
     bus = InMemorySubscriptionBus()
+    logs = ClientLogForwarder()  # WARNING+ from stageflow also reaches clients as MCP logs
     mcp: MCPServer[AppContext] = MCPServer(
         "stageflow",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=_lifespan(settings, runner, bus),
+        lifespan=_lifespan(settings, runner, bus, logs),
         subscriptions=bus,
         log_level="WARNING",
+        middleware=[RememberClients(logs)],
     )
     register_tools(mcp)
     register_resources(mcp)
