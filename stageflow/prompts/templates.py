@@ -140,8 +140,22 @@ def _make_prompt(text: PromptSource) -> Prompt:
 
 
 def register_prompts(mcp: MCPServer, settings: Settings) -> None:
-    """Add one prompt per loadable template to ``mcp``."""
+    """Add one prompt per loadable template to ``mcp``; an unknown prompt name (e.g. a template
+    deleted after the client listed the prompts) is invalid params listing the known ones."""
     sync_prompts(mcp, settings)
+    original = mcp.get_prompt
+
+    async def get_prompt(name: str, arguments: Any = None, context: Any = None) -> Any:
+        known = sorted(p.name for p in await mcp.list_prompts())
+        if name not in known:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"unknown template '{name}'; known: {', '.join(known) or 'none'}",
+            )
+        return await original(name, arguments, context)
+
+    # MCPServer routes prompts/get through self.get_prompt; an instance attribute wraps it
+    setattr(mcp, "get_prompt", get_prompt)  # noqa: B010 - assigning to a method on purpose
 
 
 def sync_prompts(mcp: MCPServer, settings: Settings) -> bool:

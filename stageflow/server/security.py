@@ -69,11 +69,10 @@ def transport_security(host: str, allowed_hosts: Iterable[str] = ()) -> Transpor
     with or without a port. Origins are the same names over http and https.
     """
     names: list[str] = list(LOOPBACK_NAMES)
-    if not is_loopback(host):
-        if host.strip() in WILDCARD_BINDS:
-            names.append(socket.gethostname().lower())
-        else:
-            names.append(host)
+    if host.strip() in WILDCARD_BINDS:
+        names.append(socket.gethostname().lower())
+    else:
+        names.append(host)  # loopback too: 127.0.0.2 must accept its own Host header
     names.extend(allowed_hosts)
     entries = list(dict.fromkeys(_host_entry(n) for n in names if n.strip()))
     hosts = [h for e in entries for h in (e, f"{e}:*")]
@@ -91,7 +90,7 @@ class BearerTokenMiddleware:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and not self._authorized(scope):
@@ -102,8 +101,11 @@ class BearerTokenMiddleware:
     def _authorized(self, scope: Scope) -> bool:
         for key, value in scope.get("headers", ()):
             if key.lower() == b"authorization":
+                scheme, _, credentials = bytes(value).strip().partition(b" ")
+                if scheme.lower() != b"bearer":  # the scheme is case-insensitive (RFC 7235)
+                    return False
                 # constant-time comparison: the token is the only secret here
-                return hmac.compare_digest(bytes(value), self._expected)
+                return hmac.compare_digest(credentials.strip(), self._expected)
         return False
 
 

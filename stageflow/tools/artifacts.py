@@ -16,23 +16,36 @@ from stageflow.tools.results import artifact_uri, tool_result
 # The page's text travels twice (structured content and the text block), so 16k characters
 # keep one result near 8k tokens, under the ~10k a client should receive at once.
 PAGE_CHARS = 16_000
+PAGE_TOKENS = 4_000  # estimated tokens per page; the page is sent twice (text + structured)
 BREAK_WINDOW = 2_000  # end a page at a line break if one is this close to the limit
+MAX_INT = 2**31 - 1
 
 DESCRIPTION = f"""\
 Read an artifact of a run: the named, versioned text a stage produced (design doc, patch
 summary, test report, review ...). workflow_status lists each stage's artifact names and sizes.
 
 Returns the latest version unless `version` is given. Long artifacts come in pages of at most
-{PAGE_CHARS} characters, ending at a line break where possible: when next_offset is not null,
-call again with offset=next_offset for the rest. Unknown runs, stages or names are reported
-with the names that exist."""
+{PAGE_CHARS} characters (fewer for non-ASCII text), ending at a line break where possible:
+when next_offset is not null, call again with offset=next_offset for the rest. Unknown runs,
+stages or names are reported with the names that exist."""
 
 
 def page_bounds(text: str, offset: int, limit: int = PAGE_CHARS) -> tuple[int, int | None]:
-    """End of the page starting at ``offset``, and the next page's offset (None at the end)."""
+    """End of the page starting at ``offset``, and the next page's offset (None at the end).
+
+    A page holds at most ``limit`` characters and about ``PAGE_TOKENS`` estimated tokens
+    (ASCII ~4 characters per token, anything else ~1), so CJK text gets shorter pages.
+    """
     if offset < 0 or offset > len(text):
         raise InvalidArgument(f"offset must be between 0 and {len(text)}, got {offset}")
-    end = offset + limit
+    end = min(len(text), offset + limit)
+    budget = PAGE_TOKENS * 4  # in quarter tokens: ASCII costs 1, anything else 4
+    spent = 0
+    for i in range(offset, end):
+        spent += 1 if ord(text[i]) < 128 else 4
+        if spent > budget:
+            end = i
+            break
     if end >= len(text):
         return len(text), None
     cut = text.rfind("\n", max(offset, end - BREAK_WINDOW), end)
@@ -47,10 +60,10 @@ async def workflow_artifact(
     stage: Annotated[str, Field(description="the stage that produced the artifact")],
     name: Annotated[str, Field(description="the artifact name, e.g. design")],
     version: Annotated[
-        int | None, Field(description="a specific version; default the latest", ge=1)
+        int | None, Field(description="a specific version; default the latest", ge=1, le=MAX_INT)
     ] = None,
     offset: Annotated[
-        int, Field(description="character offset to start at (from next_offset)", ge=0)
+        int, Field(description="character offset to start at (from next_offset)", ge=0, le=MAX_INT)
     ] = 0,
 ) -> Annotated[CallToolResult, ArtifactPage]:
     """One page of an artifact's text."""

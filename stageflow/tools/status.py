@@ -139,7 +139,10 @@ async def workflow_status(
     app = deps(ctx)
     with tool_errors():
         if run_id is None:
-            runs = await app.service.list_runs(limit=RECENT_RUNS)
+            runs = [
+                r.model_copy(update={"task": _short(r.task, 200)})
+                for r in await app.service.list_runs(limit=RECENT_RUNS)
+            ]
             return tool_result(StatusResult(runs=runs), _runs_summary(runs))
         view = await app.service.view(run_id)
         changed, waited = False, 0.0
@@ -155,5 +158,34 @@ async def workflow_status(
         for s in view.stages
         for a in s.artifacts
     ]
+    view = _compact(view)
     result = StatusResult(run=view, changed=changed, waited_s=waited)
     return tool_result(result, _run_summary(view), links)
+
+
+TEXT_PREVIEW = 500  # characters of a task, summary or gate text a status result carries
+
+
+def _short(text: str, limit: int = TEXT_PREVIEW) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _compact(view: RunView) -> RunView:
+    """The dashboard with long free text cut to previews: status results stay small whatever
+    the task or a model's summary look like (artifacts are read with workflow_artifact)."""
+    return view.model_copy(
+        update={
+            "task": _short(view.task),
+            "stages": [
+                s.model_copy(
+                    update={
+                        "summary": _short(s.summary),
+                        "reason": _short(s.reason) if s.reason else s.reason,
+                    }
+                )
+                for s in view.stages
+            ],
+            "waiting": [w.model_copy(update={"what": _short(w.what)}) for w in view.waiting],
+            "reason": _short(view.reason) if view.reason else view.reason,
+        }
+    )
