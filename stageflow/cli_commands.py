@@ -14,6 +14,7 @@ import anyio
 from stageflow.cli_app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
 from stageflow.cli_render import render_runs
 from stageflow.config import load_settings
+from stageflow.engine.catalog_view import agent_info
 from stageflow.errors import InvalidArgument, InvalidState
 from stageflow.workflows.spec import WorkflowSpec
 
@@ -21,46 +22,18 @@ from stageflow.workflows.spec import WorkflowSpec
 
 
 async def cmd_templates(app: App, args: argparse.Namespace) -> int:
+    if args.json:
+        emit(app, app.service.catalog())  # the model workflow_templates returns
+        return EXIT_OK
     agents = app.service.agents()
     catalog = app.service.templates(agents)
-    items: list[dict[str, Any]] = []
     for name in catalog.names():
-        entry = catalog.entries[name]
-        spec = entry.spec
-        items.append(
-            {
-                "name": name,
-                "source": str(entry.source),
-                "layer": entry.layer,
-                "description": spec.description if spec else "",
-                "inputs": {k: v.model_dump() for k, v in spec.inputs.items()} if spec else {},
-                "stages": [
-                    {
-                        "id": s.id,
-                        "agent": s.agent,
-                        "run": s.run,
-                        "depends_on": s.depends_on,
-                        "approval": bool(s.approval),
-                        "gate": s.gate,
-                        "when": s.when,
-                    }
-                    for s in spec.stages
-                ]
-                if spec
-                else [],
-                "problems": [str(p) for p in entry.problems],
-            }
-        )
-    errors = [str(p) for p in catalog.errors]
-    if args.json:
-        emit(app, {"templates": items, "errors": errors})
-        return EXIT_OK
-    for t in items:
-        entry = catalog.entries[t["name"]]
-        shape = _shape(entry.spec) if entry.spec else "(failed to load)"
-        app.out.write(f"{t['name']:<22} {t['description']}\n{'':<22} {shape}\n")
+        spec = catalog.entries[name].spec
+        description = spec.description if spec else ""
+        shape = _shape(spec) if spec else "(failed to load)"
+        app.out.write(f"{name:<22} {description}\n{'':<22} {shape}\n")
     app.out.write("(* = approval gate)\n")
-    for e in errors:
+    for e in catalog.errors:
         app.out.write(f"error: {e}\n")
     return EXIT_OK
 
@@ -87,26 +60,14 @@ def _shape(spec: WorkflowSpec) -> str:
 
 async def cmd_agents(app: App, args: argparse.Namespace) -> int:
     reg = app.service.agents()
-    items = [
-        {
-            "name": a.name,
-            "model": a.model,
-            "description": a.description,
-            "tools": a.tools,
-            "source": a.source,
-            "layer": a.layer,
-            "hash": a.content_hash[:12],
-        }
-        for a in (reg.get(n) for n in reg.names())
-    ]
+    items = [agent_info(reg.get(n)) for n in reg.names()]
     errors = [str(p) for p in reg.errors]
     if args.json:
         emit(app, {"agents": items, "errors": errors})
         return EXIT_OK
     for a in items:
-        desc = str(a["description"])
-        desc = desc if len(desc) <= 70 else desc[:67] + "..."
-        app.out.write(f"{a['name']:<20} {a['model']:<8} {a['layer']:<15} {desc}\n")
+        desc = a.description if len(a.description) <= 70 else a.description[:67] + "..."
+        app.out.write(f"{a.name:<20} {a.model:<8} {a.layer:<15} {desc}\n")
     for e in errors:
         app.out.write(f"error: {e}\n")
     return EXIT_OK

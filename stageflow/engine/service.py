@@ -16,6 +16,7 @@ from typing import Any, Literal
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
 from stageflow.engine import events as ev
+from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.driver import summarize
 from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import RunListItem, RunView, build_view
@@ -72,6 +73,11 @@ class Service:
     def templates(self, agents: AgentRegistry | None = None) -> TemplateCatalog:
         agents = agents or self.agents()
         return load_catalog(self.settings.template_dirs(), agent_names=agents.names())
+
+    def catalog(self) -> TemplatesResult:
+        """The catalog read model (what ``workflow_templates`` and ``templates --json`` show)."""
+        agents = self.agents()
+        return catalog_view(agents, self.templates(agents), self.runner_label)
 
     # -- runs --------------------------------------------------------------------------------
 

@@ -9,15 +9,8 @@ from mcp.types import CallToolResult
 from stageflow.prompts.templates import refresh_prompts
 from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext, deps
-from stageflow.tools.models import (
-    AgentInfo,
-    InputInfo,
-    StageInfo,
-    TemplateInfo,
-    TemplatesResult,
-)
+from stageflow.tools.models import TemplatesResult
 from stageflow.tools.results import tool_result
-from stageflow.workflows.catalog import TemplateEntry
 
 DESCRIPTION = """\
 List the workflow templates of this project and the agents they use. Call this first to pick a
@@ -32,38 +25,6 @@ broken files are listed with their problems instead of hiding the others.
 Agents show their model (opus, sonnet, haiku or a model id), source file and layer; agent files
 that failed to load are listed in errors. `runner` says what executes agent stages (offline
 means scripted output, no model calls)."""
-
-
-def _template(entry: TemplateEntry) -> TemplateInfo:
-    spec = entry.spec
-    info = TemplateInfo(
-        name=entry.name,
-        source=str(entry.source),
-        layer=entry.layer,
-        problems=[str(p) for p in entry.problems],
-    )
-    if spec is None:
-        return info
-    info.description = spec.description
-    info.inputs = {
-        k: InputInfo(type=v.type, required=v.required, default=v.default, description=v.description)
-        for k, v in spec.inputs.items()
-    }
-    info.stages = [
-        StageInfo(
-            id=s.id,
-            description=s.description,
-            agent=s.agent,
-            command=s.run,
-            depends_on=s.depends_on,
-            produces=s.produces,
-            approval=s.approval is not None and s.approval.required,
-            gate=s.gate,
-            when=s.when,
-        )
-        for s in spec.stages
-    ]
-    return info
 
 
 def _summary(result: TemplatesResult) -> str:
@@ -87,21 +48,5 @@ async def workflow_templates(ctx: ToolContext) -> Annotated[CallToolResult, Temp
     app = deps(ctx)
     await refresh_prompts(ctx, app.settings)  # a template file added since: a new slash command
     with tool_errors():
-        agents = app.service.agents()
-        catalog = app.service.templates(agents)
-    result = TemplatesResult(
-        templates=[_template(catalog.entries[n]) for n in catalog.names()],
-        agents=[
-            AgentInfo(
-                name=a.name,
-                model=a.model,
-                description=a.description,
-                source=a.source,
-                layer=a.layer,
-            )
-            for a in (agents.get(n) for n in agents.names())
-        ],
-        errors=[str(p) for p in (*catalog.errors, *agents.errors)],
-        runner=app.runner_label,
-    )
+        result = app.service.catalog()
     return tool_result(result, _summary(result))

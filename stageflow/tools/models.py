@@ -6,57 +6,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
+from stageflow.engine.catalog_view import (  # the catalog models live with the engine's views
+    AgentInfo,
+    InputInfo,
+    StageInfo,
+    TemplateInfo,
+    TemplatesResult,
+)
 from stageflow.engine.views import RunListItem, RunView
 
-
-class InputInfo(BaseModel):
-    type: str
-    required: bool
-    default: Any = None
-    description: str = ""
-
-
-class StageInfo(BaseModel):
-    id: str
-    description: str = ""
-    agent: str | None = None
-    command: str | None = Field(None, description="shell command of a command stage")
-    depends_on: list[str] = Field(default_factory=list)
-    produces: list[str] = Field(default_factory=list)
-    approval: bool = Field(False, description="a human approves or rejects its result")
-    gate: str | None = Field(None, description="condition; when false a human decides")
-    when: str | None = Field(None, description="condition; when false the stage is skipped")
-
-
-class TemplateInfo(BaseModel):
-    name: str
-    description: str = ""
-    source: str
-    layer: str
-    inputs: dict[str, InputInfo] = Field(default_factory=dict)
-    stages: list[StageInfo] = Field(default_factory=list)
-    problems: list[str] = Field(default_factory=list, description="why the file failed to load")
-
-
-class AgentInfo(BaseModel):
-    name: str
-    model: str
-    description: str = ""
-    source: str | None = None
-    layer: str
-
-
-class TemplatesResult(BaseModel):
-    templates: list[TemplateInfo]
-    agents: list[AgentInfo]
-    errors: list[str] = Field(
-        default_factory=list, description="template and agent files that failed to load"
-    )
-    runner: str = Field(description="the runner that executes agent stages")
+__all__ = ["AgentInfo", "InputInfo", "StageInfo", "TemplateInfo", "TemplatesResult"]
 
 
 class StartResult(BaseModel):
