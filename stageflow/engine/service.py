@@ -135,14 +135,19 @@ class Service:
 
     async def view(self, run_id: str) -> RunView:
         state = await self.state(run_id)
+        # the first 2*PREVIEW_CHARS+1 characters of each artifact decide its preview exactly
+        heads = await self.store.artifact_heads(run_id, 2 * PREVIEW_CHARS + 1)
         previews: dict[tuple[str, str], str] = {}
         for sid, st in state.stages.items():
             for name, ref in st.artifacts.items():
-                rec = await self.store.get_artifact(run_id, sid, name, ref.version)
-                text = rec.content.strip()
-                previews[(sid, name)] = text[:PREVIEW_CHARS] + (
-                    "..." if len(text) > PREVIEW_CHARS else ""
-                )
+                head = heads.get((sid, name, ref.version), "")
+                cut = len(head) > 2 * PREVIEW_CHARS
+                if cut and len(head.strip()) <= PREVIEW_CHARS:  # mostly blank: read it all (rare)
+                    rec = await self.store.get_artifact(run_id, sid, name, ref.version)
+                    head, cut = rec.content, False
+                text = head.lstrip() if cut else head.strip()
+                more = cut or len(text) > PREVIEW_CHARS
+                previews[(sid, name)] = text[:PREVIEW_CHARS] + ("..." if more else "")
         return build_view(state, previews)
 
     async def list_runs(self, limit: int = 20) -> list[RunListItem]:

@@ -20,6 +20,8 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPDeprecationWarning
 
+from stageflow.server.notify import client_key
+
 STATELESS_ERA = "2026-07-28"
 _LEVELS = {
     logging.DEBUG: "debug",
@@ -28,11 +30,6 @@ _LEVELS = {
     logging.ERROR: "error",
     logging.CRITICAL: "critical",
 }
-
-
-def _client_key(session: ServerSession) -> object:
-    # the SDK makes a session object per request; the connection underneath is the client
-    return getattr(session, "_connection", session)
 
 
 class ClientLogForwarder(logging.Handler):
@@ -53,7 +50,7 @@ class ClientLogForwarder(logging.Handler):
         self._pending.append((level, message, record.name))
 
     def remember(self, session: ServerSession) -> None:
-        self._sessions[_client_key(session)] = session
+        self._sessions[client_key(session)] = session
 
     @property
     def clients(self) -> int:

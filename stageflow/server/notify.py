@@ -55,13 +55,13 @@ class RunNotifier:
 
     def subscribe(self, uri: str, session: ServerSession) -> None:
         """Send ``session``'s client a resource-updated notification whenever ``uri`` changes."""
-        self._sessions.setdefault(uri, {})[_client_key(session)] = session
+        self._sessions.setdefault(uri, {})[client_key(session)] = session
 
     def unsubscribe(self, uri: str, session: ServerSession) -> None:
         """Stop notifying ``session``'s client about ``uri``."""
         sessions = self._sessions.get(uri)
         if sessions is not None:
-            sessions.pop(_client_key(session), None)
+            sessions.pop(client_key(session), None)
             if not sessions:
                 del self._sessions[uri]
 
@@ -160,7 +160,7 @@ def register_subscriptions(mcp: MCPServer[Any]) -> None:
     low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, on_unsubscribe)
 
 
-def _client_key(session: ServerSession) -> object:
+def client_key(session: ServerSession) -> object:
     """What identifies the client behind ``session``.
 
     The SDK builds a new ``ServerSession`` proxy per request (it sends on the connection's own

@@ -59,6 +59,9 @@ _SELECT_ARTIFACT = (
 SELECT_ARTIFACT_VERSION = _SELECT_ARTIFACT + " AND version = ?"
 SELECT_ARTIFACT_LATEST = _SELECT_ARTIFACT + " ORDER BY version DESC LIMIT 1"
 ARTIFACT_NAMES = "SELECT DISTINCT stage, name FROM artifacts WHERE run_id = ? ORDER BY stage, name"
+ARTIFACT_HEADS = (  # the start of each artifact version of a run: previews without whole texts
+    "SELECT stage, name, version, substr(content, 1, ?) FROM artifacts WHERE run_id = ?"
+)
 LIST_ARTIFACTS = (
     f"SELECT {ARTIFACT_META_COLUMNS} FROM artifacts WHERE run_id = ? ORDER BY stage, name, version"
 )

@@ -452,6 +452,13 @@ class Store:
         wanted = f"{stage}/{name}" + ("" if version is None else f"@{version}")
         raise NotFound("artifact", wanted, known=[f"{s}/{n}" for s, n in names])
 
+    async def artifact_heads(self, run_id: str, chars: int) -> dict[tuple[str, str, int], str]:
+        """The first ``chars`` characters of every artifact version of a run, in one query,
+        keyed by (stage, name, version): previews without reading whole artifacts."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.ARTIFACT_HEADS, (chars, run_id))
+        return {(r[0], r[1], int(r[2])): r[3] for r in rows}
+
     async def list_artifacts(self, run_id: str) -> list[ArtifactMeta]:
         """Every artifact version of a run (no content), ordered by stage, name, version."""
         async with self._read() as conn:

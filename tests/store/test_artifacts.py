@@ -184,3 +184,18 @@ async def test_the_same_artifact_version_twice_in_one_append_is_refused(store: S
             artifacts=[_art("doc", 1, "a"), _art("doc", 1, "b")],
         )
     assert len(await store.load_events("r-1")) == 1
+
+
+@pytest.mark.anyio
+async def test_artifact_heads_returns_the_start_of_every_version_in_one_call(store: Store) -> None:
+    await new_run(store)
+    await store.append(
+        "r-1",
+        [_finished()],
+        expect_seq=1,
+        actor="x",
+        artifacts=[_art("doc", 1, "é" * 50), _art("doc", 2, "short")],
+    )
+    heads = await store.artifact_heads("r-1", 10)
+    assert heads == {("design", "doc", 1): "é" * 10, ("design", "doc", 2): "short"}
+    assert await store.artifact_heads("r-none", 10) == {}
