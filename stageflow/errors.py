@@ -11,6 +11,8 @@
     │   ├── BudgetExceeded   a USD cap would be passed
     │   └── StageTimeout     a stage or approval ran out of time
     ├── InvalidArgument      a request argument is wrong (bad input value, unknown action)
+    │   └── ToolError        a subagent's tool call is refused or fails (the message goes back
+    │                        to the model as an error result; path escapes, Bash not allowed)
     ├── NotFound             an unknown run, template, agent, stage or artifact (``known`` lists
     │                        the valid names)
     └── InvalidState         the request conflicts with the current state (approving a stage that
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 class StageflowError(Exception):
@@ -85,13 +88,36 @@ class RunFailure(StageflowError):
     retryable: bool = False
 
 
+ModelErrorKind = Literal[
+    "auth",  # 401/403: the key is missing, wrong or lacks permission
+    "bad_request",  # 400/404/413/422...: our request is wrong; retrying cannot help
+    "rate_limit",  # 429 with retry-after: try again later
+    "spend_limit",  # 429 without retry-after signalling a spend/usage limit: do not retry
+    "overloaded",  # 529 / 503: the provider is busy (fallback_model applies)
+    "server",  # other 5xx
+    "connection",  # network failure or timeout: the API may come back
+    "protocol",  # a response we could not understand
+    "cli",  # the Claude Code CLI failed
+    "unavailable",  # no runner configured
+    "other",
+]
+
+
 class ModelError(RunFailure):
     """The model provider failed; ``retryable`` tells the engine whether another try may work."""
 
-    def __init__(self, message: str, *, retryable: bool, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status_code: int | None = None,
+        kind: ModelErrorKind = "other",
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status_code = status_code
+        self.kind: ModelErrorKind = kind
 
 
 class BudgetExceeded(RunFailure):
@@ -111,6 +137,10 @@ class StageTimeout(RunFailure):
 
 class InvalidArgument(StageflowError):
     """A request argument is wrong; the message says which and why."""
+
+
+class ToolError(InvalidArgument):
+    """A subagent tool call that is refused or fails; the message is returned to the model."""
 
 
 class NotFound(StageflowError):

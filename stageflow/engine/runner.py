@@ -7,6 +7,7 @@ The engine knows nothing of models or SDKs. A runner (``stageflow.subagents``) r
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -48,6 +49,86 @@ class Usage(BaseModel):
         )
 
 
+class RequestUsage(BaseModel):
+    """One model request as the cost ledger stores it: full usage, and its price in USD.
+
+    ``cache_write_5m_tokens`` and ``cache_write_1h_tokens`` split the provider's cache writes by
+    time-to-live because they are priced differently. ``priced`` is False when the answering
+    model has no entry in the price table (the cost is then 0 and status says so).
+    """
+
+    model: str  # the model that answered
+    model_requested: str  # the resolved model id that was asked for
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+    request_id: str | None = None
+
+    def as_usage(self) -> Usage:
+        """This request as an attempt-level ``Usage`` (one request)."""
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_5m_tokens + self.cache_write_1h_tokens,
+            cost_usd=self.cost_usd,
+            requests=1,
+        )
+
+
+class AttemptMeter:
+    """The engine's meter for one attempt: runners report every model request to it.
+
+    - ``await record(usage)`` adds a request to the attempt's total and hands it to the engine's
+      ledger sink (so the spend of a failed, cancelled or killed attempt is never lost);
+    - ``remaining_usd()`` is what the run and stage caps still allow, counting this attempt's
+      spend so far and the live spend of concurrent attempts of the same run (None: no cap).
+      A runner calls it before every request and raises ``BudgetExceeded`` instead of sending a
+      request that would start past a cap;
+    - ``note_context(manifest)`` records what went into the attempt's first request (the
+      context builder's manifest); the engine stores it with the attempt.
+
+    Runners must not assume a sink: a meter built with no arguments only accumulates.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_usd: float | None = None,
+        sink: Callable[[RequestUsage], Awaitable[None]] | None = None,
+        remaining: Callable[[], float | None] | None = None,
+    ) -> None:
+        self._budget = budget_usd
+        self._sink = sink
+        self._remaining = remaining
+        self.requests: list[RequestUsage] = []
+        self.usage = Usage()
+        self.context: dict[str, Any] = {}
+
+    async def record(self, usage: RequestUsage) -> None:
+        """Count one finished model request (call it even when the request's reply is unusable)."""
+        self.requests.append(usage)
+        self.usage = self.usage + usage.as_usage()
+        if self._sink is not None:
+            await self._sink(usage)
+
+    def remaining_usd(self) -> float | None:
+        """USD the caps still allow for this attempt's next request; None when uncapped."""
+        if self._remaining is not None:
+            return self._remaining()
+        if self._budget is None:
+            return None
+        return max(0.0, self._budget - self.usage.cost_usd)
+
+    def note_context(self, manifest: dict[str, Any]) -> None:
+        """Record what went into the attempt (see ``stageflow.subagents.context``)."""
+        self.context = manifest
+
+
 class InputArtifact(BaseModel):
     """An upstream artifact named in ``needs`` (or this stage's previous version on a rework)."""
 
@@ -76,6 +157,13 @@ class AttemptRequest(BaseModel):
     workdir: Path
     budget_remaining_usd: float | None = None
     timeout: float | None = None
+    bash_allow: list[str] = Field(default_factory=list)  # command patterns the template allows
+    meter: AttemptMeter = Field(default_factory=AttemptMeter, exclude=True, repr=False)
+
+    def model_post_init(self, __context: Any) -> None:
+        # a request built without the engine (tests, direct use) still caps by its own budget
+        if self.meter._budget is None and self.meter._remaining is None:
+            self.meter._budget = self.budget_remaining_usd
 
 
 class AttemptResult(BaseModel):
@@ -87,6 +175,7 @@ class AttemptResult(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
     model: str | None = None  # the model that answered
+    model_requested: str | None = None  # the resolved model id asked for (after aliases)
     runner: str = "unknown"  # offline | anthropic | claude-code | command
     error: str | None = None
 
