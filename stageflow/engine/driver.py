@@ -22,7 +22,15 @@ from anyio.abc import TaskGroup
 
 from stageflow.engine import events as ev
 from stageflow.engine.planner import StartAttempt, next_actions
-from stageflow.engine.runner import AttemptRequest, AttemptResult, InputArtifact, Runner, Usage
+from stageflow.engine.runner import (
+    AttemptMeter,
+    AttemptRequest,
+    AttemptResult,
+    InputArtifact,
+    RequestUsage,
+    Runner,
+    Usage,
+)
 from stageflow.engine.slots import HeldSlot, Slots
 from stageflow.engine.state import RunState, apply, preview
 from stageflow.errors import (
@@ -33,6 +41,7 @@ from stageflow.errors import (
     RunFailure,
     StageTimeout,
 )
+from stageflow.store.rows import RequestRow
 from stageflow.store.store import NewArtifact, RunSummary, Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,21 @@ EventSink = Callable[[ev.Envelope, RunState], None]
 def estimate_tokens(chars: int) -> int:
     """A rough token estimate (4 characters per token) for context accounting."""
     return math.ceil(chars / 4)
+
+
+def _ledger_usage(rows: Sequence[RequestRow]) -> Usage:
+    """The attempt-level total of ledger rows."""
+    total = Usage()
+    for r in rows:
+        total = total + Usage(
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cache_read_tokens=r.cache_read_tokens,
+            cache_write_tokens=r.cache_write_5m_tokens + r.cache_write_1h_tokens,
+            cost_usd=r.cost_usd,
+            requests=1,
+        )
+    return total
 
 
 def summarize(state: RunState) -> RunSummary:
@@ -88,6 +112,7 @@ class RunDriver:
         self._external = False
         self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
+        self._meters: dict[tuple[str, int], AttemptMeter] = {}  # attempts in flight
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
@@ -261,16 +286,23 @@ class RunDriver:
         """Mark attempts left running by a dead owner (or by our own crash) as interrupted."""
         now = self.clock()
         stale: list[ev.Event] = []
-        for sid in self.state.running():
+        running = self.state.running()
+        ledger = await self.store.list_requests(self.state.run_id) if running else []
+        for sid in running:
             current = self.state.stages[sid].current
             started = current.started_at if current is not None else now
+            attempt = self.state.stages[sid].attempt
+            # what the dead attempt had already spent is in the ledger: count it
+            spent = [r for r in ledger if r.stage == sid and r.attempt == attempt]
             stale.append(
                 ev.AttemptFinished(
                     stage=sid,
-                    attempt=self.state.stages[sid].attempt,
+                    attempt=attempt,
                     outcome="interrupted",
                     error="the process running this attempt stopped",
                     duration_s=round(max(0.0, now - started), 6),  # until we noticed
+                    usage=_ledger_usage(spent),
+                    model=spent[-1].model if spent else None,
                 )
             )
         previous = self.state.owner
@@ -415,12 +447,7 @@ class RunDriver:
                         stage=start.stage, name=name, version=ref.version, content=content
                     )
                 )
-        remaining = None
-        if st.budget_usd is not None:
-            remaining = max(0.0, st.budget_usd - st.spent_usd)
-        if spec.budget_usd is not None:
-            stage_left = max(0.0, spec.budget_usd - st.stages[start.stage].usage.cost_usd)
-            remaining = stage_left if remaining is None else min(remaining, stage_left)
+        meter = self._meter(start)
         return AttemptRequest(
             run_id=st.run_id,
             stage=spec,
@@ -434,9 +461,42 @@ class RunDriver:
             previous=previous,
             feedback=start.feedback,
             workdir=st.workdir,
-            budget_remaining_usd=remaining,
+            budget_remaining_usd=meter.remaining_usd(),
             timeout=spec.timeout,
+            bash_allow=[*st.spec.bash, *spec.bash],
+            meter=meter,
         )
+
+    def _meter(self, start: StartAttempt) -> AttemptMeter:
+        """The attempt's meter: every model request goes to the ledger as it returns, and the
+        caps count the live spend of this run's other attempts in flight."""
+        run_id, stage, attempt = self.state.run_id, start.stage, start.attempt
+        spec = self.state.spec.stage(stage)
+        agent = self.state.agents.get(spec.agent) if spec.agent else None
+        stage_cap = spec.budget_usd if spec.budget_usd is not None else None
+        if stage_cap is None and agent is not None:
+            stage_cap = agent.budget_usd
+
+        async def sink(usage: RequestUsage) -> None:
+            row = RequestRow(stage=stage, attempt=attempt, **usage.model_dump())
+            await self.store.record_request(run_id, row, at=self.clock())
+
+        def remaining() -> float | None:
+            st = self.state
+            left: float | None = None
+            if st.budget_usd is not None:
+                live = sum(m.usage.cost_usd for m in self._meters.values())
+                left = st.budget_usd - st.spent_usd - live
+            if stage_cap is not None:
+                mine = self._meters.get((stage, attempt))
+                own = mine.usage.cost_usd if mine is not None else 0.0
+                stage_left = stage_cap - st.stages[stage].usage.cost_usd - own
+                left = stage_left if left is None else min(left, stage_left)
+            return None if left is None else max(0.0, round(left, 10))
+
+        meter = AttemptMeter(sink=sink, remaining=remaining)
+        self._meters[(stage, attempt)] = meter
+        return meter
 
     async def _attempt(self, start: StartAttempt, scope: anyio.CancelScope) -> None:
         t0 = time.monotonic()
@@ -504,6 +564,7 @@ class RunDriver:
         except LeaseLost:
             pass
         finally:
+            self._meters.pop((start.stage, start.attempt), None)
             if self._scopes.get(start.stage) is scope:  # a retry may already own the key
                 del self._scopes[start.stage]
             slot.release()
@@ -555,6 +616,15 @@ class RunDriver:
                         attempt=start.attempt,
                     )
                 )
+        meter = self._meters.get((start.stage, start.attempt))
+        # the meter saw every request, also of an attempt that raised or was cancelled;
+        # runners that report no requests (offline, command) hand their usage back instead
+        usage = result.usage if result else Usage()
+        if meter is not None and meter.requests:
+            usage = meter.usage
+        answered = result.model if result else None
+        if answered is None and meter is not None and meter.requests:
+            answered = meter.requests[-1].model
         finished = ev.AttemptFinished(
             stage=start.stage,
             attempt=start.attempt,
@@ -562,8 +632,11 @@ class RunDriver:
             summary=result.summary if result else "",
             artifacts=refs,
             outputs=result.outputs if result else {},
-            usage=result.usage if result else Usage(),
-            model=result.model if result else None,
+            usage=usage,
+            model=answered,
+            model_requested=(result.model_requested if result else None)
+            or (meter.requests[-1].model_requested if meter and meter.requests else None),
+            context=meter.context if meter is not None else {},
             runner=result.runner if result else None,
             error=error,
             retryable=retryable,

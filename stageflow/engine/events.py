@@ -97,7 +97,9 @@ class AttemptFinished(_Event):
     artifacts: list[ArtifactRef] = Field(default_factory=list)
     outputs: dict[str, Any] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
-    model: str | None = None
+    model: str | None = None  # the model that answered
+    model_requested: str | None = None  # the resolved model id asked for (after aliases)
+    context: dict[str, Any] = Field(default_factory=dict)  # the context builder's manifest
     runner: str | None = None
     error: str | None = None
     retryable: bool = False

@@ -7,6 +7,7 @@ The engine knows nothing of models or SDKs. A runner (``stageflow.subagents``) r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -186,3 +187,14 @@ class Runner(Protocol):
     name: str
 
     async def run(self, request: AttemptRequest) -> AttemptResult: ...
+
+
+_SNAPSHOT = re.compile(r"-\d{8}$")
+
+
+def same_model(requested: str | None, answered: str | None) -> bool:
+    """True when ``answered`` is the model asked for, or a dated snapshot of it
+    (``claude-sonnet-4-6`` answered as ``claude-sonnet-4-6-20260101``). Unknown sides match."""
+    if not requested or not answered or requested == answered:
+        return True
+    return _SNAPSHOT.sub("", requested) == _SNAPSHOT.sub("", answered)

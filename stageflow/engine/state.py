@@ -45,7 +45,8 @@ class AttemptInfo:
     started_at: float
     agent: str | None = None
     agent_hash: str | None = None
-    model_requested: str | None = None
+    model_requested: str | None = None  # as the stage or agent named it (an alias, maybe)
+    model_resolved: str | None = None  # the model id that was asked for
     model_answered: str | None = None
     runner: str | None = None
     finished_at: float | None = None
@@ -311,8 +312,10 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
             summary=e.summary,
             error=e.error,
             usage=e.usage,
+            model_resolved=e.model_requested,
             model_answered=e.model,
             runner=e.runner,
+            context={**attempts[-1].context, **({"input": e.context} if e.context else {})},
         )
     usage = st.usage + e.usage
     artifacts = dict(st.artifacts)

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stageflow.engine.runner import Usage
+from stageflow.engine.runner import Usage, same_model
 from stageflow.engine.state import RunState, StageState
 
 
@@ -26,7 +26,9 @@ class AttemptView(BaseModel):
     kind: str
     outcome: str | None
     model_requested: str | None
+    model_resolved: str | None = None
     model_answered: str | None
+    model_mismatch: bool = False  # the answering model is not the one asked for
     runner: str | None
     duration_s: float | None
     usage: Usage
@@ -44,6 +46,7 @@ class StageView(BaseModel):
     reworks: int
     duration_s: float
     model: str | None
+    model_mismatch: bool = False
     usage: Usage
     reason: str | None = None
     summary: str = ""
@@ -98,14 +101,15 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
     spec = state.spec.stage(st.id)
     cur = st.current
     model = None
+    mismatch = False
     if cur is not None:
-        asked, answered = cur.model_requested, cur.model_answered
-        # "opus>offline" shows both when the answering model differs from the one asked for
-        model = (
-            f"{asked}>{answered}"
-            if asked and answered and asked != answered
-            else (answered or asked)
+        asked = cur.model_resolved or cur.model_requested
+        answered = cur.model_answered
+        # "claude-opus-4-7>claude-haiku-4-5" shows both when another model answered
+        mismatch = cur.runner not in (None, "offline", "command") and not same_model(
+            asked, answered
         )
+        model = f"{asked}>{answered}" if mismatch else (answered or asked)
     elif spec.agent and spec.agent in state.agents:
         model = spec.model or state.agents[spec.agent].model
     return StageView(
@@ -117,6 +121,7 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
         reworks=st.reworks,
         duration_s=round(st.duration_s, 3),
         model=model,
+        model_mismatch=mismatch,
         usage=st.usage,
         reason=st.reason,
         summary=st.summary,
@@ -139,7 +144,10 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
                 kind=a.kind,
                 outcome=a.outcome,
                 model_requested=a.model_requested,
+                model_resolved=a.model_resolved,
                 model_answered=a.model_answered,
+                model_mismatch=a.runner not in (None, "offline", "command")
+                and not same_model(a.model_resolved or a.model_requested, a.model_answered),
                 runner=a.runner,
                 duration_s=None
                 if a.finished_at is None

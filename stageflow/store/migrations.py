@@ -76,7 +76,35 @@ CREATE TABLE artifacts (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", _0001_INITIAL),)
+# The cost ledger: one row per model request, written as soon as the request returns, so the
+# spend of an attempt that fails, is cancelled or dies with its process is never lost. Outside
+# the hash-chained event log on purpose: a request is paid for whether or not its attempt's
+# outcome is ever recorded.
+_0002_MODEL_REQUESTS = """
+CREATE TABLE model_requests (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    model_requested TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    priced INTEGER NOT NULL,
+    request_id TEXT,
+    PRIMARY KEY (run_id, stage, attempt, seq)
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", _0001_INITIAL),
+    Migration(2, "model_requests", _0002_MODEL_REQUESTS),
+)
 
 _CREATE_MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from stageflow.store.rows import (
     ARTIFACT_COLUMNS,
     ARTIFACT_META_COLUMNS,
+    REQUEST_COLUMNS,
     RUN_COLUMNS,
     TERMINAL_STATUSES,
 )
@@ -88,6 +89,15 @@ WITHOUT_LIVE_LEASE = (
 
 # -- introspection -----------------------------------------------------------------------------
 
+INSERT_REQUEST = (  # seq: the attempt's next request number, computed in the same statement
+    f"INSERT INTO model_requests (run_id, stage, attempt, seq, at, {REQUEST_COLUMNS}) "
+    "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "FROM model_requests WHERE run_id = ? AND stage = ? AND attempt = ?"
+)
+LIST_REQUESTS = (
+    f"SELECT stage, attempt, seq, at, {REQUEST_COLUMNS} FROM model_requests WHERE run_id = ? "
+    "ORDER BY at, stage, attempt, seq"
+)
 DATA_VERSION = "PRAGMA data_version"
 SCHEMA = (  # each table followed by its indexes
     "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY tbl_name, type DESC, name"

@@ -140,3 +140,65 @@ ARTIFACT_COLUMNS = "run_id, stage, name, version, content, size, sha256, attempt
 
 def artifact_from_row(row: Any) -> ArtifactRecord:
     return ArtifactRecord(*row)
+
+
+#: Columns of ``model_requests`` after (run_id, stage, attempt, seq, at).
+REQUEST_COLUMNS = (
+    "model_requested, model, input_tokens, output_tokens, cache_write_5m_tokens, "
+    "cache_write_1h_tokens, cache_read_tokens, cost_usd, priced, request_id"
+)
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One model request in the cost ledger."""
+
+    stage: str
+    attempt: int
+    model_requested: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+    request_id: str | None = None
+    seq: int = 0  # assigned by the store
+    at: float = 0.0
+
+    def values(self) -> tuple[Any, ...]:
+        """The REQUEST_COLUMNS values, in order."""
+        return (
+            self.model_requested,
+            self.model,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.cache_read_tokens,
+            self.cost_usd,
+            int(self.priced),
+            self.request_id,
+        )
+
+
+def request_from_row(row: tuple[Any, ...]) -> RequestRow:
+    """(stage, attempt, seq, at, *REQUEST_COLUMNS) -> RequestRow."""
+    return RequestRow(
+        stage=row[0],
+        attempt=int(row[1]),
+        seq=int(row[2]),
+        at=float(row[3]),
+        model_requested=row[4],
+        model=row[5],
+        input_tokens=int(row[6]),
+        output_tokens=int(row[7]),
+        cache_write_5m_tokens=int(row[8]),
+        cache_write_1h_tokens=int(row[9]),
+        cache_read_tokens=int(row[10]),
+        cost_usd=float(row[11]),
+        priced=bool(row[12]),
+        request_id=row[13],
+    )

@@ -35,14 +35,24 @@ from stageflow.store.rows import (
     ArtifactMeta,
     ArtifactRecord,
     NewArtifact,
+    RequestRow,
     RunRow,
     RunSummary,
     artifact_from_row,
     artifact_meta_from_row,
+    request_from_row,
     run_from_row,
 )
 
-__all__ = ["ArtifactMeta", "ArtifactRecord", "NewArtifact", "RunRow", "RunSummary", "Store"]
+__all__ = [
+    "ArtifactMeta",
+    "ArtifactRecord",
+    "NewArtifact",
+    "RequestRow",
+    "RunRow",
+    "RunSummary",
+    "Store",
+]
 
 _KNOWN_LIMIT = 20
 
@@ -466,6 +476,20 @@ class Store:
             if not rows and not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
                 raise await self._run_not_found(conn, run_id)
         return [artifact_meta_from_row(r) for r in rows]
+
+    # -- the cost ledger ---------------------------------------------------------------------
+
+    async def record_request(self, run_id: str, row: RequestRow, *, at: float) -> None:
+        """Add one model request to the ledger (one autocommitted statement)."""
+        params = (run_id, row.stage, row.attempt, at, *row.values(), run_id, row.stage, row.attempt)
+        async with self._autocommit() as conn:
+            await conn.execute(q.INSERT_REQUEST, params)
+
+    async def list_requests(self, run_id: str) -> list[RequestRow]:
+        """Every model request of a run, oldest first."""
+        async with self._read() as conn:
+            rows = await fetch_all(conn, q.LIST_REQUESTS, (run_id,))
+        return [request_from_row(r) for r in rows]
 
     # -- leases ------------------------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class StageSpec(_Model):
     model: str | None = None
     budget_usd: float | None = Field(None, ge=0)
     max_rework: int = Field(2, ge=0, le=20)
+    bash: list[str] = Field(default_factory=list)  # extra command patterns for this stage
     line: int | None = Field(None, exclude=True, repr=False)
 
     @field_validator("id")
@@ -201,6 +202,9 @@ class WorkflowSpec(_Model):
     version: str = "1"
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
+    # where agent stages work: a git worktree per run (auto/worktree), or the project itself
+    workspace: Literal["auto", "worktree", "in_place"] | None = None
+    bash: list[str] = Field(default_factory=list)  # command patterns Bash may run, e.g. "pytest*"
     stages: list[StageSpec] = Field(min_length=1)
     source: str | None = Field(None, exclude=True, repr=False)
 

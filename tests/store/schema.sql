@@ -21,6 +21,24 @@ CREATE TABLE events (
     hash TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE model_requests (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    model_requested TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    priced INTEGER NOT NULL,
+    request_id TEXT,
+    PRIMARY KEY (run_id, stage, attempt, seq)
+);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
     template TEXT NOT NULL,
