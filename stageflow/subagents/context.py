@@ -17,8 +17,10 @@ what went in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from stageflow.engine.runner import AttemptRequest
@@ -86,6 +88,71 @@ class StageContext:
         }
 
 
+PREAMBLE = """\
+You are one stage of a stageflow workflow, started with a fresh context. You see only what the
+brief below gives you: the task, your stage's goal, the upstream artifacts you need and relevant
+project context. You do not see earlier conversations. Work inside the workspace you are given
+with the tools you have; everything you hand on must be in your artifacts."""
+
+JSON_FINISH_NOTE = """\
+In this session there is no `submit_result` tool. Wherever your instructions say to call
+`submit_result`, end your final answer with one fenced ```json block instead, holding the same
+fields: {"status": ..., "summary": ..., "artifacts": {...}, "outputs": {...}}."""
+
+JSON_EXAMPLE = """\
+```json
+{"status": "passed", "summary": "one or two sentences",
+ "artifacts": {"<name>": "<full Markdown text>"}, "outputs": {}}
+```"""
+
+# Artifacts are fenced so their headings stay inside them; a fence longer than any backtick run
+# in the text keeps it intact.
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}markdown\n{text}\n{ticks}"
+
+
+def _truncate(text: str, max_tokens: int) -> tuple[str, bool]:
+    limit = max_tokens * 4
+    if len(text) <= limit:
+        return text, False
+    cut = text.rfind("\n", 0, limit)
+    cut = cut if cut > limit // 2 else limit
+    return text[:cut] + "\n[... truncated to fit the context budget]", True
+
+
+def _system(request: AttemptRequest, finish: FinishMode) -> str:
+    parts = [PREAMBLE]
+    if finish == "json":
+        parts.append(JSON_FINISH_NOTE)
+    body = request.agent.system_prompt.strip() if request.agent else ""
+    if body:
+        parts.append(body)
+    return "\n\n".join(parts)
+
+
+def _finish_text(request: AttemptRequest, finish: FinishMode) -> str:
+    produces = request.stage.produces
+    names = ", ".join(f"`{p}`" for p in produces) if produces else "none required"
+    if finish == "tool":
+        return (
+            "## How to finish\n"
+            "Call the `submit_result` tool exactly once when you are done, with `status` "
+            "(`passed`, `failed` or `changes_requested`), a short `summary`, `artifacts` "
+            f"(required: {names}; each the full text) and `outputs` (structured values "
+            "downstream stages and gates read). The stage ends only through `submit_result`."
+        )
+    return (
+        "## How to finish\n"
+        "End your final answer with one fenced ```json block: `status` (`passed`, `failed` or "
+        "`changes_requested`), a short `summary`, `artifacts` "
+        f"(required: {names}; each the full text) and `outputs`:\n" + JSON_EXAMPLE
+    )
+
+
 def build_context(
     request: AttemptRequest,
     *,
@@ -93,5 +160,105 @@ def build_context(
     sources: Sequence[ContextSource] = (),
     budget_tokens: int = DEFAULT_CONTEXT_TOKENS,
 ) -> StageContext:
-    """Build the system prompt and stage brief for one attempt (see the module docstring)."""
-    raise NotImplementedError  # written by the lead
+    """Build the system prompt and stage brief for one attempt (see the module docstring).
+
+    Only the artifacts the stage ``needs`` go in, and on a rework its own previous artifacts and
+    the feedback. Optional sections from ``sources`` are added best first while they fit in
+    ``budget_tokens``; one that does not fit is truncated if at least a quarter of the budget is
+    left, else skipped. The items list records each piece with its size.
+    """
+    items: list[ContextItem] = []
+    system = _system(request, finish)
+    items.append(
+        ContextItem(
+            "system",
+            request.agent.name if request.agent else "stage",
+            len(system),
+            estimate_tokens(system),
+        )
+    )
+    stage = request.stage
+    lines = [f"# Stage `{stage.id}` (attempt {request.attempt}, {request.kind})", ""]
+    lines += ["## Task", request.task.strip() or "(no task text)", ""]
+    if request.inputs:
+        lines.append("## Inputs")
+        lines += [f"- `{k}`: {v}" for k, v in sorted(request.inputs.items()) if k != "task"]
+        lines.append("")
+    if stage.description:
+        lines += ["## Your goal", stage.description.strip(), ""]
+    if stage.produces:
+        lines += ["## You must produce", *(f"- `{p}`" for p in stage.produces), ""]
+    lines += [f"Your workspace is `{request.workdir}`; paths in tools are relative to it.", ""]
+    brief_head = "\n".join(lines)
+
+    sections: list[str] = []
+    for art in request.artifacts:
+        ref = f"{art.stage}.{art.name}@v{art.version}"
+        sections.append(f"## Upstream artifact `{art.stage}.{art.name}`\n{_fence(art.content)}")
+        items.append(ContextItem("artifact", ref, len(art.content), estimate_tokens(art.content)))
+    if request.feedback:
+        sections.append(
+            "## Feedback on your previous version (address every point)\n"
+            + request.feedback.strip()
+        )
+        items.append(
+            ContextItem(
+                "feedback", "feedback", len(request.feedback), estimate_tokens(request.feedback)
+            )
+        )
+    for art in request.previous:
+        ref = f"{art.stage}.{art.name}@v{art.version}"
+        sections.append(f"## Your previous `{art.name}` (v{art.version})\n{_fence(art.content)}")
+        items.append(ContextItem("previous", ref, len(art.content), estimate_tokens(art.content)))
+
+    left = budget_tokens
+    for source in sources:
+        if left <= 0:
+            break
+        for sec in source.sections(request, left):
+            text, truncated = sec.text, False
+            cost = estimate_tokens(text)
+            if cost > left:
+                if left < budget_tokens // 4:
+                    continue
+                text, truncated = _truncate(text, left)
+                cost = estimate_tokens(text)
+            sections.append(f"## Project context: {sec.title} (`{sec.ref}`)\n{text}")
+            items.append(ContextItem(sec.kind, sec.ref, len(text), cost, truncated))
+            left -= cost
+            if left <= 0:
+                break
+
+    brief = "\n\n".join([brief_head.rstrip(), *sections, _finish_text(request, finish)])
+    items.insert(1, ContextItem("brief", stage.id, len(brief), estimate_tokens(brief)))
+    return StageContext(system=system, brief=brief, items=items)
+
+
+PROJECT_FILES = ("CLAUDE.md", "AGENTS.md", ".stageflow/context.md")
+
+
+class ProjectFileSource:
+    """The project's own instructions for assistants (``CLAUDE.md``, ``AGENTS.md``...).
+
+    Read from the project root, not the run's worktree, so a stage never sees another stage's
+    uncommitted edits to them. Files over 256 kB are ignored.
+    """
+
+    def __init__(self, project: Path, names: Sequence[str] = PROJECT_FILES) -> None:
+        self.project = project
+        self.names = tuple(names)
+
+    def sections(self, request: AttemptRequest, budget_tokens: int) -> list[ContextSection]:
+        """Each file that exists, in order."""
+        out = []
+        for name in self.names:
+            path = self.project / name
+            try:
+                if not path.is_file() or path.stat().st_size > 256_000:
+                    continue
+                text = path.read_text(encoding="utf-8", errors="replace").strip()
+            except OSError:
+                continue
+            if text:
+                out.append(ContextSection(ref=name, title=name, text=text))
+        return out
