@@ -1,0 +1,283 @@
+"""The Bash tool's policy and runner: one allowed command, split into argv, run without a shell.
+
+Model text is untrusted. It never reaches ``/bin/sh``: the command line is split with
+``shlex`` (POSIX quoting rules) and the resulting argv is executed directly, so ``*``, ``$HOME``
+and ``~`` stay literal. Shell operators (``;``, ``|``, ``&``, ``>``, ``<``, newlines) and command
+substitution (backticks, ``$(``) outside single quotes are refused up front with a message
+saying so, because a model writing them expects a shell and would misread the literal result.
+
+Only command lines matching one of the policy's ``fnmatch`` patterns run (matched against the
+argv joined by single spaces, case-sensitively). A program given as a path (``./x``,
+``../../bin/sh``) runs only when a pattern names that exact path as its first word, so
+``pytest*`` cannot be stretched to ``pytest/../../../bin/sh``.
+
+The process gets its own session (process group); on timeout or cancellation the whole group
+is killed, and output is capped (head and tail kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+
+from stageflow.errors import ToolError
+
+__all__ = [
+    "NO_SHELL_HINT",
+    "BashPolicy",
+    "CommandTimedOut",
+    "bash_env",
+    "run_argv",
+]
+
+log = logging.getLogger(__name__)
+
+NO_SHELL_HINT = (
+    "Bash runs exactly one command without a shell: pipes, redirections, `;`, `&&`, "
+    "backticks and `$(...)` are not available. Run one command per call and use the "
+    "Read/Grep/Glob tools to inspect files."
+)
+
+# environment variables that look like credentials are not handed to model-chosen commands
+_SECRET_MARKERS = ("API_KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
+_DRAIN_GRACE = 1.0  # after the program exits, how long to read what is left in the pipe
+
+
+class CommandTimedOut(ToolError):
+    """The command ran past its timeout; its process group was killed."""
+
+    def __init__(self, message: str, *, timeout: float, output: str) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.output = output
+
+
+@dataclass(frozen=True)
+class BashPolicy:
+    """Which command lines the Bash tool may run, for how long, with how much output."""
+
+    allow: tuple[str, ...]  # fnmatch patterns over the command line, e.g. "pytest*"
+    timeout: float = 120.0
+    max_output_bytes: int = 30_000
+
+    @property
+    def enabled(self) -> bool:
+        """Bash is available only when at least one pattern is listed."""
+        return any(p.strip() for p in self.allow)
+
+    def check(self, command: str) -> list[str]:
+        """The argv to run for ``command``, or ToolError saying why it is refused."""
+        if not self.enabled:
+            raise ToolError(bash_disabled_message())
+        line = command.strip()
+        if not line:
+            raise ToolError("Bash needs a command; `command` is empty")
+        operator = find_shell_operator(line)
+        if operator is not None:
+            raise ToolError(
+                f"refused `{line}`: it uses the shell syntax `{operator}`. {NO_SHELL_HINT}"
+            )
+        try:
+            argv = shlex.split(line, posix=True)
+        except ValueError as exc:  # unbalanced quotes
+            raise ToolError(f"cannot parse `{line}`: {exc}") from None
+        if not argv:
+            raise ToolError("Bash needs a command; `command` is empty")
+        joined = " ".join(argv)
+        for raw in self.allow:
+            pattern = raw.strip()
+            if pattern and fnmatchcase(joined, pattern) and _program_ok(argv[0], pattern):
+                return argv
+        allowed = ", ".join(f"`{p}`" for p in self.allow if p.strip())
+        raise ToolError(
+            f"refused `{joined}`: it matches none of the allowed command patterns ({allowed}). "
+            "Only those commands may run in this stage."
+        )
+
+
+def bash_disabled_message() -> str:
+    """What the model is told when the stage has no Bash patterns."""
+    return (
+        "Bash is not allowed for this stage; the template or config must list allowed "
+        'commands under `bash:` (e.g. `bash: ["pytest*"]` in the workflow or the stage). '
+        "Use the Read, Glob, Grep, Write and Edit tools instead."
+    )
+
+
+def _program_ok(program: str, pattern: str) -> bool:
+    # a bare name is looked up on PATH; a path could point anywhere, so it must be named exactly
+    if "/" not in program:
+        return True
+    first = pattern.split(maxsplit=1)[0] if pattern.split() else ""
+    return program == first
+
+
+def find_shell_operator(command: str) -> str | None:
+    """The first shell operator or substitution in ``command`` outside single quotes, if any.
+
+    Double quotes protect operators (``grep "a|b"`` is fine) but not substitution, because
+    a shell would expand ``"$(x)"`` and backticks there too.
+    """
+    quote: str | None = None
+    i = 0
+    while i < len(command):
+        ch = command[i]
+        if quote == "'":
+            if ch == "'":
+                quote = None
+        elif ch == "\\" and quote is None:
+            i += 1  # the next character is escaped
+        elif ch == "`":
+            return "`"
+        elif ch == "$" and command[i + 1 : i + 2] == "(":
+            return "$("
+        elif quote == '"':
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in ";|&<>\n":
+            pair = command[i : i + 2]
+            return pair if pair in ("&&", "||", ">>", "<<") else ch
+        i += 1
+    return None
+
+
+def bash_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a model-chosen command: inherited, minus credential-like variables."""
+    source = os.environ if base is None else base
+    return {k: v for k, v in source.items() if not any(m in k.upper() for m in _SECRET_MARKERS)}
+
+
+class _Capped:
+    """Keeps the first and last ``limit / 2`` bytes of a stream and counts what it dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.head_limit = max(limit // 2, 0)
+        self.tail_limit = max(limit - self.head_limit, 0)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        excess = len(self.tail) - self.tail_limit
+        if excess > 0:
+            del self.tail[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", errors="replace")
+        tail = self.tail.decode("utf-8", errors="replace")
+        if not self.dropped:
+            return head + tail
+        return f"{head}\n[... {self.dropped} bytes of output omitted ...]\n{tail}"
+
+
+async def run_argv(
+    argv: list[str],
+    *,
+    cwd: Path,
+    timeout: float,  # noqa: ASYNC109 -- the deadline is part of the command, set by the policy
+    max_output_bytes: int,
+    env: Mapping[str, str] | None = None,
+) -> tuple[int, str]:
+    """Run ``argv`` (no shell) in ``cwd``; returns (exit code, capped stdout+stderr).
+
+    A negative exit code means the process died from that signal. Raises ``CommandTimedOut``
+    (a ToolError) after ``timeout`` seconds, having killed the whole process group, and
+    ToolError when the program cannot be started.
+    """
+    if not argv:
+        raise ToolError("no command to run")
+    out = _Capped(max_output_bytes)
+    try:
+        process = await anyio.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(bash_env() if env is None else env),
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise ToolError(f"command not found: `{argv[0]}`") from None
+    except PermissionError:
+        raise ToolError(f"`{argv[0]}` is not executable") from None
+    log.debug("bash: started %s pid=%s", argv, process.pid)
+    try:
+        with anyio.move_on_after(timeout) as deadline:
+            await _collect(process, out)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _kill_group(process)
+    if deadline.cancelled_caught:
+        output = out.text()
+        raise CommandTimedOut(
+            f"`{shlex.join(argv)}` timed out after {timeout:g}s and was killed."
+            + (f" Output so far:\n{output}" if output else " It printed nothing."),
+            timeout=timeout,
+            output=output,
+        )
+    code = process.returncode if process.returncode is not None else -1
+    return code, out.text()
+
+
+async def _collect(process: Process, out: _Capped) -> None:
+    """Read output until the program exits and its pipe is drained (or the grace ends)."""
+    drained = anyio.Event()
+
+    async def pump(stream: ByteReceiveStream) -> None:
+        try:
+            async for chunk in stream:
+                out.add(chunk)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        drained.set()
+
+    async with anyio.create_task_group() as tg:
+        if process.stdout is not None:
+            tg.start_soon(pump, process.stdout)
+        else:
+            drained.set()
+        await process.wait()
+        # children left in the group would hold the pipe open: end them, then drain
+        _killpg(process.pid)
+        with anyio.move_on_after(_DRAIN_GRACE):
+            await drained.wait()
+        tg.cancel_scope.cancel()
+
+
+async def _kill_group(process: Process) -> None:
+    """SIGKILL whatever is left of the process group and reap the program."""
+    _killpg(process.pid)  # start_new_session: the program leads its own group
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    await process.aclose()
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        log.warning("cannot signal process group %s", pgid)
