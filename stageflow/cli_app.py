@@ -22,6 +22,7 @@ from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner
+from stageflow.subagents.workspace_view import workspace_probe
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 1, 2, 3, 4
 
@@ -61,7 +62,12 @@ async def open_app(
             lease_seconds=settings.lease_seconds,
             sink=sink,
         )
-        service = Service(settings, store, runner_label=describe_runner(settings))
+        service = Service(
+            settings,
+            store,
+            runner_label=describe_runner(settings),
+            workspace_probe=workspace_probe(settings.project),
+        )
         yield App(settings, store, service, scheduler, out, quiet)
     finally:
         await store.close()

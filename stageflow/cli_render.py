@@ -81,6 +81,8 @@ def render_run(view: RunView, out: TextIO, *, runner_label: str | None = None) -
     for s in view.stages:
         if s.status in ("failed", "attempt_failed", "skipped", "blocked") and s.reason:
             out.write(f"  {s.id}: {s.reason}\n")
+        if s.model_mismatch:
+            out.write(f"  {s.id}: answered by another model than asked for ({s.model})\n")
     arts = [a for s in view.stages for a in s.artifacts]
     if arts:
         out.write(
@@ -95,6 +97,12 @@ def render_run(view: RunView, out: TextIO, *, runner_label: str | None = None) -
     out.write(
         f"spent: {money(view.spent_usd)}{budget}  tokens: {tokens(view.usage.total_tokens)}\n"
     )
+    ws = view.workspace
+    if ws is not None:
+        where = f"{ws.path}" + (f" (branch {ws.branch})" if ws.branch else "")
+        out.write(f"workspace: {where}\n")
+        if ws.diff is not None:
+            out.write("".join(f"  {line}\n" for line in ws.diff.splitlines()))
     if view.reason and view.status in ("failed", "cancelled", "paused"):
         out.write(f"reason: {view.reason}\n")
     out.write(f"next: {view.next_action}\n")

@@ -25,6 +25,10 @@ def _isolated_home(
     monkeypatch.delenv("STAGEFLOW_PROJECT", raising=False)
     monkeypatch.setenv("STAGEFLOW_RUNNER", "offline")
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    # no test may reach the real API by accident: unless a test points the client at its own
+    # loopback stand-in, requests go to the discard port and fail at once
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
     return home
 
 

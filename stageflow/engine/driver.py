@@ -464,6 +464,7 @@ class RunDriver:
             budget_remaining_usd=meter.remaining_usd(),
             timeout=spec.timeout,
             bash_allow=[*st.spec.bash, *spec.bash],
+            workspace_mode=st.spec.workspace,
             meter=meter,
         )
 

@@ -159,6 +159,9 @@ class AttemptRequest(BaseModel):
     budget_remaining_usd: float | None = None
     timeout: float | None = None
     bash_allow: list[str] = Field(default_factory=list)  # command patterns the template allows
+    workspace_mode: Literal["auto", "worktree", "in_place"] | None = None  # the template's
+    writable: bool = True  # False: file tools refuse writes, saying ``read_only_reason``
+    read_only_reason: str = ""
     meter: AttemptMeter = Field(default_factory=AttemptMeter, exclude=True, repr=False)
 
     def model_post_init(self, __context: Any) -> None:

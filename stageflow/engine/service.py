@@ -9,7 +9,7 @@ other a clear error naming the stage's new state.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ from stageflow.engine import events as ev
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.driver import summarize
 from stageflow.engine.state import RunState, fold, initial_state, preview
-from stageflow.engine.views import RunListItem, RunView, build_view
+from stageflow.engine.views import RunListItem, RunView, WorkspaceView, build_view
 from stageflow.errors import (
     ConcurrencyConflict,
     CorruptLog,
@@ -34,6 +34,8 @@ from stageflow.store.store import Store
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
 
 Decision = Literal["approve", "reject"]
+# (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
+WorkspaceProbe = Callable[[str, bool], Awaitable[WorkspaceView | None]]
 ControlAction = Literal["cancel", "pause", "resume", "retry"]
 PREVIEW_CHARS = 240
 
@@ -59,11 +61,13 @@ class Service:
         *,
         runner_label: str = "offline",
         clock: Callable[[], float] = time.time,
+        workspace_probe: WorkspaceProbe | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.runner_label = runner_label
         self.clock = clock
+        self.workspace_probe = workspace_probe
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -148,7 +152,11 @@ class Service:
                 text = head.lstrip() if cut else head.strip()
                 more = cut or len(text) > PREVIEW_CHARS
                 previews[(sid, name)] = text[:PREVIEW_CHARS] + ("..." if more else "")
-        return build_view(state, previews)
+        view = build_view(state, previews)
+        if self.workspace_probe is not None:
+            ended = state.ended is not None
+            view.workspace = await self.workspace_probe(run_id, ended)
+        return view
 
     async def list_runs(self, limit: int = 20) -> list[RunListItem]:
         rows = await self.store.list_runs(limit=limit)

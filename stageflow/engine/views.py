@@ -67,6 +67,19 @@ class WaitingView(BaseModel):
     expires_at: float | None = None
 
 
+class WorkspaceView(BaseModel):
+    """Where a run's stages work (a git worktree and branch), and what they changed."""
+
+    path: str
+    mode: str  # worktree | in_place | read_only
+    branch: str | None = None
+    base: str | None = None
+    files_changed: int | None = None  # filled in once the run has ended
+    insertions: int | None = None
+    deletions: int | None = None
+    diff: str | None = None  # one line per file
+
+
 class RunView(BaseModel):
     run_id: str
     template: str
@@ -85,6 +98,7 @@ class RunView(BaseModel):
     next_action: str
     owner: str | None = None
     seq: int
+    workspace: WorkspaceView | None = None
 
 
 class RunListItem(BaseModel):

@@ -85,6 +85,7 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         from stageflow.subagents.select import describe_runner, make_runner
+        from stageflow.subagents.workspace_view import workspace_probe
 
         store = await Store.open(settings.db_path)
         try:
@@ -98,7 +99,12 @@ def _lifespan(
             app = AppContext(
                 settings=settings,
                 store=store,
-                service=Service(settings, store, runner_label=label),
+                service=Service(
+                    settings,
+                    store,
+                    runner_label=label,
+                    workspace_probe=workspace_probe(settings.project),
+                ),
                 scheduler=scheduler,
                 runner_label=label,
                 notifier=RunNotifier(store, bus),

@@ -4,14 +4,17 @@ Command stages (``run:``) always go to the ``CommandRunner``. Agent stages go to
 named by ``STAGEFLOW_RUNNER`` / config (``Settings.runner``):
 
 - ``offline``: the scripted ``OfflineRunner``;
-- ``anthropic`` / ``claude-code``: the model runners (not in this version: their first agent
-  stage fails with a non-retryable ``ModelError`` that says so);
+- ``anthropic``: ``AnthropicRunner`` (the Messages API, ``ANTHROPIC_API_KEY``);
+- ``claude-code``: ``ClaudeCodeRunner`` (a fresh ``claude -p`` per attempt; the user's login);
 - ``auto``: ``anthropic`` if ``ANTHROPIC_API_KEY`` is set, else ``claude-code`` if ``claude`` is
   on PATH, else a clear non-retryable ``ModelError`` at the first agent stage. ``auto`` never
   falls back to ``offline`` silently.
 
-Nothing here fails at import or construction for a missing model runner, so the server starts
-and everything else works; the error comes when an agent stage actually needs a model.
+With a model runner, every stage of a run (agent and command stages alike) works in the run's
+workspace: a git worktree of the project on branch ``stageflow/<run>`` (see ``worktree``), or
+the project itself with ``workspace: in_place``. Nothing here fails at import or construction
+for a missing model runner, so the server starts and everything else works; the error comes
+when an agent stage actually needs a model.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import os
 import shutil
 from collections.abc import Callable
 from typing import Literal
+
+import anyio.to_thread
 
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
@@ -45,9 +50,27 @@ NO_RUNNER_MESSAGE = (
     "or set STAGEFLOW_RUNNER=offline"
 )
 
-# Model runners register here as they are implemented; each factory imports its SDK lazily so
-# that importing stageflow stays fast (the stdio server must answer ``initialize`` quickly).
-MODEL_RUNNERS: dict[str, Callable[[Settings], Runner]] = {}
+
+def _anthropic(settings: Settings) -> Runner:
+    from stageflow.subagents.anthropic_runner import AnthropicRunner
+
+    return AnthropicRunner(settings)
+
+
+def _claude_code(settings: Settings) -> Runner:
+    from stageflow.subagents.claude_code import ClaudeCodeRunner
+    from stageflow.subagents.routed import RoutedRunner
+
+    executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
+    return RoutedRunner(settings, ClaudeCodeRunner(executable=executable))
+
+
+# Each factory imports its runner (and so its SDK) on first use, so that importing stageflow
+# stays fast: the stdio server must answer ``initialize`` quickly.
+MODEL_RUNNERS: dict[str, Callable[[Settings], Runner]] = {
+    "anthropic": _anthropic,
+    "claude-code": _claude_code,
+}
 
 
 def resolve_runner_name(settings: Settings) -> AgentRunnerName | None:
@@ -99,19 +122,43 @@ class StageRunner:
             return self._agent
         name = self.agent_runner_name
         if name is None:
-            raise ModelError(NO_RUNNER_MESSAGE, retryable=False)
+            raise ModelError(NO_RUNNER_MESSAGE, retryable=False, kind="unavailable")
         factory = MODEL_RUNNERS.get(name)
         if factory is None:
-            raise ModelError(_unavailable_message(name, self.settings), retryable=False)
+            raise ModelError(
+                _unavailable_message(name, self.settings), retryable=False, kind="unavailable"
+            )
         self._agent = factory(self.settings)
         log.info("agent runner: %s", name)
         return self._agent
 
     async def run(self, request: AttemptRequest) -> AttemptResult:
-        """Dispatch one attempt by stage kind."""
+        """Dispatch one attempt by stage kind, in the run's workspace."""
         if request.stage.run:
+            if self.agent_runner_name not in (None, "offline"):
+                request = await self._in_workspace(request)
             return await self.command.run(request)
-        return await self.agent_runner().run(request)
+        runner = self.agent_runner()
+        if self.agent_runner_name == "offline":  # writes no files: no worktree needed
+            return await runner.run(request)
+        return await runner.run(await self._in_workspace(request))
+
+    async def _in_workspace(self, request: AttemptRequest) -> AttemptRequest:
+        """``request`` pointed at the run's workspace (created on the run's first stage)."""
+        from stageflow.subagents.options import load_runner_options
+        from stageflow.subagents.worktree import prepare_workspace
+
+        mode = request.workspace_mode or load_runner_options(self.settings).workspace_mode
+        ws = await anyio.to_thread.run_sync(
+            prepare_workspace, self.settings.project, request.run_id, mode
+        )
+        return request.model_copy(
+            update={
+                "workdir": ws.root,
+                "writable": ws.mode != "read_only",
+                "read_only_reason": ws.reason,
+            }
+        )
 
 
 def make_runner(settings: Settings, *, offline_delay: float = 0.0) -> StageRunner:

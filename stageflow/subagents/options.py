@@ -1,0 +1,95 @@
+"""Runner options from ``.stageflow/config.toml``: loop bounds, context budget, workspace, Bash.
+
+```toml
+[runner]
+max_turns = 30          # model requests per attempt (an agent's ``max_turns`` wins)
+max_tokens = 8192       # per request
+context_tokens = 4000   # project context and knowledge per attempt
+
+[workspace]
+mode = "auto"           # auto | worktree | in_place (a template's ``workspace`` wins)
+bash = ["pytest*", "ruff check*"]   # commands Bash may run, added to the template's list
+bash_timeout = 120
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from stageflow.config import Settings
+from stageflow.errors import Problem, SpecError
+
+WorkspaceMode = Literal["auto", "worktree", "in_place"]
+_MODES = ("auto", "worktree", "in_place")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Settings the model runners share."""
+
+    max_turns: int = 30
+    max_tokens: int = 8192
+    context_tokens: int = 4000
+    workspace_mode: WorkspaceMode = "auto"
+    bash: tuple[str, ...] = field(default_factory=tuple)
+    bash_timeout: float = 120.0
+
+
+def _section(settings: Settings, name: str) -> dict[str, Any]:
+    raw = settings.extra.get(name, {})
+    if not isinstance(raw, dict):
+        raise SpecError(Problem(f"[{name}] must be a table", file=_file(settings), path=name))
+    return raw
+
+
+def _file(settings: Settings) -> str:
+    return str(settings.state_dir / "config.toml")
+
+
+def _positive(
+    settings: Settings, table: dict[str, Any], section: str, key: str, default: float
+) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SpecError(
+            Problem(
+                f"must be a positive number, got {value!r}",
+                file=_file(settings),
+                path=f"{section}.{key}",
+            )
+        )
+    return float(value)
+
+
+def load_runner_options(settings: Settings) -> RunnerOptions:
+    """Read ``[runner]`` and ``[workspace]``; a wrong value is a ``SpecError`` naming the key."""
+    runner = _section(settings, "runner")
+    ws = _section(settings, "workspace")
+    mode = ws.get("mode", "auto")
+    if mode not in _MODES:
+        raise SpecError(
+            Problem(
+                f"unknown workspace mode {mode!r}; expected one of {', '.join(_MODES)}",
+                file=_file(settings),
+                path="workspace.mode",
+            )
+        )
+    bash = ws.get("bash", [])
+    if not isinstance(bash, list) or not all(isinstance(b, str) and b.strip() for b in bash):
+        raise SpecError(
+            Problem(
+                'must be a list of command patterns, e.g. ["pytest*"]',
+                file=_file(settings),
+                path="workspace.bash",
+            )
+        )
+    return RunnerOptions(
+        max_turns=int(_positive(settings, runner, "runner", "max_turns", 30)),
+        max_tokens=int(_positive(settings, runner, "runner", "max_tokens", 8192)),
+        context_tokens=int(_positive(settings, runner, "runner", "context_tokens", 4000)),
+        workspace_mode=cast(WorkspaceMode, mode),
+        bash=tuple(bash),
+        bash_timeout=_positive(settings, ws, "workspace", "bash_timeout", 120.0),
+    )
