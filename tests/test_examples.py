@@ -23,7 +23,8 @@ from tests.cli_harness import Cli, stage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".toml")
-TEMPLATES = sorted(p for p in EXAMPLES.glob("*") if p.suffix in TEMPLATE_SUFFIXES)
+CONFIG = EXAMPLES / "config.toml"
+TEMPLATES = sorted(p for p in EXAMPLES.glob("*") if p.suffix in TEMPLATE_SUFFIXES and p != CONFIG)
 AGENTS = sorted(EXAMPLES.glob("*.md"))
 
 
@@ -44,7 +45,24 @@ def test_every_example_file_is_a_template_an_agent_or_the_mcp_config() -> None:
     files = sorted(p for p in EXAMPLES.rglob("*") if p.is_file())
     assert files, "examples/ is empty"
     assert [p for p in files if p.parent != EXAMPLES] == []
-    assert sorted([*TEMPLATES, *AGENTS, MCP_CONFIG]) == files
+    assert sorted([*TEMPLATES, *AGENTS, MCP_CONFIG, CONFIG]) == files
+
+
+def test_the_example_config_is_read_by_every_settings_loader(tmp_path: Path) -> None:
+    from stageflow.config import load_settings
+    from stageflow.subagents.options import load_runner_options
+    from stageflow.subagents.pricing import load_price_table
+    from stageflow.subagents.routing import load_routes
+
+    (tmp_path / ".stageflow").mkdir()
+    shutil.copy(CONFIG, tmp_path / ".stageflow" / "config.toml")
+    settings = load_settings(tmp_path, runner=None)
+    options = load_runner_options(settings)
+    assert options.bash == ("pytest*", "ruff check*") and options.workspace_mode == "auto"
+    routes = load_routes(settings)
+    assert routes.choose(stage_model=None, agent_model="opus").model == "claude-opus-4-7"
+    assert routes.fallback == "haiku"
+    assert load_price_table(settings).lookup("claude-opus-4-7") is not None
 
 
 def test_the_mcp_config_starts_stageflow_serve_over_stdio(cli: Cli) -> None:

@@ -1,7 +1,7 @@
 """Runner options from ``.stageflow/config.toml``: loop bounds, context budget, workspace, Bash.
 
 ```toml
-[runner]
+[subagents]
 max_turns = 30          # model requests per attempt (an agent's ``max_turns`` wins)
 max_tokens = 8192       # per request
 context_tokens = 4000   # project context and knowledge per attempt
@@ -64,8 +64,11 @@ def _positive(
 
 
 def load_runner_options(settings: Settings) -> RunnerOptions:
-    """Read ``[runner]`` and ``[workspace]``; a wrong value is a ``SpecError`` naming the key."""
-    runner = _section(settings, "runner")
+    """Read ``[subagents]`` and ``[workspace]``; a wrong value is a ``SpecError`` naming the key.
+
+    (Not ``[runner]``: the top-level ``runner`` key names the runner.)
+    """
+    runner = _section(settings, "subagents")
     ws = _section(settings, "workspace")
     mode = ws.get("mode", "auto")
     if mode not in _MODES:
@@ -86,9 +89,9 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
             )
         )
     return RunnerOptions(
-        max_turns=int(_positive(settings, runner, "runner", "max_turns", 30)),
-        max_tokens=int(_positive(settings, runner, "runner", "max_tokens", 8192)),
-        context_tokens=int(_positive(settings, runner, "runner", "context_tokens", 4000)),
+        max_turns=int(_positive(settings, runner, "subagents", "max_turns", 30)),
+        max_tokens=int(_positive(settings, runner, "subagents", "max_tokens", 8192)),
+        context_tokens=int(_positive(settings, runner, "subagents", "context_tokens", 4000)),
         workspace_mode=cast(WorkspaceMode, mode),
         bash=tuple(bash),
         bash_timeout=_positive(settings, ws, "workspace", "bash_timeout", 120.0),

@@ -62,7 +62,11 @@ def _claude_code(settings: Settings) -> Runner:
     from stageflow.subagents.routed import RoutedRunner
 
     executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
-    return RoutedRunner(settings, ClaudeCodeRunner(executable=executable))
+
+    def make(fallback: str | None, max_turns: int) -> Runner:
+        return ClaudeCodeRunner(executable=executable, fallback_model=fallback, max_turns=max_turns)
+
+    return RoutedRunner(settings, make, name="claude-code")
 
 
 # Each factory imports its runner (and so its SDK) on first use, so that importing stageflow
