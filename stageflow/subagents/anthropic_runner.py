@@ -13,7 +13,12 @@ from collections.abc import Callable, Sequence
 
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult
-from stageflow.subagents.context import ContextSource, ProjectFileSource, build_context
+from stageflow.subagents.context import (
+    ContextSource,
+    ProjectFileSource,
+    build_context,
+    collect_sections,
+)
 from stageflow.subagents.model_client import ModelClient
 from stageflow.subagents.options import RunnerOptions, load_runner_options
 from stageflow.subagents.pricing import PriceTable, load_price_table
@@ -109,11 +114,12 @@ class AnthropicRunner:
         )
         agent_tools = request.agent.tools if request.agent is not None else []
         tools = normalize_tool_names(agent_tools, bash_allowed=policy.enabled)
+        budget = context_budget(self.options, request)
         context = build_context(
             request,
             finish="tool",
-            sources=self.sources,
-            budget_tokens=context_budget(self.options, request),
+            sections=await collect_sections(self.sources, request, budget),
+            budget_tokens=budget,
         )
         max_turns = self.options.max_turns
         if request.agent is not None and request.agent.max_turns:

@@ -49,7 +49,19 @@ class ContextSection:
 class ContextSource(Protocol):
     """Offers project context for an attempt, best first; the builder packs what fits."""
 
-    def sections(self, request: AttemptRequest, budget_tokens: int) -> list[ContextSection]: ...
+    async def sections(
+        self, request: AttemptRequest, budget_tokens: int
+    ) -> list[ContextSection]: ...
+
+
+async def collect_sections(
+    sources: Sequence[ContextSource], request: AttemptRequest, budget_tokens: int
+) -> list[ContextSection]:
+    """Every source's sections, in source order (the builder packs them within the budget)."""
+    out: list[ContextSection] = []
+    for source in sources:
+        out.extend(await source.sections(request, budget_tokens))
+    return out
 
 
 @dataclass(frozen=True)
@@ -157,15 +169,15 @@ def build_context(
     request: AttemptRequest,
     *,
     finish: FinishMode,
-    sources: Sequence[ContextSource] = (),
+    sections: Sequence[ContextSection] = (),
     budget_tokens: int = DEFAULT_CONTEXT_TOKENS,
 ) -> StageContext:
     """Build the system prompt and stage brief for one attempt (see the module docstring).
 
     Only the artifacts the stage ``needs`` go in, and on a rework its own previous artifacts and
-    the feedback. Optional sections from ``sources`` are added best first while they fit in
-    ``budget_tokens``; one that does not fit is truncated if at least a quarter of the budget is
-    left, else skipped. The items list records each piece with its size.
+    the feedback. Optional ``sections`` (gather them with ``collect_sections``) are added best
+    first while they fit in ``budget_tokens``; one that does not fit is truncated if at least a
+    quarter of the budget is left, else skipped. The items list records each piece and its size.
     """
     items: list[ContextItem] = []
     system = _system(request, finish)
@@ -191,13 +203,15 @@ def build_context(
     lines += [f"Your workspace is `{request.workdir}`; paths in tools are relative to it.", ""]
     brief_head = "\n".join(lines)
 
-    sections: list[str] = []
+    sections_text: list[str] = []
     for art in request.artifacts:
         ref = f"{art.stage}.{art.name}@v{art.version}"
-        sections.append(f"## Upstream artifact `{art.stage}.{art.name}`\n{_fence(art.content)}")
+        sections_text.append(
+            f"## Upstream artifact `{art.stage}.{art.name}`\n{_fence(art.content)}"
+        )
         items.append(ContextItem("artifact", ref, len(art.content), estimate_tokens(art.content)))
     if request.feedback:
-        sections.append(
+        sections_text.append(
             "## Feedback on your previous version (address every point)\n"
             + request.feedback.strip()
         )
@@ -208,28 +222,27 @@ def build_context(
         )
     for art in request.previous:
         ref = f"{art.stage}.{art.name}@v{art.version}"
-        sections.append(f"## Your previous `{art.name}` (v{art.version})\n{_fence(art.content)}")
+        sections_text.append(
+            f"## Your previous `{art.name}` (v{art.version})\n{_fence(art.content)}"
+        )
         items.append(ContextItem("previous", ref, len(art.content), estimate_tokens(art.content)))
 
     left = budget_tokens
-    for source in sources:
+    for sec in sections:
         if left <= 0:
             break
-        for sec in source.sections(request, left):
-            text, truncated = sec.text, False
+        text, truncated = sec.text, False
+        cost = estimate_tokens(text)
+        if cost > left:
+            if left < budget_tokens // 4:
+                continue
+            text, truncated = _truncate(text, left)
             cost = estimate_tokens(text)
-            if cost > left:
-                if left < budget_tokens // 4:
-                    continue
-                text, truncated = _truncate(text, left)
-                cost = estimate_tokens(text)
-            sections.append(f"## Project context: {sec.title} (`{sec.ref}`)\n{text}")
-            items.append(ContextItem(sec.kind, sec.ref, len(text), cost, truncated))
-            left -= cost
-            if left <= 0:
-                break
+        sections_text.append(f"## Project context: {sec.title} (`{sec.ref}`)\n{text}")
+        items.append(ContextItem(sec.kind, sec.ref, len(text), cost, truncated))
+        left -= cost
 
-    brief = "\n\n".join([brief_head.rstrip(), *sections, _finish_text(request, finish)])
+    brief = "\n\n".join([brief_head.rstrip(), *sections_text, _finish_text(request, finish)])
     items.insert(1, ContextItem("brief", stage.id, len(brief), estimate_tokens(brief)))
     return StageContext(system=system, brief=brief, items=items)
 
@@ -248,8 +261,8 @@ class ProjectFileSource:
         self.project = project
         self.names = tuple(names)
 
-    def sections(self, request: AttemptRequest, budget_tokens: int) -> list[ContextSection]:
-        """Each file that exists, in order."""
+    async def sections(self, request: AttemptRequest, budget_tokens: int) -> list[ContextSection]:
+        """Each file that exists, in order (small files: read inline)."""
         out = []
         for name in self.names:
             path = self.project / name

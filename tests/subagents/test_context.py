@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from stageflow.engine.runner import InputArtifact
 from stageflow.subagents.context import (
     ContextSection,
     ProjectFileSource,
     build_context,
+    collect_sections,
     estimate_tokens,
 )
 from tests.subagents.factories import TASK, agent_request
@@ -76,37 +79,26 @@ def test_artifact_fences_survive_backticks_inside(tmp_path: Path) -> None:
     assert "`````markdown\n" + text + "\n`````" in ctx.brief
 
 
-class _Sections:
-    def __init__(self, *sections: ContextSection) -> None:
-        self.items = sections
-
-    def sections(self, request: object, budget_tokens: int) -> list[ContextSection]:
-        return list(self.items)
-
-
 def test_project_context_is_packed_within_the_token_budget(tmp_path: Path) -> None:
     small = ContextSection(ref="CLAUDE.md", title="CLAUDE.md", text="Use ruff. " * 20)
     big = ContextSection(ref="guide", title="guide", text="word " * 4000, kind="knowledge")
-    ctx = build_context(agent_request(tmp_path), finish="tool", sources=[_Sections(small, big)])
+    ctx = build_context(agent_request(tmp_path), finish="tool", sections=[small, big])
     project = [i for i in ctx.items if i.kind in ("project", "knowledge")]
     assert [i.ref for i in project] == ["CLAUDE.md", "guide"]
     assert project[1].truncated
     assert sum(i.tokens_est for i in project) <= 4000 + estimate_tokens(
         "\n[... truncated to fit the context budget]"
     )
-    tiny = build_context(
-        agent_request(tmp_path), finish="tool", sources=[_Sections(big)], budget_tokens=0
-    )
+    tiny = build_context(agent_request(tmp_path), finish="tool", sections=[big], budget_tokens=0)
     assert [i.kind for i in tiny.items] == ["system", "brief"]
 
 
-def test_project_files_are_read_from_the_project_root(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_project_files_are_read_from_the_project_root(tmp_path: Path) -> None:
     (tmp_path / "CLAUDE.md").write_text("Always run `make check`.", encoding="utf-8")
     (tmp_path / "AGENTS.md").write_text("", encoding="utf-8")  # empty: skipped
-    ctx = build_context(
-        agent_request(tmp_path / "worktree"),
-        finish="tool",
-        sources=[ProjectFileSource(tmp_path)],
-    )
+    request = agent_request(tmp_path / "worktree")
+    sections = await collect_sections([ProjectFileSource(tmp_path)], request, 4000)
+    ctx = build_context(request, finish="tool", sections=sections)
     assert "Always run `make check`." in ctx.brief
     assert [i.ref for i in ctx.items if i.kind == "project"] == ["CLAUDE.md"]
