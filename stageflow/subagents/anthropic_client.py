@@ -12,6 +12,17 @@ means. Beyond the class, two facts refine the kind: a 429 without ``retry-after`
 spend/usage limit (not retried), and the SDK's "Could not resolve authentication method"
 ``TypeError`` (no credentials anywhere) is an auth failure.
 
+The SDK retries every 429 itself, so a spend-limit 429 would be sent ``max_retries + 1`` times
+(with back-off) before ``map_error`` saw it. ``_NoRetryOnSpendLimit``, a client middleware (the
+SDK's public ``anthropic.Middleware``, which runs once per attempt inside the retry loop), marks
+such a response ``x-should-retry: false``, the header by which the API itself tells the SDK not
+to retry; the SDK then raises its usual typed error at once.
+
+The SDK encodes the request body as UTF-8 with ``ensure_ascii=False``, so a lone surrogate in
+the conversation (a ``\\ud800`` escape in the model's JSON, echoed back; a file name that is
+not UTF-8 in a tool result) would raise ``UnicodeEncodeError`` before anything is sent; such a
+request is sent once more with U+FFFD in place of each surrogate.
+
 Importing this module costs over a second (the SDK is large): import it when the first stage
 needs a model, never on the server's start-up path.
 """
@@ -19,6 +30,7 @@ needs a model, never on the server's start-up path.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import anthropic
@@ -245,8 +257,28 @@ def _is_missing_credentials(exc: BaseException) -> bool:
 
 
 def _has_retry_after(exc: anthropic.APIStatusError) -> bool:
-    headers = exc.response.headers
+    return _headers_say_retry_after(exc.response.headers)
+
+
+def _headers_say_retry_after(headers: Any) -> bool:
     return bool(headers.get("retry-after-ms") or headers.get("retry-after"))
+
+
+class _NoRetryOnSpendLimit(anthropic.Middleware):
+    """Stops the SDK's retries of a 429 without ``retry-after`` (a spend or usage limit).
+
+    Without a hint when to come back, retrying only repeats the refusal after a back-off; the
+    response is marked ``x-should-retry: false``, which the SDK obeys before its own status
+    rules, and ``map_error`` then classifies it as ``spend_limit``.
+    """
+
+    async def handle_async(
+        self, request: anthropic.APIRequest, call_next: anthropic.AsyncCallNext
+    ) -> anthropic.AsyncAPIResponse[Any]:
+        response = await call_next(request)
+        if response.status_code == 429 and not _headers_say_retry_after(response.headers):
+            response.headers["x-should-retry"] = "false"
+        return response
 
 
 def _detail(exc: BaseException) -> str:
@@ -342,7 +374,11 @@ class AnthropicClient:
         self._timeout = timeout
         try:
             self._client = anthropic.AsyncAnthropic(
-                api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
+                api_key=api_key,
+                base_url=base_url,
+                max_retries=max_retries,
+                timeout=timeout,
+                middleware=[_NoRetryOnSpendLimit()],
             )
         except anthropic.AnthropicError as exc:
             raise map_error(exc) from exc
@@ -362,7 +398,13 @@ class AnthropicClient:
         if call.tools:
             params["tools"] = call.tools
         try:
-            message = await self._client.messages.create(**params)
+            try:
+                message = await self._client.messages.create(**params)
+            except UnicodeEncodeError:
+                # the SDK encodes the body as UTF-8 before sending anything, and a lone
+                # surrogate (model JSON echoed back, a file name that is not UTF-8) cannot be
+                # encoded: send U+FFFD in its place rather than fail the attempt
+                message = await self._client.messages.create(**_scrubbed(params))
         except anthropic.AnthropicError as exc:
             raise map_error(exc) from exc
         except TypeError as exc:
@@ -374,6 +416,20 @@ class AnthropicClient:
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._client.close()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrubbed(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value
 
 
 def _reply(message: Any, requested: str) -> ModelReply:

@@ -5,22 +5,38 @@ login, as it is. Per attempt it gets (argv, never a shell):
 
 - the stage brief as the prompt (after ``--``, or on stdin when too long for one argument) and
   the agent's system prompt with ``--system-prompt`` (replacing Claude Code's own, so the
-  context is what the context builder decided; ``system_prompt_mode="append"`` keeps it);
+  context is what the context builder decided; ``system_prompt_mode="append"`` keeps it). The
+  brief carries the project's ``CLAUDE.md``/``AGENTS.md`` (``ProjectFileSource``; by default
+  the worktree's), since Claude Code no longer reads them itself (next point);
+- ``--setting-sources ""``: none of the user's, project's or local settings files. A stage
+  runs with its own permissions only: the user's ``permissions.allow`` rules do not widen its
+  Bash patterns, and no hook from ``~/.claude`` or the worktree's ``.claude/`` runs (the
+  worktree is the model's workspace). The login itself is not a setting and still works; an
+  ``apiKeyHelper`` or ``env`` in the user's settings does not apply. Admin-managed policy
+  settings still do;
 - the resolved model (``--model``) and ``--fallback-model`` when one is set;
-- the agent's tools mapped like the API runner's (``--tools``: Read, Write, Edit, Glob, Grep and
-  Bash only when the stage allows command patterns). ``--permission-mode acceptEdits`` lets it
-  write inside the working directory only; ``--allowedTools`` pre-approves just the
-  ``Bash(<pattern>)`` rules. An unscoped ``Write`` or ``Read`` rule would let it touch any path,
-  so file tools are never listed there;
+- the agent's tools mapped like the API runner's (``--tools``: Read, Write, Edit, Glob, Grep,
+  and Bash only when the stage allows command patterns and the workspace is writable: a
+  command can write anywhere, so read-only means no commands). ``--permission-mode
+  acceptEdits`` lets it write inside the working directory only; ``--allowedTools``
+  pre-approves just the ``Bash(<pattern>)`` rules. An unscoped ``Write`` or ``Read`` rule would
+  let it touch any path, so file tools are never listed there;
 - an empty MCP configuration with ``--strict-mcp-config``, so it can never reach stageflow (or
-  any other server) through MCP; ``--max-turns``; ``--max-budget-usd`` with what the caps still
-  allow; ``--no-session-persistence``; ``--output-format json``;
+  any other server) through MCP; ``--max-turns``; ``--no-session-persistence``;
+- ``--max-budget-usd`` with this attempt's share of what the caps allow
+  (``AttemptMeter.share_usd``), reserved on the meter before the child starts
+  (``AttemptMeter.reserve``): parallel Claude Code stages split the run's budget instead of
+  each being handed all of it;
+- ``--output-format stream-json --verbose --include-partial-messages``: each model request's
+  usage is recorded on the attempt's meter as soon as the request ends (``claude_code_stream``),
+  so a timeout or a cancel keeps the spend of the requests already made;
 - the run's worktree as working directory, in its own process group: a timeout or an anyio
   cancellation kills the whole group.
 
-The result JSON's per-model usage and cost are recorded on the attempt's meter before anything
-else is decided, so a failed attempt's spend reaches the ledger too. Parsing lives in
-``claude_code_result``.
+At the end the result object (``claude_code_result``) gives the final text, and its per-model
+usage and cost top the ledger up where the CLI counted more than the stream showed
+(``claude_code_stream.unseen_usage``), before anything else is decided, so a failed attempt's
+spend reaches the ledger too.
 """
 
 from __future__ import annotations
@@ -30,27 +46,41 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
+from anyio.abc import Process
 
-from stageflow.engine.runner import AttemptRequest, AttemptResult, RequestUsage
+from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import BudgetExceeded, ModelError, StageTimeout
+from stageflow.subagents.claude_code_call import (
+    ARG_LIMIT,
+    DEFAULT_MAX_TURNS,
+    EMPTY_MCP_CONFIG,
+    ClaudeCall,
+    SystemPromptMode,
+    build_call,
+    claude_tools,
+    permission_rules,
+)
 from stageflow.subagents.claude_code_result import (
     CliResult,
     classify_cli_error,
-    parse_cli_output,
     parse_final_answer,
 )
+from stageflow.subagents.claude_code_stream import LineSplitter, StreamLedger
 from stageflow.subagents.command import _group_alive, _signal_group
-from stageflow.subagents.context import StageContext, build_context
-from stageflow.subagents.workspace_tools import normalize_tool_names
+from stageflow.subagents.context import (
+    DEFAULT_CONTEXT_TOKENS,
+    ContextSource,
+    ProjectFileSource,
+    StageContext,
+    build_context,
+    collect_sections,
+)
+from stageflow.subagents.pricing import PriceTable
 
 __all__ = [
     "EMPTY_MCP_CONFIG",
@@ -63,106 +93,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EMPTY_MCP_CONFIG = '{"mcpServers":{}}'
 DEFAULT_TIMEOUT = 1800.0
-DEFAULT_MAX_TURNS = 30
-# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN); stay well below it
-ARG_LIMIT = 100_000
 STDERR_TAIL = 64 * 1024
-WRITE_TOOLS = frozenset({"Write", "Edit"})
 
-SystemPromptMode = Literal["replace", "append"]
 ContextBuilder = Callable[[AttemptRequest], StageContext]
-
-
-def default_context(request: AttemptRequest) -> StageContext:
-    """The brief asks for a closing ```json block (Claude Code has no ``submit_result``).
-
-    No project-file source: Claude Code reads the worktree's ``CLAUDE.md`` itself.
-    """
-    return build_context(request, finish="json")
-
-
-def claude_tools(
-    agent_tools: Sequence[str], *, bash_allow: Sequence[str], writable: bool
-) -> list[str]:
-    """Claude Code tool names for ``--tools``: the agent's, mapped as for the API runner."""
-    tools = normalize_tool_names(agent_tools, bash_allowed=bool(bash_allow))
-    return [t for t in tools if writable or t not in WRITE_TOOLS]
-
-
-def permission_rules(tools: Sequence[str], bash_allow: Sequence[str]) -> list[str]:
-    """``--allowedTools`` rules: one ``Bash(<pattern>)`` per allowed command pattern."""
-    if "Bash" not in tools:
-        return []
-    return [f"Bash({p.strip()})" for p in dict.fromkeys(bash_allow) if p.strip()]
-
-
-@dataclass(frozen=True)
-class ClaudeCall:
-    """One ``claude`` invocation: argv, what goes to stdin, files to write before starting."""
-
-    argv: list[str]
-    stdin: bytes | None = None
-    files: dict[Path, str] = field(default_factory=dict)
-
-
-def _fits(text: str, limit: int) -> bool:
-    return len(text.encode("utf-8")) <= limit
-
-
-def _usd(amount: float) -> str:
-    return f"{max(amount, 0.000001):.6f}"
-
-
-def build_call(
-    executable: str,
-    context: StageContext,
-    *,
-    model: str | None,
-    fallback_model: str | None = None,
-    tools: Sequence[str],
-    allowed: Sequence[str] = (),
-    max_turns: int = DEFAULT_MAX_TURNS,
-    max_budget_usd: float | None = None,
-    writable: bool = True,
-    system_prompt_mode: SystemPromptMode = "replace",
-    scratch: Path | None = None,
-    arg_limit: int = ARG_LIMIT,
-) -> ClaudeCall:
-    """The ``claude -p`` invocation for one attempt (see the module docstring).
-
-    A system prompt over ``arg_limit`` bytes goes to a file in ``scratch`` (``ClaudeCall.files``);
-    a brief over it goes to stdin. ``--`` ends the options, so a brief starting with ``-``
-    stays the prompt.
-    """
-    argv = [executable, "-p", "--output-format", "json", "--no-session-persistence"]
-    if model:
-        argv += ["--model", model]
-    if fallback_model and fallback_model != model:
-        argv += ["--fallback-model", fallback_model]
-    flag = "--system-prompt" if system_prompt_mode == "replace" else "--append-system-prompt"
-    files: dict[Path, str] = {}
-    if _fits(context.system, arg_limit):
-        argv += [flag, context.system]
-    else:
-        if scratch is None:
-            raise ValueError("a system prompt this long needs a scratch directory")
-        path = scratch / "system-prompt.md"
-        files[path] = context.system
-        argv += [f"{flag}-file", str(path)]
-    # --tools and --allowedTools take several values: each list ends at the next option
-    argv += ["--tools", ",".join(tools)]
-    if allowed:
-        argv += ["--allowedTools", *allowed]
-    argv += ["--permission-mode", "acceptEdits" if writable else "default"]
-    argv += ["--strict-mcp-config", "--mcp-config", EMPTY_MCP_CONFIG]
-    argv += ["--max-turns", str(max_turns)]
-    if max_budget_usd is not None:
-        argv += ["--max-budget-usd", _usd(max_budget_usd)]
-    if _fits(context.brief, arg_limit):
-        return ClaudeCall([*argv, "--", context.brief], None, files)
-    return ClaudeCall(argv, context.brief.encode("utf-8"), files)
 
 
 class ClaudeCodeRunner:
@@ -170,7 +104,9 @@ class ClaudeCodeRunner:
 
     ``request.model`` is the resolved model id (``RoutedRunner`` resolves aliases); None lets
     Claude Code use its own default. ``env`` replaces the inherited environment (tests); None
-    passes ``os.environ`` through unchanged.
+    passes ``os.environ`` through unchanged. ``sources`` offer project context for the brief
+    (default: the worktree's ``CLAUDE.md`` and friends); ``context_builder`` replaces the whole
+    context building (tests). ``prices`` price each request as the stream shows it.
     """
 
     name = "claude-code"
@@ -183,6 +119,9 @@ class ClaudeCodeRunner:
         timeout: float = DEFAULT_TIMEOUT,
         max_turns: int = DEFAULT_MAX_TURNS,
         context_builder: ContextBuilder | None = None,
+        sources: Sequence[ContextSource] | None = None,
+        context_tokens: int = DEFAULT_CONTEXT_TOKENS,
+        prices: PriceTable | None = None,
         env: Mapping[str, str] | None = None,
         system_prompt_mode: SystemPromptMode = "replace",
         kill_grace: float = 2.0,
@@ -193,7 +132,10 @@ class ClaudeCodeRunner:
         self.fallback_model = fallback_model
         self.timeout = timeout
         self.max_turns = max_turns
-        self.context_builder: ContextBuilder = context_builder or default_context
+        self.context_builder = context_builder
+        self.sources = list(sources) if sources is not None else None
+        self.context_tokens = context_tokens
+        self.prices = prices if prices is not None else PriceTable()
         self.env = dict(env) if env is not None else None
         self.system_prompt_mode: SystemPromptMode = system_prompt_mode
         self.kill_grace = kill_grace  # SIGTERM -> SIGKILL
@@ -216,22 +158,24 @@ class ClaudeCodeRunner:
             )
         return found
 
+    async def _context(self, request: AttemptRequest) -> StageContext:
+        """The brief asks for a closing ```json block (Claude Code has no ``submit_result``)."""
+        if self.context_builder is not None:
+            return self.context_builder(request)
+        sources = self.sources
+        if sources is None:
+            sources = [ProjectFileSource(request.workdir)]
+        sections = await collect_sections(sources, request, self.context_tokens)
+        return build_context(
+            request, finish="json", sections=sections, budget_tokens=self.context_tokens
+        )
+
     async def run(self, request: AttemptRequest) -> AttemptResult:
         """Run one attempt in a fresh ``claude -p`` process; see the module docstring."""
         meter = request.meter
-        remaining = meter.remaining_usd()
-        if remaining is not None and remaining <= 0:
-            spent = meter.usage.cost_usd
-            raise BudgetExceeded(
-                f"budget exceeded in stage '{request.stage.id}': Claude Code was not started; "
-                f"the caps allow no more spending (this attempt has spent ${spent:.4f})",
-                spent_usd=spent,
-                budget_usd=spent,
-            )
         spent_before = meter.usage.cost_usd
         executable = self._resolve_executable()
-        context = self.context_builder(request)
-        meter.note_context(context.manifest())
+        context = await self._context(request)
         agent = request.agent
         max_turns = agent.max_turns if agent is not None and agent.max_turns else self.max_turns
         tools = claude_tools(
@@ -239,6 +183,25 @@ class ClaudeCodeRunner:
             bash_allow=request.bash_allow,
             writable=request.writable,
         )
+        if request.bash_allow and not request.writable:
+            log.info(
+                "%s: no Bash: the workspace is read-only (%s)",
+                self._where(request),
+                request.read_only_reason or "not writable",
+            )
+        # no await from the share to the reservation: attempts starting together split the caps
+        share = meter.share_usd()
+        if share is not None and share <= 0:
+            raise BudgetExceeded(
+                f"budget exceeded in stage '{request.stage.id}': Claude Code was not started; "
+                f"the caps allow no more spending (this attempt has spent ${spent_before:.4f})",
+                spent_usd=spent_before,
+                budget_usd=spent_before,
+            )
+        if share is not None:
+            meter.reserve(share)  # Claude Code enforces it; the run's other attempts see less
+        meter.note_context(context.manifest())
+        ledger = StreamLedger(meter, self.prices, request.model)
         with tempfile.TemporaryDirectory(prefix="stageflow-claude-") as scratch:
             call = build_call(
                 executable,
@@ -248,7 +211,7 @@ class ClaudeCodeRunner:
                 tools=tools,
                 allowed=permission_rules(tools, request.bash_allow),
                 max_turns=max_turns,
-                max_budget_usd=remaining,
+                max_budget_usd=share,
                 writable=request.writable,
                 system_prompt_mode=self.system_prompt_mode,
                 scratch=Path(scratch),
@@ -256,18 +219,25 @@ class ClaudeCodeRunner:
             )
             for path, text in call.files.items():
                 path.write_text(text, encoding="utf-8")
-            code, stdout, stderr = await self._execute(call, request)
-        parsed = parse_cli_output(stdout)
+            code, stderr = await self._execute(call, request, ledger)
+        parsed = ledger.result
         if parsed is None:
-            raise self._no_result(code, stdout, stderr)
-        await self._record(parsed, request)
-        cap = None if remaining is None else spent_before + remaining
-        return self._outcome(parsed, request, code, stderr, max_turns, cap)
+            raise self._no_result(code, ledger.reader.text, stderr)
+        await ledger.top_up(parsed)
+        cap = None if share is None else spent_before + share
+        model = parsed.answered_model or ledger.answered_model or request.model
+        return self._outcome(parsed, request, code, stderr, max_turns, cap, model)
 
     # -- the process ------------------------------------------------------------------------
 
-    async def _execute(self, call: ClaudeCall, request: AttemptRequest) -> tuple[int, str, str]:
-        """Run ``call`` in the workdir; (exit code, stdout, stderr). Kills the group on exit."""
+    async def _execute(
+        self, call: ClaudeCall, request: AttemptRequest, ledger: StreamLedger
+    ) -> tuple[int, str]:
+        """Run ``call`` in the workdir, stdout into ``ledger``; (exit code, stderr's tail).
+
+        Kills the group on the way out (timeout, cancel, error), then records the requests the
+        kill cut short.
+        """
         limit = request.timeout if request.timeout is not None else self.timeout
         request.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -293,38 +263,51 @@ class ClaudeCodeRunner:
             process.pid,
             request.model or "default",
         )
-        out, err = bytearray(), bytearray()
+        err = bytearray()
         try:
             with anyio.move_on_after(limit) as deadline:
-                await self._communicate(process, call.stdin, out, err)
+                await self._communicate(process, call.stdin, ledger, err)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stop_group(process)
+                await ledger.close()
         if deadline.cancelled_caught:
             raise StageTimeout(
                 f"Claude Code timed out after {limit:g}s in stage '{request.stage.id}' "
-                "(process group killed; its spend is not known)"
+                "(process group killed; the requests it had made so far are recorded)"
             )
         code = process.returncode if process.returncode is not None else -1
-        return code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        return code, err.decode("utf-8", "replace")
 
     async def _communicate(
-        self, process: Process, data: bytes | None, out: bytearray, err: bytearray
+        self, process: Process, data: bytes | None, ledger: StreamLedger, err: bytearray
     ) -> None:
         """Feed stdin, read both pipes until claude exits and they drain (or the grace ends).
 
-        stdout is kept whole (it is the result); stderr only its last ``STDERR_TAIL`` bytes.
+        stdout goes line by line into ``ledger``; of stderr only the last ``STDERR_TAIL`` bytes
+        are kept.
         """
 
-        async def pump(
-            stream: ByteReceiveStream | None, sink: bytearray, done: anyio.Event, limit: int
-        ) -> None:
+        async def read_stdout(done: anyio.Event) -> None:
+            lines = LineSplitter()
             try:
-                if stream is not None:
-                    async for chunk in stream:
-                        sink += chunk
-                        if len(sink) > limit:
-                            del sink[: len(sink) - limit]
+                if process.stdout is not None:
+                    async for chunk in process.stdout:
+                        for line in lines.feed(chunk):
+                            await ledger.feed(line)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+            for line in lines.close():
+                await ledger.feed(line)
+            done.set()
+
+        async def read_stderr(done: anyio.Event) -> None:
+            try:
+                if process.stderr is not None:
+                    async for chunk in process.stderr:
+                        err.extend(chunk)
+                        if len(err) > STDERR_TAIL:
+                            del err[: len(err) - STDERR_TAIL]
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
             done.set()
@@ -341,8 +324,8 @@ class ClaudeCodeRunner:
 
         events = [anyio.Event(), anyio.Event()]
         async with anyio.create_task_group() as tg:
-            tg.start_soon(pump, process.stdout, out, events[0], sys.maxsize)
-            tg.start_soon(pump, process.stderr, err, events[1], STDERR_TAIL)
+            tg.start_soon(read_stdout, events[0])
+            tg.start_soon(read_stderr, events[1])
             tg.start_soon(feed)
             await process.wait()
             # a tool's background child may hold the pipes open; don't wait for it forever
@@ -369,25 +352,8 @@ class ClaudeCodeRunner:
 
     # -- the result -------------------------------------------------------------------------
 
-    async def _record(self, parsed: CliResult, request: AttemptRequest) -> None:
-        """One ledger entry per model the session used, priced by the CLI's own ``costUSD``."""
-        for use in parsed.models:
-            await request.meter.record(
-                RequestUsage(
-                    model=use.model,
-                    model_requested=request.model or use.model,
-                    input_tokens=use.input_tokens,
-                    output_tokens=use.output_tokens,
-                    cache_write_5m_tokens=use.cache_write_5m_tokens,
-                    cache_write_1h_tokens=use.cache_write_1h_tokens,
-                    cache_read_tokens=use.cache_read_tokens,
-                    cost_usd=use.cost_usd,
-                    request_id=parsed.session_id,  # the CLI session: one entry per model in it
-                )
-            )
-
-    def _no_result(self, code: int, stdout: str, stderr: str) -> ModelError:
-        said = _tail(stderr or stdout)
+    def _no_result(self, code: int, stdout_text: str, stderr: str) -> ModelError:
+        said = _tail(stderr or stdout_text)
         if code == 0:
             return ModelError(
                 f"Claude Code exited 0 without a JSON result: {said or '(no output)'}",
@@ -409,8 +375,8 @@ class ClaudeCodeRunner:
         stderr: str,
         max_turns: int,
         cap: float | None,
+        model: str | None,
     ) -> AttemptResult:
-        model = parsed.answered_model or request.model
         if parsed.subtype == "error_max_turns":
             error = (
                 f"Claude Code reached the turn limit ({max_turns} turns, --max-turns) "

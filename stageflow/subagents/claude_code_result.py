@@ -1,9 +1,10 @@
-"""Reading what ``claude -p --output-format json`` prints, and the agent's final answer.
+"""Reading the CLI's result object, and the agent's final answer.
 
 Pure functions, no process and no I/O, so every shape the CLI can print is unit-tested:
 
-- ``parse_cli_output``: the single JSON result object Claude Code prints on stdout (also on
-  exit status 1 for ``error_max_turns``, ``error_max_budget_usd`` and API errors), with
+- ``parse_result`` / ``parse_cli_output``: the JSON result object Claude Code prints last on
+  stdout (the whole output with ``--output-format json``, the last line with ``stream-json``;
+  also on exit status 1 for ``error_max_turns``, ``error_max_budget_usd`` and API errors), with
   per-model usage from ``modelUsage`` (the top-level ``usage`` is only the last turn's on some
   error paths, so tokens and cost are taken per model);
 - ``parse_final_answer``: the closing fenced ```json block the brief asks for
@@ -33,6 +34,7 @@ __all__ = [
     "classify_cli_error",
     "parse_cli_output",
     "parse_final_answer",
+    "parse_result",
 ]
 
 STATUSES: tuple[str, ...] = get_args(AttemptStatus)
@@ -136,10 +138,13 @@ def _result_object(stdout: str) -> dict[str, Any] | None:
 
 
 def parse_cli_output(stdout: str) -> CliResult | None:
-    """The result object of ``claude -p --output-format json``; None when stdout has none."""
+    """The result object in the CLI's stdout (either output format); None when it has none."""
     data = _result_object(stdout)
-    if data is None:
-        return None
+    return None if data is None else parse_result(data)
+
+
+def parse_result(data: dict[str, Any]) -> CliResult:
+    """One ``{"type": "result", ...}`` object, reduced to what the runner uses."""
     status = data.get("api_error_status")
     errors = data.get("errors")
     denials = data.get("permission_denials")

@@ -11,6 +11,18 @@ argv joined by single spaces, case-sensitively). A program given as a path (``./
 ``../../bin/sh``) runs only when a pattern names that exact path as its first word, so
 ``pytest*`` cannot be stretched to ``pytest/../../../bin/sh``.
 
+An allowed command line is then checked argument by argument (``check_arguments``), because a
+pattern such as ``git diff*`` also matches options that write files (``--output=<file>``) or
+run programs (``git -c alias.x=!cmd x``): an argument, the value of ``--opt=value`` / ``k=v``,
+or an attached short-option value (``-o/tmp/x``) that names a path outside the workspace root
+(absolute, climbing with ``..``, or through a symlink) or inside a protected directory is
+refused; so are git's options that point it at another repository, config or program. Any
+argument counts, even one the program reads as something else (a regex ``/api/``): use a
+relative form. ``/dev/null`` is allowed.
+
+The command gets an allow-listed environment (``bash_env``): locale, paths, temp dirs and
+toolchain locations, never the server's credentials, whatever their names.
+
 The process gets its own session (process group); on timeout or cancellation the whole group
 is killed, and output is capped (head and tail kept).
 """
@@ -22,7 +34,7 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -37,6 +49,8 @@ __all__ = [
     "BashPolicy",
     "CommandTimedOut",
     "bash_env",
+    "check_arguments",
+    "protected_part",
     "run_argv",
 ]
 
@@ -48,8 +62,54 @@ NO_SHELL_HINT = (
     "Read/Grep/Glob tools to inspect files."
 )
 
-# environment variables that look like credentials are not handed to model-chosen commands
-_SECRET_MARKERS = ("API_KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
+# The only variables a model-chosen command inherits. A deny-list of credential-looking names
+# misses too much (SSH_PRIVATE_KEY, MYSQL_PWD, DOCKER_AUTH_CONFIG, DATABASE_URL ...). PYTHONPATH
+# and the toolchain homes are paths a project's tests may need; stageflow's own STAGEFLOW_*
+# (STAGEFLOW_TOKEN, the database path) are not for the model: the Bash tool sets none.
+_ENV_ALLOWED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "JAVA_HOME",
+        "GOPATH",
+        "GOROOT",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+    }
+)
+_ENV_ALLOWED_PREFIXES = ("LC_",)
+# git options that point it at another repository, config or program (before the subcommand)
+_GIT_GLOBAL_REFUSED = ("-c", "-C", "--config-env", "--exec-path", "--git-dir", "--work-tree")
+_GIT_GLOBAL_WITH_VALUE = frozenset({"--namespace", "--attr-source", "--super-prefix"})
+# git options that run a program named on the command line (after the subcommand); the short
+# forms mean that only for some subcommands (`git cherry-pick -x` is harmless)
+_GIT_RUNS_PROGRAM = ("--upload-pack", "--receive-pack", "--exec", "--extcmd", "--open-files-in")
+_GIT_SHORT_RUNS_PROGRAM = {
+    "rebase": "-x",
+    "difftool": "-x",
+    "grep": "-O",
+    "clone": "-u",
+    "ls-remote": "-u",
+}
+# `git config` writes the repository's config, which a run worktree shares with the user's
+# repository (core.pager, core.hooksPath ... would run later, outside stageflow); the
+# credential commands print the user's stored credentials; filter-branch runs shell filters
+_GIT_REFUSED_SUBCOMMANDS = frozenset(
+    {"config", "credential", "credential-cache", "credential-store", "filter-branch"}
+)
+_HARMLESS_PATHS = frozenset({"/dev/null"})
 _DRAIN_GRACE = 1.0  # after the program exits, how long to read what is left in the pipe
 
 
@@ -156,9 +216,109 @@ def find_shell_operator(command: str) -> str | None:
 
 
 def bash_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a model-chosen command: inherited, minus credential-like variables."""
+    """The environment for a model-chosen command: only the allow-listed inherited variables.
+
+    Locale (``LANG``, ``LC_*``), ``PATH``, ``HOME``, user, shell, terminal, temp dirs,
+    ``VIRTUAL_ENV``, ``PYTHONPATH`` and toolchain homes; nothing else, so no credential reaches
+    the command whatever its name.
+    """
     source = os.environ if base is None else base
-    return {k: v for k, v in source.items() if not any(m in k.upper() for m in _SECRET_MARKERS)}
+    return {
+        k: v for k, v in source.items() if k in _ENV_ALLOWED or k.startswith(_ENV_ALLOWED_PREFIXES)
+    }
+
+
+def protected_part(parts: Sequence[str], protected: Sequence[str]) -> str | None:
+    """The entry of ``protected`` that one of ``parts`` names, ignoring case, if any.
+
+    Case is ignored on every platform: on a case-insensitive file system ``.GIT`` is ``.git``.
+    """
+    wanted = {name.casefold(): name for name in protected}
+    for part in parts:
+        hit = wanted.get(part.casefold())
+        if hit is not None:
+            return hit
+    return None
+
+
+def check_arguments(argv: Sequence[str], *, root: Path, protected: Sequence[str] = ()) -> None:
+    """ToolError when an argument names a path outside ``root`` (resolved) or inside a
+    ``protected`` directory, or when a git command uses an option that escapes the workspace.
+
+    The program (``argv[0]``) is not checked here: ``BashPolicy.check`` vets it. Checked are
+    each argument, the value after its first ``=`` and an attached short-option value
+    (``-o/x``) that starts like a path (``/``, ``..``).
+    """
+    for arg in argv[1:]:
+        if "\x00" in arg:
+            raise ToolError("refused: an argument contains a NUL byte")
+        for value in _path_candidates(arg):
+            problem = _path_problem(value, root, protected)
+            if problem is not None:
+                raise ToolError(
+                    f"refused `{shlex.join(argv)}`: `{arg}` {problem}; commands may only name "
+                    "files under the workspace root (use a relative path such as `src/app.py`)"
+                )
+    if argv and Path(argv[0]).name == "git":
+        _check_git(argv)
+
+
+def _path_candidates(arg: str) -> list[str]:
+    values = [arg]
+    if "=" in arg:
+        values.append(arg.split("=", 1)[1])
+    if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+        attached = arg[2:]
+        if attached.startswith(("/", "..")):
+            values.append(attached)
+    return [v for v in values if v]
+
+
+def _path_problem(value: str, root: Path, protected: Sequence[str]) -> str | None:
+    if value in _HARMLESS_PATHS:
+        return None
+    given = Path(value)
+    try:
+        resolved = (root / given).resolve()  # an absolute `given` replaces the root
+    except (OSError, RuntimeError, ValueError):
+        return "is a path that cannot be resolved"
+    if not resolved.is_relative_to(root):
+        if given.is_absolute():
+            return "is an absolute path outside the workspace"
+        if ".." in given.parts:
+            return "climbs out of the workspace with `..`"
+        return "goes through a symbolic link that points outside the workspace"
+    name = protected_part(resolved.relative_to(root).parts, protected)
+    if name is not None:
+        return f"names a path inside `{name}`, which commands may not touch"
+    return None
+
+
+def _check_git(argv: Sequence[str]) -> None:
+    """Refuse git's global options that leave the workspace and options that run programs."""
+    args = list(argv[1:])
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        name = args[i].split("=", 1)[0]
+        if name in _GIT_GLOBAL_REFUSED or (args[i][:2] in ("-c", "-C") and len(args[i]) > 2):
+            raise ToolError(
+                f"refused `{shlex.join(argv)}`: git's `{name}` option points git at another "
+                "repository, configuration or program; run git on the workspace as it is"
+            )
+        i += 2 if name in _GIT_GLOBAL_WITH_VALUE and "=" not in args[i] else 1
+    subcommand = args[i] if i < len(args) else ""
+    if subcommand in _GIT_REFUSED_SUBCOMMANDS:
+        raise ToolError(f"refused `{shlex.join(argv)}`: `git {subcommand}` may not run in a stage")
+    short = _GIT_SHORT_RUNS_PROGRAM.get(subcommand)
+    for arg in args[i + 1 :]:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name.startswith(_GIT_RUNS_PROGRAM) or (short is not None and arg.startswith(short)):
+            raise ToolError(
+                f"refused `{shlex.join(argv)}`: `{name}` makes git run a program named on the "
+                "command line"
+            )
 
 
 class _Capped:

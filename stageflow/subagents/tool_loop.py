@@ -286,6 +286,10 @@ class _Loop:
                 return await self.extras[name].call(args), False
         except (InvalidArgument, OSError) as exc:  # ToolError included: the model can react
             return f"{name} failed: {exc}", True
+        except UnicodeError:
+            # model text a file name, file or command cannot hold (a lone surrogate escape in
+            # the JSON); the message leaves the text out, so it cannot break the next request
+            return f"{name} failed: its input contains text that is not valid Unicode", True
         offered = ", ".join(str(t["name"]) for t in self.tools)
         return f"unknown tool '{name}'; the tools are: {offered}", True
 

@@ -7,15 +7,24 @@ root, symlinks are resolved, and the *resolved* path must lie inside the resolve
 and symlinked parents of files that do not exist yet.
 
 Writes are further refused on a read-only workspace (with the reason, e.g. "not a git
-repository"), inside ``.git`` (a worktree's ``.git`` file or a repository's internals) and
-inside ``.stageflow`` (run state, templates and the Bash allow list live there). Text tools
-refuse files over ``max_file_bytes`` and binary files (a NUL byte in the first 8 KiB).
+repository"), inside ``.git`` (a worktree's ``.git`` file or a repository's internals, hooks),
+inside ``.stageflow`` (run state, templates and the Bash allow list live there) and inside
+``.claude`` (Claude Code's hooks and settings, and the project's agent definitions). Those
+names are compared ignoring case at any depth: on a case-insensitive file system (macOS,
+Windows) ``.GIT/hooks`` *is* ``.git/hooks``, and stageflow cannot know the file system. Text
+tools refuse files over ``max_file_bytes`` and binary files (a NUL byte in the first 8 KiB).
 
 Glob and Grep walk the tree themselves: they skip ``.git``, never descend into symlinked
-directories, and leave out symlinks that resolve outside the root.
+directories, and leave out symlinks that resolve outside the root. Their regular expressions
+(the model's, or compiled from its glob) run in a child process bounded by ``search_timeout``
+and killed when the caller is cancelled (``SearchStop``): ``re`` cannot be interrupted and
+holds the GIL while it backtracks, so a pattern like ``(a+)+$`` would otherwise stall the
+whole server for as long as it runs.
 
 Bash (``shell.BashPolicy``) is off unless the policy lists patterns, and is also refused on a
-read-only workspace: a command can write anywhere, so read-only must mean no commands.
+read-only workspace: a command can write anywhere, so read-only must mean no commands. An
+allowed command line is refused when an argument names a path outside the root or inside a
+protected directory (``shell.check_arguments``).
 
 Messages name paths relative to the root so the model can correct itself. Every method is
 synchronous except ``bash``.
@@ -23,25 +32,103 @@ synchronous except ``bash``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from stageflow.errors import InvalidArgument, ToolError
-from stageflow.subagents.shell import BashPolicy, bash_disabled_message, run_argv
+from stageflow.subagents.shell import (
+    BashPolicy,
+    bash_disabled_message,
+    check_arguments,
+    protected_part,
+    run_argv,
+)
 
-__all__ = ["PROTECTED_DIRS", "Workspace", "glob_regex"]
+__all__ = ["PROTECTED_DIRS", "SearchStop", "Workspace", "glob_regex"]
 
 log = logging.getLogger(__name__)
 
-PROTECTED_DIRS = (".git", ".stageflow")  # never written by a subagent, at any depth
-SKIPPED_DIRS = frozenset({".git"})  # never listed or searched
+PROTECTED_DIRS = (".git", ".stageflow", ".claude")  # never written by a subagent, any depth/case
+SKIPPED_DIRS = frozenset({".git"})  # never listed or searched (compared ignoring case)
+_PROTECTED_BY = {".git": "git", ".stageflow": "stageflow", ".claude": "Claude Code"}
 _SNIFF_BYTES = 8192
 _MAX_LINE_CHARS = 2000  # Read shortens longer lines
 _MAX_GREP_LINE = 300
 _MAX_GLOB_RESULTS = 1000
+
+
+# Grep and Glob run their regular expressions here, in a child process: Python's `re` holds
+# the GIL while it backtracks, so a pattern such as `(a+)+$` would freeze the event loop (and
+# a worker thread could not be cancelled); a child can be killed. Paths go as latin-1 text of
+# their bytes, so any file name survives the JSON.
+_SEARCH_CHILD = r"""
+import json, re, sys
+job = json.loads(sys.stdin.buffer.read())
+globs = [re.compile(p) for p in job["globs"]]
+def wanted(texts):
+    return any(rx.fullmatch(t) for rx in globs for t in texts)
+if job["mode"] == "glob":
+    out = {"found": [i for i, texts in enumerate(job["names"]) if wanted(texts)]}
+else:
+    rx = re.compile(job["pattern"], re.IGNORECASE if job["ignore_case"] else 0)
+    hits, skipped, truncated, cap = [], 0, False, job["line_chars"]
+    for i, name in enumerate(job["files"]):
+        if globs and not wanted(job["names"][i]):
+            continue
+        try:
+            with open(name.encode("latin-1"), "rb") as f:
+                data = f.read(job["max_bytes"] + 1)
+        except OSError:
+            data = None
+        if data is None or len(data) > job["max_bytes"] or b"\0" in data[: job["sniff"]]:
+            skipped += 1
+            continue
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if rx.search(line):
+                if len(hits) >= job["max_matches"]:
+                    truncated = True
+                    break
+                hits.append([i, number, line if len(line) <= cap else line[:cap] + " [...]"])
+        if truncated:
+            break
+    out = {"hits": hits, "skipped": skipped, "truncated": truncated}
+sys.stdout.write(json.dumps(out))
+"""
+
+
+class SearchStop:
+    """Lets an async caller stop a Grep or Glob that runs in a worker thread.
+
+    The thread cannot be interrupted, but the child process doing the matching can: ``stop``
+    kills it (at once, or as soon as it starts), and the search raises ToolError.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self.stopped = False
+
+    def started(self, child: subprocess.Popen[bytes]) -> None:
+        """Called by the search with its child process."""
+        with self._lock:
+            self._child = child
+            if self.stopped:
+                child.kill()
+
+    def stop(self) -> None:
+        """Kill the search's child process, now or when it starts."""
+        with self._lock:
+            self.stopped = True
+            if self._child is not None:
+                self._child.kill()
 
 
 class Workspace:
@@ -55,6 +142,7 @@ class Workspace:
         read_only_reason: str = "",
         max_file_bytes: int = 512_000,
         bash: BashPolicy | None = None,
+        search_timeout: float = 30.0,
     ) -> None:
         resolved = Path(root).resolve()
         if not resolved.is_dir():
@@ -63,6 +151,7 @@ class Workspace:
         self.writable = writable
         self.read_only_reason = read_only_reason
         self.max_file_bytes = max_file_bytes
+        self.search_timeout = search_timeout  # seconds of regex matching per Grep or Glob
         self.bash_policy = bash if bash is not None and bash.enabled else None
 
     # -- paths ------------------------------------------------------------------------------
@@ -106,13 +195,12 @@ class Workspace:
             reason = self.read_only_reason or "this stage may not change files"
             raise ToolError(f"cannot write `{path}`: the workspace is read-only: {reason}")
         target = self.resolve(path)
-        parts = target.relative_to(self.root).parts
-        for name in PROTECTED_DIRS:
-            if name in parts:
-                raise ToolError(
-                    f"cannot write `{self.rel(target)}`: files inside `{name}` are managed by "
-                    f"{'git' if name == '.git' else 'stageflow'} and may not be changed"
-                )
+        name = protected_part(target.relative_to(self.root).parts, PROTECTED_DIRS)
+        if name is not None:
+            raise ToolError(
+                f"cannot write `{self.rel(target)}`: files inside `{name}` are managed by "
+                f"{_PROTECTED_BY.get(name, 'stageflow')} and may not be changed"
+            )
         return target
 
     def _text_file(self, path: str, tool: str) -> tuple[Path, str]:
@@ -214,17 +302,22 @@ class Workspace:
         target.write_bytes(data)
         return f"Edited `{shown}`: replaced {_count(count, 'occurrence')}"
 
-    def glob(self, pattern: str, *, path: str = ".") -> str:
+    def glob(self, pattern: str, *, path: str = ".", stop: SearchStop | None = None) -> str:
         """Paths under ``path`` matching ``pattern`` (``**`` spans directories, ``{a,b}`` works)."""
         base = self._search_base(path)
         if not base.is_dir():
             raise ToolError(f"`{self.rel(base)}` is not a directory; give a directory to search")
         regexes = [glob_regex(p) for p in _pattern_parts(pattern)]
-        found: list[str] = []
-        for entry, is_dir in self._walk(base, dirs=True):
-            rel_to_base = entry.relative_to(base).as_posix()
-            if any(rx.fullmatch(rel_to_base) for rx in regexes):
-                found.append(self.rel(entry) + ("/" if is_dir else ""))
+        entries = list(self._walk(base, dirs=True))
+        job = {
+            "mode": "glob",
+            "globs": [rx.pattern for rx in regexes],
+            "names": [[entry.relative_to(base).as_posix()] for entry, _ in entries],
+        }
+        found = [
+            self.rel(entries[i][0]) + ("/" if entries[i][1] else "")
+            for i in self._search(job, "Glob", stop)["found"]
+        ]
         if not found:
             return f"No files match `{pattern}` under `{self.rel(base)}`"
         found.sort()
@@ -242,49 +335,42 @@ class Workspace:
         glob: str | None = None,
         ignore_case: bool = False,
         max_matches: int = 200,
+        stop: SearchStop | None = None,
     ) -> str:
         """Lines matching the regular expression ``pattern``, as ``path:line: text``."""
         try:
-            rx = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+            re.compile(pattern, re.IGNORECASE if ignore_case else 0)
         except re.error as exc:
             raise ToolError(f"`{pattern}` is not a valid regular expression: {exc}") from None
         if max_matches < 1:
             raise ToolError("`max_matches` must be at least 1")
         base = self._search_base(path)
+        filters: list[re.Pattern[str]] = []
         if base.is_dir():
             filters = [glob_regex(p) for p in _pattern_parts(glob)] if glob else []
-            files = [
-                f
-                for f, _ in self._walk(base, dirs=False)
-                if not filters or any(_glob_hit(rx_, f.relative_to(base)) for rx_ in filters)
-            ]
-            files.sort()
+            files = sorted(f for f, _ in self._walk(base, dirs=False))
         else:
             files = [base]
-        hits: list[str] = []
-        skipped = 0
-        truncated = False
-        for file in files:
-            text = self._grep_text(file)
-            if text is None:
-                skipped += 1
-                continue
-            for number, line in enumerate(text.splitlines(), start=1):
-                if rx.search(line):
-                    if len(hits) >= max_matches:
-                        truncated = True
-                        break
-                    shown = (
-                        line if len(line) <= _MAX_GREP_LINE else line[:_MAX_GREP_LINE] + " [...]"
-                    )
-                    hits.append(f"{self.rel(file)}:{number}: {shown}")
-            if truncated:
-                break
+        job = {
+            "mode": "grep",
+            "pattern": pattern,
+            "ignore_case": ignore_case,
+            "globs": [rx.pattern for rx in filters],
+            # Grep's file filter: a pattern with `/` matches the path, otherwise the file name
+            "names": [[f.relative_to(base).as_posix(), f.name] for f in files],
+            "files": [os.fsencode(f).decode("latin-1") for f in files],
+            "max_bytes": self.max_file_bytes,
+            "sniff": _SNIFF_BYTES,
+            "max_matches": max_matches,
+            "line_chars": _MAX_GREP_LINE,
+        }
+        found = self._search(job, "Grep", stop)
+        hits = [f"{self.rel(files[i])}:{number}: {text}" for i, number, text in found["hits"]]
         notes = []
-        if truncated:
+        if found["truncated"]:
             notes.append(f"(stopped at {max_matches} matches; narrow the pattern or the path)")
-        if skipped:
-            notes.append(f"({skipped} binary or oversized file(s) skipped)")
+        if found["skipped"]:
+            notes.append(f"({found['skipped']} binary or oversized file(s) skipped)")
         if not hits:
             return "\n".join([f"No matches for `{pattern}` in `{self.rel(base)}`", *notes])
         return "\n".join([*hits, *notes])
@@ -295,17 +381,35 @@ class Workspace:
             raise ToolError(f"`{self.rel(base)}` does not exist")
         return base
 
-    def _grep_text(self, file: Path) -> str | None:
-        """The file's text, or None when it is binary, too large or unreadable."""
+    def _search(self, job: dict[str, Any], tool: str, stop: SearchStop | None) -> Any:
+        """Run the regular expressions of ``job`` in a child process; see ``SearchStop``."""
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _SEARCH_CHILD],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+        )
+        if stop is not None:
+            stop.started(child)
         try:
-            if file.stat().st_size > self.max_file_bytes:
-                return None
-            data = file.read_bytes()
-        except OSError:
-            return None
-        if b"\x00" in data[:_SNIFF_BYTES]:
-            return None
-        return data.decode("utf-8", errors="replace")
+            out, err = child.communicate(json.dumps(job).encode(), timeout=self.search_timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolError(
+                f"{tool} was stopped after {self.search_timeout:g}s: the pattern makes the "
+                "regular expression engine backtrack too much (nested repetition such as "
+                "`(a+)+` or many `*`); simplify the pattern or narrow the path"
+            ) from None
+        finally:
+            if child.poll() is None:  # timed out, or interrupted: never leave it running
+                child.kill()
+                child.communicate()
+        if child.returncode != 0:
+            if stop is not None and stop.stopped:
+                raise ToolError(f"{tool} was cancelled")
+            detail = err.decode("utf-8", errors="replace").strip().splitlines()[-1:]
+            raise ToolError(f"{tool} failed: {''.join(detail) or f'exit {child.returncode}'}")
+        return json.loads(out)
 
     def _walk(self, base: Path, *, dirs: bool) -> Iterator[tuple[Path, bool]]:
         """Entries under ``base``: no ``.git``, no symlinked dirs, no links out of the root."""
@@ -318,7 +422,7 @@ class Workspace:
                 log.debug("cannot list %s: %s", current, exc)
                 continue
             for entry in entries:
-                if entry.name in SKIPPED_DIRS:
+                if entry.name.casefold() in SKIPPED_DIRS:
                     continue
                 full = Path(entry.path)
                 if entry.is_symlink():
@@ -354,6 +458,7 @@ class Workspace:
             reason = self.read_only_reason or "this stage may not change files"
             raise ToolError(f"Bash is not available: the workspace is read-only: {reason}")
         argv = policy.check(command)
+        check_arguments(argv, root=self.root, protected=PROTECTED_DIRS)
         limit = policy.timeout if timeout is None or timeout <= 0 else min(timeout, policy.timeout)
         code, output = await run_argv(
             argv, cwd=self.root, timeout=limit, max_output_bytes=policy.max_output_bytes
@@ -384,11 +489,6 @@ def _pattern_parts(pattern: str) -> list[str]:
     for alt in match.group(1).split(","):
         out.extend(_pattern_parts(head + alt + tail))
     return out
-
-
-def _glob_hit(rx: re.Pattern[str], rel: Path) -> bool:
-    """Grep's file filter: a pattern with ``/`` matches the path, otherwise the file name."""
-    return bool(rx.fullmatch(rel.as_posix()) or rx.fullmatch(rel.name))
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:

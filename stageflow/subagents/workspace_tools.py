@@ -7,19 +7,21 @@ for Claude Code should still load and run here. Argument names follow Claude Cod
 (``file_path``, ``old_string``, ``replace_all`` ...) because models know them.
 
 ``call_workspace_tool`` checks the arguments before calling ``Workspace``: a missing or
-wrong-typed argument becomes a ToolError that names it, so the model can fix its call.
+wrong-typed argument becomes a ToolError that names it, so the model can fix its call. So does
+a string that cannot be encoded as UTF-8: JSON may carry a lone surrogate escape (``\ud800``),
+which no file name, file content or command line can hold.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
 from stageflow.errors import ToolError
-from stageflow.subagents.workspace import Workspace
+from stageflow.subagents.workspace import SearchStop, Workspace
 
 __all__ = [
     "FILE_TOOLS",
@@ -216,11 +218,24 @@ def _checked(name: str, args: dict[str, Any]) -> dict[str, Any]:
         )
         if wrong:
             raise ToolError(f"{name}: `{key}` must be a {kind}, got {type(value).__name__}")
+        if isinstance(value, str):
+            _check_encodable(name, key, value)
         minimum = props[key].get("minimum")
         if minimum is not None and value < minimum:
             raise ToolError(f"{name}: `{key}` must be at least {minimum}, got {value}")
         out[key] = value
     return out
+
+
+def _check_encodable(name: str, key: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # the message must not quote the value: it would carry the surrogate back to the API
+        raise ToolError(
+            f"{name}: `{key}` contains a character that is not valid Unicode (a lone surrogate "
+            f"at position {exc.start}); send the text without it"
+        ) from None
 
 
 async def call_workspace_tool(ws: Workspace, name: str, args: dict[str, Any]) -> str:
@@ -246,16 +261,32 @@ async def call_workspace_tool(ws: Workspace, name: str, args: dict[str, Any]) ->
                 replace_all=a.get("replace_all", False),
             )
         )
+    stop = SearchStop()
     if name == "Glob":
-        return await anyio.to_thread.run_sync(
-            lambda: ws.glob(a["pattern"], path=a.get("path", "."))
+        return await _search(
+            stop, lambda: ws.glob(a["pattern"], path=a.get("path", "."), stop=stop)
         )
-    return await anyio.to_thread.run_sync(
+    return await _search(
+        stop,
         lambda: ws.grep(
             a["pattern"],
             path=a.get("path", "."),
             glob=a.get("glob"),
             ignore_case=a.get("ignore_case", False),
             max_matches=a.get("max_matches", 200),
-        )
+            stop=stop,
+        ),
     )
+
+
+async def _search(stop: SearchStop, search: Callable[[], str]) -> str:
+    """Run a Glob or Grep in a worker thread that gives way to cancellation at once.
+
+    The thread is abandoned on cancel and ``stop`` kills the search's child process, so the
+    thread ends soon after instead of matching on for as long as the pattern takes.
+    """
+    try:
+        return await anyio.to_thread.run_sync(search, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        stop.stop()
+        raise

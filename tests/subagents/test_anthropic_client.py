@@ -252,6 +252,26 @@ async def test_a_reply_without_a_model_reports_the_requested_one(api: MessagesSt
     assert reply.model == "claude-haiku-4-5"
 
 
+async def test_a_lone_surrogate_in_the_conversation_is_sent_as_a_replacement_character(
+    api: MessagesStandIn,
+) -> None:
+    # JSON from the model may carry "\ud800"; echoed back (or in a tool result naming a file
+    # whose name is not UTF-8) it cannot be encoded, and the SDK would raise before sending
+    api.push(200, message([{"type": "text", "text": "ok"}], "end_turn"))
+    tool_use = {"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": "\ud800"}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "caf\udce9.txt"}
+    messages = [
+        USER,
+        {"role": "assistant", "content": [tool_use]},
+        {"role": "user", "content": [result]},
+    ]
+    reply = await send(client_for(api), call(messages=messages))
+    assert reply.text() == "ok"
+    [sent] = api.requests
+    assert sent["body"]["messages"][1]["content"][0]["input"] == {"file_path": "\ufffd"}
+    assert sent["body"]["messages"][2]["content"][0]["content"] == "caf\ufffd.txt"
+
+
 # -- retries and errors -----------------------------------------------------------------------
 
 
@@ -294,6 +314,26 @@ async def test_429_without_retry_after_is_a_spend_limit_and_not_retryable(
     assert (err.kind, err.retryable, err.status_code) == ("spend_limit", False, 429)
     assert "spend or usage limit" in str(err)
     assert "API usage limits" in str(err)
+
+
+async def test_a_429_with_retry_after_is_still_retried_by_the_sdk(api: MessagesStandIn) -> None:
+    # only a 429 *without* retry-after (a spend limit) is exempt from the SDK's retries
+    for _ in range(2):
+        api.push(429, error("rate_limit_error", "slow down"), FAST)
+    api.push(200, message([{"type": "text", "text": "ok"}], "end_turn"))
+    reply = await send(client_for(api), call())
+    assert reply.text() == "ok"
+    assert len(api.requests) == 3
+
+
+async def test_a_429_without_retry_after_is_sent_once_whatever_max_retries(
+    api: MessagesStandIn,
+) -> None:
+    api.push(429, error("rate_limit_error", "You have reached your specified API usage limits."))
+    api.push(200, message([{"type": "text", "text": "not reached"}], "end_turn"))
+    err = await failure(client_for(api, max_retries=5))
+    assert (err.kind, err.retryable, err.status_code) == ("spend_limit", False, 429)
+    assert len(api.requests) == 1
 
 
 @pytest.mark.parametrize(

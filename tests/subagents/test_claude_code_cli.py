@@ -126,6 +126,7 @@ async def test_a_stage_completes_through_the_real_cli_with_no_mcp_servers(
     tmp_path: Path, cli: Cli, api: StandIn
 ) -> None:
     request = stage_request(tmp_path / "worktree")
+    (request.workdir / "CLAUDE.md").write_text("PROJECT RULE: name every file you touch.\n")
     result = await attempt(cli.runner(api), request)
     why = trace(api, cli)
 
@@ -137,24 +138,45 @@ async def test_a_stage_completes_through_the_real_cli_with_no_mcp_servers(
     assert "file `app.py`" in result.artifacts["design"]
     assert (request.workdir / "notes" / "architecture.md").is_file(), why
 
-    # Cost and model recorded: one ledger entry, tokens exactly what the stand-in served, the
-    # CLI's cost equal to our price table's for the same usage.
-    served = api.totals()
-    [entry] = request.meter.requests
-    assert (entry.model, entry.model_requested) == (MODEL, MODEL)
+    # Cost and model recorded: one ledger entry per model request, taken from the stream as
+    # it arrived (keyed by message id), with exactly the tokens the stand-in served for that
+    # request and our price table's cost. No top-up entry: the CLI's own totals at the end
+    # (tokens and cost per model) are no more than what the stream showed.
+    answered = [r for r in api.message_requests() if r.usage is not None and r.reply]
+    entries = request.meter.requests
+    assert [e.request_id for e in entries] == [r.reply["id"] for r in answered if r.reply], why
+    for entry, served_one in zip(entries, answered, strict=True):
+        u = served_one.usage or {}
+        created = u.get("cache_creation") or {}
+        assert (entry.model, entry.model_requested) == (MODEL, MODEL)
+        assert (
+            entry.input_tokens,
+            entry.output_tokens,
+            entry.cache_read_tokens,
+            entry.cache_write_5m_tokens,
+            entry.cache_write_1h_tokens,
+        ) == (
+            u.get("input_tokens", 0),
+            u.get("output_tokens", 0),
+            u.get("cache_read_input_tokens", 0),
+            created.get("ephemeral_5m_input_tokens", 0),
+            created.get("ephemeral_1h_input_tokens", 0),
+        ), why
     assert (result.model, result.model_requested) == (MODEL, MODEL)
+    served = api.totals()
+    usage = request.meter.usage
     assert (
-        entry.input_tokens,
-        entry.output_tokens,
-        entry.cache_read_tokens,
-        entry.cache_write_5m_tokens,
-        entry.cache_write_1h_tokens,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.requests,
     ) == (
         served.input_tokens,
         served.output_tokens,
         served.cache_read_tokens,
-        served.cache_write_5m_tokens,
-        served.cache_write_1h_tokens,
+        served.cache_write_5m_tokens + served.cache_write_1h_tokens,
+        served.requests,
     ), why
     assert served.requests >= 3 and served.cache_read_tokens > 0
     ours, priced = PriceTable(DEFAULT_PRICES, PRICES_AS_OF).cost(
@@ -167,9 +189,9 @@ async def test_a_stage_completes_through_the_real_cli_with_no_mcp_servers(
             cache_read_tokens=served.cache_read_tokens,
         ),
     )
-    assert priced and entry.cost_usd == pytest.approx(ours, rel=1e-9) and ours > 0
+    assert priced and ours > 0
     assert result.usage == request.meter.usage
-    assert result.usage.cost_usd == pytest.approx(entry.cost_usd, rel=1e-9)
+    assert result.usage.cost_usd == pytest.approx(ours, rel=1e-9)
     assert request.meter.context["items"][0]["kind"] == "system"
 
     # No MCP servers: the argv says so, and no mcp__ tool ever reached the model, although the
@@ -192,6 +214,11 @@ async def test_a_stage_completes_through_the_real_cli_with_no_mcp_servers(
     assert AGENT_PROMPT in system and PREAMBLE in system, system
     assert "You are an interactive agent" not in system
     assert "# Stage `architecture`" in text_of(first["messages"][0]["content"])
+    # The worktree's CLAUDE.md came once, in the brief: Claude Code loads no settings or
+    # memory files of its own (--setting-sources "").
+    assert argv[argv.index("--setting-sources") + 1] == ""
+    assert json.dumps(first).count("PROJECT RULE: name every file you touch.") == 1, why
+    assert "## Project context: CLAUDE.md" in text_of(first["messages"][0]["content"])
 
 
 async def test_the_turn_limit_fails_the_attempt_with_long_prompts_sent_by_stdin_and_file(

@@ -99,8 +99,12 @@ def test_the_call_is_a_fresh_print_session_with_no_mcp_servers_and_the_brief_las
         "/usr/bin/claude",
         "-p",
         "--output-format",
-        "json",
+        "stream-json",
+        "--verbose",
+        "--include-partial-messages",
         "--no-session-persistence",
+        "--setting-sources",
+        "",
         "--model",
         MODEL,
         "--fallback-model",
@@ -192,8 +196,10 @@ def test_agent_tools_map_to_claude_code_names_and_bash_needs_allowed_patterns() 
     ]
 
 
-def test_a_read_only_workspace_offers_no_write_tools() -> None:
+def test_a_read_only_workspace_offers_no_write_tools_and_no_bash() -> None:
     assert claude_tools([], bash_allow=[], writable=False) == ["Read", "Glob", "Grep"]
+    assert claude_tools(["Read", "Bash"], bash_allow=["pytest*"], writable=False) == ["Read"]
+    assert permission_rules(["Read"], ["pytest*"]) == []
 
 
 def test_only_bash_patterns_are_pre_approved() -> None:
@@ -399,12 +405,17 @@ record = {{
 if "--system-prompt-file" in argv:
     record["system_file"] = Path(argv[argv.index("--system-prompt-file") + 1]).read_text()
 (here / "call.json").write_text(json.dumps(record))
-if scenario.get("hang"):
+def hang():
     child = subprocess.Popen(["sleep", "60"])
     (here / "child.pid").write_text(str(child.pid))
     (here / "claude.pid").write_text(str(os.getpid()))
     time.sleep(60)
+if scenario.get("hang"):
+    hang()
 sys.stdout.write(scenario.get("stdout", ""))
+sys.stdout.flush()
+if scenario.get("hang_after_output"):
+    hang()
 sys.stderr.write(scenario.get("stderr", ""))
 sys.exit(scenario.get("code", 0))
 """
@@ -428,9 +439,16 @@ class FakeClaude:
         stdout: str | None = None,
         stderr: str = "",
         hang: bool = False,
+        hang_after_output: bool = False,
     ) -> None:
         out = stdout if stdout is not None else json.dumps(result) if result else ""
-        scenario = {"stdout": out, "stderr": stderr, "code": code, "hang": hang}
+        scenario = {
+            "stdout": out,
+            "stderr": stderr,
+            "code": code,
+            "hang": hang,
+            "hang_after_output": hang_after_output,
+        }
         (self.folder / "scenario.json").write_text(json.dumps(scenario))
 
     def call(self) -> dict[str, Any]:

@@ -11,8 +11,15 @@ import anyio
 import pytest
 
 from stageflow.errors import ToolError
-from stageflow.subagents.shell import BashPolicy, CommandTimedOut, find_shell_operator, run_argv
-from stageflow.subagents.workspace import Workspace
+from stageflow.subagents.shell import (
+    BashPolicy,
+    CommandTimedOut,
+    bash_env,
+    check_arguments,
+    find_shell_operator,
+    run_argv,
+)
+from stageflow.subagents.workspace import PROTECTED_DIRS, Workspace
 
 PY = shlex.quote(sys.executable)
 
@@ -102,6 +109,124 @@ def test_unbalanced_quotes_and_empty_commands_are_refused() -> None:
         policy.check("echo 'open")
     with pytest.raises(ToolError, match="`command` is empty"):
         policy.check("   ")
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def argroot(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    (root / "src").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (tmp_path / "outside").mkdir()
+    (root / "link_out").symlink_to(tmp_path / "outside")
+    return root
+
+
+def refusal(argv: list[str], root: Path) -> str:
+    with pytest.raises(ToolError) as err:
+        check_arguments(argv, root=root, protected=PROTECTED_DIRS)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["git", "diff", "--output=/tmp/diff.txt"], "is an absolute path outside the workspace"),
+        (["git", "diff", "--output=../diff.txt"], "climbs out of the workspace with `..`"),
+        (["cat", "src/../../secret"], "climbs out of the workspace"),
+        (["sort", "-o", "/etc/cron.d/x", "a"], "is an absolute path outside"),
+        (["sort", "-o/etc/cron.d/x", "a"], "is an absolute path outside"),
+        (["sort", "-o../x", "a"], "climbs out"),
+        (["dd", "if=a", "of=/tmp/x"], "is an absolute path outside"),
+        (["cat", "link_out/secret"], "symbolic link that points outside"),
+        (["git", "diff", "--output=.git/hooks/pre-commit"], "inside `.git`"),
+        (["cp", "a", ".GIT/hooks/pre-commit"], "inside `.git`"),
+        (["cp", "a", ".claude/settings.json"], "inside `.claude`"),
+    ],
+)
+def test_arguments_naming_paths_outside_or_in_protected_dirs_are_refused(
+    argroot: Path, argv: list[str], why: str
+) -> None:
+    message = refusal(argv, argroot)
+    assert why in message
+    assert "use a relative path" in message
+
+
+def test_arguments_inside_the_workspace_are_accepted(argroot: Path) -> None:
+    for argv in (
+        ["pytest", "-q", "src", f"--rootdir={argroot}"],
+        ["git", "diff", "--stat", "main..HEAD", "--", "src/a.py", "src/../b.py"],
+        ["git", "diff", "--no-index", "/dev/null", "src/new.py"],
+        ["git", "log", "-1", "--format=%H %s", "HEAD~1"],
+        ["git", "cherry-pick", "-x", "abc123"],
+        ["echo", "$HOME", "~", "https://example.com/a/../b"],
+        ["/usr/bin/python3", "-c", "print(1)"],  # the program itself is BashPolicy's business
+    ):
+        check_arguments(argv, root=argroot, protected=PROTECTED_DIRS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["git", "-c", "alias.x=!touch pwned", "x"],
+        ["git", "-calias.x=!sh", "x"],
+        ["git", "-C", "src", "status"],
+        ["git", "--config-env=core.pager=EDITOR", "log"],
+        ["git", "--exec-path=src", "status"],
+        ["git", "--git-dir=src/.hidden", "log"],
+        ["git", "--work-tree", "src", "status"],
+        ["git", "--namespace", "x", "-c", "core.pager=sh", "log"],
+        ["git", "config", "core.hooksPath", "src"],
+        ["git", "credential", "fill"],
+        ["git", "fetch", "--upload-pack=touch pwned", "origin"],
+        ["git", "push", "--receive-pack", "sh", "origin"],
+        ["git", "archive", "--exec=sh", "HEAD"],
+        ["git", "difftool", "--extcmd=sh", "HEAD"],
+        ["git", "grep", "--open-files-in-pager=sh", "x"],
+        ["git", "grep", "-Osh", "x"],
+        ["git", "rebase", "-x", "touch pwned", "main"],
+        ["/usr/bin/git", "-c", "core.pager=sh", "log"],
+    ],
+)
+def test_git_options_that_leave_the_workspace_or_run_programs_are_refused(
+    argroot: Path, argv: list[str]
+) -> None:
+    assert "refused" in refusal(argv, argroot)
+
+
+@pytest.mark.anyio
+async def test_an_allowed_pattern_still_refuses_a_path_argument_outside(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    root.mkdir()
+    target = tmp_path / "written.txt"
+    ws = workspace(root, f"{PY} -c *")
+    script = "import sys; open(sys.argv[1], 'w').write('x')"
+    with anyio.fail_after(20):
+        with pytest.raises(ToolError, match="is an absolute path outside the workspace"):
+            await ws.bash(f'{PY} -c "{script}" {target}')
+        assert await ws.bash(f'{PY} -c "{script}" inside.txt') == "(exit code 0)"
+    assert not target.exists()
+    assert (root / "inside.txt").read_text() == "x"
+
+
+def test_bash_env_keeps_only_the_allow_list() -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/u",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C",
+        "VIRTUAL_ENV": "/venv",
+        "PYTHONPATH": "src",
+        "TMPDIR": "/tmp",
+        "STAGEFLOW_TOKEN": "sf-secret",
+        "STAGEFLOW_DB": "/home/u/.stageflow/state.db",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "NPM_CONFIG__AUTH": "x",
+        "PGPASSFILE": "/home/u/.pgpass",
+    }
+    assert bash_env(base) == {k: base[k] for k in list(base)[:7]}
 
 
 # -- running --------------------------------------------------------------------------------
@@ -200,13 +325,18 @@ async def test_credentials_are_not_passed_to_commands(
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     monkeypatch.setenv("GITHUB_TOKEN", "ghp-test")
-    monkeypatch.setenv("STAGEFLOW_VISIBLE", "yes")
+    monkeypatch.setenv("STAGEFLOW_TOKEN", "sf-test")
+    monkeypatch.setenv("SSH_PRIVATE_KEY", "-----BEGIN KEY-----")
+    monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.setenv("LC_MESSAGES", "C")
     ws = workspace(tmp_path, "env")
     with anyio.fail_after(20):
         out = await ws.bash("env")
-    assert "STAGEFLOW_VISIBLE=yes" in out
-    assert "sk-ant-test" not in out
-    assert "ghp-test" not in out
+    assert "TZ=UTC" in out
+    assert "LC_MESSAGES=C" in out
+    assert f"PATH={os.environ['PATH']}" in out
+    for secret in ("sk-ant-test", "ghp-test", "sf-test", "BEGIN KEY"):
+        assert secret not in out
     assert "ANTHROPIC_API_KEY" in os.environ  # only the child's copy is scrubbed
 
 

@@ -182,6 +182,25 @@ async def test_an_os_error_from_a_tool_is_an_error_result(tmp_path: Path) -> Non
     assert failure["content"] == "lookup failed: [Errno 13] Permission denied: 'index.db'"
 
 
+async def test_text_a_tool_cannot_encode_is_an_error_result_without_the_text(
+    tmp_path: Path,
+) -> None:
+    async def encodes(args: dict[str, Any]) -> str:
+        return str(args["q"]).encode("utf-8").decode()  # a lone surrogate cannot be encoded
+
+    lookup = ExtraTool(definition={**counting_tool()[0].definition}, call=encodes)
+    model = fake_model(
+        tool_reply(tool_use("lookup", {"q": "bad \ud800"})), tool_reply(submit({"design": "d"}))
+    )
+
+    result = await run_loop(model, tmp_path, extra_tools=[lookup])
+
+    assert result.status == "passed"
+    [failure] = tool_results(model.calls[1])
+    assert failure["is_error"] is True
+    assert failure["content"] == "lookup failed: its input contains text that is not valid Unicode"
+
+
 async def test_submit_without_an_artifact_is_refused_with_what_is_missing_then_accepted(
     tmp_path: Path,
 ) -> None:

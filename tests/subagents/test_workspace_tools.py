@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,7 @@ import pytest
 
 from stageflow.errors import ToolError
 from stageflow.subagents.shell import BashPolicy
-from stageflow.subagents.workspace import Workspace
+from stageflow.subagents.workspace import SearchStop, Workspace
 from stageflow.subagents.workspace_tools import (
     TOOL_NAMES,
     call_workspace_tool,
@@ -166,6 +170,33 @@ def test_stageflow_state_is_not_writable(ws: Workspace) -> None:
     assert not (ws.root / ".stageflow").exists()
 
 
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        (".claude/settings.json", "`.claude` are managed by Claude Code"),
+        (".claude/agents/architect.md", "`.claude` are managed by Claude Code"),
+        ("sub/.Claude/settings.local.json", "`.claude` are managed by Claude Code"),
+        (".Git/config", "`.git` are managed by git"),
+        ("pkg/.STAGEFLOW/runs.db", "`.stageflow` are managed by stageflow"),
+    ],
+)
+def test_claude_settings_and_protected_dirs_in_any_case_are_not_writable(
+    ws: Workspace, path: str, owner: str
+) -> None:
+    # Claude Code runs hooks from .claude/settings.json, and stageflow loads agents from
+    # .claude/agents; on a case-insensitive file system `.Git` is `.git`
+    with pytest.raises(ToolError, match=re.escape(owner)):
+        ws.write(path, "evil")
+    assert not (ws.root / ".claude").exists()
+    assert (ws.root / ".git" / "config").read_text() == "[core]\n main = yes\n"
+
+
+def test_a_name_that_only_starts_like_a_protected_dir_is_writable(ws: Workspace) -> None:
+    ws.write(".claude-notes/todo.md", "x\n")
+    ws.write(".gitignore", "*.pyc\n")
+    assert (ws.root / ".claude-notes" / "todo.md").read_text() == "x\n"
+
+
 def test_a_read_only_workspace_refuses_writes_with_its_reason(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello\n")
     ro = Workspace(tmp_path, writable=False, read_only_reason="the project is not a git repository")
@@ -233,6 +264,70 @@ def test_grep_without_matches_says_so(ws: Workspace) -> None:
     assert ws.grep("nothing-like-this", path="src") == "No matches for `nothing-like-this` in `src`"
 
 
+CATASTROPHIC = r"(a+)+$"  # backtracks for seconds on a line of ~26 'a's and a '!'
+
+
+def test_grep_with_a_pattern_that_backtracks_too_long_is_stopped(ws: Workspace) -> None:
+    (ws.root / "a.txt").write_text("a" * 40 + "!\n")
+    slow = Workspace(ws.root, search_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ToolError, match=r"Grep was stopped after 0\.5s: .*backtrack"):
+        slow.grep(CATASTROPHIC, path="a.txt")
+    assert time.monotonic() - started < 5
+
+
+def test_glob_with_a_pattern_that_backtracks_too_long_is_stopped(ws: Workspace) -> None:
+    (ws.root / ("a" * 60)).write_text("")
+    slow = Workspace(ws.root, search_timeout=0.5)
+    with pytest.raises(ToolError, match=r"Glob was stopped after 0\.5s"):
+        slow.glob("*a*a*a*a*a*a*a*a*b")
+
+
+def test_a_stopped_search_kills_its_matcher_and_says_so(ws: Workspace) -> None:
+    (ws.root / "a.txt").write_text("a" * 40 + "!\n")
+    stop = SearchStop()
+    stop.stop()  # before the child starts: it is killed as soon as it does
+    started = time.monotonic()
+    with pytest.raises(ToolError, match="Grep was cancelled"):
+        ws.grep(CATASTROPHIC, path="a.txt", stop=stop)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_grep_tool_call_returns_at_once_and_kills_its_matcher(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (ws.root / "a.txt").write_text("a" * 40 + "!\n")  # would backtrack for days
+    searches: list[tuple[SearchStop, subprocess.Popen[bytes]]] = []
+    original = SearchStop.started
+
+    def record(self: SearchStop, child: subprocess.Popen[bytes]) -> None:
+        searches.append((self, child))
+        original(self, child)
+
+    monkeypatch.setattr(SearchStop, "started", record)
+    started = time.monotonic()
+    with anyio.move_on_after(0.3):
+        await call_workspace_tool(ws, "Grep", {"pattern": CATASTROPHIC, "path": "a.txt"})
+    assert time.monotonic() - started < 3
+    with anyio.fail_after(5):
+        while not searches:  # noqa: ASYNC110 -- the abandoned thread may start the child late
+            await anyio.sleep(0.01)
+        [(stop, child)] = searches
+        assert stop.stopped
+        while child.poll() is None:  # noqa: ASYNC110 -- no event exists for "a process died"
+            await anyio.sleep(0.01)
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_grep_searches_files_whose_names_are_not_utf8(ws: Workspace) -> None:
+    name = os.fsdecode(b"caf\xe9.txt")
+    (ws.root / name).write_text("needle\n")
+    [hit] = ws.grep("needle").splitlines()
+    assert hit.endswith(".txt:1: needle")
+    assert ws.glob("caf*.txt").endswith(".txt")
+
+
 # -- tool names and definitions -------------------------------------------------------------
 
 
@@ -286,6 +381,9 @@ async def test_dispatch_runs_each_file_tool(ws: Workspace) -> None:
         ("Read", {"path": "a"}, "unknown argument(s) path; it accepts file_path, offset, limit"),
         ("Edit", {"file_path": "a", "old_string": "x"}, "needs the argument(s) new_string"),
         ("Grep", {"pattern": "x", "ignore_case": "yes"}, "`ignore_case` must be a boolean"),
+        ("Write", {"file_path": "a.md", "content": "x \ud800"}, "`content` contains a character"),
+        ("Read", {"file_path": "bad-\udc80.md"}, "`file_path` contains a character that is not"),
+        ("Bash", {"command": "echo \ud800"}, "a lone surrogate at position 5"),
         ("WebFetch", {"url": "http://x"}, "unknown tool `WebFetch`"),
     ],
 )
