@@ -4,7 +4,8 @@ Layers come lowest precedence first (``Settings.agent_dirs()``: built-in <
 ``~/.stageflow/agents`` < ``<project>/.claude/agents`` < ``<project>/.stageflow/agents``); a
 later layer's agent replaces an earlier one with the same ``name``. ``load_agents`` is pure: it
 reads the folders once and returns a snapshot, with one ``Problem`` per broken file, so a broken
-file never hides the others. Hot reload rebuilds the snapshot and swaps it (``watcher.py``).
+file never hides the others. Hot reload re-parses changed files and swaps the snapshot
+(``live.py``, ``watcher.py``).
 """
 
 from __future__ import annotations

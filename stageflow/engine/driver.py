@@ -20,6 +20,7 @@ from typing import Literal
 import anyio
 from anyio.abc import TaskGroup
 
+from stageflow.agents.definition import AgentDefinition
 from stageflow.engine import events as ev
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.runner import (
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 Until = Literal["idle", "terminal"]
 EventSink = Callable[[ev.Envelope, RunState], None]
+# name -> the agent's current definition (hot reload), or None to keep the run's own
+AgentProvider = Callable[[str], AgentDefinition | None]
 
 
 def estimate_tokens(chars: int) -> int:
@@ -89,9 +92,11 @@ class RunDriver:
         clock: Callable[[], float] = time.time,
         sink: EventSink | None = None,
         poll_interval: float = 0.25,
+        agents: AgentProvider | None = None,
     ) -> None:
         self.store = store
         self.state = state
+        self.agents = agents
         self.runner = runner
         self.slots = slots
         self.owner = owner
@@ -113,6 +118,8 @@ class RunDriver:
         self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
         self._meters: dict[tuple[str, int], AttemptMeter] = {}  # attempts in flight
+        # the definition each attempt started with: later starts may record newer ones
+        self._attempt_agents: dict[tuple[str, int], AgentDefinition | None] = {}
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
@@ -224,7 +231,12 @@ class RunDriver:
             if self.sink is not None:
                 for env in envs:
                     self.sink(env, self.state)
+            for e in batch:  # their spend is in the state now: stop counting it as live
+                if isinstance(e, ev.AttemptFinished):
+                    self._meters.pop((e.stage, e.attempt), None)
             for start in starts:
+                # meters exist from the commit on, so attempts started together see each other
+                self._meter(start, self._attempt_agents.get((start.stage, start.attempt)))
                 scope = anyio.CancelScope()
                 self._scopes[start.stage] = scope
                 assert self._tg is not None
@@ -383,10 +395,32 @@ class RunDriver:
 
     # -- attempts ----------------------------------------------------------------------------
 
+    def _agent_for(self, st: RunState, name: str | None) -> AgentDefinition | None:
+        """The definition a new attempt uses: the provider's current one when it has the
+        agent, else the run's own (the snapshot, or what the last attempt recorded)."""
+        if name is None:
+            return None
+        own = st.agents.get(name)
+        if self.agents is None:
+            return own
+        try:
+            current = self.agents(name)
+        except Exception:  # a broken provider must not stop the run: keep the run's own
+            log.exception("run %s: agent provider failed for %s", st.run_id, name)
+            return own
+        return current if current is not None else own
+
     def _started_event(self, st: RunState, start: StartAttempt) -> ev.AttemptStarted:
-        """The ``attempt_started`` record: who runs it, with which model, and what went in."""
+        """The ``attempt_started`` record: who runs it, with which model, and what went in.
+
+        When the agent's definition differs from the run's current one (it was edited since),
+        the record carries it, so folding the log reproduces what every attempt used.
+        """
         spec = st.spec.stage(start.stage)
-        agent = st.agents.get(spec.agent) if spec.agent else None
+        agent = self._agent_for(st, spec.agent)
+        own = st.agents.get(spec.agent) if spec.agent else None
+        newer = agent is not None and (own is None or own.content_hash != agent.content_hash)
+        self._attempt_agents[(start.stage, start.attempt)] = agent
         context = {
             "needs": [
                 {
@@ -416,6 +450,7 @@ class RunDriver:
             model=spec.model or (agent.model if agent else None),
             owner=self.owner,
             context=context,
+            agent_def=agent.model_dump(mode="json") if newer and agent is not None else None,
         )
 
     async def _artifact(self, stage: str, name: str, version: int) -> str:
@@ -430,7 +465,11 @@ class RunDriver:
     async def _request(self, start: StartAttempt) -> AttemptRequest:
         st = self.state
         spec = st.spec.stage(start.stage)
-        agent = st.agents.get(spec.agent) if spec.agent else None
+        key = (start.stage, start.attempt)
+        if key in self._attempt_agents:
+            agent = self._attempt_agents[key]
+        else:
+            agent = st.agents.get(spec.agent) if spec.agent else None
         needed: list[InputArtifact] = []
         for s, a in spec.needed():
             ref = st.stages[s].artifacts.get(a)
@@ -447,7 +486,7 @@ class RunDriver:
                         stage=start.stage, name=name, version=ref.version, content=content
                     )
                 )
-        meter = self._meter(start)
+        meter = self._meters.get((start.stage, start.attempt)) or self._meter(start, agent)
         return AttemptRequest(
             run_id=st.run_id,
             stage=spec,
@@ -468,12 +507,11 @@ class RunDriver:
             meter=meter,
         )
 
-    def _meter(self, start: StartAttempt) -> AttemptMeter:
+    def _meter(self, start: StartAttempt, agent: AgentDefinition | None) -> AttemptMeter:
         """The attempt's meter: every model request goes to the ledger as it returns, and the
         caps count the live spend of this run's other attempts in flight."""
         run_id, stage, attempt = self.state.run_id, start.stage, start.attempt
         spec = self.state.spec.stage(stage)
-        agent = self.state.agents.get(spec.agent) if spec.agent else None
         stage_cap = spec.budget_usd if spec.budget_usd is not None else None
         if stage_cap is None and agent is not None:
             stage_cap = agent.budget_usd
@@ -482,20 +520,28 @@ class RunDriver:
             row = RequestRow(stage=stage, attempt=attempt, **usage.model_dump())
             await self.store.record_request(run_id, row, at=self.clock())
 
+        def others() -> list[AttemptMeter]:
+            return [m for k, m in self._meters.items() if k != (stage, attempt)]
+
         def remaining() -> float | None:
             st = self.state
+            mine = self._meters.get((stage, attempt))
+            own = mine.usage.cost_usd if mine is not None else 0.0
             left: float | None = None
             if st.budget_usd is not None:
-                live = sum(m.usage.cost_usd for m in self._meters.values())
-                left = st.budget_usd - st.spent_usd - live
+                held = sum(m.held_usd() for m in others())
+                left = st.budget_usd - st.spent_usd - held - own
             if stage_cap is not None:
-                mine = self._meters.get((stage, attempt))
-                own = mine.usage.cost_usd if mine is not None else 0.0
-                stage_left = stage_cap - st.stages[stage].usage.cost_usd - own
+                stage_state = st.stages[stage]
+                spent = stage_state.usage.cost_usd - stage_state.budget_base
+                stage_left = stage_cap - spent - own
                 left = stage_left if left is None else min(left, stage_left)
             return None if left is None else max(0.0, round(left, 10))
 
-        meter = AttemptMeter(sink=sink, remaining=remaining)
+        def sharers() -> int:
+            return 1 + sum(1 for m in others() if m.reserved == 0.0)
+
+        meter = AttemptMeter(sink=sink, remaining=remaining, sharers=sharers)
         self._meters[(stage, attempt)] = meter
         return meter
 
@@ -566,6 +612,7 @@ class RunDriver:
             pass
         finally:
             self._meters.pop((start.stage, start.attempt), None)
+            self._attempt_agents.pop((start.stage, start.attempt), None)
             if self._scopes.get(start.stage) is scope:  # a retry may already own the key
                 del self._scopes[start.stage]
             slot.release()

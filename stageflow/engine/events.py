@@ -11,7 +11,14 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from stageflow.engine.runner import Usage
 
@@ -75,6 +82,18 @@ class AttemptStarted(_Event):
     model: str | None = None
     owner: str | None = None
     context: dict[str, Any] = Field(default_factory=dict)  # what went into the attempt
+    # the agent's definition when it differs from the run's current one (hot reload): folding
+    # the log then reproduces exactly what every attempt used
+    agent_def: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_definition(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # absent stays absent in the payload, so entries logged before the field existed
+        # still hash to what was stored
+        data: dict[str, Any] = handler(self)
+        if self.agent_def is None:
+            data.pop("agent_def", None)
+        return data
 
 
 AttemptOutcome = Literal[

@@ -73,6 +73,11 @@ def _deps_state(spec: StageSpec, state: RunState) -> Literal["wait", "ready", "s
     return "ready"
 
 
+TRANSIENT_ATTEMPTS = 4  # attempts of a stage whose provider keeps failing, before a pause
+TRANSIENT_BACKOFF = 2.0  # seconds before the first retry; doubles, capped below
+TRANSIENT_MAX_BACKOFF = 60.0
+
+
 def _failure_decision(
     spec: StageSpec,
     st: StageState,
@@ -87,6 +92,32 @@ def _failure_decision(
         return [
             ev.RunPaused(reason=f"stage '{st.id}': {reason}", by="engine", budget_exceeded=True)
         ]
+    if st.transient and not st.triggered:
+        # the provider failed (network, overload, 5xx after the SDK's own retries): that says
+        # nothing about the stage, so retry whatever the policy; if the API stays down, pause
+        # the run (nothing is lost) instead of failing it; resume continues when it is back
+        limit = policy.max_attempts if policy.action == "retry" else TRANSIENT_ATTEMPTS
+        if st.failures < limit and state.failing is None:
+            delay = min(TRANSIENT_BACKOFF * 2 ** (st.failures - 1), TRANSIENT_MAX_BACKOFF)
+            if policy.action == "retry":
+                delay = policy.backoff_for(st.failures)
+            return [
+                ev.RetryScheduled(
+                    stage=st.id,
+                    attempt=st.attempt + 1,
+                    not_before=now + delay,
+                    reason=f"attempt {st.attempt} failed: {reason}",
+                )
+            ]
+        if not state.paused:
+            return [
+                ev.RunPaused(
+                    reason=f"stage '{st.id}': the model provider kept failing ({reason}); "
+                    "resume the run when it is reachable again",
+                    by="engine",
+                )
+            ]
+        return []
     final = policy.action
     if policy.action == "retry":
         if st.failures < policy.max_attempts and state.failing is None and not st.fatal:

@@ -102,13 +102,35 @@ class AttemptMeter:
         budget_usd: float | None = None,
         sink: Callable[[RequestUsage], Awaitable[None]] | None = None,
         remaining: Callable[[], float | None] | None = None,
+        sharers: Callable[[], int] | None = None,
     ) -> None:
         self._budget = budget_usd
         self._sink = sink
         self._remaining = remaining
+        self._sharers = sharers
         self.requests: list[RequestUsage] = []
         self.usage = Usage()
         self.context: dict[str, Any] = {}
+        self.reserved = 0.0
+
+    def reserve(self, usd: float) -> None:
+        """Hold ``usd`` of the caps for this attempt until it ends: concurrent attempts of the
+        run see that much less. For runners that learn their spend only at the end (Claude
+        Code enforces ``--max-budget-usd`` itself)."""
+        self.reserved = max(0.0, usd)
+
+    def held_usd(self) -> float:
+        """What this attempt holds of the caps: its spend, or its reservation if larger."""
+        return max(self.usage.cost_usd, self.reserved)
+
+    def share_usd(self) -> float | None:
+        """This attempt's fair share of what the caps allow: the remaining budget split evenly
+        with the run's other attempts in flight that hold no reservation yet (None: no cap)."""
+        left = self.remaining_usd()
+        if left is None:
+            return None
+        sharers = self._sharers() if self._sharers is not None else 1
+        return left / max(1, sharers)
 
     async def record(self, usage: RequestUsage) -> None:
         """Count one finished model request (call it even when the request's reply is unusable)."""

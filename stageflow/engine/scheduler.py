@@ -4,6 +4,8 @@ One scheduler per process. ``drive(run_id)`` executes one run in the foreground 
 ``serve()`` adopts every active run that no live process holds and keeps adopting (the MCP server
 and ``stageflow resume --all``). A heartbeat renews our leases; a run whose lease we lose is
 dropped at once without writing, and its new owner records our attempts as interrupted.
+With an ``agents`` provider (hot reload), every new attempt uses the agent's current definition;
+an attempt in flight keeps the one it started with.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable
 
 import anyio
 
-from stageflow.engine.driver import EventSink, RunDriver, Until
+from stageflow.engine.driver import AgentProvider, EventSink, RunDriver, Until
 from stageflow.engine.leases import owner_is_dead
 from stageflow.engine.runner import Runner
 from stageflow.engine.slots import Slots
@@ -51,9 +53,11 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         sink: EventSink | None = None,
         poll_interval: float = 0.25,
+        agents: AgentProvider | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
+        self.agents = agents  # each new attempt uses the agent's current definition
         self.slots = Slots(max_concurrent_agents)
         self.lease_seconds = lease_seconds
         self.owner = owner or new_owner_id()
@@ -114,6 +118,7 @@ class Scheduler:
             clock=self.clock,
             sink=self.sink,
             poll_interval=self.poll_interval,
+            agents=self.agents,
         )
         self.drivers[run_id] = driver
         done = anyio.Event()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
@@ -32,6 +32,9 @@ from stageflow.errors import (
 from stageflow.ids import new_run_id
 from stageflow.store.store import Store
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
+
+if TYPE_CHECKING:
+    from stageflow.agents.live import LiveDefinitions
 
 Decision = Literal["approve", "reject"]
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
@@ -62,26 +65,43 @@ class Service:
         runner_label: str = "offline",
         clock: Callable[[], float] = time.time,
         workspace_probe: WorkspaceProbe | None = None,
+        definitions: LiveDefinitions | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.runner_label = runner_label
         self.clock = clock
         self.workspace_probe = workspace_probe
+        # kept current by the file watcher; without it every call reads the folders
+        self.definitions = definitions
 
     # -- definitions -------------------------------------------------------------------------
 
+    def _definitions(self) -> tuple[AgentRegistry, TemplateCatalog]:
+        """Agents and the templates validated against them, of one moment."""
+        if self.definitions is not None:
+            snap = self.definitions.snapshot
+            return snap.agents, snap.catalog
+        agents = self.agents()
+        return agents, self.templates(agents)
+
     def agents(self) -> AgentRegistry:
+        if self.definitions is not None:
+            return self.definitions.agents
         return load_agents(self.settings.agent_dirs())
 
     def templates(self, agents: AgentRegistry | None = None) -> TemplateCatalog:
+        """The templates; with live definitions, their catalog (validated against their own
+        agents, so ``agents`` is not needed)."""
+        if self.definitions is not None:
+            return self.definitions.catalog
         agents = agents or self.agents()
         return load_catalog(self.settings.template_dirs(), agent_names=agents.names())
 
     def catalog(self) -> TemplatesResult:
         """The catalog read model (what ``workflow_templates`` and ``templates --json`` show)."""
-        agents = self.agents()
-        return catalog_view(agents, self.templates(agents), self.runner_label)
+        agents, templates = self._definitions()
+        return catalog_view(agents, templates, self.runner_label)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -99,8 +119,7 @@ class Service:
             raise InvalidArgument("task must be a non-empty description of the work")
         if budget_usd is not None and budget_usd < 0:
             raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
-        agents = self.agents()
-        catalog = self.templates(agents)
+        agents, catalog = self._definitions()
         entry = catalog.entries.get(template)
         if entry is None:
             raise NotFound("template", template, known=catalog.names())

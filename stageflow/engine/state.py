@@ -76,7 +76,11 @@ class StageState:
     reason: str | None = None  # why it failed / was skipped / is blocked
     tolerated: bool = False  # failed, but on_failure: continue
     budget_failed: bool = False
+    # spend before the last budget resume: a stage cap applies to what was spent after it, so
+    # a stage stopped at its own cap can continue when the human resumes with a raised budget
+    budget_base: float = 0.0
     fatal: bool = False  # the last failure cannot be fixed by retrying
+    transient: bool = False  # the last failure was the provider's (network, overload): retry it
     triggered: bool = False  # a rollback stage that was called
     usage: Usage = field(default_factory=Usage)
 
@@ -199,6 +203,9 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
     match e:
         case ev.AttemptStarted():
             st = state.stages[e.stage]
+            agents = state.agents
+            if e.agent and e.agent_def is not None:  # a newer definition than the run had
+                agents = {**agents, e.agent: AgentDefinition.model_validate(e.agent_def)}
             info = AttemptInfo(
                 number=e.attempt,
                 kind=e.kind,
@@ -218,6 +225,7 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
                     reason=None,
                     approval_expires_at=None,
                 ),
+                agents=agents,
             )
         case ev.AttemptFinished():
             return _attempt_finished(state, env, e)
@@ -351,6 +359,7 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
             reason=e.error or e.summary or e.outcome,
             budget_failed=e.outcome == "budget_exceeded",
             fatal=e.fatal,
+            transient=e.outcome == "failed" and e.retryable and not e.fatal,
             outputs=dict(e.outputs),
         ),
     )
@@ -387,11 +396,19 @@ def _retry_requested(state: RunState, e: ev.StageRetryRequested) -> RunState:
 
 def _resumed(state: RunState, e: ev.RunResumed) -> RunState:
     stages = dict(state.stages)
+    for sid, st in state.stages.items():
+        if st.transient and st.status == "attempt_failed":  # paused while the API was down
+            stages[sid] = replace(st, status="pending", transient=False, failures=0, reason=None)
     if state.budget_paused:
         for sid, st in state.stages.items():
             if st.budget_failed and st.status in ("failed", "attempt_failed"):
                 stages[sid] = replace(
-                    st, status="pending", budget_failed=False, failures=0, reason=None
+                    st,
+                    status="pending",
+                    budget_failed=False,
+                    failures=0,
+                    reason=None,
+                    budget_base=st.usage.cost_usd,
                 )
     failing = state.failing
     if failing is not None and state.stages[failing].budget_failed:
