@@ -101,9 +101,63 @@ CREATE TABLE model_requests (
 );
 """
 
+# The knowledge base: documents (files and indexed run artifacts), their tags, the state of
+# each source file for incremental sync, and an FTS5 index with one row per section. A
+# section's FTS rowid is ``doc_rowid << 20 | section index``: a document's sections are one
+# rowid range, so replacing or deleting a document is a range delete (the trigger), and a hit
+# finds its document through the integer primary key.
+_0003_KNOWLEDGE = """
+CREATE TABLE knowledge_docs (
+    doc_rowid INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    type TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    status TEXT,
+    path TEXT,
+    body TEXT NOT NULL,
+    body_line INTEGER NOT NULL,
+    run_id TEXT,
+    stage TEXT,
+    version INTEGER,
+    sections INTEGER NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX knowledge_docs_path ON knowledge_docs(path);
+CREATE INDEX knowledge_docs_type ON knowledge_docs(type);
+
+CREATE TABLE knowledge_tags (
+    tag TEXT NOT NULL,
+    doc_rowid INTEGER NOT NULL REFERENCES knowledge_docs(doc_rowid) ON DELETE CASCADE,
+    PRIMARY KEY (tag, doc_rowid)
+) WITHOUT ROWID;
+CREATE INDEX knowledge_tags_doc ON knowledge_tags(doc_rowid);
+
+CREATE TABLE knowledge_files (
+    path TEXT PRIMARY KEY,
+    root TEXT NOT NULL,
+    doc_id TEXT,
+    mtime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE INDEX knowledge_files_doc ON knowledge_files(doc_id);
+
+CREATE VIRTUAL TABLE knowledge_fts USING fts5(
+    title, tags, meta, heading, body, line_start UNINDEXED, line_end UNINDEXED,
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+
+CREATE TRIGGER knowledge_docs_ad AFTER DELETE ON knowledge_docs BEGIN
+    DELETE FROM knowledge_fts
+    WHERE rowid >= (old.doc_rowid << 20) AND rowid < ((old.doc_rowid + 1) << 20);
+END;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _0001_INITIAL),
     Migration(2, "model_requests", _0002_MODEL_REQUESTS),
+    Migration(3, "knowledge", _0003_KNOWLEDGE),
 )
 
 _CREATE_MIGRATIONS_TABLE = (

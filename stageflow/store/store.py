@@ -30,6 +30,7 @@ from stageflow.store import fastpath
 from stageflow.store import queries as q
 from stageflow.store.connection import fetch_all, open_connection
 from stageflow.store.eventlog import envelope_from_row, seal_row, seal_rows
+from stageflow.store.knowledge import KnowledgeStore
 from stageflow.store.migrations import apply_migrations
 from stageflow.store.rows import (
     ArtifactMeta,
@@ -115,6 +116,11 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def knowledge(self) -> KnowledgeStore:
+        """The knowledge base's tables, on this store's connection and lock."""
+        return KnowledgeStore(self)
 
     def _connection(self) -> aiosqlite.Connection:
         if self._conn is None:

@@ -21,6 +21,52 @@ CREATE TABLE events (
     hash TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+CREATE TRIGGER knowledge_docs_ad AFTER DELETE ON knowledge_docs BEGIN
+    DELETE FROM knowledge_fts
+    WHERE rowid >= (old.doc_rowid << 20) AND rowid < ((old.doc_rowid + 1) << 20);
+END;
+CREATE TABLE knowledge_docs (
+    doc_rowid INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    type TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    status TEXT,
+    path TEXT,
+    body TEXT NOT NULL,
+    body_line INTEGER NOT NULL,
+    run_id TEXT,
+    stage TEXT,
+    version INTEGER,
+    sections INTEGER NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX knowledge_docs_path ON knowledge_docs(path);
+CREATE INDEX knowledge_docs_type ON knowledge_docs(type);
+CREATE TABLE knowledge_files (
+    path TEXT PRIMARY KEY,
+    root TEXT NOT NULL,
+    doc_id TEXT,
+    mtime_ns INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE INDEX knowledge_files_doc ON knowledge_files(doc_id);
+CREATE VIRTUAL TABLE knowledge_fts USING fts5(
+    title, tags, meta, heading, body, line_start UNINDEXED, line_end UNINDEXED,
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE 'knowledge_fts_config'(k PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE 'knowledge_fts_content'(id INTEGER PRIMARY KEY, c0, c1, c2, c3, c4, c5, c6);
+CREATE TABLE 'knowledge_fts_data'(id INTEGER PRIMARY KEY, block BLOB);
+CREATE TABLE 'knowledge_fts_docsize'(id INTEGER PRIMARY KEY, sz BLOB);
+CREATE TABLE 'knowledge_fts_idx'(segid, term, pgno, PRIMARY KEY(segid, term)) WITHOUT ROWID;
+CREATE TABLE knowledge_tags (
+    tag TEXT NOT NULL,
+    doc_rowid INTEGER NOT NULL REFERENCES knowledge_docs(doc_rowid) ON DELETE CASCADE,
+    PRIMARY KEY (tag, doc_rowid)
+) WITHOUT ROWID;
+CREATE INDEX knowledge_tags_doc ON knowledge_tags(doc_rowid);
 CREATE TABLE model_requests (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     stage TEXT NOT NULL,
