@@ -43,6 +43,7 @@ from stageflow.cli_commands import (
     cmd_templates,
     cmd_validate,
 )
+from stageflow.cli_knowledge import add_knowledge_parser
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 
 # -- parser --------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("audit", "show the run's event log", cmd_audit, json_=True)
     sp.add_argument("run")
     sp.add_argument("--verify", action="store_true", help="recompute the hash chain")
+    add_knowledge_parser(sub, common)
     add("init", "create .stageflow/ with an example agent, template and note", cmd_init)
     sp = add("demo", "run feature_development offline in a temporary project", _demo_entry)
     sp.add_argument("--yes", action="store_true", help="approve gates without asking")

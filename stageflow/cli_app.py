@@ -1,10 +1,17 @@
-"""What every CLI command shares: the opened project (store, service, scheduler), output helpers
-and exit codes."""
+"""What every CLI command shares: the opened project (store, service, scheduler, knowledge
+index), output helpers and exit codes.
+
+Attempts this process runs feed the knowledge base like the server's do: their artifacts are
+indexed and marked decisions written (``KnowledgeRecorder``), before the command returns. The
+CLI does not watch files; commands that execute agent stages with the API runner first bring
+the knowledge index up to date, so the stages get current knowledge.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +20,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
+from stageflow.agents.live import LiveDefinitions
 from stageflow.cli_render import describe_event, render_run
 from stageflow.config import Settings, load_settings
 from stageflow.engine import events as ev
@@ -20,11 +28,17 @@ from stageflow.engine.driver import Until
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
+from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
+from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.store.store import Store
-from stageflow.subagents.select import describe_runner, make_runner
+from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
 from stageflow.subagents.workspace_view import workspace_probe
 
+log = logging.getLogger(__name__)
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 1, 2, 3, 4
+# commands that may execute agent stages here
+DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
 
 
 @dataclass
@@ -35,6 +49,7 @@ class App:
     scheduler: Scheduler
     out: TextIO
     quiet: bool
+    knowledge: KnowledgeIndex
 
 
 @asynccontextmanager
@@ -53,14 +68,22 @@ async def open_app(
             out.write(line + "\n")
             out.flush()
 
+    knowledge = KnowledgeIndex(store, settings)
+    recorder = KnowledgeRecorder(store, knowledge, settings)
+    runner = None
+    driving = getattr(args, "command", None) in DRIVING_COMMANDS
     try:
-        runner = make_runner(settings, offline_delay=offline_delay)
+        runner = make_runner(settings, offline_delay=offline_delay, knowledge=knowledge)
+        # each new attempt uses the agent's definition as the files say now (the server does
+        # the same through its watcher); a running attempt keeps what it started with
+        live = LiveDefinitions(settings) if driving else None
         scheduler = Scheduler(
             store,
             runner,
             max_concurrent_agents=settings.max_concurrent_agents,
             lease_seconds=settings.lease_seconds,
-            sink=sink,
+            sink=compose_sinks(sink, recorder.sink),
+            agents=live.agent if live is not None else None,
         )
         service = Service(
             settings,
@@ -68,9 +91,29 @@ async def open_app(
             runner_label=describe_runner(settings),
             workspace_probe=workspace_probe(settings.project),
         )
-        yield App(settings, store, service, scheduler, out, quiet)
+        if driving:
+            await _sync_for_stages(settings, knowledge)
+        try:
+            yield App(settings, store, service, scheduler, out, quiet, knowledge)
+        finally:
+            await recorder.drain()  # what this process's attempts produced, before it exits
     finally:
-        await store.close()
+        try:
+            if runner is not None:
+                await runner.aclose()  # the model client's connections, on this event loop
+        finally:
+            await store.close()
+
+
+async def _sync_for_stages(settings: Settings, knowledge: KnowledgeIndex) -> None:
+    """Update the index when stages may get knowledge from it (the model runners); a failure only
+    costs the stages their enrichment."""
+    if resolve_runner_name(settings) not in ("anthropic", "claude-code"):
+        return
+    try:
+        await knowledge.sync()
+    except Exception:
+        log.warning("could not update the knowledge index", exc_info=True)
 
 
 def emit(app: App, model: BaseModel | list[Any] | dict[str, Any]) -> None:

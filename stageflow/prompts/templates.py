@@ -26,7 +26,7 @@ from pydantic import Field
 
 from stageflow.agents.registry import load_agents
 from stageflow.config import Settings
-from stageflow.workflows.catalog import load_catalog
+from stageflow.workflows.catalog import TemplateCatalog, load_catalog
 from stageflow.workflows.spec import WorkflowSpec
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,16 @@ class PromptSource:
         return f"{self.description}\0{instructions(self.spec, '')}"
 
 
-def template_prompts(settings: Settings) -> dict[str, PromptSource]:
-    """Prompt sources for every template that loads cleanly (broken ones get no prompt)."""
-    agents = load_agents(settings.agent_dirs())
-    catalog = load_catalog(settings.template_dirs(), agent_names=agents.names())
+def template_prompts(
+    settings: Settings, catalog: TemplateCatalog | None = None
+) -> dict[str, PromptSource]:
+    """Prompt sources for every template that loads cleanly (broken ones get no prompt).
+
+    ``catalog`` is the catalog to use (the server's live one); by default the files are read.
+    """
+    if catalog is None:
+        agents = load_agents(settings.agent_dirs())
+        catalog = load_catalog(settings.template_dirs(), agent_names=agents.names())
     out: dict[str, PromptSource] = {}
     for name, entry in catalog.entries.items():
         if entry.spec is None or entry.problems:
@@ -158,14 +164,16 @@ def register_prompts(mcp: MCPServer, settings: Settings) -> None:
     setattr(mcp, "get_prompt", get_prompt)  # noqa: B010 - assigning to a method on purpose
 
 
-def sync_prompts(mcp: MCPServer, settings: Settings) -> bool:
-    """Re-read the templates and make the template prompts match; True if anything changed.
+def sync_prompts(
+    mcp: MCPServer, settings: Settings, catalog: TemplateCatalog | None = None
+) -> bool:
+    """Make the template prompts match the templates; True if anything changed.
 
-    Only prompts this module added are ever removed or replaced. It reads the template and
-    agent files (a few ms for the built-ins); from async code with many templates, consider
-    ``anyio.to_thread.run_sync``.
+    Only prompts this module added are ever removed or replaced. Without ``catalog`` it reads
+    the template and agent files (a few ms for the built-ins); from async code with many
+    templates, consider ``anyio.to_thread.run_sync``.
     """
-    wanted = template_prompts(settings)
+    wanted = template_prompts(settings, catalog)
     current = _managed.setdefault(mcp, {})
     changed = False
     for name in sorted(set(current) - set(wanted)):
@@ -197,13 +205,29 @@ async def refresh_prompts(ctx: Context[Any, Any], settings: Settings) -> bool:
     """Bring the template prompts in step with the files and announce a change; True if any.
 
     Tools that read templates call it, so a template added while the server runs shows up as
-    a prompt (slash command). A failure is logged and never fails the calling tool.
+    a prompt (slash command). A server with live definitions first catches up with the files
+    (``refresh_definitions`` on its lifespan state), so a file saved a moment ago counts even
+    before the file watcher reports it. A failure is logged and never fails the calling tool.
     """
     try:
-        changed = sync_prompts(ctx.mcp_server, settings)
+        catch_up = getattr(ctx.request_context.lifespan_context, "refresh_definitions", None)
+        if catch_up is not None:
+            await catch_up()
+        changed = sync_prompts(ctx.mcp_server, settings, _server_catalog(ctx))
         if changed:
             await notify_prompts_changed(ctx)
     except Exception:
         log.warning("could not refresh the template prompts", exc_info=True)
         return False
     return changed
+
+
+def _server_catalog(ctx: Context[Any, Any]) -> TemplateCatalog | None:
+    """The catalog the server's service uses (its live one under hot reload), if it has one,
+    so a prompt matches what ``workflow_start`` would run."""
+    service = getattr(ctx.request_context.lifespan_context, "service", None)
+    templates = getattr(service, "templates", None)
+    if templates is None:
+        return None
+    catalog = templates()
+    return catalog if isinstance(catalog, TemplateCatalog) else None

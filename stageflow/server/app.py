@@ -5,6 +5,13 @@ The lifespan opens the project's store, builds the runner, scheduler and service
 running between tool calls (and runs left by a dead process are adopted), next to a
 ``RunNotifier`` that tells resource subscribers when a run changes. Tools reach these objects
 through ``ctx.request_context.lifespan_context`` (an ``AppContext``).
+
+Definitions are live: ``LiveDefinitions`` holds the agents and templates, the service reads
+them from it and the scheduler gives each new attempt its agent's current version; one file
+watcher re-parses what changed and swaps them, and ``ReloadAnnouncer`` tells the clients (see
+``stageflow.server.reload``). The knowledge index is brought up to date with the files in the
+background at start (``KnowledgeIndex.sync``), kept current by the watcher, and fed by the
+``KnowledgeRecorder`` (past runs' artifacts, recorded decisions).
 """
 
 from __future__ import annotations
@@ -13,24 +20,33 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 
 from stageflow import __version__
+from stageflow.agents.live import LiveDefinitions
 from stageflow.config import Settings
 from stageflow.engine.runner import Runner
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
+from stageflow.knowledge.decisions import KnowledgeRecorder
+from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.server.client_log import ClientLogForwarder, RememberClients
 from stageflow.server.notify import RunNotifier
+from stageflow.server.reload import ClientSessions, ReloadAnnouncer, RememberSessions
 from stageflow.store.store import Store
 
 __all__ = ["INSTRUCTIONS", "AppContext", "build_server"]
 
 log = logging.getLogger(__name__)
+
+KNOWLEDGE_SYNC_WAIT_S = 5.0
+WATCH_START_WAIT_S = 5.0
 
 INSTRUCTIONS = """\
 stageflow runs a big coding task as a durable workflow of short-lived subagents (design,
@@ -45,6 +61,9 @@ Protocol:
    decision='reject' with feedback (the stage reruns with it). Never approve on your own.
 5. When the run completes, read its artifacts with workflow_artifact.
 workflow_control cancels, pauses, resumes or retries a run.
+knowledge_lookup searches the project's guidelines, patterns, ADRs, recorded decisions and
+past runs' artifacts ("how do we do X here?"); stages get relevant knowledge automatically.
+Agent and template files are reloaded when they change: no restart needed.
 """
 
 
@@ -58,8 +77,16 @@ class AppContext:
     scheduler: Scheduler
     runner_label: str
     notifier: RunNotifier
+    definitions: LiveDefinitions
+    knowledge: KnowledgeIndex
+    recorder: KnowledgeRecorder
+    announcer: ReloadAnnouncer | None = None
     stop: anyio.Event = field(default_factory=anyio.Event)
     task_group: TaskGroup | None = None
+    #: set once the first ``KnowledgeIndex.sync`` ended (searches before it see older data)
+    knowledge_synced: anyio.Event = field(default_factory=anyio.Event)
+    #: set once the file watcher is in place (or will not run)
+    watching: anyio.Event = field(default_factory=anyio.Event)
 
     def start_driving(self, run_id: str) -> None:
         """Execute ``run_id`` in the background now (not at the scheduler's next poll).
@@ -69,6 +96,27 @@ class AppContext:
         if self.task_group is None or self.stop.is_set():
             return
         self.task_group.start_soon(self._drive, run_id)
+
+    async def knowledge_ready(self) -> None:
+        """Wait (at most ``KNOWLEDGE_SYNC_WAIT_S``) for the start-up sync of the knowledge
+        index, so a lookup in the server's first moments sees the files; then answer anyway."""
+        with anyio.move_on_after(KNOWLEDGE_SYNC_WAIT_S):
+            await self.knowledge_synced.wait()
+
+    async def refresh_definitions(self) -> None:
+        """Catch up with the agent and template files now, announcing any change like a reload.
+
+        The catalog tools call it first (read-your-writes: a template saved a moment ago is
+        there before the watcher's debounce ends, and without a watcher at all). Only the user
+        and project folders are listed again; the package's built-ins do not change. The
+        watcher starts in the background (``initialize`` does not wait for it); this waits for
+        it (bounded), so after a catalog tool answered, every file change is seen.
+        """
+        with anyio.move_on_after(WATCH_START_WAIT_S):
+            await self.watching.wait()
+        report = await anyio.to_thread.run_sync(self.definitions.apply, _editable_dirs(self))
+        if not report.empty and self.announcer is not None:
+            await self.announcer.on_reload(report)
 
     async def _drive(self, run_id: str) -> None:
         try:
@@ -80,22 +128,41 @@ class AppContext:
 
 
 def _lifespan(
-    settings: Settings, runner: Runner | None, bus: SubscriptionBus, logs: ClientLogForwarder
+    settings: Settings,
+    runner: Runner | None,
+    bus: SubscriptionBus,
+    logs: ClientLogForwarder,
+    sessions: ClientSessions,
+    *,
+    watch_files: bool,
 ) -> Callable[[MCPServer[AppContext]], AbstractAsyncContextManager[AppContext]]:
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
-        from stageflow.subagents.select import describe_runner, make_runner
+        from stageflow.prompts.templates import sync_prompts
+        from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.subagents.workspace_view import workspace_probe
 
         store = await Store.open(settings.db_path)
         try:
+            live = LiveDefinitions(settings)
+            knowledge = KnowledgeIndex(store, settings)
+            recorder = KnowledgeRecorder(store, knowledge, settings)
+            own_runner: StageRunner | None = None
+            used: Runner
+            if runner is None:
+                used = own_runner = make_runner(settings, knowledge=knowledge)
+            else:
+                used = runner
             scheduler = Scheduler(
                 store,
-                runner if runner is not None else make_runner(settings),
+                used,
                 max_concurrent_agents=settings.max_concurrent_agents,
                 lease_seconds=settings.lease_seconds,
+                sink=recorder.sink,
+                agents=live.agent,
             )
             label = describe_runner(settings)
+            notifier = RunNotifier(store, bus)
             app = AppContext(
                 settings=settings,
                 store=store,
@@ -104,17 +171,32 @@ def _lifespan(
                     store,
                     runner_label=label,
                     workspace_probe=workspace_probe(settings.project),
+                    definitions=live,
                 ),
                 scheduler=scheduler,
                 runner_label=label,
-                notifier=RunNotifier(store, bus),
+                notifier=notifier,
+                definitions=live,
+                knowledge=knowledge,
+                recorder=recorder,
+                announcer=ReloadAnnouncer(
+                    server, settings, live, knowledge, notifier, bus, sessions
+                ),
             )
+            sync_prompts(server, settings, live.catalog)  # the prompts of the live catalog
             try:
                 async with anyio.create_task_group() as tg:
                     app.task_group = tg
                     tg.start_soon(scheduler.serve, app.stop)
                     await tg.start(app.notifier.run, app.stop)
                     await tg.start(logs.run, app.stop)
+                    await tg.start(recorder.run, app.stop)
+                    tg.start_soon(_sync_knowledge, app)
+                    if watch_files:
+                        # in the background: a stdio client's ``initialize`` need not wait
+                        tg.start_soon(_watch, app)
+                    else:
+                        app.watching.set()
                     package_log = logging.getLogger("stageflow")
                     package_log.addHandler(logs)
                     try:
@@ -127,18 +209,82 @@ def _lifespan(
                         tg.cancel_scope.cancel()
             finally:
                 scheduler.close()
+                if own_runner is not None:  # the model client's connections
+                    with anyio.CancelScope(shield=True):
+                        await own_runner.aclose()
         finally:
             await store.close()
 
     return lifespan
 
 
-def build_server(settings: Settings, *, runner: Runner | None = None) -> MCPServer[AppContext]:
+def _editable_dirs(app: AppContext) -> list[Path]:
+    """The agent and template folders a user can edit (every layer but the built-in one)."""
+    layers = [*app.settings.agent_dirs(), *app.settings.template_dirs()]
+    return [path for layer, path in layers if layer != "builtin"]
+
+
+async def _sync_knowledge(app: AppContext) -> None:
+    """Bring the knowledge index up to date with the files (changed files only)."""
+    try:
+        report = await app.knowledge.sync()
+        log.info(
+            "knowledge index: %d added, %d updated, %d removed, %d unchanged in %.2fs",
+            report.added,
+            report.updated,
+            report.removed,
+            report.unchanged,
+            report.seconds,
+        )
+        for problem in report.errors:
+            log.warning("knowledge file not indexed: %s", problem)
+    except Exception:  # search still answers from what the index holds
+        log.warning("syncing the knowledge index failed", exc_info=True)
+    finally:
+        app.knowledge_synced.set()
+
+
+class _Started:
+    """The watcher's ``task_status``: sets ``event`` once the watch is in place."""
+
+    def __init__(self, event: anyio.Event) -> None:
+        self.event = event
+
+    def started(self, value: None = None) -> None:
+        self.event.set()
+
+
+async def _watch(app: AppContext) -> None:
+    """Run the file watcher for the server's life; if it cannot run, serve without it."""
+    from stageflow.agents.watcher import watch
+    from stageflow.knowledge.sources import knowledge_roots
+
+    assert app.announcer is not None
+    try:
+        await watch(
+            app.definitions,
+            app.definitions.dirs,
+            on_reload=app.announcer.on_reload,
+            knowledge_dirs=knowledge_roots(app.settings),
+            stop=app.stop,
+            task_status=_Started(app.watching),
+        )
+    except Exception:  # e.g. the OS refuses another watch: everything else still works
+        log.warning("hot reload is off: the file watcher failed", exc_info=True)
+    finally:
+        app.watching.set()  # nobody waits for a watcher that will not come
+
+
+def build_server(
+    settings: Settings, *, runner: Runner | None = None, watch_files: bool = True
+) -> MCPServer[AppContext]:
     """The stageflow MCP server for one project, with every tool, resource and prompt.
 
-    ``runner`` replaces the runner chosen by ``settings`` (tests pass scripted ones).
+    ``runner`` replaces the runner chosen by ``settings`` (tests pass scripted ones);
+    ``watch_files=False`` serves without the file watcher (no hot reload).
     """
     from stageflow.prompts.templates import register_prompts
+    from stageflow.server.knowledge_resource import register_knowledge_resource
     from stageflow.server.notify import register_subscriptions
     from stageflow.server.resources import register_resources
     from stageflow.tools import register_tools
@@ -146,17 +292,19 @@ def build_server(settings: Settings, *, runner: Runner | None = None) -> MCPServ
     # our own bus, so the lifespan can announce run changes outside any request
     bus = InMemorySubscriptionBus()
     logs = ClientLogForwarder()  # WARNING+ from stageflow also reaches clients as MCP logs
+    sessions = ClientSessions()  # handshake-era clients, told when the prompt list changes
     mcp: MCPServer[AppContext] = MCPServer(
         "stageflow",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=_lifespan(settings, runner, bus, logs),
+        lifespan=_lifespan(settings, runner, bus, logs, sessions, watch_files=watch_files),
         subscriptions=bus,
         log_level="WARNING",
-        middleware=[RememberClients(logs)],
+        middleware=[RememberClients(logs), RememberSessions(sessions)],
     )
     register_tools(mcp)
     register_resources(mcp)
+    register_knowledge_resource(mcp)
     register_subscriptions(mcp)
     register_prompts(mcp, settings)
     return mcp

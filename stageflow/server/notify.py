@@ -119,7 +119,10 @@ class RunNotifier:
 
     async def publish(self, run_id: str) -> None:
         """Tell every subscriber of the run's URI, in both eras, that it changed."""
-        uri = run_uri(run_id)
+        await self.publish_uri(run_uri(run_id))
+
+    async def publish_uri(self, uri: str) -> None:
+        """Tell every subscriber of ``uri`` (any resource), in both eras, that it changed."""
         await self.bus.publish(ResourceUpdated(uri=uri))
         for session in list(self._sessions.get(uri, {}).values()):
             try:

@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio.to_thread
 
@@ -32,6 +32,9 @@ from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
 from stageflow.subagents.command import CommandRunner
 from stageflow.subagents.offline import OfflineRunner
+
+if TYPE_CHECKING:
+    from stageflow.knowledge.index import KnowledgeIndex
 
 __all__ = [
     "NO_RUNNER_MESSAGE",
@@ -51,27 +54,59 @@ NO_RUNNER_MESSAGE = (
 )
 
 
-def _anthropic(settings: Settings) -> Runner:
+def _anthropic(settings: Settings, knowledge: KnowledgeIndex | None = None) -> Runner:
+    """The API runner; with a knowledge index, every attempt gets the project knowledge that
+    fits its task (``KnowledgeSource``) and a ``knowledge_lookup`` tool."""
     from stageflow.subagents.anthropic_runner import AnthropicRunner
+    from stageflow.subagents.context import ProjectFileSource
 
-    return AnthropicRunner(settings)
+    if knowledge is None:
+        return AnthropicRunner(settings)
+    from stageflow.knowledge.enrich import KnowledgeSource
+    from stageflow.knowledge.lookup_tool import knowledge_lookup_tool
+
+    return AnthropicRunner(
+        settings,
+        sources=[ProjectFileSource(settings.project), KnowledgeSource(knowledge, settings)],
+        extra_tools=[knowledge_lookup_tool(knowledge)],
+    )
 
 
-def _claude_code(settings: Settings) -> Runner:
+def _claude_code(settings: Settings, knowledge: KnowledgeIndex | None = None) -> Runner:
+    """One ``claude -p`` per attempt; the brief carries the project's instructions and, with
+    an index, the project knowledge that fits the attempt (the child has no MCP servers, so
+    no lookup tool)."""
     from stageflow.subagents.claude_code import ClaudeCodeRunner
+    from stageflow.subagents.context import ContextSource, ProjectFileSource
+    from stageflow.subagents.options import load_runner_options
+    from stageflow.subagents.pricing import load_price_table
     from stageflow.subagents.routed import RoutedRunner
 
     executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
+    prices = load_price_table(settings)
+    context_tokens = load_runner_options(settings).context_tokens
+    sources: list[ContextSource] = [ProjectFileSource(settings.project)]
+    if knowledge is not None:
+        from stageflow.knowledge.enrich import KnowledgeSource
+
+        sources.append(KnowledgeSource(knowledge, settings))
 
     def make(fallback: str | None, max_turns: int) -> Runner:
-        return ClaudeCodeRunner(executable=executable, fallback_model=fallback, max_turns=max_turns)
+        return ClaudeCodeRunner(
+            executable=executable,
+            fallback_model=fallback,
+            max_turns=max_turns,
+            sources=sources,
+            context_tokens=context_tokens,
+            prices=prices,
+        )
 
     return RoutedRunner(settings, make, name="claude-code")
 
 
 # Each factory imports its runner (and so its SDK) on first use, so that importing stageflow
 # stays fast: the stdio server must answer ``initialize`` quickly.
-MODEL_RUNNERS: dict[str, Callable[[Settings], Runner]] = {
+MODEL_RUNNERS: dict[str, Callable[[Settings, KnowledgeIndex | None], Runner]] = {
     "anthropic": _anthropic,
     "claude-code": _claude_code,
 }
@@ -113,9 +148,11 @@ class StageRunner:
         *,
         command: CommandRunner,
         offline: OfflineRunner | None = None,
+        knowledge: KnowledgeIndex | None = None,
     ) -> None:
         self.settings = settings
         self.command = command
+        self.knowledge = knowledge
         self.agent_runner_name = resolve_runner_name(settings)
         self.name: str = self.agent_runner_name or settings.runner
         self._agent: Runner | None = offline if self.agent_runner_name == "offline" else None
@@ -132,9 +169,19 @@ class StageRunner:
             raise ModelError(
                 _unavailable_message(name, self.settings), retryable=False, kind="unavailable"
             )
-        self._agent = factory(self.settings)
+        self._agent = factory(self.settings, self.knowledge)
         log.info("agent runner: %s", name)
         return self._agent
+
+    async def aclose(self) -> None:
+        """Close the agent runner's model client (its HTTP connections), if one was made.
+
+        Call it before the event loop ends: a client left open is closed by the garbage
+        collector on a loop that no longer runs (``ResourceWarning: unclosed transport``).
+        """
+        close = getattr(self._agent, "aclose", None)
+        if close is not None:
+            await close()
 
     async def run(self, request: AttemptRequest) -> AttemptResult:
         """Dispatch one attempt by stage kind, in the run's workspace."""
@@ -165,11 +212,17 @@ class StageRunner:
         )
 
 
-def make_runner(settings: Settings, *, offline_delay: float = 0.0) -> StageRunner:
+def make_runner(
+    settings: Settings,
+    *,
+    offline_delay: float = 0.0,
+    knowledge: KnowledgeIndex | None = None,
+) -> StageRunner:
     """The runner the engine uses for a project.
 
     The offline runner reads ``STAGEFLOW_OFFLINE_SCRIPT`` here, so a broken script file is
     reported at start-up (``SpecError`` naming the file) rather than at the first stage.
+    ``knowledge`` gives the API runner's attempts project knowledge and a lookup tool.
     """
     offline = None
     if resolve_runner_name(settings) == "offline":
@@ -178,6 +231,7 @@ def make_runner(settings: Settings, *, offline_delay: float = 0.0) -> StageRunne
         settings,
         command=CommandRunner(default_timeout=settings.command_timeout),
         offline=offline,
+        knowledge=knowledge,
     )
 
 

@@ -2,7 +2,8 @@
 (structured content with an output schema) plus a short text summary.
 
 ``register_tools(mcp)`` adds the contract tools: ``workflow_templates``, ``workflow_start``,
-``workflow_status``, ``workflow_approve``, ``workflow_control``, ``workflow_artifact``.
+``workflow_status``, ``workflow_approve``, ``workflow_control``, ``workflow_artifact``,
+``knowledge_lookup``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
-from stageflow.tools import artifacts, catalog, runs, status
+from stageflow.tools import artifacts, catalog, knowledge, runs, status
 
 __all__ = ["TOOL_NAMES", "register_tools"]
 
@@ -23,6 +24,7 @@ TOOL_NAMES = (
     "workflow_approve",
     "workflow_control",
     "workflow_artifact",
+    "knowledge_lookup",
 )
 
 _READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -73,5 +75,12 @@ def register_tools(mcp: MCPServer[Any]) -> None:
         name="workflow_artifact",
         title="Read an artifact (paged)",
         description=artifacts.DESCRIPTION,
+        annotations=_READ,
+    )
+    mcp.add_tool(
+        knowledge.knowledge_lookup,
+        name="knowledge_lookup",
+        title="Search the project's knowledge base",
+        description=knowledge.DESCRIPTION,
         annotations=_READ,
     )

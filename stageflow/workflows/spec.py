@@ -155,6 +155,7 @@ class StageSpec(_Model):
     budget_usd: float | None = Field(None, ge=0)
     max_rework: int = Field(2, ge=0, le=20)
     bash: list[str] = Field(default_factory=list)  # extra command patterns for this stage
+    knowledge_tokens: int | None = Field(None, ge=0)  # knowledge injected per attempt; 0: none
     line: int | None = Field(None, exclude=True, repr=False)
 
     @field_validator("id")
