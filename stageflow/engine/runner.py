@@ -214,12 +214,13 @@ class Runner(Protocol):
     async def run(self, request: AttemptRequest) -> AttemptResult: ...
 
 
-_SNAPSHOT = re.compile(r"-\d{8}$")
+_SNAPSHOT = re.compile(r"-(\d{8}|latest)$")
 
 
 def same_model(requested: str | None, answered: str | None) -> bool:
     """True when ``answered`` is the model asked for, or a dated snapshot of it
-    (``claude-sonnet-4-6`` answered as ``claude-sonnet-4-6-20260101``). Unknown sides match."""
+    (``claude-sonnet-4-6`` answered as ``claude-sonnet-4-6-20260101``; ``-latest`` likewise).
+    Unknown sides match."""
     if not requested or not answered or requested == answered:
         return True
     return _SNAPSHOT.sub("", requested) == _SNAPSHOT.sub("", answered)

@@ -211,6 +211,8 @@ class Workspace:
             raise ToolError(f"`{shown}` does not exist; use Glob to find the right path")
         if target.is_dir():
             raise ToolError(f"`{shown}` is a directory; use Glob to list its files")
+        if not target.is_file():  # a FIFO or device would block the read (or never end)
+            raise ToolError(f"`{shown}` is not a regular file; {tool} reads regular files only")
         size = target.stat().st_size
         if size > self.max_file_bytes:
             raise ToolError(

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -397,6 +398,8 @@ def _count_lines(path: Path) -> tuple[int, bool]:
     lines = 0
     last = b""
     try:
+        if not stat.S_ISREG(path.lstat().st_mode):  # a link, FIFO or device: count no lines
+            return 0, False
         with path.open("rb") as fh:
             first = True
             while chunk := fh.read(1 << 20):
