@@ -32,16 +32,11 @@ synchronous except ``bash``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from stageflow.errors import InvalidArgument, ToolError
 from stageflow.subagents.shell import (
@@ -51,6 +46,7 @@ from stageflow.subagents.shell import (
     protected_part,
     run_argv,
 )
+from stageflow.subagents.workspace_search import SearchStop, glob_parts, glob_regex, run_search
 
 __all__ = ["PROTECTED_DIRS", "SearchStop", "Workspace", "glob_regex"]
 
@@ -63,72 +59,6 @@ _SNIFF_BYTES = 8192
 _MAX_LINE_CHARS = 2000  # Read shortens longer lines
 _MAX_GREP_LINE = 300
 _MAX_GLOB_RESULTS = 1000
-
-
-# Grep and Glob run their regular expressions here, in a child process: Python's `re` holds
-# the GIL while it backtracks, so a pattern such as `(a+)+$` would freeze the event loop (and
-# a worker thread could not be cancelled); a child can be killed. Paths go as latin-1 text of
-# their bytes, so any file name survives the JSON.
-_SEARCH_CHILD = r"""
-import json, re, sys
-job = json.loads(sys.stdin.buffer.read())
-globs = [re.compile(p) for p in job["globs"]]
-def wanted(texts):
-    return any(rx.fullmatch(t) for rx in globs for t in texts)
-if job["mode"] == "glob":
-    out = {"found": [i for i, texts in enumerate(job["names"]) if wanted(texts)]}
-else:
-    rx = re.compile(job["pattern"], re.IGNORECASE if job["ignore_case"] else 0)
-    hits, skipped, truncated, cap = [], 0, False, job["line_chars"]
-    for i, name in enumerate(job["files"]):
-        if globs and not wanted(job["names"][i]):
-            continue
-        try:
-            with open(name.encode("latin-1"), "rb") as f:
-                data = f.read(job["max_bytes"] + 1)
-        except OSError:
-            data = None
-        if data is None or len(data) > job["max_bytes"] or b"\0" in data[: job["sniff"]]:
-            skipped += 1
-            continue
-        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            if rx.search(line):
-                if len(hits) >= job["max_matches"]:
-                    truncated = True
-                    break
-                hits.append([i, number, line if len(line) <= cap else line[:cap] + " [...]"])
-        if truncated:
-            break
-    out = {"hits": hits, "skipped": skipped, "truncated": truncated}
-sys.stdout.write(json.dumps(out))
-"""
-
-
-class SearchStop:
-    """Lets an async caller stop a Grep or Glob that runs in a worker thread.
-
-    The thread cannot be interrupted, but the child process doing the matching can: ``stop``
-    kills it (at once, or as soon as it starts), and the search raises ToolError.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._child: subprocess.Popen[bytes] | None = None
-        self.stopped = False
-
-    def started(self, child: subprocess.Popen[bytes]) -> None:
-        """Called by the search with its child process."""
-        with self._lock:
-            self._child = child
-            if self.stopped:
-                child.kill()
-
-    def stop(self) -> None:
-        """Kill the search's child process, now or when it starts."""
-        with self._lock:
-            self.stopped = True
-            if self._child is not None:
-                self._child.kill()
 
 
 class Workspace:
@@ -309,7 +239,7 @@ class Workspace:
         base = self._search_base(path)
         if not base.is_dir():
             raise ToolError(f"`{self.rel(base)}` is not a directory; give a directory to search")
-        regexes = [glob_regex(p) for p in _pattern_parts(pattern)]
+        regexes = [glob_regex(p) for p in glob_parts(pattern)]
         entries = list(self._walk(base, dirs=True))
         job = {
             "mode": "glob",
@@ -318,7 +248,7 @@ class Workspace:
         }
         found = [
             self.rel(entries[i][0]) + ("/" if entries[i][1] else "")
-            for i in self._search(job, "Glob", stop)["found"]
+            for i in run_search(job, "Glob", stop, self.search_timeout)["found"]
         ]
         if not found:
             return f"No files match `{pattern}` under `{self.rel(base)}`"
@@ -349,7 +279,7 @@ class Workspace:
         base = self._search_base(path)
         filters: list[re.Pattern[str]] = []
         if base.is_dir():
-            filters = [glob_regex(p) for p in _pattern_parts(glob)] if glob else []
+            filters = [glob_regex(p) for p in glob_parts(glob)] if glob else []
             files = sorted(f for f, _ in self._walk(base, dirs=False))
         else:
             files = [base]
@@ -366,7 +296,7 @@ class Workspace:
             "max_matches": max_matches,
             "line_chars": _MAX_GREP_LINE,
         }
-        found = self._search(job, "Grep", stop)
+        found = run_search(job, "Grep", stop, self.search_timeout)
         hits = [f"{self.rel(files[i])}:{number}: {text}" for i, number, text in found["hits"]]
         notes = []
         if found["truncated"]:
@@ -382,36 +312,6 @@ class Workspace:
         if not base.exists():
             raise ToolError(f"`{self.rel(base)}` does not exist")
         return base
-
-    def _search(self, job: dict[str, Any], tool: str, stop: SearchStop | None) -> Any:
-        """Run the regular expressions of ``job`` in a child process; see ``SearchStop``."""
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _SEARCH_CHILD],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={},
-        )
-        if stop is not None:
-            stop.started(child)
-        try:
-            out, err = child.communicate(json.dumps(job).encode(), timeout=self.search_timeout)
-        except subprocess.TimeoutExpired:
-            raise ToolError(
-                f"{tool} was stopped after {self.search_timeout:g}s: the pattern makes the "
-                "regular expression engine backtrack too much (nested repetition such as "
-                "`(a+)+` or many `*`); simplify the pattern or narrow the path"
-            ) from None
-        finally:
-            if child.poll() is None:  # timed out, or interrupted: never leave it running
-                child.kill()
-                child.communicate()
-        if child.returncode != 0:
-            if stop is not None and stop.stopped:
-                raise ToolError(f"{tool} was cancelled")
-            detail = err.decode("utf-8", errors="replace").strip().splitlines()[-1:]
-            raise ToolError(f"{tool} failed: {''.join(detail) or f'exit {child.returncode}'}")
-        return json.loads(out)
 
     def _walk(self, base: Path, *, dirs: bool) -> Iterator[tuple[Path, bool]]:
         """Entries under ``base``: no ``.git``, no symlinked dirs, no links out of the root."""
@@ -472,64 +372,3 @@ class Workspace:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _pattern_parts(pattern: str) -> list[str]:
-    """Check a glob pattern and expand one level of ``{a,b}`` alternatives."""
-    if not pattern or not pattern.strip():
-        raise ToolError("the glob pattern is empty; e.g. `**/*.py`")
-    if pattern.startswith("/") or ".." in Path(pattern).parts:
-        raise ToolError(
-            f"glob pattern `{pattern}` must be relative (no leading `/`, no `..`); "
-            "pass the directory to search as `path`"
-        )
-    match = re.search(r"\{([^{}]*)\}", pattern)
-    if match is None:
-        return [pattern]
-    head, tail = pattern[: match.start()], pattern[match.end() :]
-    out: list[str] = []
-    for alt in match.group(1).split(","):
-        out.extend(_pattern_parts(head + alt + tail))
-    return out
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regex for a glob over POSIX relative paths.
-
-    ``**/`` matches zero or more directories, ``**`` anything, ``*`` and ``?`` stay inside one
-    path segment, ``[...]`` is a character class.
-    """
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            close = pattern.find("]", i + 2)
-            if close == -1:
-                out.append(re.escape(ch))
-            else:
-                body = pattern[i + 1 : close]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-                i = close + 1
-                continue
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    try:
-        return re.compile("".join(out))
-    except re.error as exc:
-        raise ToolError(f"glob pattern `{pattern}` is not valid: {exc}") from None
