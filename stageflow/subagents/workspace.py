@@ -17,8 +17,8 @@ tools refuse files over ``max_file_bytes`` and binary files (a NUL byte in the f
 Glob and Grep walk the tree themselves: they skip ``.git``, never descend into symlinked
 directories, and leave out symlinks that resolve outside the root. Their regular expressions
 (the model's, or compiled from its glob) run in a child process bounded by ``search_timeout``
-and killed when the caller is cancelled (``SearchStop``): ``re`` cannot be interrupted and
-holds the GIL while it backtracks, so a pattern like ``(a+)+$`` would otherwise stall the
+and killed when the caller is cancelled (``workspace_search``): ``re`` cannot be interrupted
+and holds the GIL while it backtracks, so a pattern like ``(a+)+$`` would otherwise stall the
 whole server for as long as it runs.
 
 Bash (``shell.BashPolicy``) is off unless the policy lists patterns, and is also refused on a
