@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -71,7 +70,6 @@ from stageflow.subagents.claude_code_result import (
     parse_final_answer,
 )
 from stageflow.subagents.claude_code_stream import LineSplitter, StreamLedger
-from stageflow.subagents.command import _group_alive, _signal_group
 from stageflow.subagents.context import (
     DEFAULT_CONTEXT_TOKENS,
     ContextSource,
@@ -81,6 +79,7 @@ from stageflow.subagents.context import (
     collect_sections,
 )
 from stageflow.subagents.pricing import PriceTable
+from stageflow.subagents.procgroup import stop_group
 
 __all__ = [
     "EMPTY_MCP_CONFIG",
@@ -269,7 +268,7 @@ class ClaudeCodeRunner:
                 await self._communicate(process, call.stdin, ledger, err)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._stop_group(process)
+                await stop_group(process, grace=self.kill_grace)
                 await ledger.close()
         if deadline.cancelled_caught:
             raise StageTimeout(
@@ -333,22 +332,6 @@ class ClaudeCodeRunner:
                 for event in events:
                     await event.wait()
             tg.cancel_scope.cancel()
-
-    async def _stop_group(self, process: Process) -> None:
-        """SIGTERM claude's process group, wait a grace period, SIGKILL what is left, reap."""
-        pgid = process.pid  # start_new_session: claude leads its own group
-        if _signal_group(pgid, signal.SIGTERM):
-            with anyio.move_on_after(self.kill_grace):
-                while _group_alive(pgid):  # noqa: ASYNC110 (no event for "group is empty")
-                    await anyio.sleep(0.02)
-            _signal_group(pgid, signal.SIGKILL)
-        if process.returncode is None:
-            with anyio.move_on_after(self.kill_grace):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        await process.aclose()
 
     # -- the result -------------------------------------------------------------------------
 

@@ -16,19 +16,17 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
 
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import StageTimeout
 from stageflow.subagents.offline_text import one_line
+from stageflow.subagents.procgroup import collect, stop_group
 
 __all__ = ["DEFAULT_MAX_OUTPUT", "CommandRunner", "command_env"]
 
@@ -116,10 +114,10 @@ class CommandRunner:
         log.info("stage %s: started command pid=%s", request.stage.id, process.pid)
         try:
             with anyio.move_on_after(limit) as deadline:
-                await self._collect(process, tail)
+                await collect(process, tail.add, drain_grace=self.drain_grace)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._stop_group(process)
+                await stop_group(process, grace=self.kill_grace)
         duration = time.monotonic() - started
         if deadline.cancelled_caught:
             raise StageTimeout(
@@ -139,86 +137,6 @@ class CommandRunner:
             runner=self.name,
             error=None if code == 0 else f"command exited with status {code}",
         )
-
-    async def _collect(self, process: Process, tail: _Tail) -> None:
-        """Read output until the shell exits and its pipe is drained (or the grace ends)."""
-        drained = anyio.Event()
-
-        async def pump(stream: ByteReceiveStream) -> None:
-            try:
-                async for chunk in stream:
-                    tail.add(chunk)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
-            drained.set()
-
-        async with anyio.create_task_group() as tg:
-            if process.stdout is not None:
-                tg.start_soon(pump, process.stdout)
-            else:
-                drained.set()
-            await process.wait()
-            # a background child may still hold the pipe open; don't wait for it forever
-            with anyio.move_on_after(self.drain_grace):
-                await drained.wait()
-            tg.cancel_scope.cancel()
-
-    async def _stop_group(self, process: Process) -> None:
-        """SIGTERM the process group, wait a grace period, SIGKILL what is left, reap."""
-        pgid = process.pid  # start_new_session: the shell leads its own group
-        if _signal_group(pgid, signal.SIGTERM):
-            with anyio.move_on_after(self.kill_grace):
-                # the OS offers no event for "process group is empty", so poll briefly
-                while _group_alive(pgid):  # noqa: ASYNC110
-                    await anyio.sleep(0.02)
-            _signal_group(pgid, signal.SIGKILL)
-        if process.returncode is None:
-            with anyio.move_on_after(self.kill_grace):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        await process.aclose()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    """Send ``sig`` to the group; False when no process of the group is left."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.warning("cannot signal process group %s", pgid)
-        return False
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live process remains in the group.
-
-    Zombies do not count: orphans killed with the group are reparented to init, which may reap
-    them lazily, and waiting for that would turn every kill into a full grace period. Where
-    ``/proc`` is missing, fall back to ``killpg(pgid, 0)``, which counts zombies.
-    """
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
 
 
 def _summary(command: str, code: int, duration: float, output: str) -> str:

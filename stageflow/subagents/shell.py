@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +39,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process
 
 from stageflow.errors import ToolError
+from stageflow.subagents.procgroup import collect, kill_group
 
 __all__ = [
     "NO_SHELL_HINT",
@@ -384,10 +383,10 @@ async def run_argv(
     log.debug("bash: started %s pid=%s", argv, process.pid)
     try:
         with anyio.move_on_after(timeout) as deadline:
-            await _collect(process, out)
+            await collect(process, out.add, drain_grace=_DRAIN_GRACE, kill_leftovers=True)
     finally:
         with anyio.CancelScope(shield=True):
-            await _kill_group(process)
+            await kill_group(process)
     if deadline.cancelled_caught:
         output = out.text()
         raise CommandTimedOut(
@@ -398,46 +397,3 @@ async def run_argv(
         )
     code = process.returncode if process.returncode is not None else -1
     return code, out.text()
-
-
-async def _collect(process: Process, out: _Capped) -> None:
-    """Read output until the program exits and its pipe is drained (or the grace ends)."""
-    drained = anyio.Event()
-
-    async def pump(stream: ByteReceiveStream) -> None:
-        try:
-            async for chunk in stream:
-                out.add(chunk)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        drained.set()
-
-    async with anyio.create_task_group() as tg:
-        if process.stdout is not None:
-            tg.start_soon(pump, process.stdout)
-        else:
-            drained.set()
-        await process.wait()
-        # children left in the group would hold the pipe open: end them, then drain
-        _killpg(process.pid)
-        with anyio.move_on_after(_DRAIN_GRACE):
-            await drained.wait()
-        tg.cancel_scope.cancel()
-
-
-async def _kill_group(process: Process) -> None:
-    """SIGKILL whatever is left of the process group and reap the program."""
-    _killpg(process.pid)  # start_new_session: the program leads its own group
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
-    await process.aclose()
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        log.warning("cannot signal process group %s", pgid)
