@@ -37,6 +37,11 @@ class Settings:
     def state_dir(self) -> Path:
         return self.project / ".stageflow"
 
+    @property
+    def config_file(self) -> Path:
+        """``.stageflow/config.toml``: where ``extra`` came from (named in config errors)."""
+        return self.state_dir / "config.toml"
+
     def agent_dirs(self) -> list[tuple[str, Path]]:
         """Agent folders from lowest to highest precedence (built-in first)."""
         return [

@@ -60,16 +60,11 @@ def estimate_tokens(chars: int) -> int:
 
 def _ledger_usage(rows: Sequence[RequestRow]) -> Usage:
     """The attempt-level total of ledger rows."""
+    fields = RequestUsage.model_fields
     total = Usage()
     for r in rows:
-        total = total + Usage(
-            input_tokens=r.input_tokens,
-            output_tokens=r.output_tokens,
-            cache_read_tokens=r.cache_read_tokens,
-            cache_write_tokens=r.cache_write_5m_tokens + r.cache_write_1h_tokens,
-            cost_usd=r.cost_usd,
-            requests=1,
-        )
+        request = RequestUsage(**{k: v for k, v in vars(r).items() if k in fields})
+        total = total + request.as_usage()
     return total
 
 

@@ -64,7 +64,7 @@ def knowledge_patterns(settings: Settings, problems: list[Problem] | None = None
     out = [Pattern("knowledge", f"{base}/**/*.md", base)]
     section = settings.extra.get("knowledge")
     globs: object = section.get("paths", []) if isinstance(section, dict) else []
-    where = str(settings.state_dir / "config.toml")
+    where = str(settings.config_file)
     if isinstance(globs, str):
         globs = [globs]
     if not isinstance(globs, list):

@@ -40,12 +40,10 @@ class RunnerOptions:
 def _section(settings: Settings, name: str) -> dict[str, Any]:
     raw = settings.extra.get(name, {})
     if not isinstance(raw, dict):
-        raise SpecError(Problem(f"[{name}] must be a table", file=_file(settings), path=name))
+        raise SpecError(
+            Problem(f"[{name}] must be a table", file=str(settings.config_file), path=name)
+        )
     return raw
-
-
-def _file(settings: Settings) -> str:
-    return str(settings.state_dir / "config.toml")
 
 
 def _positive(
@@ -56,7 +54,7 @@ def _positive(
         raise SpecError(
             Problem(
                 f"must be a positive number, got {value!r}",
-                file=_file(settings),
+                file=str(settings.config_file),
                 path=f"{section}.{key}",
             )
         )
@@ -75,7 +73,7 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
         raise SpecError(
             Problem(
                 f"unknown workspace mode {mode!r}; expected one of {', '.join(_MODES)}",
-                file=_file(settings),
+                file=str(settings.config_file),
                 path="workspace.mode",
             )
         )
@@ -84,7 +82,7 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
         raise SpecError(
             Problem(
                 'must be a list of command patterns, e.g. ["pytest*"]',
-                file=_file(settings),
+                file=str(settings.config_file),
                 path="workspace.bash",
             )
         )

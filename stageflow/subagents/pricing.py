@@ -214,7 +214,7 @@ def load_price_table(settings: Settings) -> PriceTable:
     section = settings.extra.get("prices")
     if section is None:
         return PriceTable(dict(DEFAULT_PRICES), PRICES_AS_OF)
-    file = str(settings.state_dir / "config.toml")
+    file = str(settings.config_file)
     if not isinstance(section, dict):
         raise SpecError(Problem("must be a table of model ids", file=file, path="prices"))
     problems: list[Problem] = []

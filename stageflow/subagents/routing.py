@@ -118,7 +118,7 @@ def load_routes(settings: Settings) -> ModelRoutes:
     section = settings.extra.get("models")
     if section is None:
         return ModelRoutes()
-    file = str(settings.state_dir / "config.toml")
+    file = str(settings.config_file)
     if not isinstance(section, dict):
         raise SpecError(Problem("must be a table", file=file, path="models"))
     problems: list[Problem] = []
