@@ -1,8 +1,8 @@
 """Finding, installing and driving the Claude Code CLI for the benchmarks.
 
-The CLI is looked for where the test suite installs it (``.ci/node``, the npm package pinned in
-``tests/server/test_claude_code.py``), then on ``PATH``; failing both, the pinned package is
-installed into ``.ci/node`` with ``npm`` (as that test's fixture does). Each ``claude -p`` runs
+The CLI is looked for where the test suite installs it (``.ci/node``, the version pinned in
+``tests/claude_cli.py``), then on ``PATH``; failing both, the pinned package is installed into
+``.ci/node`` with ``npm`` (as the tests' fixture does). Each ``claude -p`` runs
 in a clean environment pointed at a Messages API stand-in: an isolated home (so nothing of the
 user's Claude setup leaks in, and resumed sessions are kept there), a test key, and no
 non-essential traffic.
@@ -11,65 +11,18 @@ non-essential traffic.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-PREFIX = ROOT / ".ci" / "node"
-PINNED = PREFIX / "node_modules" / ".bin" / "claude"
+from tests.claude_cli import BINARY, clean_env, install, is_pinned, version
+
+__all__ = ["clean_env", "find_claude", "session_turn", "version"]
+
 EMPTY_MCP_CONFIG = '{"mcpServers":{}}'
-INSTALL_TIMEOUT = 600.0
 TURN_TIMEOUT = 300.0
-
-
-def pinned_package() -> str:
-    """The npm package spec the test suite pins (``@anthropic-ai/claude-code@<version>``)."""
-    from tests.server.test_claude_code import PACKAGE
-
-    return PACKAGE
-
-
-def install(prefix: Path = PREFIX) -> tuple[Path | None, str]:
-    """``npm install`` the pinned package into ``prefix``; (binary, "") or (None, why not)."""
-    npm = shutil.which("npm")
-    if npm is None:
-        return None, "npm is not on PATH (Node.js 18+ is needed to install Claude Code)"
-    package = pinned_package()
-    argv = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error"]
-    try:
-        done = subprocess.run(
-            [*argv, package],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"npm install {package} failed: {exc}"
-    binary = prefix / "node_modules" / ".bin" / "claude"
-    if done.returncode != 0 or not binary.exists():
-        return None, f"npm install {package} failed: {(done.stderr or done.stdout)[-500:].strip()}"
-    return binary, ""
-
-
-def version(binary: Path) -> str | None:
-    """``claude --version`` (e.g. ``2.1.197 (Claude Code)``), or None when it does not run."""
-    try:
-        done = subprocess.run(
-            [str(binary), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "DISABLE_AUTOUPDATER": "1"},
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
 def find_claude(*, install_missing: bool = True) -> tuple[Path | None, str]:
@@ -77,7 +30,7 @@ def find_claude(*, install_missing: bool = True) -> tuple[Path | None, str]:
 
     Returns (binary, "") or (None, the reason none could be used).
     """
-    found = [PINNED] if PINNED.exists() else []
+    found = [BINARY] if BINARY.exists() and is_pinned(BINARY) else []
     on_path = shutil.which("claude")
     if on_path:
         found.append(Path(on_path))
@@ -92,19 +45,6 @@ def find_claude(*, install_missing: bool = True) -> tuple[Path | None, str]:
     if not version(binary):
         return None, f"{binary} --version does not run"
     return binary, ""
-
-
-def clean_env(base_url: str, home: Path) -> dict[str, str]:
-    """The environment for ``claude``: only PATH, an isolated home and the stand-in."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": "test-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-    }
 
 
 @dataclass(frozen=True)

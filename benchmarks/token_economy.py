@@ -26,7 +26,7 @@ records of every answered request.
 The stage turns of both sessions carry the brief stageflow builds for that stage (the same
 ``build_context``; ``finish="json"`` for Claude Code, which has no ``submit_result``), minus the
 upstream artifacts, which are already in the conversation. The agent does the same work per
-stage everywhere: it only uses the tools that stage's agent has. Claude Code 2.1.197's default
+stage everywhere: it only uses the tools that stage's agent has. Claude Code 2.1.328's default
 tool set has no Glob (search goes through Bash), so there the agent skips its listing turn:
 one request fewer per stage, in the baseline's favour.
 

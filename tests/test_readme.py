@@ -53,3 +53,25 @@ def test_readme_names_every_mcp_tool_and_the_serve_command() -> None:
     for name in TOOL_NAMES:
         assert f"`{name}" in README, name
     assert "claude mcp add stageflow -- stageflow serve" in README
+
+
+def test_the_readme_test_command_installs_the_lock() -> None:
+    (setup,) = _blocks("sh")
+    test_command = next(line for line in setup.splitlines() if "pytest" in line)
+    assert "-c requirements.lock" in test_command
+
+
+def test_the_lock_pins_every_dependency_of_the_package_and_its_test_extras() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = [*project["dependencies"]]
+    for extra in ("dev", "bench"):
+        wanted.extend(project["optional-dependencies"][extra])
+    pinned = {
+        line.split("==")[0].strip().lower().replace("_", "-")
+        for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    names = {re.split(r"[<>=!~\[; ]", w, maxsplit=1)[0].lower().replace("_", "-") for w in wanted}
+    assert names <= pinned, names - pinned

@@ -122,7 +122,8 @@ def test_the_claude_code_session_ran_and_its_ratio_is_judged(
     # one session: every stage starts from all earlier ones plus Claude Code's standing context
     firsts = [s["first_request_tokens"] for s in cc["stages"]]
     assert firsts == sorted(firsts) and len(set(firsts)) == len(firsts)
-    assert firsts[0] > cc["standing_tokens"] > 10 * result["stageflow"]["standing_tokens"]
+    # 2.1.328 defers MCP and rare tools behind ToolSearch: 19.0k standing tokens against our 2.0k
+    assert firsts[0] > cc["standing_tokens"] > 5 * result["stageflow"]["standing_tokens"]
     ratio = result["stageflow"]["prompt_tokens"] / cc["prompt_tokens"]
     assert result["ratios"]["claude_code"] == round(ratio, 4)
     assert result["meets_target"] == (ratio <= result["target"])

@@ -5,12 +5,14 @@ non-streaming ``messages.create`` per ``ModelCall`` (the SDK retries 408/409/429
 connection failures itself, honouring ``retry-after``) and converts the reply to plain dict
 blocks and ``RawUsage``.
 
-Every SDK failure leaves this module as a ``ModelError`` (``map_error``). ``ERROR_KINDS`` gives
-every exception class the SDK defines its own ``(kind, retryable)`` entry, so an SDK upgrade
-that adds a class fails ``tests/subagents/test_error_map.py`` until someone decides what it
-means. Beyond the class, two facts refine the kind: a 429 without ``retry-after`` is a
-spend/usage limit (not retried), and the SDK's "Could not resolve authentication method"
-``TypeError`` (no credentials anywhere) is an auth failure.
+Every SDK failure leaves this module as a ``ModelError`` (``map_error``). Its kind comes from
+the exception's class hierarchy and the HTTP status (``classify``), not from a list of every
+class: the SDK adds classes in most releases (anthropic 2.16 added forty), and each inherits a
+status class or one of the SDK's base classes, so it resolves to the right kind unnamed. A few
+subclasses whose meaning differs from their status are named (``NAMED_KINDS``). Beyond the
+class, the response refines the kind: a 429 without ``retry-after`` is a spend/usage limit (not
+retried), ``x-should-retry`` says whether a retry can help, and the SDK's "Could not resolve
+authentication method" ``TypeError`` (no credentials anywhere) is an auth failure.
 
 The SDK retries every 429 itself, so a spend-limit 429 would be sent ``max_retries + 1`` times
 (with back-off) before ``map_error`` saw it. ``_NoRetryOnSpendLimit``, a client middleware (the
@@ -34,23 +36,11 @@ import re
 from typing import Any
 
 import anthropic
-from anthropic import types as _t
-from anthropic._response import StreamAlreadyConsumed
-from anthropic.lib._extras._common import MissingDependencyError
-from anthropic.lib.foundry import MutuallyExclusiveAuthError
-from anthropic.lib.tools._toolsets import _base as _toolset_base
-from anthropic.lib.tools._toolsets import _browser as _toolset_browser
-from anthropic.lib.tools._toolsets import _errors as _toolset_errors
-from anthropic.types import beta as _beta
-from anthropic.types import organization as _org
-from anthropic.types.beta import environments as _beta_env
-from anthropic.types.beta import organization as _beta_org
-from anthropic.types.beta.organization import claude_code as _beta_cc
 
 from stageflow.errors import ModelError, ModelErrorKind
 from stageflow.subagents.model_client import Block, ModelCall, ModelReply, RawUsage
 
-__all__ = ["ERROR_KINDS", "AnthropicClient", "map_error"]
+__all__ = ["AnthropicClient", "classify", "map_error"]
 
 log = logging.getLogger(__name__)
 
@@ -68,163 +58,51 @@ PROTOCOL: ErrorKind = ("protocol", False)
 OTHER: ErrorKind = ("other", False)
 OTHER_RETRYABLE: ErrorKind = ("other", True)
 
-# One entry per SDK exception class (anthropic 2.11), grouped by HTTP status. Subclasses that
-# the SDK picks by ``error.details.error_code`` mostly belong to admin/beta endpoints stageflow
-# never calls; they are listed so that the map stays total and every new class is a decision.
-ERROR_KINDS: dict[type[BaseException], ErrorKind] = {
-    anthropic.AnthropicError: OTHER,
-    anthropic.APIError: OTHER,
-    anthropic.APIResponseValidationError: PROTOCOL,
-    anthropic.APIWebhookValidationError: PROTOCOL,
-    anthropic.APIStatusError: BAD_REQUEST,  # an unlisted status; map_error refines (>= 500 ...)
-    # 400
-    anthropic.BadRequestError: BAD_REQUEST,
-    _beta.BetaInvalidMetadataError: BAD_REQUEST,
-    _beta.BetaEnvironmentArchivedError: BAD_REQUEST,
-    _beta.BetaInvalidConfigTypeChangeError: BAD_REQUEST,
-    _org.AlreadyMemberError: BAD_REQUEST,
-    _org.KeyProfileMismatchError: BAD_REQUEST,
-    _org.InviteAlreadyExistsError: BAD_REQUEST,
-    _org.EmailDomainNotAllowedError: BAD_REQUEST,
-    _org.CannotRemoveLastMemberError: BAD_REQUEST,
-    _org.OrgAPIKeyLimitExceededError: BAD_REQUEST,
-    _org.WorkspacePolicyViolationError: BAD_REQUEST,
-    _org.ExternalKeyValidationFailedError: BAD_REQUEST,
-    _org.RBACGroupGrantsOwnerAccessError: BAD_REQUEST,
-    _org.WorkspaceMemberLimitExceededError: BAD_REQUEST,
-    _org.ExternalKeyInWorkspacePolicyError: BAD_REQUEST,
-    _org.WorkspaceAPIKeyLimitExceededError: BAD_REQUEST,
-    _org.ExternalKeyValidationTimedOutError: BAD_REQUEST,
-    _org.RBACGroupOwnerAccessUnconfirmedError: BAD_REQUEST,
-    _org.CannotInviteEmailsWithUnverifiedDomainsError: BAD_REQUEST,
-    _beta_org.BetaScanFailedError: BAD_REQUEST,
-    _beta_org.BetaBundleOnCallError: BAD_REQUEST,
-    _beta_org.BetaCannotSignOutSelfError: BAD_REQUEST,
-    _beta_org.BetaCannotSignOutPrimaryOwnerError: BAD_REQUEST,
-    _beta_org.BetaBundleAttachmentNotSupportedError: BAD_REQUEST,
-    _beta_org.BetaSlackChannelSetUpSettingsRefusedError: BAD_REQUEST,
-    _beta_cc.BetaCMEKFeatureUnsupportedError: BAD_REQUEST,
-    _beta_cc.BetaRBACGroupOrderLimitExceededError: BAD_REQUEST,
-    _beta_cc.BetaSettingsHistoryLimitExceededError: BAD_REQUEST,
-    _beta_cc.BetaSettingsDocumentLimitExceededError: BAD_REQUEST,
-    anthropic.CMEKKeyDisabledError: BAD_REQUEST,
-    anthropic.OrganizationOnHoldError: AUTH,  # the key's organization may not use the API
-    anthropic.CMEKKeyNetworkBlockedError: BAD_REQUEST,
-    anthropic.ClaudeCodeVersionTooOldError: BAD_REQUEST,
-    anthropic.ParentOrganizationRequiredError: AUTH,
-    anthropic.RequestBodyEncodingInvalidError: BAD_REQUEST,
-    anthropic.OrganizationTypeNotSupportedError: AUTH,
-    anthropic.RequestBodyEncodingUnsupportedError: BAD_REQUEST,
-    anthropic.ClaudeCodeKeyCreatorNotMemberError: AUTH,
-    _t.ToolNameConflictError: BAD_REQUEST,
-    _t.FileNotDownloadableError: BAD_REQUEST,
-    _t.UserProfileRequiredError: BAD_REQUEST,
-    _t.StorageQuotaExceededError: BAD_REQUEST,
-    _t.UserProfileNotFoundError: BAD_REQUEST,
-    _t.BetaUnsupportedCharsetError: BAD_REQUEST,
-    _t.ThreadAlreadyContinuedError: BAD_REQUEST,
-    _t.BetaRequestBodyTimeoutError: CONNECTION,  # our upload stalled; a new try may get through
-    _t.OrgMemberLimitExceededError: BAD_REQUEST,
-    _t.ThreadContinueInFlightError: BAD_REQUEST,
-    _t.ToolReferenceUnresolvedError: BAD_REQUEST,
-    _t.CompactionBlockAmbiguousError: BAD_REQUEST,
-    _t.CompactionBlockMisplacedError: BAD_REQUEST,
-    _t.CompactionIncompleteTurnError: BAD_REQUEST,
-    _t.ThreadUnsupportedRequestError: BAD_REQUEST,
-    _t.CompactionContentMismatchError: BAD_REQUEST,
-    _t.ThreadFingerprintMismatchError: BAD_REQUEST,
-    _t.CompactionSignatureInvalidError: BAD_REQUEST,
-    _t.AvailableToolsLimitExceededError: BAD_REQUEST,
-    _t.CompactionNothingToSummarizeError: BAD_REQUEST,
-    _t.CompactionToolChangesMismatchError: BAD_REQUEST,
-    _t.CompactionTooManyToolReferencesError: BAD_REQUEST,
-    _t.BetaOrganizationNotEnrolledInBetaError: BAD_REQUEST,
-    # 401, 402, 403
-    anthropic.AuthenticationError: AUTH,
-    anthropic.PaymentRequiredError: SPEND_LIMIT,
-    anthropic.LinkedOrganizationBillingUnavailableError: SPEND_LIMIT,
-    anthropic.LinkedOrganizationSpendLimitReachedError: SPEND_LIMIT,
-    anthropic.PermissionDeniedError: AUTH,
-    _beta.BetaEnvironmentCreateDisabledError: AUTH,
-    _beta.BetaEnvironmentUpdateDisabledError: AUTH,
-    _beta_org.BetaAPIKeyScopeMissingError: AUTH,
-    _beta_org.BetaCannotSignOutOwnerError: AUTH,
-    _beta_org.BetaClaudeTagWritesNotEnabledError: AUTH,
-    _beta_org.BetaCannotSignOutManagedMemberError: AUTH,
-    _beta_org.BetaCannotSignOutMembershipAdminError: AUTH,
-    _beta_org.BetaCannotSignOutPrivilegedMemberError: AUTH,
-    _beta_org.BetaComplianceConfigurationRestrictedError: AUTH,
-    _beta_org.BetaSpendLimitsAdminAPIWritesNotEnabledError: AUTH,
-    _beta_org.BetaOrganizationLevelScopedAPIKeyRequiredError: AUTH,
-    anthropic.SandboxEgressRestrictedError: AUTH,
-    _t.UserProfileNotBillableError: SPEND_LIMIT,
-    _t.UserProfileBillingNotAuthorizedError: SPEND_LIMIT,
-    # 404
-    anthropic.NotFoundError: BAD_REQUEST,
-    _beta.BetaEnvironmentNotFoundError: BAD_REQUEST,
-    _beta_org.BetaRBACGroupNotFoundError: BAD_REQUEST,
-    _beta_org.BetaSlackChannelSetUpEnvironmentNotFoundError: BAD_REQUEST,
-    _beta_cc.BetaRBACGroupManagedSettingsNotFoundError: BAD_REQUEST,
-    _t.FileExpiredError: BAD_REQUEST,
-    _t.ThreadNotFoundError: BAD_REQUEST,
-    _t.RBACRoleNotFoundError: BAD_REQUEST,
-    # 408, 409, 412, 413, 422
-    anthropic.RequestTimeoutError: CONNECTION,
-    anthropic.ConflictError: BAD_REQUEST,
-    _org.ExternalKeyChangedError: BAD_REQUEST,
-    _beta_org.BetaScanPendingError: BAD_REQUEST,
-    _beta_org.BetaSkillNameTakenError: BAD_REQUEST,
-    _beta_org.BetaPluginNameTakenError: BAD_REQUEST,
-    _beta_org.BetaSlackChannelSetUpSettingsConflictError: BAD_REQUEST,
-    _t.ConcurrentMembershipChangeError: BAD_REQUEST,
-    _t.SkillReadBlockedUndecryptableError: BAD_REQUEST,
-    anthropic.PreconditionFailedError: BAD_REQUEST,
-    _beta_env.BetaHeartbeatPreconditionFailedError: BAD_REQUEST,
-    anthropic.ContentTooLargeError: BAD_REQUEST,
-    anthropic.RequestBodyTooLargeAfterDecodingError: BAD_REQUEST,
-    anthropic.UnprocessableEntityError: BAD_REQUEST,
-    # 429 (map_error: a RateLimitError without retry-after is a spend limit)
-    anthropic.RateLimitError: RATE_LIMIT,
-    anthropic.RampLimitExceededError: RATE_LIMIT,  # usage grew too fast: slows, then passes
-    anthropic.ContractSpendLimitReachedError: SPEND_LIMIT,
-    anthropic.EnforcedSpendLimitReachedError: SPEND_LIMIT,
-    # 431, 499
-    anthropic.RequestHeaderFieldsTooLargeError: BAD_REQUEST,
-    anthropic.ClientClosedRequestError: CONNECTION,
-    # 5xx
-    anthropic.InternalServerError: SERVER,
-    anthropic.HTTPNotImplementedError: SERVER_FINAL,
-    anthropic.ServiceUnavailableError: OVERLOADED,
-    _beta_org.BetaRegistrationPendingError: SERVER,
-    anthropic.CMEKKeyUnreachableError: SERVER,
-    anthropic.CMEKContextUnavailableError: SERVER,
-    anthropic.GatewayTimeoutError: SERVER,
-    anthropic.OverloadedError: OVERLOADED,
-    _t.CompactionUnavailableError: OVERLOADED,
-    # no HTTP response
-    anthropic.APIConnectionError: CONNECTION,
-    anthropic.APITimeoutError: CONNECTION,
-    anthropic.RetryableError: OTHER_RETRYABLE,
-    anthropic.CredentialsError: AUTH,
-    anthropic.IdentityTokenFileError: AUTH,
-    anthropic.WorkloadIdentityError: AUTH,
-    MutuallyExclusiveAuthError: AUTH,
-    StreamAlreadyConsumed: OTHER,
-    MissingDependencyError: OTHER,
-    # misuse of the SDK's tool-runner helpers (stageflow does not use them)
-    _toolset_errors.ToolsetUsageError: OTHER,
-    _toolset_errors.ToolsetConfigError: OTHER,
-    _toolset_errors.ToolsetContractError: OTHER,
-    _toolset_errors.ToolsetsFixedError: OTHER,
-    _toolset_errors.ToolsetClosedError: OTHER,
-    _toolset_base.NestedCallError: OTHER,
-    _toolset_base.AsyncOnSyncToolsetError: OTHER,
-    _toolset_base.SyncOnAsyncToolsetError: OTHER,
-    _toolset_browser.BrowserStateError: OTHER,
+# The HTTP status decides the kind of a status error. The SDK adds subclasses picked by
+# ``error.details.error_code`` in almost every release (mostly for admin and beta endpoints
+# stageflow never calls); they inherit the class of their status, so they need no entry here.
+STATUS_KINDS: dict[int, ErrorKind] = {
+    400: BAD_REQUEST,
+    401: AUTH,
+    402: SPEND_LIMIT,
+    403: AUTH,
+    404: BAD_REQUEST,
+    408: CONNECTION,
+    409: BAD_REQUEST,
+    412: BAD_REQUEST,
+    413: BAD_REQUEST,
+    422: BAD_REQUEST,
+    429: RATE_LIMIT,  # map_error: without retry-after it is a spend limit
+    431: BAD_REQUEST,
+    499: CONNECTION,
+    501: SERVER_FINAL,
+    503: OVERLOADED,
+    529: OVERLOADED,
 }
 
-# A status error the SDK has no class for (e.g. an ``error`` event inside a 200 stream) is read
-# by the body's ``error.type``.
+# The few subclasses whose meaning differs from their status, by name, so that a class an SDK
+# version lacks is simply not there (``getattr`` below) and a renamed one falls back to its
+# status. The first class in an exception's MRO that is named here wins.
+NAMED_KINDS: dict[str, ErrorKind] = {
+    # 429s that will not pass by waiting, and one that will
+    "ContractSpendLimitReachedError": SPEND_LIMIT,
+    "EnforcedSpendLimitReachedError": SPEND_LIMIT,
+    "RampLimitExceededError": RATE_LIMIT,
+    # 400s that are about the key's organization, not about our request
+    "OrganizationOnHoldError": AUTH,
+    "ParentOrganizationRequiredError": AUTH,
+    "OrganizationTypeNotSupportedError": AUTH,
+    "ClaudeCodeKeyCreatorNotMemberError": AUTH,
+    "BetaRequestBodyTimeoutError": CONNECTION,  # our upload stalled; a new try may get through
+    "CompactionUnavailableError": OVERLOADED,
+    "CMEKKeyUnreachableError": SERVER,
+    "CMEKContextUnavailableError": SERVER,
+    # no HTTP response
+    "MutuallyExclusiveAuthError": AUTH,
+}
+
+# A status error without a status of its own above (e.g. an ``error`` event inside a 200
+# stream, or a 418) is read by the body's ``error.type``.
 _BODY_TYPES: dict[str, ErrorKind] = {
     "invalid_request_error": BAD_REQUEST,
     "authentication_error": AUTH,
@@ -242,13 +120,54 @@ _NO_CREDENTIALS = "Could not resolve authentication method"
 _KEY_HINT = "set ANTHROPIC_API_KEY to a valid key (or use STAGEFLOW_RUNNER=claude-code)"
 
 
-def _kind_of(cls: type[BaseException]) -> ErrorKind:
-    """The class's own entry, else its nearest mapped ancestor's (an SDK newer than the map)."""
+def _named_kind(cls: type[BaseException]) -> ErrorKind | None:
     for klass in cls.__mro__:
-        if klass in ERROR_KINDS:
-            if klass is not cls:
-                log.warning("no ERROR_KINDS entry for %s; using %s's", cls, klass.__name__)
-            return ERROR_KINDS[klass]
+        if klass.__module__.split(".")[0] == "anthropic" and klass.__name__ in NAMED_KINDS:
+            return NAMED_KINDS[klass.__name__]
+    return None
+
+
+def _status_kind(exc: anthropic.APIStatusError) -> ErrorKind:
+    """The kind of a status error: by status, refined by the body and the retry headers."""
+    status = exc.status_code
+    kind = STATUS_KINDS.get(status)
+    if kind is None:
+        kind = SERVER if status >= 500 else _BODY_TYPES.get(str(exc.type), BAD_REQUEST)
+    if kind == RATE_LIMIT and not _has_retry_after(exc):
+        kind = SPEND_LIMIT  # a 429 with no hint when to come back: a spend or usage limit
+    # ``x-should-retry`` is how the API itself says whether a retry can help
+    should = str(exc.response.headers.get("x-should-retry", "")).lower()
+    if should in ("true", "false") and kind != SPEND_LIMIT:
+        kind = (kind[0], should == "true")
+    return kind
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """``(kind, retryable)`` for an SDK failure, through its class hierarchy and its status.
+
+    Holds for classes a later SDK adds: they inherit a status class or one of the SDK's base
+    classes (connection, response validation, credentials, retryable).
+    """
+    named = _named_kind(type(exc))
+    if isinstance(exc, anthropic.APIStatusError):
+        if named is not None and named != RATE_LIMIT:
+            return named
+        return _status_kind(exc)
+    if named is not None:
+        return named
+    if isinstance(exc, anthropic.APIConnectionError):  # timeouts included
+        return CONNECTION
+    if isinstance(exc, anthropic.APIResponseValidationError):
+        return PROTOCOL
+    webhook = getattr(anthropic, "APIWebhookValidationError", None)
+    if isinstance(webhook, type) and isinstance(exc, webhook):
+        return PROTOCOL
+    retryable = getattr(anthropic, "RetryableError", None)
+    if isinstance(retryable, type) and isinstance(exc, retryable):
+        return OTHER_RETRYABLE
+    credentials = getattr(anthropic, "CredentialsError", None)
+    if isinstance(credentials, type) and isinstance(exc, credentials):
+        return AUTH
     return OTHER
 
 
@@ -313,17 +232,9 @@ def map_error(exc: BaseException) -> ModelError:
         return ModelError(
             f"no Anthropic API credentials found: {_KEY_HINT}", retryable=False, kind="auth"
         )
-    kind, retryable = _kind_of(type(exc))
+    kind, retryable = classify(exc)
     status: int | None = None
-    if isinstance(exc, anthropic.APIStatusError):
-        status = exc.status_code
-        if type(exc) is anthropic.APIStatusError:
-            kind, retryable = (
-                SERVER if status >= 500 else _BODY_TYPES.get(str(exc.type), BAD_REQUEST)
-            )
-        if kind == "rate_limit" and not _has_retry_after(exc):
-            kind, retryable = SPEND_LIMIT
-    elif isinstance(exc, anthropic.APIResponseValidationError):
+    if isinstance(exc, anthropic.APIStatusError | anthropic.APIResponseValidationError):
         status = exc.status_code
     return ModelError(
         _message(kind, exc, status), retryable=retryable, status_code=status, kind=kind

@@ -4,6 +4,9 @@ Claude Code is pointed at it with ``ANTHROPIC_BASE_URL``. The script is a pure f
 request (its tools and its last user turn), so retries and extra side requests cannot push it
 off course:
 
+0. a request whose tools do not include ``mcp__stageflow__workflow_start`` but that lists it as
+   a deferred tool (Claude Code 2.1.3xx loads MCP tool schemas on demand) gets a ``ToolSearch``
+   ``tool_use`` selecting the two tools;
 1. a request offering ``mcp__stageflow__workflow_start`` and carrying no tool result yet gets a
    ``tool_use`` that starts a ``bugfix`` run;
 2. the request carrying that tool's result gets a ``tool_use`` of ``workflow_status`` for the
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 START_TOOL = "mcp__stageflow__workflow_start"
 STATUS_TOOL = "mcp__stageflow__workflow_status"
+SEARCH_TOOL = "ToolSearch"
 RUN_ID = re.compile(r"\br-[0-9a-z]{9}-[0-9a-z]{4}\b")
 FINAL_TEXT = "The bugfix run is started and its status was checked."
 
@@ -47,6 +51,7 @@ class Seen:
     tool_calls: list[tuple[str, Json]] = field(default_factory=list)  # (tool name, input) sent
     tool_results: dict[str, str] = field(default_factory=dict)  # tool name -> result text
     run_ids: list[str] = field(default_factory=list)  # parsed from workflow_start's result
+    tool_searches: list[str] = field(default_factory=list)  # ToolSearch queries sent
 
 
 def _text_of(content: Any) -> str:
@@ -89,6 +94,12 @@ class FakeMessagesAPI:
         """The assistant message for one ``/v1/messages`` request body."""
         tools = {t.get("name") for t in body.get("tools") or []}
         if START_TOOL not in tools:
+            if SEARCH_TOOL in tools and START_TOOL in json.dumps(body.get("messages")):
+                # Claude Code defers MCP tools: their schemas load through its ToolSearch tool
+                query = f"select:{START_TOOL},{STATUS_TOOL}"
+                with self._lock:
+                    self.seen.tool_searches.append(query)
+                return self._tool_use(body, SEARCH_TOOL, {"query": query}, record=False)
             return self._message(body, [{"type": "text", "text": "Bugfix run"}], "end_turn")
         results = self._last_tool_results(body)
         if START_TOOL in results:
@@ -125,9 +136,10 @@ class FakeMessagesAPI:
             if b.get("type") == "tool_result"
         }
 
-    def _tool_use(self, body: Json, name: str, arguments: Json) -> Json:
+    def _tool_use(self, body: Json, name: str, arguments: Json, *, record: bool = True) -> Json:
         with self._lock:
-            self.seen.tool_calls.append((name, arguments))
+            if record:
+                self.seen.tool_calls.append((name, arguments))
             use_id = f"toolu_{next(self._ids):04d}"
         block = {"type": "tool_use", "id": use_id, "name": name, "input": arguments}
         return self._message(body, [block], "tool_use")

@@ -3,15 +3,14 @@
 it call ``workflow_start`` and then ``workflow_status``, and the run lands in ``state.db``.
 
 Claude Code comes from the npm registry into ``.ci/node`` (gitignored): the fixture installs the
-pinned version on first use, so the test runs wherever the README's test command runs. A missing
-``npm`` or a failed install fails the test; it never skips.
+version pinned in ``tests/claude_cli.py`` on first use, so the test runs wherever the README's
+test command runs. A missing ``npm`` or a failed install fails the test; it never skips.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import httpx2
 import pytest
 
 from stageflow.store.store import Store
+from tests import claude_cli
 from tests.server.fake_messages_api import (
     FINAL_TEXT,
     START_TOOL,
@@ -29,10 +29,6 @@ from tests.server.fake_messages_api import (
     FakeMessagesAPI,
 )
 
-PREFIX = Path(__file__).resolve().parents[2] / ".ci" / "node"
-CLAUDE = PREFIX / "node_modules" / ".bin" / "claude"
-# pinned: the stand-in depends on how this version talks to the API; bump in a reviewed change
-PACKAGE = "@anthropic-ai/claude-code@2.1.197"
 TASK = "Fix the crash when the config file is empty"
 MODEL = "claude-sonnet-4-5"  # any id: the stand-in answers for every model
 TIMEOUT_S = 120
@@ -40,39 +36,11 @@ TIMEOUT_S = 120
 
 @pytest.fixture(scope="session")
 def claude() -> Path:
-    """The Claude Code binary, installed from the npm registry on first use."""
-    if not CLAUDE.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is needed to install Claude Code for this test (Node.js 18+)")
-        done = subprocess.run(
-            [
-                npm,
-                "install",
-                "--prefix",
-                str(PREFIX),
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-                PACKAGE,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if done.returncode != 0 or not CLAUDE.exists():
-            pytest.fail(f"npm install {PACKAGE} failed:\n{done.stdout}\n{done.stderr}")
-    version = subprocess.run(
-        [str(CLAUDE), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "DISABLE_AUTOUPDATER": "1"},
-    )
-    assert version.returncode == 0, f"{CLAUDE} --version failed: {version.stderr}"
-    return CLAUDE
+    """The pinned Claude Code binary (``tests/claude_cli.py``), installed on first use."""
+    binary, why = claude_cli.ensure()
+    if binary is None:
+        pytest.fail(f"Claude Code is needed for this test: {why}")
+    return binary
 
 
 def mcp_config(path: Path, project: Path) -> Path:
@@ -89,15 +57,7 @@ def mcp_config(path: Path, project: Path) -> Path:
 
 def claude_env(base_url: str, home: Path) -> dict[str, str]:
     """A clean environment: nothing of the developer's Claude or Anthropic setup leaks in."""
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": "test-key",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-    }
+    return claude_cli.clean_env(base_url, home)
 
 
 @pytest.mark.anyio
@@ -139,7 +99,9 @@ async def test_claude_code_starts_a_bugfix_run_through_stageflow_serve(
     answer = json.loads(done.stdout)
     assert (answer["is_error"], answer["result"]) == (False, FINAL_TEXT), trace
 
-    # The stand-in asked for both tools, in order, and got both results back.
+    # Claude Code deferred the MCP tools; the model loaded both through ToolSearch, then asked
+    # for both tools, in order, and got both results back.
+    assert seen.tool_searches == [f"select:{START_TOOL},{STATUS_TOOL}"], trace
     assert len(seen.run_ids) >= 1, trace
     run_id = seen.run_ids[0]
     assert seen.tool_calls == [

@@ -41,7 +41,7 @@ MODEL = "claude-sonnet-4-6"
 
 
 def result_json(text: str = "", **fields: Any) -> dict[str, Any]:
-    """A result object shaped like Claude Code 2.1.197's ``--output-format json``."""
+    """A result object shaped like Claude Code 2.1.328's ``--output-format json``."""
     base: dict[str, Any] = {
         "type": "result",
         "subtype": "success",

@@ -70,7 +70,7 @@ def assistant(mid: str, model: str = MODEL, parent: str | None = None, **u: int)
 def one_request(
     mid: str, *, inp: int, out: int, read: int = 0, write: int = 0, hour: int = 0
 ) -> list[str]:
-    """One request as Claude Code 2.1.197 streams it: start, an assistant event per content
+    """One request as Claude Code 2.1.328 streams it: start, an assistant event per content
     block (with the placeholder output count), the final counts in the delta, stop."""
     opening = assistant(mid, inp=inp, out=1, read=read, write=write, hour=hour)
     return [
