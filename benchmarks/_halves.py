@@ -83,8 +83,8 @@ class Half:
 
 
 def _price(model: str, usage: dict[str, Any]) -> float:
-    from stageflow.subagents.model_client import RawUsage
-    from stageflow.subagents.pricing import PriceTable
+    from stageflow.models.client import RawUsage
+    from stageflow.models.pricing import PriceTable
 
     created = usage.get("cache_creation") or {}
     raw = RawUsage(
@@ -198,10 +198,10 @@ def load_plan(project: Path, home: Path) -> Plan:
     """Read the template, agents, runner options and default model as stageflow would."""
     from stageflow.agents.registry import load_agents
     from stageflow.config import load_settings
+    from stageflow.models.routing import load_routes
     from stageflow.subagents.options import load_runner_options
-    from stageflow.subagents.routing import load_routes
-    from stageflow.subagents.workspace_tools import TOOL_NAMES, normalize_tool_names
     from stageflow.workflows.catalog import load_catalog
+    from stageflow.workspace.tools import TOOL_NAMES, normalize_tool_names
 
     settings = replace(load_settings(project, runner="anthropic"), home=home)
     agents = load_agents(settings.agent_dirs())
@@ -292,9 +292,9 @@ async def _lean(project: Path, api: StandIn, plan: Plan, *, roles: bool) -> Half
     from stageflow.errors import ToolError
     from stageflow.subagents.submit import SUBMIT_TOOL, Submission, check_submission
     from stageflow.subagents.tool_loop import build_tools
-    from stageflow.subagents.workspace import Workspace
-    from stageflow.subagents.workspace_tools import call_workspace_tool
-    from stageflow.subagents.worktree import prepare_workspace
+    from stageflow.workspace.root import Workspace
+    from stageflow.workspace.tools import call_workspace_tool
+    from stageflow.workspace.worktree import prepare_workspace
 
     ws = prepare_workspace(project, LEAN_RUN)
     workspace = Workspace(ws.root, writable=True)
@@ -390,8 +390,8 @@ def run_claude_code(
     """The stages as successive turns of one real Claude Code session (``--resume``)."""
     import anyio
 
-    from stageflow.subagents.claude_code_result import parse_final_answer
-    from stageflow.subagents.worktree import prepare_workspace
+    from stageflow.subagents.claude_code.result import parse_final_answer
+    from stageflow.workspace.worktree import prepare_workspace
 
     plan = load_plan(project, home)
     ws = prepare_workspace(project, CLAUDE_RUN)

@@ -1,6 +1,6 @@
 """`python -m stageflow` is the same as the `stageflow` command."""
 
-from stageflow.cli import main
+from stageflow.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,7 +19,7 @@
         ├── ConcurrencyConflict   is not waiting); another writer appended first
         └── LeaseLost        this process no longer holds the run's lease
 
-Domain errors are mapped to MCP errors in exactly one module (``stageflow.server.errors``) and
+Domain errors are mapped to MCP errors in exactly one module (``stageflow.tools.errors``) and
 to exit codes in the CLI.
 """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_harness import Cli, Script, scripter
+from tests.cli.harness import Cli, Script, scripter
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.state import RunState, fold
 from stageflow.store.store import RunRow, Store
 
@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 PRIMED = """\
 import sys
-from stageflow.cli import main
+from stageflow.cli.main import main
 sys.stderr.write("primed\\n")
 sys.stderr.flush()
 sys.stdin.readline()

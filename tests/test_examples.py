@@ -19,7 +19,7 @@ import pytest
 
 from stageflow.agents.parse import parse_agent_file
 from stageflow.workflows.loader import load_template_file
-from tests.cli_harness import Cli, stage
+from tests.cli.harness import Cli, stage
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TEMPLATE_SUFFIXES = (".yaml", ".yml", ".toml")
@@ -50,9 +50,9 @@ def test_every_example_file_is_a_template_an_agent_or_the_mcp_config() -> None:
 
 def test_the_example_config_is_read_by_every_settings_loader(tmp_path: Path) -> None:
     from stageflow.config import load_settings
+    from stageflow.models.pricing import load_price_table
+    from stageflow.models.routing import load_routes
     from stageflow.subagents.options import load_runner_options
-    from stageflow.subagents.pricing import load_price_table
-    from stageflow.subagents.routing import load_routes
 
     (tmp_path / ".stageflow").mkdir()
     shutil.copy(CONFIG, tmp_path / ".stageflow" / "config.toml")

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from stageflow.agents.registry import load_agents
+from stageflow.cli.scaffold import init_project
 from stageflow.config import load_settings
-from stageflow.scaffold import init_project
 from stageflow.workflows.loader import load_template_text
 
 ROOT = Path(__file__).resolve().parent.parent

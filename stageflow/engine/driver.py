@@ -20,8 +20,8 @@ from typing import Literal
 import anyio
 from anyio.abc import TaskGroup
 
+from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
-from stageflow.engine import events as ev
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.runner import (
     AttemptMeter,

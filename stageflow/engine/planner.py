@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.state import DONE_STAGE, RunState, StageState
 from stageflow.workflows.conditions import ConditionError, parse_condition
 from stageflow.workflows.spec import StageSpec

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from stageflow import events as ev
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
-from stageflow.engine import events as ev
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.driver import summarize
 from stageflow.engine.state import RunState, fold, initial_state, preview

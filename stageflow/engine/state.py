@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
-from stageflow.engine import events as ev
 from stageflow.engine.runner import Usage
 from stageflow.workflows.spec import WorkflowSpec
 

@@ -37,8 +37,8 @@ import anyio.to_thread
 import yaml
 from anyio.abc import TaskStatus
 
+from stageflow import events as ev
 from stageflow.config import Settings
-from stageflow.engine import events as ev
 from stageflow.engine.driver import EventSink
 from stageflow.engine.state import RunState
 from stageflow.knowledge.index import KnowledgeIndex

@@ -140,7 +140,7 @@ def _lifespan(
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         from stageflow.prompts.templates import sync_prompts
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
-        from stageflow.subagents.workspace_view import workspace_probe
+        from stageflow.workspace.view import workspace_probe
 
         store = await Store.open(settings.db_path)
         try:

@@ -21,7 +21,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from stageflow.config import Settings
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.knowledge.views import document_text
-from stageflow.server.errors import resource_errors
+from stageflow.tools.errors import resource_errors
 
 __all__ = ["KNOWLEDGE_URI", "register_knowledge_resource"]
 

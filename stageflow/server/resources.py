@@ -3,7 +3,7 @@
 Every resource is a URI template whose handler reaches the server's lifespan state through
 ``ctx.request_context.lifespan_context``. Handlers only need a ``service`` attribute there
 (``AppContext`` in ``stageflow.server.app`` has one), so this module stays independent of how the
-server is assembled. Domain errors are mapped by ``stageflow.server.errors.resource_errors``:
+server is assembled. Domain errors are mapped by ``stageflow.tools.errors.resource_errors``:
 an unknown name becomes JSON-RPC -32602 whose message lists the known names, so a client can
 correct itself; a broken template becomes -32603 naming its file and problems.
 """
@@ -20,7 +20,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.service import Service
-from stageflow.server.errors import resource_errors
+from stageflow.tools.errors import resource_errors
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from stageflow.engine.events import (
+from stageflow.errors import CorruptLog
+from stageflow.events import (
     EVENT_ADAPTER,
     Envelope,
     Event,
@@ -20,7 +21,6 @@ from stageflow.engine.events import (
     chain_hash,
     event_payload,
 )
-from stageflow.errors import CorruptLog
 
 EventRow = tuple[str, int, float, str, str, str, str, str]
 

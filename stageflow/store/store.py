@@ -24,8 +24,8 @@ from types import TracebackType
 import aiosqlite
 import anyio
 
-from stageflow.engine.events import GENESIS_HASH, Envelope, Event, RunCreated
 from stageflow.errors import ConcurrencyConflict, InvalidState, LeaseLost, NotFound
+from stageflow.events import GENESIS_HASH, Envelope, Event, RunCreated
 from stageflow.store import fastpath
 from stageflow.store import queries as q
 from stageflow.store.connection import fetch_all, open_connection

@@ -13,20 +13,20 @@ from collections.abc import Callable, Sequence
 
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.models.client import ModelClient
+from stageflow.models.pricing import PriceTable, load_price_table
+from stageflow.models.routing import ModelChoice, ModelRoutes, load_routes
 from stageflow.subagents.context import (
     ContextSource,
     ProjectFileSource,
     build_context,
     collect_sections,
 )
-from stageflow.subagents.model_client import ModelClient
 from stageflow.subagents.options import RunnerOptions, load_runner_options
-from stageflow.subagents.pricing import PriceTable, load_price_table
-from stageflow.subagents.routing import ModelChoice, ModelRoutes, load_routes
-from stageflow.subagents.shell import BashPolicy
 from stageflow.subagents.tool_loop import ExtraTool, LoopLimits, run_tool_loop
-from stageflow.subagents.workspace import Workspace
-from stageflow.subagents.workspace_tools import normalize_tool_names
+from stageflow.workspace.root import Workspace
+from stageflow.workspace.shell import BashPolicy
+from stageflow.workspace.tools import normalize_tool_names
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ ClientFactory = Callable[[], ModelClient]
 
 
 def _default_client() -> ModelClient:
-    from stageflow.subagents.anthropic_client import AnthropicClient
+    from stageflow.models.anthropic import AnthropicClient
 
     return AnthropicClient()  # ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL from the environment
 

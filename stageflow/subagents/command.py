@@ -25,8 +25,8 @@ import anyio
 
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import StageTimeout
-from stageflow.subagents.offline_text import one_line
-from stageflow.subagents.procgroup import collect, stop_group
+from stageflow.subagents.offline.text import one_line
+from stageflow.workspace.procgroup import collect, stop_group
 
 __all__ = ["DEFAULT_MAX_OUTPUT", "CommandRunner", "command_env"]
 

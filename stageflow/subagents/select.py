@@ -31,7 +31,7 @@ from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
 from stageflow.subagents.command import CommandRunner
-from stageflow.subagents.offline import OfflineRunner
+from stageflow.subagents.offline.runner import OfflineRunner
 
 if TYPE_CHECKING:
     from stageflow.knowledge.index import KnowledgeIndex
@@ -76,11 +76,11 @@ def _claude_code(settings: Settings, knowledge: KnowledgeIndex | None = None) ->
     """One ``claude -p`` per attempt; the brief carries the project's instructions and, with
     an index, the project knowledge that fits the attempt (the child has no MCP servers, so
     no lookup tool)."""
-    from stageflow.subagents.claude_code import ClaudeCodeRunner
+    from stageflow.models.pricing import load_price_table
+    from stageflow.subagents.claude_code.routed import RoutedRunner
+    from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
     from stageflow.subagents.context import ContextSource, ProjectFileSource
     from stageflow.subagents.options import load_runner_options
-    from stageflow.subagents.pricing import load_price_table
-    from stageflow.subagents.routed import RoutedRunner
 
     executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
     prices = load_price_table(settings)
@@ -197,7 +197,7 @@ class StageRunner:
     async def _in_workspace(self, request: AttemptRequest) -> AttemptRequest:
         """``request`` pointed at the run's workspace (created on the run's first stage)."""
         from stageflow.subagents.options import load_runner_options
-        from stageflow.subagents.worktree import prepare_workspace
+        from stageflow.workspace.worktree import prepare_workspace
 
         mode = request.workspace_mode or load_runner_options(self.settings).workspace_mode
         ws = await anyio.to_thread.run_sync(

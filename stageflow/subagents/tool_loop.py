@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import BudgetExceeded, InvalidArgument, ModelError
+from stageflow.models.client import Block, ModelCall, ModelClient, ModelReply
 from stageflow.subagents.context import StageContext, estimate_tokens
-from stageflow.subagents.model_client import Block, ModelCall, ModelClient, ModelReply
 from stageflow.subagents.submit import (
     SUBMIT_TOOL,
     Submission,
     check_submission,
     submit_tool_definition,
 )
-from stageflow.subagents.workspace_tools import call_workspace_tool, tool_definitions
+from stageflow.workspace.tools import call_workspace_tool, tool_definitions
 
 if TYPE_CHECKING:
-    from stageflow.subagents.pricing import PriceTable
-    from stageflow.subagents.workspace import Workspace
+    from stageflow.models.pricing import PriceTable
+    from stageflow.workspace.root import Workspace
 
 __all__ = ["MAX_CACHE_BREAKPOINTS", "ExtraTool", "LoopLimits", "build_tools", "run_tool_loop"]
 

@@ -8,8 +8,8 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from stageflow.errors import InvalidArgument
-from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext, deps
+from stageflow.tools.errors import tool_errors
 from stageflow.tools.models import ArtifactPage
 from stageflow.tools.results import artifact_uri, tool_result
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from mcp.types import CallToolResult
 
 from stageflow.prompts.templates import refresh_prompts
-from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext, deps
+from stageflow.tools.errors import tool_errors
 from stageflow.tools.models import TemplatesResult
 from stageflow.tools.results import tool_result
 

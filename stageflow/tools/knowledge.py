@@ -12,8 +12,8 @@ from stageflow.knowledge.documents import DocType
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.knowledge.lookup import DEFAULT_LIMIT, MAX_LIMIT, lookup
 from stageflow.knowledge.views import LookupResult, render_hits
-from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext
+from stageflow.tools.errors import tool_errors
 from stageflow.tools.results import tool_result
 
 # longer queries are cut, not refused: the words that matter come first

@@ -10,8 +10,8 @@ from pydantic import Field
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
 from stageflow.prompts.templates import refresh_prompts
-from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext, deps
+from stageflow.tools.errors import tool_errors
 from stageflow.tools.models import CommandResult, StartResult
 from stageflow.tools.results import run_uri, tool_result
 

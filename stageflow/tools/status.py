@@ -10,8 +10,8 @@ from mcp.types import CallToolResult, ResourceLink
 from pydantic import Field
 
 from stageflow.engine.views import RunListItem, RunView
-from stageflow.server.errors import tool_errors
 from stageflow.tools.deps import ToolContext, ToolDeps, deps
+from stageflow.tools.errors import tool_errors
 from stageflow.tools.models import StatusResult
 from stageflow.tools.results import artifact_link, tool_result
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from stageflow import events as ev
 from stageflow.agents.live import LiveDefinitions, ReloadReport
 from stageflow.agents.watcher import is_temp_file, watch
 from stageflow.config import Settings, load_settings
-from stageflow.engine import events as ev
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Service

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.planner import Plan, next_actions
 from stageflow.engine.runner import Usage
 from stageflow.engine.state import RunState, apply, fold

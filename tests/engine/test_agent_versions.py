@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
-from stageflow.engine import events as ev
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.state import fold

@@ -15,14 +15,14 @@ from pathlib import Path
 import anyio
 import pytest
 
+from stageflow import events as ev
 from stageflow.config import Settings, load_settings
-from stageflow.engine import events as ev
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Decision, Service
 from stageflow.engine.state import RunState
 from stageflow.errors import InvalidState
 from stageflow.store.store import Store
-from stageflow.subagents.offline import OfflineRunner
+from stageflow.subagents.offline.runner import OfflineRunner
 from tests.engine.harness import engine_env
 from tests.procs import Cli, Proc, of_type
 

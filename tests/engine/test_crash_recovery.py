@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from tests.procs import Cli, of_type, owner_pid
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.engine.state import fold
 from tests.engine.dags import TASK, TEMPLATE, Call, DagPlan, Recorder, dag_plans, max_overlap

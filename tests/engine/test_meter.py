@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.runner import AttemptRequest, AttemptResult, RequestUsage
 from stageflow.errors import BudgetExceeded, ModelError
 from stageflow.store.rows import RequestRow

@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.driver import RunDriver
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.store.store import Store

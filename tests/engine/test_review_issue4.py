@@ -14,7 +14,7 @@ import pytest
 
 from stageflow.engine.runner import AttemptRequest, AttemptResult, RequestUsage
 from stageflow.errors import BudgetExceeded, ModelError
-from stageflow.subagents.claude_code import ClaudeCodeRunner
+from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
 from tests.engine.harness import FakeRunner, default_result, engine_env
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import InvalidState
 from tests.engine.harness import FakeRunner, cost, default_result, engine_env, wait_until

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.planner import TRANSIENT_ATTEMPTS
 from tests.engine.pure import Log, chain
 

@@ -11,9 +11,9 @@ from typing import Any, cast
 import anyio
 import pytest
 
+from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
 from stageflow.config import Settings, load_settings
-from stageflow.engine import events as ev
 from stageflow.engine.runner import AttemptRequest
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Service
@@ -26,10 +26,10 @@ from stageflow.knowledge.enrich import (
 )
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.knowledge.lookup_tool import TOOL_NAME, knowledge_lookup_tool
+from stageflow.models.client import ModelCall
 from stageflow.store.store import Store
 from stageflow.subagents.anthropic_runner import AnthropicRunner
 from stageflow.subagents.context import ProjectFileSource, estimate_tokens
-from stageflow.subagents.model_client import ModelCall
 from stageflow.workflows.spec import StageSpec
 from tests.subagents.fake_model import fake_model, submit, tool_reply, tool_use
 

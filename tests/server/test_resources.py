@@ -20,7 +20,7 @@ from stageflow.engine.service import Service
 from stageflow.server.app import build_server
 from stageflow.server.resources import agent_uri, register_resources, template_uri
 from stageflow.store.store import Store
-from stageflow.subagents.offline import OfflineRunner
+from stageflow.subagents.offline.runner import OfflineRunner
 from stageflow.tools.results import artifact_uri, run_uri
 from stageflow.workflows.catalog import load_catalog
 from stageflow.workflows.loader import load_template_text

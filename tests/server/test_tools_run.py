@@ -12,8 +12,8 @@ import pytest
 from mcp import Client
 from mcp.types import CallToolResult, ResourceLink, TextContent
 
+from stageflow import events as ev
 from stageflow.config import load_settings
-from stageflow.engine import events as ev
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.engine.service import Service
 from stageflow.server.app import build_server

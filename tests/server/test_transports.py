@@ -290,7 +290,7 @@ def test_force_utf8_reconfigures_a_cp1252_console_stream() -> None:
 def test_serve_command_refuses_non_loopback_without_token_with_exit_2(
     transport: str, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
-    from stageflow.cli import main
+    from stageflow.cli.main import main
 
     monkeypatch.delenv("STAGEFLOW_TOKEN", raising=False)
     argv = ["serve", "--transport", transport, "--host", UNROUTABLE, "--project", str(tmp_path)]

@@ -23,7 +23,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.store.store import RunRow, Store
 
 pytestmark = [

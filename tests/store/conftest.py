@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.store import RunSummary, Store
 
 RUNNING = RunSummary(status="running", spent_usd=0.0, budget_usd=None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.errors import InvalidState, NotFound
 from stageflow.store import ArtifactMeta, NewArtifact, RunSummary, Store
 from tests.store.conftest import new_run, started

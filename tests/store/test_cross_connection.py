@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.store import Store
 from tests.store.conftest import new_run, started
 
@@ -20,7 +20,7 @@ CHILD = textwrap.dedent(
 
     import anyio
 
-    from stageflow.engine.events import AttemptStarted
+    from stageflow.events import AttemptStarted
     from stageflow.store import Store
 
     async def main(path: str, expect_seq: int) -> None:

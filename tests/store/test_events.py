@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.engine.runner import Usage
 from stageflow.errors import ConcurrencyConflict, InvalidState, NotFound
 from stageflow.store import RunSummary, Store

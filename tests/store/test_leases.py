@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stageflow.engine import events as ev
+from stageflow import events as ev
 from stageflow.errors import LeaseLost, NotFound
 from stageflow.store import RunSummary, Store
 from tests.store.conftest import new_run, started

@@ -1,6 +1,6 @@
 """Driving real runs with the anthropic runner against the Messages API stand-in.
 
-``ApiProject`` runs the ``stageflow`` command in-process (``stageflow.cli.main``) on a git
+``ApiProject`` runs the ``stageflow`` command in-process (``stageflow.cli.main.main``) on a git
 project from ``tests.standin.project``, with ``STAGEFLOW_RUNNER=anthropic`` and the real
 ``anthropic`` client pointed at a ``StandIn`` (``use_standin``). It reads the cost ledger the
 way another process would, and runs git in the project and the run's worktree.
@@ -25,11 +25,11 @@ from typing import Any
 import anyio
 import pytest
 
-from stageflow.cli import main
+from stageflow.cli.main import main
 from stageflow.engine.views import RunView, StageView
 from stageflow.store.rows import RequestRow
 from stageflow.store.store import Store
-from tests.cli_harness import Outcome
+from tests.cli.harness import Outcome
 from tests.standin import StandIn, Turn
 from tests.standin.project import TASK
 from tests.standin.server import Recorded

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from stageflow.errors import ModelError
-from stageflow.subagents.model_client import Block, ModelCall, ModelReply, RawUsage
+from stageflow.models.client import Block, ModelCall, ModelReply, RawUsage
 
 Respond = Callable[[ModelCall], ModelReply]
 Step = ModelReply | ModelError | Respond

@@ -14,14 +14,14 @@ from pathlib import Path
 import anyio
 import pytest
 
+from stageflow import events as ev
 from stageflow.config import load_settings
-from stageflow.engine import events as ev
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner
-from stageflow.subagents.workspace_view import workspace_probe
+from stageflow.workspace.view import workspace_probe
 from tests.standin import StandIn, Turn, tool_use_block
 from tests.standin.project import TASK, make_project
 from tests.standin.wire import Json, text_of

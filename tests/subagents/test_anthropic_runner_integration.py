@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from stageflow.engine.views import RunView
-from stageflow.subagents.model_client import RawUsage
-from stageflow.subagents.pricing import PriceTable
-from stageflow.subagents.routing import DEFAULT_ALIASES
+from stageflow.models.client import RawUsage
+from stageflow.models.pricing import PriceTable
+from stageflow.models.routing import DEFAULT_ALIASES
 from tests.standin import StandIn, Turn, stage_info
 from tests.standin.agent import filler
 from tests.standin.project import make_project

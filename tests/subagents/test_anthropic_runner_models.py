@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.subagents.pricing import PriceTable
-from stageflow.subagents.routing import DEFAULT_ALIASES
+from stageflow.models.pricing import PriceTable
+from stageflow.models.routing import DEFAULT_ALIASES
 from tests.standin import StandIn, Turn, prompt_blocks, stage_info
 from tests.standin.project import make_project
 from tests.standin.wire import Json

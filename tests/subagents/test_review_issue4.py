@@ -22,20 +22,20 @@ import anyio
 import pytest
 
 from stageflow.errors import ModelError, StageTimeout, ToolError
-from stageflow.subagents.anthropic_client import AnthropicClient
-from stageflow.subagents.claude_code import ClaudeCodeRunner
-from stageflow.subagents.shell import BashPolicy, bash_env
-from stageflow.subagents.workspace import Workspace
-from stageflow.subagents.workspace_tools import call_workspace_tool
+from stageflow.models.anthropic import AnthropicClient
+from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
 from stageflow.workflows.spec import StageSpec
+from stageflow.workspace.root import Workspace
+from stageflow.workspace.shell import BashPolicy, bash_env
+from stageflow.workspace.tools import call_workspace_tool
+from tests.models.test_anthropic import MessagesStandIn, call, error
 
 # the npm-installing fixture, registered here under the name it is imported as
 from tests.server.test_claude_code import claude as installed_claude  # noqa: F401
 from tests.standin import StandIn, Turn, text_block, tool_use_block
 from tests.standin.wire import Json
+from tests.subagents.claude_code.test_cli import Cli, stage_request
 from tests.subagents.fake_model import fake_model, submit, tool_reply, tool_use
-from tests.subagents.test_anthropic_client import MessagesStandIn, call, error
-from tests.subagents.test_claude_code_cli import Cli, stage_request
 from tests.subagents.tool_loop_kit import run_loop, tool_results
 
 pytestmark = pytest.mark.anyio

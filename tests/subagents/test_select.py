@@ -10,7 +10,7 @@ import pytest
 from stageflow.config import RunnerName
 from stageflow.engine.runner import Runner
 from stageflow.errors import ModelError, SpecError
-from stageflow.subagents.offline import SCRIPT_ENV, OfflineRunner
+from stageflow.subagents.offline.runner import SCRIPT_ENV, OfflineRunner
 from stageflow.subagents.select import (
     NO_RUNNER_MESSAGE,
     describe_runner,

@@ -8,10 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from stageflow.subagents.model_client import ModelCall, ModelReply
+from stageflow.models.client import ModelCall, ModelReply
 from stageflow.subagents.submit import check_submission
 from stageflow.subagents.tool_loop import ExtraTool, LoopLimits, run_tool_loop
-from stageflow.subagents.workspace import Workspace
+from stageflow.workspace.root import Workspace
 from tests.subagents.fake_model import (
     DEFAULT_MODEL,
     fake_model,

@@ -9,7 +9,7 @@ import pytest
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.runner import AttemptMeter, RequestUsage
 from stageflow.errors import BudgetExceeded, ModelError
-from stageflow.subagents.model_client import ModelCall, ModelReply
+from stageflow.models.client import ModelCall, ModelReply
 from stageflow.subagents.tool_loop import MAX_CACHE_BREAKPOINTS, LoopLimits
 from tests.subagents.fake_model import (
     DEFAULT_MODEL,

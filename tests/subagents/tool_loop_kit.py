@@ -9,11 +9,11 @@ from typing import Any
 import anyio
 
 from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.models.client import Block, ModelCall
+from stageflow.models.pricing import Price, PriceTable
 from stageflow.subagents.context import ContextItem, StageContext
-from stageflow.subagents.model_client import Block, ModelCall
-from stageflow.subagents.pricing import Price, PriceTable
 from stageflow.subagents.tool_loop import ExtraTool, LoopLimits, run_tool_loop
-from stageflow.subagents.workspace import Workspace
+from stageflow.workspace.root import Workspace
 from tests.subagents.factories import agent_request
 from tests.subagents.fake_model import DEFAULT_MODEL, FakeModel
 

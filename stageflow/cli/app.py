@@ -1,0 +1,150 @@
+"""What every CLI command shares: the opened project (store, service, scheduler, knowledge
+index), output helpers and exit codes.
+
+Attempts this process runs feed the knowledge base like the server's do: their artifacts are
+indexed and marked decisions written (``KnowledgeRecorder``), before the command returns. The
+CLI does not watch files; commands that execute agent stages with the API runner first bring
+the knowledge index up to date, so the stages get current knowledge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from stageflow import events as ev
+from stageflow.agents.live import LiveDefinitions
+from stageflow.cli.render import describe_event, render_run
+from stageflow.config import Settings, load_settings
+from stageflow.engine.driver import Until
+from stageflow.engine.scheduler import RunBusy, Scheduler
+from stageflow.engine.service import Service
+from stageflow.engine.state import RunState
+from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
+from stageflow.knowledge.index import KnowledgeIndex
+from stageflow.store.store import Store
+from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
+from stageflow.workspace.view import workspace_probe
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 1, 2, 3, 4
+# commands that may execute agent stages here
+DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: Store
+    service: Service
+    scheduler: Scheduler
+    out: TextIO
+    quiet: bool
+    knowledge: KnowledgeIndex
+
+
+@asynccontextmanager
+async def open_app(
+    args: argparse.Namespace, *, out: TextIO, offline_delay: float = 0.0
+) -> AsyncIterator[App]:
+    settings = load_settings(getattr(args, "project", None), db=getattr(args, "db", None))
+    store = await Store.open(settings.db_path)
+    quiet = bool(getattr(args, "json", False) or getattr(args, "quiet", False))
+
+    def sink(env: ev.Envelope, state: RunState) -> None:
+        if quiet:
+            return
+        line = describe_event(env, state)
+        if line:
+            out.write(line + "\n")
+            out.flush()
+
+    knowledge = KnowledgeIndex(store, settings)
+    recorder = KnowledgeRecorder(store, knowledge, settings)
+    runner = None
+    driving = getattr(args, "command", None) in DRIVING_COMMANDS
+    try:
+        runner = make_runner(settings, offline_delay=offline_delay, knowledge=knowledge)
+        # each new attempt uses the agent's definition as the files say now (the server does
+        # the same through its watcher); a running attempt keeps what it started with
+        live = LiveDefinitions(settings) if driving else None
+        scheduler = Scheduler(
+            store,
+            runner,
+            max_concurrent_agents=settings.max_concurrent_agents,
+            lease_seconds=settings.lease_seconds,
+            sink=compose_sinks(sink, recorder.sink),
+            agents=live.agent if live is not None else None,
+        )
+        service = Service(
+            settings,
+            store,
+            runner_label=describe_runner(settings),
+            workspace_probe=workspace_probe(settings.project),
+        )
+        if driving:
+            await _sync_for_stages(settings, knowledge)
+        try:
+            yield App(settings, store, service, scheduler, out, quiet, knowledge)
+        finally:
+            await recorder.drain()  # what this process's attempts produced, before it exits
+    finally:
+        try:
+            if runner is not None:
+                await runner.aclose()  # the model client's connections, on this event loop
+        finally:
+            await store.close()
+
+
+async def _sync_for_stages(settings: Settings, knowledge: KnowledgeIndex) -> None:
+    """Update the index when stages may get knowledge from it (the model runners); a failure only
+    costs the stages their enrichment."""
+    if resolve_runner_name(settings) not in ("anthropic", "claude-code"):
+        return
+    try:
+        await knowledge.sync()
+    except Exception:
+        log.warning("could not update the knowledge index", exc_info=True)
+
+
+def emit(app: App, model: BaseModel | list[Any] | dict[str, Any]) -> None:
+    if isinstance(model, BaseModel):
+        app.out.write(model.model_dump_json(indent=2) + "\n")
+    else:
+        app.out.write(json.dumps(model, indent=2, default=json_default) + "\n")
+
+
+def json_default(o: Any) -> Any:
+    if isinstance(o, BaseModel):
+        return o.model_dump(mode="json")
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+async def drive(app: App, run_id: str, until: Until) -> RunState | None:
+    """Continue the run here unless another live process is executing it."""
+    try:
+        return await app.scheduler.drive(run_id, until=until)
+    except RunBusy as exc:
+        if not app.quiet:
+            app.out.write(f"note: {exc}\n")
+        return None
+
+
+async def show(app: App, run_id: str, *, as_json: bool) -> int:
+    view = await app.service.view(run_id)
+    if as_json:
+        emit(app, view)
+    else:
+        render_run(view, app.out)
+    return EXIT_FAIL if view.status == "failed" else EXIT_OK

@@ -1,0 +1,305 @@
+"""The CLI commands: each takes the opened ``App`` (or, for file-only commands, the arguments)
+and returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
+from stageflow.cli.render import render_runs
+from stageflow.config import load_settings
+from stageflow.engine.catalog_view import agent_info
+from stageflow.errors import InvalidArgument, InvalidState
+from stageflow.workflows.spec import WorkflowSpec
+
+# -- commands ------------------------------------------------------------------------------
+
+
+async def cmd_templates(app: App, args: argparse.Namespace) -> int:
+    if args.json:
+        emit(app, app.service.catalog())  # the model workflow_templates returns
+        return EXIT_OK
+    agents = app.service.agents()
+    catalog = app.service.templates(agents)
+    for name in catalog.names():
+        spec = catalog.entries[name].spec
+        description = spec.description if spec else ""
+        shape = _shape(spec) if spec else "(failed to load)"
+        app.out.write(f"{name:<22} {description}\n{'':<22} {shape}\n")
+    app.out.write("(* = approval gate)\n")
+    for e in catalog.errors:
+        app.out.write(f"error: {e}\n")
+    return EXIT_OK
+
+
+def _shape(spec: WorkflowSpec) -> str:
+    """Stages grouped by depth: ``a* -> [b, c] -> d`` (``*`` marks an approval gate)."""
+    rollback = spec.rollback_targets()
+    depth: dict[str, int] = {}
+    for s in spec.stages:  # templates are validated, so depends_on point at known stages
+        depth[s.id] = 1 + max((depth.get(d, 0) for d in s.depends_on), default=-1)
+    layers: dict[int, list[str]] = {}
+    for s in spec.stages:
+        if s.id not in rollback:
+            layers.setdefault(depth[s.id], []).append(s.id + ("*" if s.approval else ""))
+    parts = [
+        names[0] if len(names) == 1 else "[" + ", ".join(names) + "]"
+        for _, names in sorted(layers.items())
+    ]
+    text = " -> ".join(parts)
+    if rollback:
+        text += f"  (rollback: {', '.join(sorted(rollback))})"
+    return text
+
+
+async def cmd_agents(app: App, args: argparse.Namespace) -> int:
+    reg = app.service.agents()
+    items = [agent_info(reg.get(n)) for n in reg.names()]
+    errors = [str(p) for p in reg.errors]
+    if args.json:
+        emit(app, {"agents": items, "errors": errors})
+        return EXIT_OK
+    for a in items:
+        desc = a.description if len(a.description) <= 70 else a.description[:67] + "..."
+        app.out.write(f"{a.name:<20} {a.model:<8} {a.layer:<15} {desc}\n")
+    for e in errors:
+        app.out.write(f"error: {e}\n")
+    return EXIT_OK
+
+
+async def cmd_run(app: App, args: argparse.Namespace) -> int:
+    inputs = _parse_inputs(args.input)
+    state = await app.service.start_run(
+        args.template, args.task, inputs=inputs, budget_usd=args.budget, actor="cli"
+    )
+    if not app.quiet:
+        app.out.write(
+            f"started run {state.run_id} ({state.template}) with runner "
+            f"{app.service.runner_label}\n"
+        )
+    await drive(app, state.run_id, "terminal" if args.wait else "idle")
+    return await show(app, state.run_id, as_json=args.json)
+
+
+def _parse_inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"--input expects NAME=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+async def cmd_status(app: App, args: argparse.Namespace) -> int:
+    if args.run is None:
+        items = await app.service.list_runs(limit=args.limit)
+        if args.json:
+            emit(app, [i.model_dump(mode="json") for i in items])
+        else:
+            render_runs(items, app.out)
+        return EXIT_OK
+    return await show(app, args.run, as_json=args.json)
+
+
+async def _after_command(app: App, args: argparse.Namespace, run_id: str) -> int:
+    if not getattr(args, "no_drive", False):
+        await drive(app, run_id, "terminal" if getattr(args, "wait", False) else "idle")
+    return await show(app, run_id, as_json=getattr(args, "json", False))
+
+
+async def cmd_approve(app: App, args: argparse.Namespace) -> int:
+    await app.service.decide(
+        args.run,
+        stage=args.stage,
+        decision="approve",
+        feedback=args.comment,
+        approver=args.approver,
+    )
+    return await _after_command(app, args, args.run)
+
+
+async def cmd_reject(app: App, args: argparse.Namespace) -> int:
+    await app.service.decide(
+        args.run,
+        stage=args.stage,
+        decision="reject",
+        feedback=args.feedback,
+        approver=args.approver,
+    )
+    return await _after_command(app, args, args.run)
+
+
+async def cmd_cancel(app: App, args: argparse.Namespace) -> int:
+    await app.service.control(args.run, "cancel", reason=args.reason, actor="cli")
+    return await show(app, args.run, as_json=args.json)
+
+
+async def cmd_pause(app: App, args: argparse.Namespace) -> int:
+    await app.service.control(args.run, "pause", reason=args.reason, actor="cli")
+    return await show(app, args.run, as_json=args.json)
+
+
+async def cmd_resume(app: App, args: argparse.Namespace) -> int:
+    if args.all:
+        stop = anyio.Event()
+        rows = await app.store.active_run_ids()
+        if not app.quiet:
+            app.out.write(f"resuming {len(rows)} active run(s)\n")
+        async with anyio.create_task_group() as tg:
+            for run_id in rows:
+                tg.start_soon(drive, app, run_id, "terminal" if args.wait else "idle")
+        stop.set()
+        for run_id in rows:
+            await show(app, run_id, as_json=args.json)
+        return EXIT_OK
+    if args.run is None:
+        raise InvalidArgument("name a run, or use --all to resume every active run")
+    state = await app.service.state(args.run)
+    if state.paused:
+        await app.service.control(args.run, "resume", budget_usd=args.budget, actor="cli")
+    elif state.ended is not None:
+        raise InvalidState(f"run {args.run} has ended ({state.ended}); nothing to resume")
+    return await _after_command(app, args, args.run)
+
+
+async def cmd_retry(app: App, args: argparse.Namespace) -> int:
+    await app.service.control(args.run, "retry", stage=args.stage, reason=args.reason, actor="cli")
+    return await _after_command(app, args, args.run)
+
+
+async def cmd_artifact(app: App, args: argparse.Namespace) -> int:
+    rec = await app.store.get_artifact(args.run, args.stage, args.name, args.version)
+    if args.json:
+        emit(
+            app,
+            {
+                "run_id": rec.run_id,
+                "stage": rec.stage,
+                "name": rec.name,
+                "version": rec.version,
+                "size": rec.size,
+                "sha256": rec.sha256,
+                "attempt": rec.attempt,
+                "content": rec.content,
+            },
+        )
+    else:
+        app.out.write(rec.content if rec.content.endswith("\n") else rec.content + "\n")
+    return EXIT_OK
+
+
+async def cmd_audit(app: App, args: argparse.Namespace) -> int:
+    report = await app.service.audit(args.run)
+    if args.json:
+        emit(
+            app,
+            {
+                "run_id": report.run_id,
+                "ok": report.ok,
+                "problems": report.problems,
+                "events": [e.model_dump(mode="json") for e in report.events],
+            },
+        )
+    else:
+        import time as _time
+
+        for env in report.events:
+            stamp = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(env.at))
+            body = env.event.model_dump(mode="json", exclude={"type", "spec", "agents"})
+            short = json.dumps(body, ensure_ascii=False)
+            short = short if len(short) <= 110 else short[:107] + "..."
+            app.out.write(f"{env.seq:>4} {stamp} {env.actor:<28.28} {env.event.type:<18} {short}\n")
+        if args.verify:
+            if report.ok:
+                app.out.write(
+                    f"chain verified: {len(report.events)} entries, head "
+                    f"{report.events[-1].hash[:16]}\n"
+                )
+            for p in report.problems:
+                app.out.write(f"CHAIN BROKEN: {p}\n")
+    return EXIT_OK if report.ok or not args.verify else EXIT_FAIL
+
+
+def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from stageflow.agents.registry import load_agents
+    from stageflow.workflows.validate import validate_files
+
+    settings = load_settings(args.project)
+    agents = load_agents(settings.agent_dirs())
+    paths = [Path(p) for p in args.files]
+    problems = validate_files(paths, agent_names=agents.names())
+    if args.json:
+        out.write(
+            json.dumps(
+                {
+                    "ok": not problems,
+                    "files": [str(p) for p in paths],
+                    "problems": [p.__dict__ for p in problems],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    else:
+        for p in problems:
+            out.write(f"{p}\n")
+        if problems:
+            files = len({p.file for p in problems})
+            out.write(f"{len(problems)} problem(s) in {files} file(s)\n")
+        else:
+            out.write(f"ok: {len(paths)} file(s) valid\n")
+    return EXIT_FAIL if problems else EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    from stageflow.cli.scaffold import init_project
+
+    settings = load_settings(args.project)
+    created = init_project(settings.project)
+    for path in created:
+        out.write(f"created {path}\n")
+    if not created:
+        out.write(f"{settings.state_dir} already set up; nothing changed\n")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the MCP server for the project (stdio unless ``--transport``).
+
+    mcp and the server modules are imported here, so no other command pays for them. On an
+    HTTP transport the bind is checked (token for non-loopback hosts) before anything opens.
+    """
+    import os
+
+    from stageflow.server.security import TOKEN_ENV, require_token
+    from stageflow.server.transports import prepare_stdio, run_server
+
+    token = os.environ.get(TOKEN_ENV)
+    if args.transport != "stdio":
+        require_token(args.host, token)  # raises InvalidArgument -> exit 2
+    prepare_stdio()
+    from stageflow.server.app import build_server
+
+    server = build_server(load_settings(args.project, db=args.db))
+    try:
+        run_server(
+            server,
+            transport=args.transport,
+            host=args.host,
+            port=args.port,
+            token=token,
+            allowed_hosts=args.allow_host or (),
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start
+    return EXIT_OK

@@ -1,0 +1,208 @@
+"""The ``stageflow`` command.
+
+Commands that change a run also execute it in the foreground when no other live process is
+executing it: ``run`` drives the new run until it needs a human (or, with ``--wait``, until it
+ends); ``approve``/``reject``/``resume``/``retry`` continue it the same way. When a server (or
+another terminal) holds the run, they only record the decision and that process continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import anyio
+
+from stageflow import __version__
+from stageflow.cli.app import (
+    EXIT_FAIL,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_STATE,
+    EXIT_USAGE,
+    open_app,
+)
+from stageflow.cli.commands import (
+    cmd_agents,
+    cmd_approve,
+    cmd_artifact,
+    cmd_audit,
+    cmd_cancel,
+    cmd_init,
+    cmd_pause,
+    cmd_reject,
+    cmd_resume,
+    cmd_retry,
+    cmd_run,
+    cmd_serve,
+    cmd_status,
+    cmd_templates,
+    cmd_validate,
+)
+from stageflow.cli.knowledge import add_knowledge_parser
+from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stageflow",
+        description=("Run big coding tasks as durable workflows of fresh-context subagents."),
+    )
+    p.add_argument("--version", action="version", version=f"stageflow {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", help="project directory (default: cwd or STAGEFLOW_PROJECT)")
+    common.add_argument("--db", help="state database (default: <project>/.stageflow/state.db)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str,
+        help_: str,
+        fn: Callable[..., Any],
+        *,
+        json_: bool = False,
+    ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        sp.set_defaults(fn=fn)
+        if json_:
+            sp.add_argument("--json", action="store_true", help="print JSON")
+        return sp
+
+    sp = add("serve", "serve the MCP server (stdio unless --transport)", cmd_serve)
+    sp.add_argument("--transport", choices=("stdio", "sse", "http"), default="stdio")
+    sp.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    sp.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="extra Host name clients may use on a non-loopback bind; repeatable",
+    )
+    add("templates", "list workflow templates", cmd_templates, json_=True)
+    add("agents", "list agent definitions", cmd_agents, json_=True)
+    sp = add("validate", "validate template files", cmd_validate, json_=True)
+    sp.add_argument("files", nargs="+", metavar="FILE")
+    sp = add("run", "start a run and execute it until it needs a human", cmd_run, json_=True)
+    sp.add_argument("template")
+    sp.add_argument("--task", required=True, help="what the workflow should achieve")
+    sp.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=VALUE",
+        help="template input (JSON values accepted); repeatable",
+    )
+    sp.add_argument("--budget", type=float, help="run budget in USD")
+    sp.add_argument(
+        "--wait",
+        action="store_true",
+        help="keep executing until the run ends (approvals from elsewhere continue it)",
+    )
+    sp = add("status", "show one run, or the recent runs", cmd_status, json_=True)
+    sp.add_argument("run", nargs="?")
+    sp.add_argument("--limit", type=int, default=20)
+
+    def driving(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--wait", action="store_true", help="execute until the run ends")
+        sp.add_argument(
+            "--no-drive",
+            action="store_true",
+            help="only record; do not continue executing the run here",
+        )
+
+    sp = add("approve", "approve the stage waiting for a human", cmd_approve, json_=True)
+    sp.add_argument("run")
+    sp.add_argument("--stage")
+    sp.add_argument("--comment")
+    sp.add_argument("--approver", default="cli")
+    driving(sp)
+    sp = add("reject", "reject with feedback; the stage reruns with it", cmd_reject, json_=True)
+    sp.add_argument("run")
+    sp.add_argument("--feedback", required=True)
+    sp.add_argument("--stage")
+    sp.add_argument("--approver", default="cli")
+    driving(sp)
+    sp = add("cancel", "cancel a run (running stages are cancelled)", cmd_cancel, json_=True)
+    sp.add_argument("run")
+    sp.add_argument("--reason")
+    sp = add(
+        "pause", "pause a run (running stages finish, nothing new starts)", cmd_pause, json_=True
+    )
+    sp.add_argument("run")
+    sp.add_argument("--reason")
+    sp = add("resume", "resume a paused or interrupted run", cmd_resume, json_=True)
+    sp.add_argument("run", nargs="?")
+    sp.add_argument("--budget", type=float, help="raise the run budget (USD)")
+    sp.add_argument("--all", action="store_true", help="resume every active run")
+    driving(sp)
+    sp = add("retry", "retry failed stages (or one stage)", cmd_retry, json_=True)
+    sp.add_argument("run")
+    sp.add_argument("--stage")
+    sp.add_argument("--reason")
+    driving(sp)
+    sp = add(
+        "artifact", "print an artifact (latest version unless --version)", cmd_artifact, json_=True
+    )
+    sp.add_argument("run")
+    sp.add_argument("stage")
+    sp.add_argument("name")
+    sp.add_argument("--version", type=int, help="a specific version (reworks add versions)")
+    sp = add("audit", "show the run's event log", cmd_audit, json_=True)
+    sp.add_argument("run")
+    sp.add_argument("--verify", action="store_true", help="recompute the hash chain")
+    add_knowledge_parser(sub, common)
+    add("init", "create .stageflow/ with an example agent, template and note", cmd_init)
+    sp = add("demo", "run feature_development offline in a temporary project", _demo_entry)
+    sp.add_argument("--yes", action="store_true", help="approve gates without asking")
+    sp.add_argument(
+        "--delay", type=float, default=0.4, help="simulated seconds of work per stage (default 0.4)"
+    )
+    sp.add_argument("--keep", action="store_true", help="keep the temporary project")
+    return p
+
+
+def _demo_entry(args: argparse.Namespace, out: TextIO) -> int:
+    from stageflow.cli.demo import run_demo
+
+    return run_demo(args, out)
+
+
+SYNC_COMMANDS = {"validate", "init", "demo", "serve"}
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in SYNC_COMMANDS:
+            return int(args.fn(args, out))
+
+        async def go() -> int:
+            async with open_app(args, out=out) as app:
+                return int(await args.fn(app, args))
+
+        return anyio.run(go)
+    except NotFound as exc:
+        sys.stderr.write(f"stageflow: {exc}\n")
+        return EXIT_NOT_FOUND
+    except (InvalidState, InvalidArgument) as exc:
+        sys.stderr.write(f"stageflow: {exc}\n")
+        return EXIT_STATE if isinstance(exc, InvalidState) else EXIT_USAGE
+    except SpecError as exc:
+        sys.stderr.write(f"stageflow: invalid definition:\n{exc}\n")
+        return EXIT_FAIL
+    except StageflowError as exc:
+        sys.stderr.write(f"stageflow: {exc}\n")
+        return EXIT_FAIL
+    except BrokenPipeError:  # e.g. `stageflow agents | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_OK
+    except KeyboardInterrupt:
+        sys.stderr.write("stageflow: interrupted; the run resumes with `stageflow resume`\n")
+        return 130

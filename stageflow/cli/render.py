@@ -1,0 +1,170 @@
+"""Human output for the CLI: compact tables and one-line progress events.
+
+Every read command also has ``--json``, which prints the same pydantic model the MCP tools
+return; this module is only the human face of those models.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+from stageflow import events as ev
+from stageflow.engine.state import RunState
+from stageflow.engine.views import RunListItem, RunView
+
+STATUS_MARK = {
+    "pending": ".",
+    "running": ">",
+    "attempt_failed": "!",
+    "retry_wait": "~",
+    "blocked": "?",
+    "awaiting_approval": "?",
+    "succeeded": "+",
+    "failed": "x",
+    "skipped": "-",
+    "cancelled": "x",
+}
+
+
+def tokens(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 1000:
+        return f"{n / 1000:.1f}k"
+    return str(n)
+
+
+def duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.1f}s"
+    m, sec = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{sec:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def money(usd: float) -> str:
+    return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+
+
+def render_run(view: RunView, out: TextIO, *, runner_label: str | None = None) -> None:
+    """The run dashboard."""
+    label = runner_label or view.runner
+    out.write(f"run {view.run_id}  {view.template}  [{view.status}]  runner: {label}\n")
+    out.write(f"task: {view.task}\n")
+    rows = [["", "stage", "status", "att", "time", "model", "tokens", "cost"]]
+    for s in view.stages:
+        status = s.status + (f" (rework {s.reworks})" if s.reworks else "")
+        rows.append(
+            [
+                STATUS_MARK.get(s.status, " "),
+                s.id,
+                status,
+                str(s.attempts),
+                duration(s.duration_s if s.attempts else None),
+                s.model or ("cmd" if s.kind == "command" else "-"),
+                tokens(s.usage.total_tokens),
+                money(s.usage.cost_usd),
+            ]
+        )
+    _table(rows, out)
+    for s in view.stages:
+        if s.status in ("failed", "attempt_failed", "skipped", "blocked") and s.reason:
+            out.write(f"  {s.id}: {s.reason}\n")
+        if s.model_mismatch:
+            out.write(f"  {s.id}: answered by another model than asked for ({s.model})\n")
+    arts = [a for s in view.stages for a in s.artifacts]
+    if arts:
+        out.write(
+            "artifacts: "
+            + ", ".join(f"{a.stage}/{a.name}@v{a.version} ({a.size} B)" for a in arts)
+            + "\n"
+        )
+    for w in view.waiting:
+        review = f" [review: {', '.join(w.review)}]" if w.review else ""
+        out.write(f"waiting: {w.stage} ({w.kind}) - {w.what.rstrip()}{review}\n")
+    budget = f" of {money(view.budget_usd)}" if view.budget_usd is not None else ""
+    out.write(
+        f"spent: {money(view.spent_usd)}{budget}  tokens: {tokens(view.usage.total_tokens)}\n"
+    )
+    ws = view.workspace
+    if ws is not None:
+        where = f"{ws.path}" + (f" (branch {ws.branch})" if ws.branch else "")
+        out.write(f"workspace: {where}\n")
+        if ws.diff is not None:
+            out.write("".join(f"  {line}\n" for line in ws.diff.splitlines()))
+    if view.reason and view.status in ("failed", "cancelled", "paused"):
+        out.write(f"reason: {view.reason}\n")
+    out.write(f"next: {view.next_action}\n")
+
+
+def render_runs(items: list[RunListItem], out: TextIO) -> None:
+    if not items:
+        out.write('no runs yet; start one with `stageflow run TEMPLATE --task "..."`\n')
+        return
+    rows = [["run", "template", "status", "spent", "started", "task"]]
+    for r in items:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+        task = r.task if len(r.task) <= 50 else r.task[:47] + "..."
+        rows.append([r.run_id, r.template, r.status, money(r.spent_usd), started, task])
+    _table(rows, out)
+
+
+def describe_event(env: ev.Envelope, state: RunState) -> str | None:
+    """One progress line for an event, or None for bookkeeping events."""
+    e = env.event
+    clock = time.strftime("%H:%M:%S", time.localtime(env.at))
+    match e:
+        case ev.AttemptStarted():
+            who = e.agent or "command"
+            model = f", {e.model}" if e.model else ""
+            return f"{clock}  {e.stage:<18} started attempt {e.attempt} ({e.kind}; {who}{model})"
+        case ev.AttemptFinished():
+            arts = ", ".join(f"{a.name}@v{a.version}" for a in e.artifacts)
+            extra = f" -> {arts}" if arts else ""
+            err = f": {e.error}" if e.error and e.outcome != "passed" else ""
+            return f"{clock}  {e.stage:<18} {e.outcome} in {duration(e.duration_s)}{extra}{err}"
+        case ev.StageSkipped():
+            return f"{clock}  {e.stage:<18} skipped ({e.reason})"
+        case ev.GateBlocked():
+            return f"{clock}  {e.stage:<18} blocked: gate false ({e.condition}); a human decides"
+        case ev.GateDecided():
+            return f"{clock}  {e.stage:<18} gate {e.decision}d by {e.approver}"
+        case ev.ApprovalDecided():
+            fb = f": {e.feedback}" if e.feedback and e.decision == "reject" else ""
+            return f"{clock}  {e.stage:<18} {e.decision}d by {e.approver}{fb}"
+        case ev.RetryScheduled():
+            wait = max(0.0, e.not_before - env.at)
+            return f"{clock}  {e.stage:<18} retry {e.attempt} in {duration(wait)} ({e.reason})"
+        case ev.StageFailed():
+            tol = " (tolerated: on_failure continue)" if e.tolerated else ""
+            return f"{clock}  {e.stage:<18} FAILED{tol}: {e.reason}"
+        case ev.RollbackStarted():
+            return f"{clock}  {e.rollback_stage:<18} rollback for '{e.failed_stage}'"
+        case ev.RunPaused():
+            return f"{clock}  run paused by {e.by}: {e.reason}"
+        case ev.RunResumed():
+            return f"{clock}  run resumed by {e.by}"
+        case ev.RunCancelled():
+            return f"{clock}  run cancelled by {e.by}: {e.reason}"
+        case ev.RunCompleted():
+            return f"{clock}  run completed"
+        case ev.RunFailed():
+            return f"{clock}  run FAILED: {e.reason}"
+        case ev.LeaseTaken():
+            if e.previous_owner:
+                return f"{clock}  resumed by this process (previous owner {e.previous_owner})"
+            return None
+        case _:
+            return None
+    return None

@@ -1,0 +1,43 @@
+"""What status shows about a run's workspace: its worktree, branch and, once ended, its diff."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio.to_thread
+
+from stageflow.engine.service import WorkspaceProbe
+from stageflow.engine.views import WorkspaceView
+from stageflow.errors import StageflowError
+from stageflow.workspace.worktree import diff_summary, find_workspace
+
+log = logging.getLogger(__name__)
+
+
+def _probe(project: Path, run_id: str, ended: bool) -> WorkspaceView | None:
+    ws = find_workspace(project, run_id)
+    if ws is None:
+        return None
+    view = WorkspaceView(path=str(ws.root), mode=ws.mode, branch=ws.branch, base=ws.base)
+    if ended:
+        try:
+            diff = diff_summary(ws)
+        except (StageflowError, OSError) as exc:  # status must not fail because git did
+            log.warning("run %s: no diff summary: %s", run_id, exc)
+            diff = None
+        if diff is not None:
+            view.files_changed = len(diff.files)
+            view.insertions = diff.insertions
+            view.deletions = diff.deletions
+            view.diff = diff.text()
+    return view
+
+
+def workspace_probe(project: Path) -> WorkspaceProbe:
+    """A ``Service`` workspace probe for ``project`` (git runs in a worker thread)."""
+
+    async def probe(run_id: str, ended: bool) -> WorkspaceView | None:
+        return await anyio.to_thread.run_sync(_probe, project, run_id, ended)
+
+    return probe
