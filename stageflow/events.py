@@ -20,7 +20,7 @@ from pydantic import (
     model_serializer,
 )
 
-from stageflow.engine.runner import Usage
+from stageflow.usage import Usage
 
 GENESIS_HASH = "0" * 64
 

@@ -29,6 +29,7 @@ from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
 from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
+from stageflow.knowledge.extras import knowledge_extras
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
@@ -73,7 +74,11 @@ async def open_app(
     runner = None
     driving = getattr(args, "command", None) in DRIVING_COMMANDS
     try:
-        runner = make_runner(settings, offline_delay=offline_delay, knowledge=knowledge)
+        runner = make_runner(
+            settings,
+            offline_delay=offline_delay,
+            extras=knowledge_extras(knowledge, settings),
+        )
         # each new attempt uses the agent's definition as the files say now (the server does
         # the same through its watcher); a running attempt keeps what it started with
         live = LiveDefinitions(settings) if driving else None

@@ -232,7 +232,7 @@ async def cmd_audit(app: App, args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     from stageflow.agents.registry import load_agents
-    from stageflow.workflows.validate import validate_files
+    from stageflow.workflows.loader import validate_files
 
     settings = load_settings(args.project)
     agents = load_agents(settings.agent_dirs())

@@ -21,16 +21,13 @@ import anyio
 from anyio.abc import TaskGroup
 
 from stageflow import events as ev
-from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs
+from stageflow.engine.metering import RunMeters
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.runner import (
-    AttemptMeter,
     AttemptRequest,
     AttemptResult,
-    InputArtifact,
-    RequestUsage,
     Runner,
-    Usage,
 )
 from stageflow.engine.slots import HeldSlot, Slots
 from stageflow.engine.state import RunState, apply, preview
@@ -44,18 +41,12 @@ from stageflow.errors import (
 )
 from stageflow.store.rows import RequestRow
 from stageflow.store.store import NewArtifact, RunSummary, Store
+from stageflow.usage import RequestUsage, Usage
 
 log = logging.getLogger(__name__)
 
 Until = Literal["idle", "terminal"]
 EventSink = Callable[[ev.Envelope, RunState], None]
-# name -> the agent's current definition (hot reload), or None to keep the run's own
-AgentProvider = Callable[[str], AgentDefinition | None]
-
-
-def estimate_tokens(chars: int) -> int:
-    """A rough token estimate (4 characters per token) for context accounting."""
-    return math.ceil(chars / 4)
 
 
 def _ledger_usage(rows: Sequence[RequestRow]) -> Usage:
@@ -107,14 +98,13 @@ class RunDriver:
         self._checked_at = 0.0
         self._wake_at: float | None = None
         self._tg: TaskGroup | None = None
-        self._artifacts: dict[tuple[str, str, int], str] = {}
         self._settled_seq: int | None = None
         self._external = False
         self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
-        self._meters: dict[tuple[str, int], AttemptMeter] = {}  # attempts in flight
-        # the definition each attempt started with: later starts may record newer ones
-        self._attempt_agents: dict[tuple[str, int], AgentDefinition | None] = {}
+        self._meters = RunMeters(store, state.run_id, lambda: self.state, clock)  # in flight
+        # what attempts start with: agent definitions, artifact texts (cached)
+        self._inputs = AttemptInputs(store, state.run_id, agents, owner)
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
@@ -220,7 +210,7 @@ class RunDriver:
             # ``state`` was previewed with the same events and time; only the chain differs
             self.state = replace(state, seq=envs[-1].seq, head_hash=envs[-1].hash)
             for art in arts:  # before launching: the stages started now read these
-                self._artifacts[(art.stage, art.name, art.version)] = art.content
+                self._inputs.remember(art.stage, art.name, art.version, art.content)
             self._settled_seq = None if self._refused else self.state.seq
             self._cancel(cancels)  # only now that the decision behind it is in the log
             if self.sink is not None:
@@ -228,10 +218,10 @@ class RunDriver:
                     self.sink(env, self.state)
             for e in batch:  # their spend is in the state now: stop counting it as live
                 if isinstance(e, ev.AttemptFinished):
-                    self._meters.pop((e.stage, e.attempt), None)
+                    self._meters.close(e.stage, e.attempt)
             for start in starts:
                 # meters exist from the commit on, so attempts started together see each other
-                self._meter(start, self._attempt_agents.get((start.stage, start.attempt)))
+                self._meters.open(start, self._inputs.agent_of(self.state, start))
                 scope = anyio.CancelScope()
                 self._scopes[start.stage] = scope
                 assert self._tg is not None
@@ -281,7 +271,7 @@ class RunDriver:
                 if not self.slots.try_acquire(self):
                     self._refused = True
                     break
-                started = self._started_event(state, start)
+                started = self._inputs.started_event(state, start)
                 events.append(started)
                 state = preview(state, [started], at=now)
                 starts.append(start)
@@ -294,7 +284,7 @@ class RunDriver:
         now = self.clock()
         stale: list[ev.Event] = []
         running = self.state.running()
-        ledger = await self.store.list_requests(self.state.run_id) if running else []
+        ledger = await self.store.ledger.list(self.state.run_id) if running else []
         for sid in running:
             current = self.state.stages[sid].current
             started = current.started_at if current is not None else now
@@ -390,155 +380,10 @@ class RunDriver:
 
     # -- attempts ----------------------------------------------------------------------------
 
-    def _agent_for(self, st: RunState, name: str | None) -> AgentDefinition | None:
-        """The definition a new attempt uses: the provider's current one when it has the
-        agent, else the run's own (the snapshot, or what the last attempt recorded)."""
-        if name is None:
-            return None
-        own = st.agents.get(name)
-        if self.agents is None:
-            return own
-        try:
-            current = self.agents(name)
-        except Exception:  # a broken provider must not stop the run: keep the run's own
-            log.exception("run %s: agent provider failed for %s", st.run_id, name)
-            return own
-        return current if current is not None else own
-
-    def _started_event(self, st: RunState, start: StartAttempt) -> ev.AttemptStarted:
-        """The ``attempt_started`` record: who runs it, with which model, and what went in.
-
-        When the agent's definition differs from the run's current one (it was edited since),
-        the record carries it, so folding the log reproduces what every attempt used.
-        """
-        spec = st.spec.stage(start.stage)
-        agent = self._agent_for(st, spec.agent)
-        own = st.agents.get(spec.agent) if spec.agent else None
-        newer = agent is not None and (own is None or own.content_hash != agent.content_hash)
-        self._attempt_agents[(start.stage, start.attempt)] = agent
-        context = {
-            "needs": [
-                {
-                    "stage": s,
-                    "name": a,
-                    "version": ref.version,
-                    "size": ref.size,
-                    "tokens_est": estimate_tokens(ref.size),
-                }
-                for s, a in spec.needed()
-                if (ref := st.stages[s].artifacts.get(a)) is not None
-            ],
-            "feedback_chars": len(start.feedback or ""),
-            "previous": [
-                {"name": n, "version": r.version, "size": r.size}
-                for n, r in st.stages[start.stage].artifacts.items()
-            ]
-            if start.kind == "rework"
-            else [],
-        }
-        return ev.AttemptStarted(
-            stage=start.stage,
-            attempt=start.attempt,
-            kind=start.kind,
-            agent=spec.agent,
-            agent_hash=agent.content_hash if agent else None,
-            model=spec.model or (agent.model if agent else None),
-            owner=self.owner,
-            context=context,
-            agent_def=agent.model_dump(mode="json") if newer and agent is not None else None,
-        )
-
-    async def _artifact(self, stage: str, name: str, version: int) -> str:
-        """Artifact text: from memory when this driver wrote it, else from the store."""
-        key = (stage, name, version)
-        cached = self._artifacts.get(key)
-        if cached is None:
-            cached = (await self.store.get_artifact(self.state.run_id, *key)).content
-            self._artifacts[key] = cached
-        return cached
-
     async def _request(self, start: StartAttempt) -> AttemptRequest:
-        st = self.state
-        spec = st.spec.stage(start.stage)
-        key = (start.stage, start.attempt)
-        if key in self._attempt_agents:
-            agent = self._attempt_agents[key]
-        else:
-            agent = st.agents.get(spec.agent) if spec.agent else None
-        needed: list[InputArtifact] = []
-        for s, a in spec.needed():
-            ref = st.stages[s].artifacts.get(a)
-            if ref is None:
-                continue
-            content = await self._artifact(s, a, ref.version)
-            needed.append(InputArtifact(stage=s, name=a, version=ref.version, content=content))
-        previous: list[InputArtifact] = []
-        if start.kind == "rework":
-            for name, ref in st.stages[start.stage].artifacts.items():
-                content = await self._artifact(start.stage, name, ref.version)
-                previous.append(
-                    InputArtifact(
-                        stage=start.stage, name=name, version=ref.version, content=content
-                    )
-                )
-        meter = self._meters.get((start.stage, start.attempt)) or self._meter(start, agent)
-        return AttemptRequest(
-            run_id=st.run_id,
-            stage=spec,
-            attempt=start.attempt,
-            kind=start.kind,
-            task=st.task,
-            inputs=st.inputs,
-            agent=agent,
-            model=spec.model or (agent.model if agent else None),
-            artifacts=needed,
-            previous=previous,
-            feedback=start.feedback,
-            workdir=st.workdir,
-            budget_remaining_usd=meter.remaining_usd(),
-            timeout=spec.timeout,
-            bash_allow=[*st.spec.bash, *spec.bash],
-            workspace_mode=st.spec.workspace,
-            meter=meter,
-        )
-
-    def _meter(self, start: StartAttempt, agent: AgentDefinition | None) -> AttemptMeter:
-        """The attempt's meter: every model request goes to the ledger as it returns, and the
-        caps count the live spend of this run's other attempts in flight."""
-        run_id, stage, attempt = self.state.run_id, start.stage, start.attempt
-        spec = self.state.spec.stage(stage)
-        stage_cap = spec.budget_usd if spec.budget_usd is not None else None
-        if stage_cap is None and agent is not None:
-            stage_cap = agent.budget_usd
-
-        async def sink(usage: RequestUsage) -> None:
-            row = RequestRow(stage=stage, attempt=attempt, **usage.model_dump())
-            await self.store.record_request(run_id, row, at=self.clock())
-
-        def others() -> list[AttemptMeter]:
-            return [m for k, m in self._meters.items() if k != (stage, attempt)]
-
-        def remaining() -> float | None:
-            st = self.state
-            mine = self._meters.get((stage, attempt))
-            own = mine.usage.cost_usd if mine is not None else 0.0
-            left: float | None = None
-            if st.budget_usd is not None:
-                held = sum(m.held_usd() for m in others())
-                left = st.budget_usd - st.spent_usd - held - own
-            if stage_cap is not None:
-                stage_state = st.stages[stage]
-                spent = stage_state.usage.cost_usd - stage_state.budget_base
-                stage_left = stage_cap - spent - own
-                left = stage_left if left is None else min(left, stage_left)
-            return None if left is None else max(0.0, round(left, 10))
-
-        def sharers() -> int:
-            return 1 + sum(1 for m in others() if m.reserved == 0.0)
-
-        meter = AttemptMeter(sink=sink, remaining=remaining, sharers=sharers)
-        self._meters[(stage, attempt)] = meter
-        return meter
+        agent = self._inputs.agent_of(self.state, start)
+        meter = self._meters.get(start.stage, start.attempt) or self._meters.open(start, agent)
+        return await self._inputs.request(self.state, start, meter)
 
     async def _attempt(self, start: StartAttempt, scope: anyio.CancelScope) -> None:
         t0 = time.monotonic()
@@ -606,8 +451,8 @@ class RunDriver:
         except LeaseLost:
             pass
         finally:
-            self._meters.pop((start.stage, start.attempt), None)
-            self._attempt_agents.pop((start.stage, start.attempt), None)
+            self._meters.close(start.stage, start.attempt)
+            self._inputs.forget(start)
             if self._scopes.get(start.stage) is scope:  # a retry may already own the key
                 del self._scopes[start.stage]
             slot.release()
@@ -659,7 +504,7 @@ class RunDriver:
                         attempt=start.attempt,
                     )
                 )
-        meter = self._meters.get((start.stage, start.attempt))
+        meter = self._meters.get(start.stage, start.attempt)
         # the meter saw every request, also of an attempt that raised or was cancelled;
         # runners that report no requests (offline, command) hand their usage back instead
         usage = result.usage if result else Usage()

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import anyio
 
-from stageflow.engine.driver import AgentProvider, EventSink, RunDriver, Until
+from stageflow.engine.attempt_inputs import AgentProvider
+from stageflow.engine.driver import EventSink, RunDriver, Until
 from stageflow.engine.leases import owner_is_dead
 from stageflow.engine.runner import Runner
 from stageflow.engine.slots import Slots
@@ -88,7 +89,7 @@ class Scheduler:
             if row.owner and row.owner != self.owner and owner_is_dead(row.owner)
             else None
         )
-        return await self.store.acquire_lease(
+        return await self.store.leases.acquire(
             run_id, self.owner, ttl=self.lease_seconds, now=now, steal_from=steal
         )
 
@@ -133,7 +134,7 @@ class Scheduler:
         finally:
             self.drivers.pop(run_id, None)
             with anyio.CancelScope(shield=True):
-                await self.store.release_lease(run_id, self.owner)
+                await self.store.leases.release(run_id, self.owner)
 
     async def _heartbeat(self, done: anyio.Event) -> None:
         while not done.is_set():
@@ -142,7 +143,7 @@ class Scheduler:
             if done.is_set():
                 return
             held = set(
-                await self.store.renew_leases(self.owner, ttl=self.lease_seconds, now=self.clock())
+                await self.store.leases.renew(self.owner, ttl=self.lease_seconds, now=self.clock())
             )
             for run_id, driver in list(self.drivers.items()):
                 if run_id not in held:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
-from stageflow.engine.runner import Usage
+from stageflow.usage import Usage
 from stageflow.workflows.spec import WorkflowSpec
 
 StageStatus = Literal[

@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stageflow.engine.runner import Usage, same_model
+from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
+from stageflow.usage import Usage
 
 
 class ArtifactView(BaseModel):

@@ -23,9 +23,9 @@ from decimal import Decimal
 from typing import Any
 
 from stageflow.config import Settings
-from stageflow.engine.runner import RequestUsage
 from stageflow.errors import Problem, SpecError, SpecErrors
 from stageflow.models.client import RawUsage
+from stageflow.usage import RequestUsage
 
 __all__ = [
     "DEFAULT_PRICES",

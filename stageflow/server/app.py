@@ -138,6 +138,7 @@ def _lifespan(
 ) -> Callable[[MCPServer[AppContext]], AbstractAsyncContextManager[AppContext]]:
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
+        from stageflow.knowledge.extras import knowledge_extras
         from stageflow.prompts.templates import sync_prompts
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.workspace.view import workspace_probe
@@ -150,7 +151,9 @@ def _lifespan(
             own_runner: StageRunner | None = None
             used: Runner
             if runner is None:
-                used = own_runner = make_runner(settings, knowledge=knowledge)
+                used = own_runner = make_runner(
+                    settings, extras=knowledge_extras(knowledge, settings)
+                )
             else:
                 used = runner
             scheduler = Scheduler(

@@ -35,7 +35,7 @@ from stageflow.store.knowledge_rows import (
 if TYPE_CHECKING:
     import aiosqlite
 
-    from stageflow.store.store import Store
+    from stageflow.store.database import Database
 
 __all__ = [
     "MAX_SECTIONS",
@@ -128,10 +128,10 @@ async def _ids_where(
 
 
 class KnowledgeStore:
-    """The knowledge tables, on a ``Store``'s connection (``store.knowledge``)."""
+    """The knowledge tables, on a ``Store``'s database (``store.knowledge``)."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def apply(self, change: KnowledgeChange, *, at: float) -> ChangeResult:
         """Apply ``change`` in one transaction (see ``KnowledgeChange`` for the order).
@@ -140,7 +140,7 @@ class KnowledgeStore:
         refused, not applied, and reported; so is the second of two puts with one id. An
         artifact put with a lower ``version`` than the stored one is skipped as stale.
         """
-        async with self._store._write() as conn:
+        async with self._db.write() as conn:
             return await self._apply(conn, change, at)
 
     async def _apply(
@@ -282,7 +282,7 @@ class KnowledgeStore:
         """
         filters, params = _filters(types, tags)
         sql = _SEARCH.format(filters=filters)
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, sql, [match, rank, *params, limit])
         return [hit_from_row(r) for r in rows]
 
@@ -293,7 +293,7 @@ class KnowledgeStore:
         if not rowids:
             return {}
         sql = _SNIPPETS.format(marks=_marks(len(rowids)))
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, sql, [tokens, match, *rowids])
         return {int(r[0]): r[1] for r in rows}
 
@@ -305,7 +305,7 @@ class KnowledgeStore:
         params: list[object] = []
         for expression in expressions:
             params += [expression, cap]
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, sql, params)
         return [int(n) for n in rows[0]]
 
@@ -320,13 +320,13 @@ class KnowledgeStore:
         """The first section of each document matching the filters, ordered by id (score 0)."""
         filters, params = _filters(types, tags)
         sql = _LIST.format(filters=filters)
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, sql, [preview_chars, *params, limit])
         return [hit_from_row(r) for r in rows]
 
     async def get_document(self, doc_id: str) -> KnowledgeDocRow | None:
         """The document with this id, or None."""
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, _GET_DOC, (doc_id,))
         return doc_from_row(rows[0]) if rows else None
 
@@ -334,7 +334,7 @@ class KnowledgeStore:
         """One indexed section of a document, or None."""
         if not 0 <= index < MAX_SECTIONS:
             return None
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, _GET_SECTION, (index, doc_id))
         if not rows:
             return None
@@ -345,7 +345,7 @@ class KnowledgeStore:
         """Document ids starting with ``prefix``, sorted."""
         # range scan on the unique index instead of LIKE, which would need escaping
         sql = "SELECT doc_id FROM knowledge_docs WHERE doc_id >= ? AND doc_id < ? ORDER BY doc_id"
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, sql + " LIMIT ?", (prefix, prefix + "\U0010ffff", limit))
         return [r[0] for r in rows]
 
@@ -355,7 +355,7 @@ class KnowledgeStore:
         """Source files the index has seen, by project-relative path: all of them, or those at
         ``paths``, or those inside the folder ``under`` ("" is the whole project)."""
         base = f"SELECT {_FILE_COLUMNS} FROM knowledge_files"
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             if under:
                 prefix = under.rstrip("/") + "/"
                 sql = base + " WHERE path >= ? AND path < ?"
@@ -373,7 +373,7 @@ class KnowledgeStore:
         """Files that ask for one of ``doc_ids`` but are not the document's source (refused
         as duplicates): candidates to index once the id is free."""
         out: list[KnowledgeFileRow] = []
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             for part in _chunks(doc_ids):
                 sql = (
                     f"SELECT {_FILE_COLUMNS} FROM knowledge_files k WHERE k.doc_id IN "
@@ -385,7 +385,7 @@ class KnowledgeStore:
 
     async def counts(self) -> tuple[int, int]:
         """(documents, sections) in the index."""
-        async with self._store._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(
                 conn, "SELECT COUNT(*), COALESCE(SUM(sections), 0) FROM knowledge_docs"
             )
@@ -393,7 +393,7 @@ class KnowledgeStore:
 
     async def optimize(self) -> None:
         """Merge the FTS5 index's b-trees into one (after a full rebuild: faster queries)."""
-        async with self._store._write() as conn:
+        async with self._db.write() as conn:
             await conn.execute("INSERT INTO knowledge_fts(knowledge_fts) VALUES ('optimize')")
 
 

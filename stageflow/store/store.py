@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -29,8 +28,11 @@ from stageflow.events import GENESIS_HASH, Envelope, Event, RunCreated
 from stageflow.store import fastpath
 from stageflow.store import queries as q
 from stageflow.store.connection import fetch_all, open_connection
+from stageflow.store.database import Database, run_not_found
 from stageflow.store.eventlog import envelope_from_row, seal_row, seal_rows
 from stageflow.store.knowledge import KnowledgeStore
+from stageflow.store.leases import LeaseStore
+from stageflow.store.ledger import LedgerStore
 from stageflow.store.migrations import apply_migrations
 from stageflow.store.rows import (
     ArtifactMeta,
@@ -41,7 +43,6 @@ from stageflow.store.rows import (
     RunSummary,
     artifact_from_row,
     artifact_meta_from_row,
-    request_from_row,
     run_from_row,
 )
 
@@ -54,8 +55,6 @@ __all__ = [
     "RunSummary",
     "Store",
 ]
-
-_KNOWN_LIMIT = 20
 
 
 class _StaleHead(ConcurrencyConflict):
@@ -78,8 +77,7 @@ class Store:
 
     def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
         self.path = path
-        self._conn: aiosqlite.Connection | None = conn
-        self._lock = anyio.Lock()
+        self._db = Database(path, conn)
         self._heads: dict[str, tuple[int, str]] = {}  # run id -> a (seq, hash) seen in its log
         self._fast = fastpath.available(conn)  # one trip per append (tests switch it off)
         self._listeners: list[Callable[[str, str | None], None]] = []
@@ -100,11 +98,7 @@ class Store:
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
-        async with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                with anyio.CancelScope(shield=True):
-                    await conn.close()
+        await self._db.close()
 
     async def __aenter__(self) -> Store:
         return self
@@ -118,54 +112,19 @@ class Store:
         await self.close()
 
     @property
+    def ledger(self) -> LedgerStore:
+        """The cost ledger, on this store's connection and lock."""
+        return LedgerStore(self._db)
+
+    @property
+    def leases(self) -> LeaseStore:
+        """Run leases, on this store's connection and lock."""
+        return LeaseStore(self._db)
+
+    @property
     def knowledge(self) -> KnowledgeStore:
         """The knowledge base's tables, on this store's connection and lock."""
-        return KnowledgeStore(self)
-
-    def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            raise InvalidState(f"the store for {self.path} is closed")
-        return self._conn
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, for reads."""
-        async with self._lock:
-            yield self._connection()
-
-    @asynccontextmanager
-    async def _autocommit(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection, for a write that is one statement (atomic without BEGIN).
-
-        Shielded like ``_write``: a lease taken by an UPDATE whose caller was cancelled would
-        otherwise be held, and renewed, by an owner that does not know it holds it.
-        """
-        async with self._lock:
-            with anyio.CancelScope(shield=True):
-                yield self._connection()
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, else rolled back."""
-        async with self._lock:
-            conn = self._connection()
-            # Shielded: once begun, the transaction runs to its commit or rollback even if the
-            # caller is cancelled; otherwise the caller could not know whether it committed,
-            # and the shared connection could be left inside an open transaction. The price: a
-            # cancellation waits for the transaction (at worst busy_timeout for the write lock).
-            with anyio.CancelScope(shield=True):
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        await conn.execute("ROLLBACK")
-                    raise
-
-    async def _run_not_found(self, conn: aiosqlite.Connection, run_id: str) -> NotFound:
-        rows = await fetch_all(conn, q.RECENT_RUN_IDS, (_KNOWN_LIMIT,))
-        return NotFound("run", run_id, known=[r[0] for r in rows])
+        return KnowledgeStore(self._db)
 
     def _remember_head(self, run_id: str, seq: int, digest: str) -> None:
         known = self._heads.get(run_id)
@@ -196,7 +155,7 @@ class Store:
             summary.budget_usd,
             created.runner,
         )
-        async with self._write() as conn:
+        async with self._db.write() as conn:
             try:
                 await conn.execute(q.INSERT_RUN, run)
             except sqlite3.IntegrityError as exc:
@@ -289,11 +248,11 @@ class Store:
             if envelopes is not None:
                 return envelopes
             # a duplicate artifact: the statement-by-statement path names it precisely
-        async with self._write() as conn:
+        async with self._db.write() as conn:
             if head_hash is None:
                 head = await fetch_all(conn, q.SELECT_HEAD, (run_id,))
                 if not head:
-                    raise await self._run_not_found(conn, run_id)
+                    raise await run_not_found(conn, run_id)
                 last_seq, head_hash, owner = head[0]
                 if holder is not None and owner != holder:
                     raise LeaseLost(
@@ -391,13 +350,11 @@ class Store:
         transaction = fastpath.append_transaction(
             move_head=move, with_summary=summary is not None, events=rows, artifacts=art_rows
         )
-        async with self._lock:
-            conn = self._connection()
-            with anyio.CancelScope(shield=True):  # as in ``_write``: always commit or roll back
-                try:
-                    moved = await fastpath.run_in_connection_thread(conn, transaction)
-                except sqlite3.IntegrityError:
-                    return None
+        async with self._db.shielded() as conn:  # as in ``write``: always commit or roll back
+            try:
+                moved = await fastpath.run_in_connection_thread(conn, transaction)
+            except sqlite3.IntegrityError:
+                return None
         if not moved:
             raise _StaleHead(run_id, expect_seq)
         self._remember_head(run_id, new_seq, new_hash)
@@ -405,10 +362,10 @@ class Store:
 
     async def load_events(self, run_id: str, after_seq: int = 0) -> list[Envelope]:
         """The run's envelopes with seq > ``after_seq``, in order. ``NotFound`` if no such run."""
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.SELECT_EVENTS, (run_id, after_seq))
             if not rows and not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
-                raise await self._run_not_found(conn, run_id)
+                raise await run_not_found(conn, run_id)
         envelopes = [envelope_from_row(run_id, row) for row in rows]
         if envelopes:
             self._remember_head(run_id, envelopes[-1].seq, envelopes[-1].hash)
@@ -416,10 +373,10 @@ class Store:
 
     async def get_run(self, run_id: str) -> RunRow:
         """The run's row; ``NotFound`` (listing recent run ids) if there is none."""
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.SELECT_RUN, (run_id,))
             if not rows:
-                raise await self._run_not_found(conn, run_id)
+                raise await run_not_found(conn, run_id)
         return run_from_row(rows[0])
 
     async def list_runs(
@@ -434,13 +391,13 @@ class Store:
             params.extend(statuses)
             where = f" WHERE status IN ({', '.join('?' * len(statuses))})"
         params.append(limit)
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.LIST_RUNS.format(where=where), params)
         return [run_from_row(r) for r in rows]
 
     async def active_run_ids(self) -> list[str]:
         """Ids of runs not completed, failed or cancelled, oldest first."""
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.ACTIVE_RUN_IDS)
         return [r[0] for r in rows]
 
@@ -454,7 +411,7 @@ class Store:
         ``NotFound("artifact", ...)`` lists the run's artifact names as ``stage/name``; an
         unknown run raises ``NotFound("run", ...)``.
         """
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             if version is None:
                 rows = await fetch_all(conn, q.SELECT_ARTIFACT_LATEST, (run_id, stage, name))
             else:
@@ -463,7 +420,7 @@ class Store:
             if rows:
                 return artifact_from_row(rows[0])
             if not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
-                raise await self._run_not_found(conn, run_id)
+                raise await run_not_found(conn, run_id)
             names = await fetch_all(conn, q.ARTIFACT_NAMES, (run_id,))
         wanted = f"{stage}/{name}" + ("" if version is None else f"@{version}")
         raise NotFound("artifact", wanted, known=[f"{s}/{n}" for s, n in names])
@@ -471,73 +428,17 @@ class Store:
     async def artifact_heads(self, run_id: str, chars: int) -> dict[tuple[str, str, int], str]:
         """The first ``chars`` characters of every artifact version of a run, in one query,
         keyed by (stage, name, version): previews without reading whole artifacts."""
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.ARTIFACT_HEADS, (chars, run_id))
         return {(r[0], r[1], int(r[2])): r[3] for r in rows}
 
     async def list_artifacts(self, run_id: str) -> list[ArtifactMeta]:
         """Every artifact version of a run (no content), ordered by stage, name, version."""
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.LIST_ARTIFACTS, (run_id,))
             if not rows and not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
-                raise await self._run_not_found(conn, run_id)
+                raise await run_not_found(conn, run_id)
         return [artifact_meta_from_row(r) for r in rows]
-
-    # -- the cost ledger ---------------------------------------------------------------------
-
-    async def record_request(self, run_id: str, row: RequestRow, *, at: float) -> None:
-        """Add one model request to the ledger (one autocommitted statement)."""
-        params = (run_id, row.stage, row.attempt, at, *row.values(), run_id, row.stage, row.attempt)
-        async with self._autocommit() as conn:
-            await conn.execute(q.INSERT_REQUEST, params)
-
-    async def list_requests(self, run_id: str) -> list[RequestRow]:
-        """Every model request of a run, oldest first."""
-        async with self._read() as conn:
-            rows = await fetch_all(conn, q.LIST_REQUESTS, (run_id,))
-        return [request_from_row(r) for r in rows]
-
-    # -- leases ------------------------------------------------------------------------------
-
-    async def acquire_lease(
-        self, run_id: str, owner: str, *, ttl: float, now: float, steal_from: str | None = None
-    ) -> bool:
-        """Take the run's lease until ``now + ttl``; True if ``owner`` now holds it.
-
-        Succeeds when the lease is free, expired (``lease_expires_at <= now``), already held by
-        ``owner``, or held by exactly ``steal_from`` (an owner the caller proved dead).
-        ``NotFound`` for an unknown run.
-        """
-        params = (owner, now + ttl, run_id, now, owner, steal_from)
-        async with self._autocommit() as conn:
-            taken = await conn.execute(q.ACQUIRE_LEASE, params)
-            if taken.rowcount == 1:
-                return True
-            if not await fetch_all(conn, q.RUN_EXISTS, (run_id,)):
-                raise await self._run_not_found(conn, run_id)
-        return False
-
-    async def renew_leases(self, owner: str, *, ttl: float, now: float) -> list[str]:
-        """Extend every lease ``owner`` holds to ``now + ttl``; return those run ids.
-
-        A lease that expired but was not taken over is renewed too: nobody else can have started
-        the run without changing its owner.
-        """
-        async with self._write() as conn:
-            await conn.execute(q.RENEW_LEASES, (now + ttl, owner))
-            rows = await fetch_all(conn, q.HELD_BY, (owner,))
-        return [r[0] for r in rows]
-
-    async def release_lease(self, run_id: str, owner: str) -> None:
-        """Give up the run's lease if ``owner`` holds it; otherwise do nothing."""
-        async with self._autocommit() as conn:
-            await conn.execute(q.RELEASE_LEASE, (run_id, owner))
-
-    async def runs_without_live_lease(self, now: float) -> list[RunRow]:
-        """Active runs nobody is executing (no lease, or an expired one), oldest first."""
-        async with self._read() as conn:
-            rows = await fetch_all(conn, q.WITHOUT_LIVE_LEASE, (now,))
-        return [run_from_row(r) for r in rows]
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -547,13 +448,13 @@ class Store:
         It changes when another connection (in any process) commits, and not for this
         connection's own commits: a cheap "did anything change?" poll.
         """
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.DATA_VERSION)
         return int(rows[0][0])
 
     async def schema(self) -> str:
         """The database schema as SQL, each table followed by its indexes."""
-        async with self._read() as conn:
+        async with self._db.read() as conn:
             rows = await fetch_all(conn, q.SCHEMA)
         return "".join(f"{r[0]};\n" for r in rows)
 

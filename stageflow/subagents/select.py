@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import anyio.to_thread
@@ -34,10 +35,12 @@ from stageflow.subagents.command import CommandRunner
 from stageflow.subagents.offline.runner import OfflineRunner
 
 if TYPE_CHECKING:
-    from stageflow.knowledge.index import KnowledgeIndex
+    from stageflow.subagents.context import ContextSource
+    from stageflow.subagents.tool_loop import ExtraTool
 
 __all__ = [
     "NO_RUNNER_MESSAGE",
+    "RunnerExtras",
     "StageRunner",
     "describe_runner",
     "make_runner",
@@ -54,42 +57,48 @@ NO_RUNNER_MESSAGE = (
 )
 
 
-def _anthropic(settings: Settings, knowledge: KnowledgeIndex | None = None) -> Runner:
-    """The API runner; with a knowledge index, every attempt gets the project knowledge that
-    fits its task (``KnowledgeSource``) and a ``knowledge_lookup`` tool."""
+@dataclass(frozen=True)
+class RunnerExtras:
+    """What model runners give every attempt beyond the project's own files: more context
+    sources and, for the API runner, more tools (the knowledge base provides both; see
+    ``stageflow.knowledge.extras``). Claude Code children have no MCP servers, so no tools."""
+
+    sources: Sequence[ContextSource] = ()
+    tools: Sequence[ExtraTool] = ()
+
+
+ExtrasFactory = Callable[[], RunnerExtras]
+
+
+def _anthropic(settings: Settings, extras: RunnerExtras | None) -> Runner:
+    """The API runner; with extras, every attempt also gets their context and tools."""
     from stageflow.subagents.anthropic_runner import AnthropicRunner
     from stageflow.subagents.context import ProjectFileSource
 
-    if knowledge is None:
+    if extras is None:
         return AnthropicRunner(settings)
-    from stageflow.knowledge.enrich import KnowledgeSource
-    from stageflow.knowledge.lookup_tool import knowledge_lookup_tool
-
     return AnthropicRunner(
         settings,
-        sources=[ProjectFileSource(settings.project), KnowledgeSource(knowledge, settings)],
-        extra_tools=[knowledge_lookup_tool(knowledge)],
+        sources=[ProjectFileSource(settings.project), *extras.sources],
+        extra_tools=list(extras.tools),
     )
 
 
-def _claude_code(settings: Settings, knowledge: KnowledgeIndex | None = None) -> Runner:
-    """One ``claude -p`` per attempt; the brief carries the project's instructions and, with
-    an index, the project knowledge that fits the attempt (the child has no MCP servers, so
-    no lookup tool)."""
+def _claude_code(settings: Settings, extras: RunnerExtras | None) -> Runner:
+    """One ``claude -p`` per attempt; the brief carries the project's instructions and the
+    extras' context (the child has no MCP servers, so no extra tools)."""
     from stageflow.models.pricing import load_price_table
     from stageflow.subagents.claude_code.routed import RoutedRunner
     from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
-    from stageflow.subagents.context import ContextSource, ProjectFileSource
+    from stageflow.subagents.context import ProjectFileSource
     from stageflow.subagents.options import load_runner_options
 
     executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
     prices = load_price_table(settings)
     context_tokens = load_runner_options(settings).context_tokens
     sources: list[ContextSource] = [ProjectFileSource(settings.project)]
-    if knowledge is not None:
-        from stageflow.knowledge.enrich import KnowledgeSource
-
-        sources.append(KnowledgeSource(knowledge, settings))
+    if extras is not None:
+        sources.extend(extras.sources)
 
     def make(fallback: str | None, max_turns: int) -> Runner:
         return ClaudeCodeRunner(
@@ -106,7 +115,7 @@ def _claude_code(settings: Settings, knowledge: KnowledgeIndex | None = None) ->
 
 # Each factory imports its runner (and so its SDK) on first use, so that importing stageflow
 # stays fast: the stdio server must answer ``initialize`` quickly.
-MODEL_RUNNERS: dict[str, Callable[[Settings, KnowledgeIndex | None], Runner]] = {
+MODEL_RUNNERS: dict[str, Callable[[Settings, RunnerExtras | None], Runner]] = {
     "anthropic": _anthropic,
     "claude-code": _claude_code,
 }
@@ -148,11 +157,11 @@ class StageRunner:
         *,
         command: CommandRunner,
         offline: OfflineRunner | None = None,
-        knowledge: KnowledgeIndex | None = None,
+        extras: ExtrasFactory | None = None,
     ) -> None:
         self.settings = settings
         self.command = command
-        self.knowledge = knowledge
+        self.extras = extras
         self.agent_runner_name = resolve_runner_name(settings)
         self.name: str = self.agent_runner_name or settings.runner
         self._agent: Runner | None = offline if self.agent_runner_name == "offline" else None
@@ -169,7 +178,7 @@ class StageRunner:
             raise ModelError(
                 _unavailable_message(name, self.settings), retryable=False, kind="unavailable"
             )
-        self._agent = factory(self.settings, self.knowledge)
+        self._agent = factory(self.settings, self.extras() if self.extras else None)
         log.info("agent runner: %s", name)
         return self._agent
 
@@ -216,13 +225,14 @@ def make_runner(
     settings: Settings,
     *,
     offline_delay: float = 0.0,
-    knowledge: KnowledgeIndex | None = None,
+    extras: ExtrasFactory | None = None,
 ) -> StageRunner:
     """The runner the engine uses for a project.
 
     The offline runner reads ``STAGEFLOW_OFFLINE_SCRIPT`` here, so a broken script file is
     reported at start-up (``SpecError`` naming the file) rather than at the first stage.
-    ``knowledge`` gives the API runner's attempts project knowledge and a lookup tool.
+    ``extras`` is called when the first model runner is built (so nothing it imports slows
+    start-up); its sources and tools go to every agent attempt.
     """
     offline = None
     if resolve_runner_name(settings) == "offline":
@@ -231,7 +241,7 @@ def make_runner(
         settings,
         command=CommandRunner(default_timeout=settings.command_timeout),
         offline=offline,
-        knowledge=knowledge,
+        extras=extras,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,8 +21,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from stageflow.errors import Problem, SpecErrors
+from stageflow.workflows.locations import DocPath, LineMap, dotted, suggest
 from stageflow.workflows.spec import Approval, InputSpec, Limits, OnFailure, StageSpec, WorkflowSpec
-from stageflow.workflows.validate import DocPath, LineMap, check_spec, dotted, suggest
+from stageflow.workflows.validate import check_spec
 
 Format = Literal["yaml", "toml"]
 Finding = tuple[DocPath, int | None, str]  # path, line (None: look it up), message
@@ -92,6 +93,19 @@ def load_template_text(
     if problems:
         raise SpecErrors(_by_line(problems))
     return spec
+
+
+def validate_files(
+    paths: Sequence[Path], *, agent_names: Collection[str] | None = None
+) -> list[Problem]:
+    """Load and check each file; problems of all files together. Never raises for bad files."""
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            load_template_file(path, agent_names=agent_names)
+        except SpecErrors as exc:
+            problems.extend(exc.problems)
+    return problems
 
 
 def _by_line(problems: list[Problem]) -> list[Problem]:

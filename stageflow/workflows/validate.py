@@ -8,50 +8,15 @@ the file, line, stage and dotted path, and the list is ordered by line.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Collection, Iterator, Mapping
 
-from stageflow.errors import Problem, SpecErrors
+from stageflow.errors import Problem
 from stageflow.workflows.conditions import ConditionError, parse_condition
+from stageflow.workflows.locations import DocPath, LineMap, dotted, suggest
 from stageflow.workflows.spec import StageSpec, WorkflowSpec
 
-DocPath = tuple[str | int, ...]
 MAX_CYCLES = 20  # enough to show the user what to fix; enumeration is exponential at worst
 _CYCLE_STEPS = 100_000
-
-
-def dotted(path: Sequence[str | int]) -> str:
-    """``("stages", 2, "needs", 0)`` -> ``stages[2].needs[0]``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-@dataclass(frozen=True)
-class LineMap:
-    """1-based line of each document path, e.g. ``("stages", 2, "needs", 0) -> 14``."""
-
-    lines: Mapping[DocPath, int] = field(default_factory=dict)
-
-    def line(self, path: DocPath) -> int | None:
-        """The line of ``path``, or of its nearest ancestor that has one."""
-        for n in range(len(path), -1, -1):
-            found = self.lines.get(path[:n])
-            if found is not None:
-                return found
-        return None
-
-
-def suggest(name: str, known: Collection[str]) -> str:
-    """`` (did you mean 'x'?)`` when a known name is close, else ``""``."""
-    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def check_spec(
@@ -62,21 +27,6 @@ def check_spec(
 ) -> list[Problem]:
     """Every cross-stage problem of ``spec``, ordered by line (then stage, then check)."""
     return _Checker(spec, agent_names, lines).run()
-
-
-def validate_files(
-    paths: Sequence[Path], *, agent_names: Collection[str] | None = None
-) -> list[Problem]:
-    """Load and check each file; problems of all files together. Never raises for bad files."""
-    from stageflow.workflows.loader import load_template_file  # loader imports this module
-
-    problems: list[Problem] = []
-    for path in paths:
-        try:
-            load_template_file(path, agent_names=agent_names)
-        except SpecErrors as exc:
-            problems.extend(exc.problems)
-    return problems
 
 
 class _Checker:

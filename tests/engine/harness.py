@@ -13,10 +13,11 @@ import anyio
 import anyio.lowlevel
 
 from stageflow.config import Settings, load_settings
-from stageflow.engine.runner import AttemptRequest, AttemptResult, Usage
+from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Service
 from stageflow.store.store import Store
+from stageflow.usage import Usage
 
 Behaviour = Callable[[AttemptRequest], Awaitable[AttemptResult]]
 

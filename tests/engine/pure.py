@@ -6,8 +6,8 @@ from typing import Any
 
 from stageflow import events as ev
 from stageflow.engine.planner import Plan, next_actions
-from stageflow.engine.runner import Usage
 from stageflow.engine.state import RunState, apply, fold
+from stageflow.usage import Usage
 from stageflow.workflows.spec import WorkflowSpec
 
 

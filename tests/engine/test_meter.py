@@ -8,9 +8,10 @@ import anyio
 import pytest
 
 from stageflow import events as ev
-from stageflow.engine.runner import AttemptRequest, AttemptResult, RequestUsage
+from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import BudgetExceeded, ModelError
 from stageflow.store.rows import RequestRow
+from stageflow.usage import RequestUsage
 from tests.engine.harness import FakeRunner, default_result, engine_env
 
 pytestmark = pytest.mark.anyio
@@ -67,7 +68,7 @@ async def test_a_failed_attempt_keeps_the_spend_of_its_requests(tmp_path: Path) 
         # the answering model comes from the ledger when the runner does not say
         assert a.attempts[1].model_answered == "claude-x-20260101"
         assert a.attempts[1].model_resolved == "claude-x"
-        ledger = await env.store.list_requests(run)
+        ledger = await env.store.ledger.list(run)
         assert [(r.stage, r.attempt, r.seq) for r in ledger] == [
             ("a", 1, 1),
             ("a", 1, 2),
@@ -140,7 +141,7 @@ async def test_a_killed_attempts_ledger_spend_is_counted_when_the_run_is_taken_o
         )
         for cost in (0.125, 0.0625):
             row = RequestRow(stage="a", attempt=1, **req_usage(cost).model_dump())
-            await env.store.record_request(run, row, at=2.0)
+            await env.store.ledger.record(run, row, at=2.0)
         with anyio.fail_after(10):
             state = await env.scheduler.drive(run, until="terminal")
         a = state.stages["a"]

@@ -253,7 +253,7 @@ async def test_lease_lost_on_an_append_stops_the_other_attempts_at_once(tmp_path
                 await wait_until(both_running, limit=3)
                 async with await Store.open(env.settings.db_path) as other:
                     # another process takes the run over (as after a missed heartbeat)
-                    taken = await other.acquire_lease(
+                    taken = await other.leases.acquire(
                         run, "otherhost:1:x", ttl=60, now=1e12, steal_from=env.scheduler.owner
                     )
                     assert taken

@@ -12,9 +12,10 @@ from typing import Any
 import anyio
 import pytest
 
-from stageflow.engine.runner import AttemptRequest, AttemptResult, RequestUsage
+from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import BudgetExceeded, ModelError
 from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
+from stageflow.usage import RequestUsage
 from tests.engine.harness import FakeRunner, default_result, engine_env
 
 pytestmark = pytest.mark.anyio

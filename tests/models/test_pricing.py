@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stageflow.config import Settings, load_settings
-from stageflow.engine.runner import AttemptMeter, RequestUsage, Usage
+from stageflow.engine.runner import AttemptMeter
 from stageflow.errors import SpecError, SpecErrors
 from stageflow.models.client import RawUsage
 from stageflow.models.pricing import (
@@ -17,6 +17,7 @@ from stageflow.models.pricing import (
     PriceTable,
     load_price_table,
 )
+from stageflow.usage import RequestUsage, Usage
 
 TABLE = PriceTable()
 

@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from stageflow import events as ev
-from stageflow.engine.runner import Usage
 from stageflow.errors import ConcurrencyConflict, InvalidState, NotFound
 from stageflow.store import RunSummary, Store
+from stageflow.usage import Usage
 from tests.store.conftest import RUNNING, new_run, run_created, started
 
 
@@ -219,7 +219,7 @@ async def test_a_writer_with_a_cached_head_notices_another_stores_append(db_path
 @pytest.mark.anyio
 async def test_a_cancelled_append_still_commits_whole_once_begun(store: Store) -> None:
     await new_run(store)
-    conn = store._connection()
+    conn = store._db.connection()
     # Hold the append inside its transaction (the trace callback runs on the connection's
     # thread before each statement), cancel the caller there, then let it go on.
     inside, release = threading.Event(), threading.Event()

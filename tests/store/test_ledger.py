@@ -29,12 +29,12 @@ def _row(stage: str, attempt: int, cost: float, **extra: object) -> RequestRow:
 @pytest.mark.anyio
 async def test_requests_are_numbered_per_attempt_and_read_back_in_order(store: Store) -> None:
     await new_run(store)
-    await store.record_request("r-1", _row("design", 1, 0.5), at=10.0)
-    await store.record_request("r-1", _row("design", 1, 0.25), at=11.0)
-    await store.record_request("r-1", _row("design", 2, 0.125, priced=False), at=12.0)
-    await store.record_request("r-1", _row("build", 1, 1.0), at=13.0)
+    await store.ledger.record("r-1", _row("design", 1, 0.5), at=10.0)
+    await store.ledger.record("r-1", _row("design", 1, 0.25), at=11.0)
+    await store.ledger.record("r-1", _row("design", 2, 0.125, priced=False), at=12.0)
+    await store.ledger.record("r-1", _row("build", 1, 1.0), at=13.0)
 
-    rows = await store.list_requests("r-1")
+    rows = await store.ledger.list("r-1")
 
     assert [(r.stage, r.attempt, r.seq) for r in rows] == [
         ("design", 1, 1),
@@ -54,4 +54,4 @@ async def test_requests_are_numbered_per_attempt_and_read_back_in_order(store: S
 @pytest.mark.anyio
 async def test_a_run_without_requests_has_an_empty_ledger(store: Store) -> None:
     await new_run(store)
-    assert await store.list_requests("r-1") == []
+    assert await store.ledger.list("r-1") == []

@@ -110,7 +110,7 @@ class ApiProject:
         async def read() -> list[RequestRow]:
             with anyio.fail_after(10):
                 async with await Store.open(self.root / ".stageflow" / "state.db") as store:
-                    return await store.list_requests(run_id)
+                    return await store.ledger.list(run_id)
 
         return anyio.run(read)
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from stageflow.agents.definition import AgentDefinition
-from stageflow.engine.runner import AttemptMeter, RequestUsage
+from stageflow.engine.runner import AttemptMeter
 from stageflow.errors import BudgetExceeded, ModelError
 from stageflow.models.client import ModelCall, ModelReply
 from stageflow.subagents.tool_loop import MAX_CACHE_BREAKPOINTS, LoopLimits
+from stageflow.usage import RequestUsage
 from tests.subagents.fake_model import (
     DEFAULT_MODEL,
     FakeModel,

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from stageflow.errors import SpecErrors
-from stageflow.workflows.loader import load_template_file
-from stageflow.workflows.validate import validate_files
+from stageflow.workflows.loader import load_template_file, validate_files
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED: dict[str, list[str]] = json.loads((CORPUS / "expected.json").read_text("utf-8"))

@@ -9,15 +9,10 @@ from typing import Any
 import pytest
 
 from stageflow.errors import Problem
+from stageflow.workflows.loader import validate_files
+from stageflow.workflows.locations import LineMap, dotted, suggest
 from stageflow.workflows.spec import WorkflowSpec
-from stageflow.workflows.validate import (
-    MAX_CYCLES,
-    LineMap,
-    check_spec,
-    dotted,
-    suggest,
-    validate_files,
-)
+from stageflow.workflows.validate import MAX_CYCLES, check_spec
 
 AGENTS = ["architect", "developer", "tester", "reviewer"]
 

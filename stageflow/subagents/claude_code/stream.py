@@ -40,10 +40,11 @@ from typing import Any
 
 import anyio
 
-from stageflow.engine.runner import AttemptMeter, RequestUsage
+from stageflow.engine.runner import AttemptMeter
 from stageflow.models.client import RawUsage
 from stageflow.models.pricing import PriceTable
 from stageflow.subagents.claude_code.result import CliResult, ModelUse, parse_result
+from stageflow.usage import RequestUsage
 
 __all__ = ["LineSplitter", "MessageUsage", "StreamLedger", "StreamReader", "unseen_usage"]
 

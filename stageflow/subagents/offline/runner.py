@@ -20,10 +20,11 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from stageflow.engine.runner import AttemptRequest, AttemptResult, AttemptStatus, Usage
+from stageflow.engine.runner import AttemptRequest, AttemptResult, AttemptStatus
 from stageflow.errors import BudgetExceeded, ModelError, Problem, SpecError
 from stageflow.subagents.offline.docs import render_artifact, role_of, structured_outputs
 from stageflow.subagents.offline.text import OFFLINE_MARKER, Dice, DocContext, one_line, seed_for
+from stageflow.usage import Usage
 
 __all__ = ["OFFLINE_MARKER", "SCRIPT_ENV", "OfflineRunner", "StageScript"]
 

@@ -10,13 +10,14 @@ from typing import Any
 import anyio
 import pytest
 
-from stageflow.engine.runner import AttemptMeter, RequestUsage
+from stageflow.engine.runner import AttemptMeter
 from stageflow.errors import StageTimeout
 from stageflow.models.client import RawUsage
 from stageflow.models.pricing import PriceTable
 from stageflow.subagents.claude_code.result import ModelUse
 from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
 from stageflow.subagents.claude_code.stream import LineSplitter, StreamReader, unseen_usage
+from stageflow.usage import RequestUsage
 from tests.subagents.claude_code.test_runner import (
     MODEL,
     FakeClaude,

@@ -1,0 +1,168 @@
+"""What an attempt starts with: its ``attempt_started`` record and the runner's request.
+
+``AttemptInputs`` picks the agent definition each new attempt uses (the live provider's, or the
+run's own), records it on ``attempt_started`` when it changed, and builds the
+``AttemptRequest`` with only the ``needs`` artifacts, reading artifact texts from the driver's
+cache or the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+from stageflow import events as ev
+from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.planner import StartAttempt
+from stageflow.engine.runner import AttemptMeter, AttemptRequest, InputArtifact
+from stageflow.engine.state import RunState
+from stageflow.store.store import Store
+
+log = logging.getLogger(__name__)
+
+# name -> the agent's current definition (hot reload), or None to keep the run's own
+AgentProvider = Callable[[str], AgentDefinition | None]
+
+
+def estimate_tokens(chars: int) -> int:
+    """A rough token estimate (4 characters per token) for context accounting."""
+    return math.ceil(chars / 4)
+
+
+class AttemptInputs:
+    """Per run: the definition each attempt started with, and artifact texts seen."""
+
+    def __init__(self, store: Store, run_id: str, agents: AgentProvider | None, owner: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.agents = agents
+        self.owner = owner
+        self._artifacts: dict[tuple[str, str, int], str] = {}
+        # the definition each attempt started with: later starts may record newer ones
+        self._agents_by_attempt: dict[tuple[str, int], AgentDefinition | None] = {}
+
+    def remember(self, stage: str, name: str, version: int, content: str) -> None:
+        """An artifact this process just committed (stages started now read it)."""
+        self._artifacts[(stage, name, version)] = content
+
+    def agent_of(self, st: RunState, start: StartAttempt) -> AgentDefinition | None:
+        """The definition the attempt started with; else the run's own (None: a command)."""
+        key = (start.stage, start.attempt)
+        if key in self._agents_by_attempt:
+            return self._agents_by_attempt[key]
+        name = st.spec.stage(start.stage).agent
+        return st.agents.get(name) if name else None
+
+    def forget(self, start: StartAttempt) -> None:
+        self._agents_by_attempt.pop((start.stage, start.attempt), None)
+
+    def _agent_for(self, st: RunState, name: str | None) -> AgentDefinition | None:
+        """The definition a new attempt uses: the provider's current one when it has the
+        agent, else the run's own (the snapshot, or what the last attempt recorded)."""
+        if name is None:
+            return None
+        own = st.agents.get(name)
+        if self.agents is None:
+            return own
+        try:
+            current = self.agents(name)
+        except Exception:  # a broken provider must not stop the run: keep the run's own
+            log.exception("run %s: agent provider failed for %s", st.run_id, name)
+            return own
+        return current if current is not None else own
+
+    def started_event(self, st: RunState, start: StartAttempt) -> ev.AttemptStarted:
+        """The ``attempt_started`` record: who runs it, with which model, and what went in.
+
+        When the agent's definition differs from the run's current one (it was edited since),
+        the record carries it, so folding the log reproduces what every attempt used.
+        """
+        spec = st.spec.stage(start.stage)
+        agent = self._agent_for(st, spec.agent)
+        own = st.agents.get(spec.agent) if spec.agent else None
+        newer = agent is not None and (own is None or own.content_hash != agent.content_hash)
+        self._agents_by_attempt[(start.stage, start.attempt)] = agent
+        context = {
+            "needs": [
+                {
+                    "stage": s,
+                    "name": a,
+                    "version": ref.version,
+                    "size": ref.size,
+                    "tokens_est": estimate_tokens(ref.size),
+                }
+                for s, a in spec.needed()
+                if (ref := st.stages[s].artifacts.get(a)) is not None
+            ],
+            "feedback_chars": len(start.feedback or ""),
+            "previous": [
+                {"name": n, "version": r.version, "size": r.size}
+                for n, r in st.stages[start.stage].artifacts.items()
+            ]
+            if start.kind == "rework"
+            else [],
+        }
+        return ev.AttemptStarted(
+            stage=start.stage,
+            attempt=start.attempt,
+            kind=start.kind,
+            agent=spec.agent,
+            agent_hash=agent.content_hash if agent else None,
+            model=spec.model or (agent.model if agent else None),
+            owner=self.owner,
+            context=context,
+            agent_def=agent.model_dump(mode="json") if newer and agent is not None else None,
+        )
+
+    async def _artifact(self, stage: str, name: str, version: int) -> str:
+        """Artifact text: from memory when this driver wrote it, else from the store."""
+        key = (stage, name, version)
+        cached = self._artifacts.get(key)
+        if cached is None:
+            cached = (await self.store.get_artifact(self.run_id, *key)).content
+            self._artifacts[key] = cached
+        return cached
+
+    async def request(
+        self, st: RunState, start: StartAttempt, meter: AttemptMeter
+    ) -> AttemptRequest:
+        """The runner's request: only the ``needs`` artifacts (and on a rework the feedback
+        and the stage's previous artifacts), the agent the attempt started with."""
+        spec = st.spec.stage(start.stage)
+        agent = self.agent_of(st, start)
+        needed: list[InputArtifact] = []
+        for s, a in spec.needed():
+            ref = st.stages[s].artifacts.get(a)
+            if ref is None:
+                continue
+            content = await self._artifact(s, a, ref.version)
+            needed.append(InputArtifact(stage=s, name=a, version=ref.version, content=content))
+        previous: list[InputArtifact] = []
+        if start.kind == "rework":
+            for name, ref in st.stages[start.stage].artifacts.items():
+                content = await self._artifact(start.stage, name, ref.version)
+                previous.append(
+                    InputArtifact(
+                        stage=start.stage, name=name, version=ref.version, content=content
+                    )
+                )
+        return AttemptRequest(
+            run_id=st.run_id,
+            stage=spec,
+            attempt=start.attempt,
+            kind=start.kind,
+            task=st.task,
+            inputs=st.inputs,
+            agent=agent,
+            model=spec.model or (agent.model if agent else None),
+            artifacts=needed,
+            previous=previous,
+            feedback=start.feedback,
+            workdir=st.workdir,
+            budget_remaining_usd=meter.remaining_usd(),
+            timeout=spec.timeout,
+            bash_allow=[*st.spec.bash, *spec.bash],
+            workspace_mode=st.spec.workspace,
+            meter=meter,
+        )

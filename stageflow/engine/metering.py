@@ -1,0 +1,80 @@
+"""``RunMeters``: the meters of one run's attempts in flight.
+
+Each attempt's meter sends every model request to the cost ledger as it returns, and answers
+what the run and stage caps still allow, counting the live spend (or reservation) of the run's
+other attempts in flight, so concurrent attempts share one budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.planner import StartAttempt
+from stageflow.engine.runner import AttemptMeter
+from stageflow.engine.state import RunState
+from stageflow.store.rows import RequestRow
+from stageflow.store.store import Store
+from stageflow.usage import RequestUsage
+
+
+class RunMeters:
+    """Meters by (stage, attempt); ``state`` gives the driver's current run state."""
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        state: Callable[[], RunState],
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.state = state
+        self.clock = clock
+        self._meters: dict[tuple[str, int], AttemptMeter] = {}
+
+    def get(self, stage: str, attempt: int) -> AttemptMeter | None:
+        return self._meters.get((stage, attempt))
+
+    def close(self, stage: str, attempt: int) -> None:
+        """Stop counting the attempt as live (its spend is in the run state now, or lost)."""
+        self._meters.pop((stage, attempt), None)
+
+    def open(self, start: StartAttempt, agent: AgentDefinition | None) -> AttemptMeter:
+        """The attempt's meter: every model request goes to the ledger as it returns, and the
+        caps count the live spend of this run's other attempts in flight."""
+        run_id, stage, attempt = self.run_id, start.stage, start.attempt
+        spec = self.state().spec.stage(stage)
+        stage_cap = spec.budget_usd if spec.budget_usd is not None else None
+        if stage_cap is None and agent is not None:
+            stage_cap = agent.budget_usd
+
+        async def sink(usage: RequestUsage) -> None:
+            row = RequestRow(stage=stage, attempt=attempt, **usage.model_dump())
+            await self.store.ledger.record(run_id, row, at=self.clock())
+
+        def others() -> list[AttemptMeter]:
+            return [m for k, m in self._meters.items() if k != (stage, attempt)]
+
+        def remaining() -> float | None:
+            st = self.state()
+            mine = self._meters.get((stage, attempt))
+            own = mine.usage.cost_usd if mine is not None else 0.0
+            left: float | None = None
+            if st.budget_usd is not None:
+                held = sum(m.held_usd() for m in others())
+                left = st.budget_usd - st.spent_usd - held - own
+            if stage_cap is not None:
+                stage_state = st.stages[stage]
+                spent = stage_state.usage.cost_usd - stage_state.budget_base
+                stage_left = stage_cap - spent - own
+                left = stage_left if left is None else min(left, stage_left)
+            return None if left is None else max(0.0, round(left, 10))
+
+        def sharers() -> int:
+            return 1 + sum(1 for m in others() if m.reserved == 0.0)
+
+        meter = AttemptMeter(sink=sink, remaining=remaining, sharers=sharers)
+        self._meters[(stage, attempt)] = meter
+        return meter
