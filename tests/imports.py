@@ -120,7 +120,8 @@ def upward_imports(graph: Mapping[str, Iterable[str]], layers: list[set[str]]) -
                 continue
             if dst not in rank:
                 problems.append(f"{module} -> {target}: '{dst}' is not in the layer order")
-            elif rank[dst] <= rank[src]:
-                how = "sideways" if rank[dst] == rank[src] else "upward"
-                problems.append(f"{module} -> {target} ({how}: {src} is above {dst})")
+            elif rank[dst] == rank[src]:
+                problems.append(f"{module} -> {target} (sideways: {src} and {dst} share a layer)")
+            elif rank[dst] < rank[src]:
+                problems.append(f"{module} -> {target} (upward: {dst} is above {src})")
     return problems

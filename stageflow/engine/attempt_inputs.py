@@ -1,4 +1,5 @@
-"""What an attempt starts with: its ``attempt_started`` record and the runner's request.
+"""What an attempt starts with (its ``attempt_started`` record and the runner's request), and
+the artifact versions it ends with.
 
 ``AttemptInputs`` picks the agent definition each new attempt uses (the live provider's, or the
 run's own), records it on ``attempt_started`` when it changed, and builds the
@@ -8,15 +9,17 @@ cache or the store.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.planner import StartAttempt
 from stageflow.engine.runner import AttemptMeter, AttemptRequest, InputArtifact
-from stageflow.engine.state import RunState
+from stageflow.engine.state import RunState, StageState
+from stageflow.store.rows import NewArtifact
 from stageflow.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -166,3 +169,31 @@ class AttemptInputs:
             workspace_mode=st.spec.workspace,
             meter=meter,
         )
+
+
+def new_versions(
+    stage: StageState, start: StartAttempt, artifacts: Mapping[str, str]
+) -> tuple[list[ev.ArtifactRef], list[NewArtifact]]:
+    """The log's references and the store's rows for an attempt's artifacts: each name's next
+    version after the stage's latest."""
+    refs: list[ev.ArtifactRef] = []
+    new: list[NewArtifact] = []
+    for name, content in artifacts.items():
+        prev = stage.artifacts.get(name)
+        version = (prev.version + 1) if prev else 1
+        data = content.encode("utf-8")
+        refs.append(
+            ev.ArtifactRef(
+                name=name, version=version, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+            )
+        )
+        new.append(
+            NewArtifact(
+                stage=start.stage,
+                name=name,
+                version=version,
+                content=content,
+                attempt=start.attempt,
+            )
+        )
+    return refs, new

@@ -9,7 +9,6 @@ takes effect; a crash at any point leaves a log that the next owner can resume f
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import time
@@ -21,8 +20,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from stageflow import events as ev
-from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs
-from stageflow.engine.metering import RunMeters
+from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs, new_versions
+from stageflow.engine.metering import RunMeters, ledger_usage
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.runner import (
     AttemptRequest,
@@ -39,24 +38,13 @@ from stageflow.errors import (
     RunFailure,
     StageTimeout,
 )
-from stageflow.store.rows import RequestRow
 from stageflow.store.store import NewArtifact, RunSummary, Store
-from stageflow.usage import RequestUsage, Usage
+from stageflow.usage import Usage
 
 log = logging.getLogger(__name__)
 
 Until = Literal["idle", "terminal"]
 EventSink = Callable[[ev.Envelope, RunState], None]
-
-
-def _ledger_usage(rows: Sequence[RequestRow]) -> Usage:
-    """The attempt-level total of ledger rows."""
-    fields = RequestUsage.model_fields
-    total = Usage()
-    for r in rows:
-        request = RequestUsage(**{k: v for k, v in vars(r).items() if k in fields})
-        total = total + request.as_usage()
-    return total
 
 
 def summarize(state: RunState) -> RunSummary:
@@ -298,7 +286,7 @@ class RunDriver:
                     outcome="interrupted",
                     error="the process running this attempt stopped",
                     duration_s=round(max(0.0, now - started), 6),  # until we noticed
-                    usage=_ledger_usage(spent),
+                    usage=ledger_usage(spent),
                     model=spent[-1].model if spent else None,
                 )
             )
@@ -480,30 +468,7 @@ class RunDriver:
             if missing:
                 outcome = "failed"
                 error = f"stage finished without its required artifact(s): {', '.join(missing)}"
-        refs: list[ev.ArtifactRef] = []
-        new: list[NewArtifact] = []
-        if result is not None:
-            for name, content in result.artifacts.items():
-                prev = stage.artifacts.get(name)
-                version = (prev.version + 1) if prev else 1
-                data = content.encode("utf-8")
-                refs.append(
-                    ev.ArtifactRef(
-                        name=name,
-                        version=version,
-                        size=len(data),
-                        sha256=hashlib.sha256(data).hexdigest(),
-                    )
-                )
-                new.append(
-                    NewArtifact(
-                        stage=start.stage,
-                        name=name,
-                        version=version,
-                        content=content,
-                        attempt=start.attempt,
-                    )
-                )
+        refs, new = new_versions(stage, start, result.artifacts if result else {})
         meter = self._meters.get(start.stage, start.attempt)
         # the meter saw every request, also of an attempt that raised or was cancelled;
         # runners that report no requests (offline, command) hand their usage back instead

@@ -7,7 +7,7 @@ other attempts in flight, so concurrent attempts share one budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.planner import StartAttempt
@@ -15,7 +15,17 @@ from stageflow.engine.runner import AttemptMeter
 from stageflow.engine.state import RunState
 from stageflow.store.rows import RequestRow
 from stageflow.store.store import Store
-from stageflow.usage import RequestUsage
+from stageflow.usage import RequestUsage, Usage
+
+
+def ledger_usage(rows: Sequence[RequestRow]) -> Usage:
+    """The attempt-level total of ledger rows."""
+    fields = RequestUsage.model_fields
+    total = Usage()
+    for r in rows:
+        request = RequestUsage(**{k: v for k, v in vars(r).items() if k in fields})
+        total = total + request.as_usage()
+    return total
 
 
 class RunMeters:
