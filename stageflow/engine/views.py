@@ -25,6 +25,7 @@ class ArtifactView(BaseModel):
 class AttemptView(BaseModel):
     number: int
     kind: str
+    started_at: float | None = None
     outcome: str | None
     model_requested: str | None
     model_resolved: str | None = None
@@ -157,6 +158,7 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
             AttemptView(
                 number=a.number,
                 kind=a.kind,
+                started_at=a.started_at,
                 outcome=a.outcome,
                 model_requested=a.model_requested,
                 model_resolved=a.model_resolved,

@@ -288,6 +288,7 @@ def build_server(
     """
     from stageflow.prompts.templates import register_prompts
     from stageflow.server.knowledge_resource import register_knowledge_resource
+    from stageflow.server.mcp_server import StageflowMCP
     from stageflow.server.notify import register_subscriptions
     from stageflow.server.resources import register_resources
     from stageflow.tools import register_tools
@@ -296,7 +297,7 @@ def build_server(
     bus = InMemorySubscriptionBus()
     logs = ClientLogForwarder()  # WARNING+ from stageflow also reaches clients as MCP logs
     sessions = ClientSessions()  # handshake-era clients, told when the prompt list changes
-    mcp: MCPServer[AppContext] = MCPServer(
+    mcp: MCPServer[AppContext] = StageflowMCP(
         "stageflow",
         version=__version__,
         instructions=INSTRUCTIONS,

@@ -16,8 +16,16 @@ from stageflow.engine.catalog_view import (  # the catalog models live with the 
     TemplatesResult,
 )
 from stageflow.engine.views import RunListItem, RunView
+from stageflow.tools.briefs import CatalogBrief, RunBrief
 
-__all__ = ["AgentInfo", "InputInfo", "StageInfo", "TemplateInfo", "TemplatesResult"]
+__all__ = [
+    "AgentInfo",
+    "InputInfo",
+    "StageInfo",
+    "TemplateInfo",
+    "TemplatesBrief",
+    "TemplatesResult",
+]
 
 
 class StartResult(BaseModel):
@@ -30,12 +38,21 @@ class StartResult(BaseModel):
 
 
 class StatusResult(BaseModel):
-    run: RunView | None = Field(None, description="the run's dashboard, when run_id was given")
+    run: RunBrief | None = Field(None, description="the run, when run_id was given")
+    full: RunView | None = Field(
+        None, description='with detail="full": every attempt, its usage and context manifest'
+    )
     runs: list[RunListItem] = Field(
         default_factory=list, description="recent runs, newest first, when no run_id was given"
     )
     changed: bool = Field(False, description="the run changed while waiting")
     waited_s: float = 0.0
+
+
+class TemplatesBrief(CatalogBrief):
+    full: TemplatesResult | None = Field(
+        None, description='with detail="full": descriptions, sources, layers, tools, hashes'
+    )
 
 
 class CommandResult(BaseModel):

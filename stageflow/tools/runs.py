@@ -10,6 +10,7 @@ from pydantic import Field
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
 from stageflow.prompts.templates import refresh_prompts
+from stageflow.tools.briefs import next_step
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
 from stageflow.tools.models import CommandResult, StartResult
@@ -60,7 +61,7 @@ def _command_result(state: RunState, action: str, stage: str | None, actor: str)
         actor=actor,
         status=view.status,
         stages={s.id: s.status for s in view.stages},
-        next_action=view.next_action,
+        next_action=next_step(view),
     )
     target = f" stage '{stage}'" if stage else ""
     summary = (
@@ -112,12 +113,13 @@ async def workflow_start(
 async def workflow_approve(
     ctx: ToolContext,
     run_id: RunId,
+    decision: Annotated[
+        Literal["approve", "reject"],
+        Field(description="the human's decision: approve, or reject with feedback"),
+    ],
     stage: Annotated[
         str | None, Field(description="the waiting stage; optional if only one waits")
     ] = None,
-    decision: Annotated[
-        Literal["approve", "reject"], Field(description="approve, or reject with feedback")
-    ] = "approve",
     feedback: Annotated[
         str | None, Field(description="required for reject: what must change")
     ] = None,

@@ -3,13 +3,16 @@ recent runs."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from typing import Annotated, Literal
 
 import anyio
 from mcp.types import CallToolResult, ResourceLink
 from pydantic import Field
 
+from stageflow.engine.state import DONE_STAGE
 from stageflow.engine.views import RunListItem, RunView
+from stageflow.tools.briefs import RunBrief, run_brief, short
 from stageflow.tools.deps import ToolContext, ToolDeps, deps
 from stageflow.tools.errors import tool_errors
 from stageflow.tools.models import StatusResult
@@ -20,20 +23,19 @@ POLL_S = 1.0  # how often other processes' changes are looked for (our own wake 
 RECENT_RUNS = 20
 
 DESCRIPTION = f"""\
-Show one workflow run as a dashboard, or the {RECENT_RUNS} most recent runs when run_id is
-omitted.
+Show one workflow run, or the {RECENT_RUNS} most recent runs when run_id is omitted.
 
-The dashboard lists every stage with its status (pending, running, awaiting_approval, blocked,
-retry_wait, succeeded, failed, skipped, cancelled), attempts, reworks, duration, model, tokens
-and cost; the run's status (running, waiting, paused, completed, failed, cancelled), total
-spend and budget; `waiting`: the gates that need a human and which artifacts to review;
-`blockers`; and `next_action`. Artifacts appear as names, sizes and short previews with
-resource links; read the full text with workflow_artifact.
+A run shows each stage's status (pending, running, awaiting_approval, blocked, retry_wait,
+succeeded, failed, skipped, cancelled), agent, model, cost and artifact names; the run's status
+(running, waiting, paused, completed, failed, cancelled), spend and budget; `waiting`: the gates
+that need a human, with the artifacts to show them; `blockers`; and `next_action`: what to do
+next. Read artifacts with workflow_artifact. detail="full" adds every attempt with its tokens,
+errors and context manifest (large: use it to investigate, not to poll).
 
 wait_seconds (capped at {int(MAX_WAIT_S)}) blocks until the run changes (a stage starts or
-finishes, a gate opens, the run ends), sending progress notifications meanwhile, and returns at
-once if the run already waits for a human, is paused, or has ended. Poll with wait_seconds=30
-instead of calling repeatedly."""
+finishes, a gate opens, the run ends), sending progress notifications that name what is
+running, and returns at once if the run already waits for a human, is paused, or has ended.
+Poll with wait_seconds=30 instead of calling repeatedly."""
 
 
 def _settled(view: RunView) -> bool:
@@ -43,11 +45,24 @@ def _settled(view: RunView) -> bool:
     return view.status == "paused" and not any(s.status == "running" for s in view.stages)
 
 
-async def _wait_for_change(
-    ctx: ToolContext, app: ToolDeps, run_id: str, seq: int, wait_s: float
-) -> bool:
-    """True as soon as the run's log grows past ``seq``; False after ``wait_s``."""
+def progress_message(view: RunView, now: float) -> str:
+    """What a progress notification says while waiting, e.g.
+    ``implementation running 42 s; 2 of 5 stages done``."""
+    running = []
+    for s in view.stages:
+        if s.status == "running" and s.history and s.history[-1].started_at is not None:
+            running.append(f"{s.id} running {max(0, round(now - s.history[-1].started_at))} s")
+        elif s.status in ("running", "retry_wait"):
+            running.append(f"{s.id} {s.status.replace('_', ' ')}")
+    done = sum(1 for s in view.stages if s.status in DONE_STAGE)
+    doing = ", ".join(running) if running else f"run {view.run_id} {view.status}"
+    return f"{doing}; {done} of {len(view.stages)} stages done"
+
+
+async def _wait_for_change(ctx: ToolContext, app: ToolDeps, view: RunView, wait_s: float) -> bool:
+    """True as soon as the run's log grows past ``view.seq``; False after ``wait_s``."""
     woke = anyio.Event()
+    run_id = view.run_id
 
     def appended(rid: str, _holder: str | None) -> None:
         if rid == run_id:
@@ -59,7 +74,7 @@ async def _wait_for_change(
         with anyio.move_on_after(wait_s):
             while True:
                 row = await app.store.get_run(run_id)  # catches other processes' writes
-                if row.last_seq != seq:
+                if row.last_seq != view.seq:
                     return True
                 with anyio.move_on_after(POLL_S):
                     await woke.wait()
@@ -67,53 +82,32 @@ async def _wait_for_change(
                     return True
                 elapsed = anyio.current_time() - start
                 await ctx.report_progress(
-                    min(elapsed, wait_s), wait_s, f"waiting for run {run_id} to change"
+                    min(elapsed, wait_s), wait_s, progress_message(view, time.time())
                 )
     finally:
         unsubscribe()
     return False
 
 
-def _next_step(view: RunView) -> str:
-    rid = view.run_id
-    if view.waiting:
-        w = view.waiting[0]
-        review = f" after reading {', '.join(w.review)}" if w.review else ""
-        return (
-            f"ask the human about '{w.stage}' ({w.what}){review}; then "
-            f"workflow_approve(run_id='{rid}', stage='{w.stage}', decision='approve') or "
-            "decision='reject' with feedback"
-        )
-    if view.status == "completed":
-        return "done: read the artifacts with workflow_artifact"
-    if view.status == "paused":
-        return f"paused: workflow_control(run_id='{rid}', action='resume') to continue"
-    if view.status == "failed":
-        return f"failed: fix the cause, then workflow_control(run_id='{rid}', action='retry')"
-    if view.status == "cancelled":
-        return "cancelled"
-    return f"wait: workflow_status(run_id='{rid}', wait_seconds=30)"
-
-
-def _run_summary(view: RunView) -> str:
+def _run_summary(brief: RunBrief) -> str:
     lines = [
-        f"run {view.run_id} ({view.template}) is {view.status}; spent ${view.spent_usd:.4f}"
-        + (f" of ${view.budget_usd:.2f}" if view.budget_usd is not None else "")
-        + f"; runner {view.runner}",
+        f"run {brief.run_id} ({brief.template}) is {brief.status}; spent ${brief.spent_usd:.4f}"
+        + (f" of ${brief.budget_usd:.2f}" if brief.budget_usd is not None else "")
+        + f"; runner {brief.runner}",
     ]
-    for s in view.stages:
+    for s in brief.stages:
         extra = f", {s.reworks} rework(s)" if s.reworks else ""
-        arts = ", ".join(f"{a.name} ({a.size} B)" for a in s.artifacts)
+        arts = ", ".join(s.artifacts)
         lines.append(
             f"- {s.id}: {s.status} (attempts {s.attempts}{extra}"
             + (f", {s.model}" if s.model else "")
             + ")"
             + (f" -> {arts}" if arts else "")
         )
-    lines.extend(f"blocked: {b}" for b in view.blockers)
-    if view.reason:
-        lines.append(f"reason: {view.reason}")
-    lines.append(f"next: {_next_step(view)}")
+    lines.extend(f"blocked: {b}" for b in brief.blockers)
+    if brief.reason:
+        lines.append(f"reason: {brief.reason}")
+    lines.append(f"next: {brief.next_action}")
     return "\n".join(lines)
 
 
@@ -134,13 +128,17 @@ async def workflow_status(
         float | None,
         Field(description=f"wait up to this long (max {int(MAX_WAIT_S)}) for a change", ge=0),
     ] = None,
+    detail: Annotated[
+        Literal["brief", "full"],
+        Field(description="full adds every attempt's history and context manifest"),
+    ] = "brief",
 ) -> Annotated[CallToolResult, StatusResult]:
-    """One run's dashboard, or the recent runs."""
+    """One run, or the recent runs."""
     app = deps(ctx)
     with tool_errors():
         if run_id is None:
             runs = [
-                r.model_copy(update={"task": _short(r.task, 200)})
+                r.model_copy(update={"task": short(r.task)})
                 for r in await app.service.list_runs(limit=RECENT_RUNS)
             ]
             return tool_result(StatusResult(runs=runs), _runs_summary(runs))
@@ -148,9 +146,7 @@ async def workflow_status(
         changed, waited = False, 0.0
         if wait_seconds and not _settled(view):
             start = anyio.current_time()
-            changed = await _wait_for_change(
-                ctx, app, run_id, view.seq, min(wait_seconds, MAX_WAIT_S)
-            )
+            changed = await _wait_for_change(ctx, app, view, min(wait_seconds, MAX_WAIT_S))
             waited = round(anyio.current_time() - start, 3)
             view = await app.service.view(run_id)
     links: list[ResourceLink] = [
@@ -158,34 +154,37 @@ async def workflow_status(
         for s in view.stages
         for a in s.artifacts
     ]
-    view = _compact(view)
-    result = StatusResult(run=view, changed=changed, waited_s=waited)
-    return tool_result(result, _run_summary(view), links)
+    brief = run_brief(view)
+    result = StatusResult(
+        run=brief,
+        full=_compact(view) if detail == "full" else None,
+        changed=changed,
+        waited_s=waited,
+    )
+    return tool_result(result, _run_summary(brief), links)
 
 
-TEXT_PREVIEW = 500  # characters of a task, summary or gate text a status result carries
-
-
-def _short(text: str, limit: int = TEXT_PREVIEW) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+TEXT_PREVIEW = 500  # characters of a task, summary or gate text a full result carries
 
 
 def _compact(view: RunView) -> RunView:
-    """The dashboard with long free text cut to previews: status results stay small whatever
-    the task or a model's summary look like (artifacts are read with workflow_artifact)."""
+    """The full view with long free text cut to previews: results stay bounded whatever the
+    task or a model's summary look like (artifacts are read with workflow_artifact)."""
     return view.model_copy(
         update={
-            "task": _short(view.task),
+            "task": short(view.task, TEXT_PREVIEW),
             "stages": [
                 s.model_copy(
                     update={
-                        "summary": _short(s.summary),
-                        "reason": _short(s.reason) if s.reason else s.reason,
+                        "summary": short(s.summary, TEXT_PREVIEW),
+                        "reason": short(s.reason, TEXT_PREVIEW) if s.reason else s.reason,
                     }
                 )
                 for s in view.stages
             ],
-            "waiting": [w.model_copy(update={"what": _short(w.what)}) for w in view.waiting],
-            "reason": _short(view.reason) if view.reason else view.reason,
+            "waiting": [
+                w.model_copy(update={"what": short(w.what, TEXT_PREVIEW)}) for w in view.waiting
+            ],
+            "reason": short(view.reason, TEXT_PREVIEW) if view.reason else view.reason,
         }
     )

@@ -121,7 +121,8 @@ async def next_of(received: MemoryObjectReceiveStream[Any], kind: type[Any]) -> 
 
 async def test_an_edited_agent_file_is_served_without_a_restart(settings: Settings) -> None:
     async with Client(build_server(settings)) as client:
-        before = await ready(client)
+        await ready(client)
+        before = data(await client.call_tool("workflow_templates", {"detail": "full"}))["full"]
         scribe = next(a for a in before["agents"] if a["name"] == "scribe")
         assert scribe["description"] == "Takes notes"
 
@@ -129,7 +130,7 @@ async def test_an_edited_agent_file_is_served_without_a_restart(settings: Settin
             write_agent(settings, "Keeps minutes of every meeting")
             with anyio.fail_after(WAIT_S):
                 event = await anext(aiter(sub))  # the watcher saw it: no tool call in between
-        after = data(await client.call_tool("workflow_templates", {}))
+        after = data(await client.call_tool("workflow_templates", {"detail": "full"}))["full"]
         text = (await client.read_resource(agent_uri("scribe"))).contents[0]
     assert event == ResourceUpdated(uri=agent_uri("scribe"))
     scribe = next(a for a in after["agents"] if a["name"] == "scribe")

@@ -111,7 +111,14 @@ async def _full_run(client: Client) -> None:
 
     run = await status_until(client, run_id, waiting_on("architecture"))
     assert stage_of(run, "architecture")["status"] == "awaiting_approval"
-    await call(client, "workflow_approve", run_id=run_id, stage="architecture", approver="alice")
+    await call(
+        client,
+        "workflow_approve",
+        run_id=run_id,
+        stage="architecture",
+        decision="approve",
+        approver="alice",
+    )
 
     run = await status_until(client, run_id, waiting_on("deployment"))
     assert stage_of(run, "deployment")["reworks"] == 0
@@ -129,7 +136,14 @@ async def _full_run(client: Client) -> None:
     run = await status_until(client, run_id, waiting_on("deployment"))
     deployment = stage_of(run, "deployment")
     assert deployment["reworks"] == 1
-    await call(client, "workflow_approve", run_id=run_id, stage="deployment", approver="bob")
+    await call(
+        client,
+        "workflow_approve",
+        run_id=run_id,
+        stage="deployment",
+        decision="approve",
+        approver="bob",
+    )
 
     run = await status_until(client, run_id, lambda r: r["status"] == "completed")
     assert {s["id"]: s["status"] for s in run["stages"]} == {

@@ -148,20 +148,33 @@ async def test_templates_lists_stages_gates_and_agents_and_reports_broken_files(
     (agents / "bad.md").write_text("---\nname: [unclosed\n---\nbody\n", encoding="utf-8")
     async with Client(server_for(), mode=mode) as client:
         result = await client.call_tool("workflow_templates", {})
+        detailed = await client.call_tool("workflow_templates", {"detail": "full"})
     data = ok(result)
     templates = {t["name"]: t for t in data["templates"]}
     assert {"bugfix", "feature_development", "gated", "broken"} <= set(templates)
     bugfix = {s["id"]: s for s in templates["bugfix"]["stages"]}
-    assert bugfix["deployment"]["approval"] is True
-    assert bugfix["deployment"]["gate"] == "testing.outputs.passed == true"
-    assert bugfix["fix"]["depends_on"] == ["investigation"]
-    assert templates["bugfix"]["inputs"]["task"]["required"] is True
+    assert bugfix["deployment"]["approval"] is True and bugfix["deployment"]["gate"] is True
+    assert bugfix["fix"]["after"] == ["investigation"] and bugfix["fix"]["agent"] == "developer"
+    assert "task" not in templates["bugfix"]["inputs"]  # workflow_start's own argument
+    assert templates["bugfix"]["inputs"]["severity"] == {
+        "type": "string",
+        "required": False,
+        "default": "medium",
+    }
     assert templates["broken"]["problems"] and templates["broken"]["stages"] == []
     architect = next(a for a in data["agents"] if a["name"] == "architect")
-    assert architect["model"] == "opus" and architect["layer"] == "builtin"
+    assert architect["model"] == "opus"
     assert any("bad.md" in e for e in data["errors"])
     assert data["runner"].startswith("offline")
+    assert data["full"] is None
     assert "gated: One design stage" in text(result)
+    # detail="full": the whole catalog read model, as `stageflow templates --json` shows it
+    full = ok(detailed)["full"]
+    full_bugfix = next(t for t in full["templates"] if t["name"] == "bugfix")
+    deployment = next(s for s in full_bugfix["stages"] if s["id"] == "deployment")
+    assert deployment["gate"] == "testing.outputs.passed == true"
+    assert full_bugfix["inputs"]["task"]["required"] is True
+    assert next(a for a in full["agents"] if a["name"] == "architect")["layer"] == "builtin"
 
 
 @pytest.mark.anyio
@@ -232,14 +245,17 @@ async def test_control_pauses_resumes_and_cancels_a_run(
 
 
 @pytest.mark.anyio
-async def test_unknown_names_are_invalid_params_listing_the_known_ones(
+async def test_unknown_names_are_tool_errors_listing_the_known_ones(
     server_for: Callable[..., Any], mode: str
 ) -> None:
+    """SEP-1303: an unknown run, stage, template or artifact is a tool execution error the
+    model reads and corrects, not a JSON-RPC error."""
+
     async def invalid(tool: str, args: dict[str, Any]) -> str:
-        with pytest.raises(MCPError) as caught:
-            await client.call_tool(tool, args)
-        assert caught.value.error.code == INVALID_PARAMS, tool
-        return caught.value.error.message
+        result = await client.call_tool(tool, args)
+        assert result.is_error, tool
+        assert not text(result).startswith("Error executing tool"), text(result)
+        return text(result)
 
     async with Client(server_for(HangingRunner()), mode=mode) as client:
         bad_template = await invalid("workflow_start", {"template": "nope", "task": "t"})
@@ -247,14 +263,15 @@ async def test_unknown_names_are_invalid_params_listing_the_known_ones(
         assert "bugfix" in bad_template and "gated" in bad_template
 
         no_runs = await invalid("workflow_status", {"run_id": "r-missing"})
-        assert "unknown run 'r-missing'" in no_runs
+        assert "unknown run 'r-missing' (there is no run yet)" in no_runs
+        assert "workflow_status() without run_id lists recent runs" in no_runs
 
         run_id = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "t"}))[
             "run_id"
         ]
         calls: list[tuple[str, dict[str, Any]]] = [
             ("workflow_status", {"run_id": "r-missing"}),
-            ("workflow_approve", {"run_id": "r-missing"}),
+            ("workflow_approve", {"run_id": "r-missing", "decision": "approve"}),
             ("workflow_control", {"run_id": "r-missing", "action": "cancel"}),
             ("workflow_artifact", {"run_id": "r-missing", "stage": "design", "name": "design"}),
         ]
@@ -276,6 +293,40 @@ async def test_unknown_names_are_invalid_params_listing_the_known_ones(
 
 
 @pytest.mark.anyio
+async def test_an_unknown_tool_is_a_protocol_error_naming_the_tools(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(HangingRunner()), mode=mode) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("workflow_aprove", {"run_id": "r"})
+    assert caught.value.error.code == INVALID_PARAMS
+    assert caught.value.error.message.startswith("unknown tool 'workflow_aprove'; tools: ")
+    assert "workflow_approve" in caught.value.error.message
+
+
+@pytest.mark.anyio
+async def test_a_bad_argument_value_is_one_line_naming_the_allowed_values(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(HangingRunner()), mode=mode) as client:
+        typo = await client.call_tool("workflow_approve", {"run_id": "r", "decision": "aprove"})
+        missing = await client.call_tool("workflow_start", {"template": "gated"})
+        negative = await client.call_tool("workflow_status", {"run_id": "r", "wait_seconds": -1})
+    assert typo.is_error and missing.is_error and negative.is_error
+    assert text(typo) == (
+        "invalid arguments for workflow_approve: decision='aprove' is not allowed: "
+        "use 'approve' or 'reject'"
+    )
+    assert text(missing) == "invalid arguments for workflow_start: task is required"
+    assert text(negative) == (
+        "invalid arguments for workflow_status: wait_seconds=-1: "
+        "input should be greater than or equal to 0"
+    )
+    for result in (typo, missing, negative):
+        assert "\n" not in text(result) and "pydantic" not in text(result)
+
+
+@pytest.mark.anyio
 async def test_state_conflicts_and_bad_arguments_are_readable_errors(
     server_for: Callable[..., Any], mode: str
 ) -> None:
@@ -287,7 +338,7 @@ async def test_state_conflicts_and_bad_arguments_are_readable_errors(
         with anyio.fail_after(5):
             await runner.started.wait()
         not_waiting = await client.call_tool(
-            "workflow_approve", {"run_id": run_id, "stage": "design"}
+            "workflow_approve", {"run_id": run_id, "stage": "design", "decision": "approve"}
         )
         assert not_waiting.is_error
         assert "stage 'design' is not waiting for a decision (it is running)" in text(not_waiting)
@@ -333,3 +384,22 @@ async def test_build_server_also_serves_the_resources_and_prompts(
     assert "stageflow://runs/{run_id}" in uris
     assert "stageflow://runs/{run_id}/artifacts/{stage}/{name}" in uris
     assert {"gated", "bugfix"} <= {p.name for p in prompts}
+
+
+@pytest.mark.anyio
+async def test_approving_needs_an_explicit_decision(
+    server_for: Callable[..., Any], mode: str
+) -> None:
+    async with Client(server_for(HangingRunner()), mode=mode) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        run_id = ok(await client.call_tool("workflow_start", {"template": "gated", "task": "t"}))[
+            "run_id"
+        ]
+        bare = await client.call_tool("workflow_approve", {"run_id": run_id})
+        status = ok(await client.call_tool("workflow_status", {"run_id": run_id}))
+    schema = tools["workflow_approve"].input_schema
+    assert "decision" in schema["required"]
+    assert "default" not in schema["properties"]["decision"]
+    assert bare.is_error
+    assert text(bare) == "invalid arguments for workflow_approve: decision is required"
+    assert all(s["status"] != "succeeded" for s in status["run"]["stages"])

@@ -109,9 +109,14 @@ async def test_full_run_through_two_gates_with_a_rework(project: Path, mode: str
 
         run = await status_until(client, run_id, waiting_on("design"))
         assert run["status"] == "waiting"
-        assert run["waiting"][0]["review"] == ["design"]
+        assert run["waiting"][0]["show"] == ["design/design"]
         design = next(s for s in run["stages"] if s["id"] == "design")
-        assert design["artifacts"][0]["preview"] and design["artifacts"][0]["size"] > 0
+        assert design["artifacts"] == ["design"]
+        assert "ask the human whether to approve stage design" in run["next_action"]
+        full = ok(await client.call_tool("workflow_status", {"run_id": run_id, "detail": "full"}))
+        full_design = next(s for s in full["full"]["stages"] if s["id"] == "design")
+        assert full_design["artifacts"][0]["preview"] and full_design["artifacts"][0]["size"] > 0
+        assert full_design["history"][0]["outcome"] == "passed"
 
         approved = ok(
             await client.call_tool(
@@ -141,9 +146,16 @@ async def test_full_run_through_two_gates_with_a_rework(project: Path, mode: str
 
         run = await status_until(client, run_id, waiting_on("build", reworks=1))
         build = next(s for s in run["stages"] if s["id"] == "build")
-        assert build["artifacts"][0]["version"] == 2
+        assert (build["artifacts"], build["reworks"]) == (["patch_summary"], 1)
+        full = ok(await client.call_tool("workflow_status", {"run_id": run_id, "detail": "full"}))
+        full_build = next(s for s in full["full"]["stages"] if s["id"] == "build")
+        assert full_build["artifacts"][0]["version"] == 2
 
-        ok(await client.call_tool("workflow_approve", {"run_id": run_id, "approver": "alice"}))
+        ok(
+            await client.call_tool(
+                "workflow_approve", {"run_id": run_id, "decision": "approve", "approver": "alice"}
+            )
+        )
         run = await status_until(client, run_id, lambda r: r["status"] == "completed")
         final = await client.call_tool("workflow_status", {"run_id": run_id})
         links = [b for b in final.content if isinstance(b, ResourceLink)]
@@ -313,7 +325,9 @@ async def test_status_wait_sends_progress_and_times_out_without_a_change(
     assert data["changed"] is False
     assert 1.4 <= data["waited_s"] < 5
     assert progress, "no progress notification while waiting"
-    assert progress[0][1] == 1.5 and run_id in (progress[0][2] or "")
+    assert progress[0][1] == 1.5
+    message = progress[-1][2] or ""
+    assert message.startswith("write running ") and message.endswith("; 0 of 1 stages done")
 
 
 @pytest.mark.anyio

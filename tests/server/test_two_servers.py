@@ -189,7 +189,12 @@ async def _two_servers(
                 seen = await _status_until(server_b, run_id, lambda r: bool(r["waiting"]))
                 assert seen["owner"] == owner_a
                 await _call(
-                    server_b, "workflow_approve", run_id=run_id, stage="design", approver="bob"
+                    server_b,
+                    "workflow_approve",
+                    run_id=run_id,
+                    stage="design",
+                    decision="approve",
+                    approver="bob",
                 )
 
                 # A notices B's approval and starts the slow stage itself.

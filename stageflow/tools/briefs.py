@@ -1,0 +1,238 @@
+"""The compact read models the MCP tools return by default, and their assistant-facing advice.
+
+A client such as Claude Code hands the model a tool's ``structuredContent``, so every poll of
+``workflow_status`` costs what the result weighs. The briefs carry what the assistant acts on:
+per-stage state, model, cost and artifact names, the gates waiting for a human with what to
+show them, and ``next_action`` written for the assistant (a tool call, never a shell command).
+Per-attempt history and context manifests stay in the full read models (``detail: "full"``,
+the ``stageflow://runs/{id}`` resource, ``stageflow status --json``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from stageflow.engine.catalog_view import TemplateInfo, TemplatesResult
+from stageflow.engine.views import RunView, StageView
+
+TEXT_BRIEF = 200  # characters of a task, reason or gate text a brief carries
+DESCRIPTION_BRIEF = 160
+AGENT_BRIEF = 80
+
+
+def short(text: str, limit: int = TEXT_BRIEF) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+class StageBrief(BaseModel):
+    id: str
+    status: str
+    agent: str | None = Field(None, description="the agent; absent for a command stage")
+    model: str | None = Field(None, description="asked>answered when another model answered")
+    cost_usd: float = 0.0
+    attempts: int = 0
+    reworks: int = 0
+    artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
+    reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
+
+
+class GateBrief(BaseModel):
+    """A stage waiting for a human, and what to show them."""
+
+    stage: str
+    kind: str = Field(description="approval (review the result) or gate (a condition is false)")
+    what: str
+    show: list[str] = Field(
+        default_factory=list, description="artifacts to read first, as stage/name"
+    )
+
+
+class RunBrief(BaseModel):
+    """One run, compact: what to tell the human and what to do next."""
+
+    run_id: str
+    template: str
+    task: str
+    status: str = Field(description="running, waiting, paused, completed, failed or cancelled")
+    runner: str
+    spent_usd: float
+    budget_usd: float | None = None
+    stages: list[StageBrief]
+    waiting: list[GateBrief] = Field(default_factory=list)
+    blockers: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    owner: str | None = Field(None, description="the process executing the run")
+    next_action: str = Field(description="what the assistant should do next")
+    seq: int = Field(description="log position; it changes whenever the run does")
+
+
+def _stage_brief(s: StageView) -> StageBrief:
+    return StageBrief(
+        id=s.id,
+        status=s.status,
+        agent=s.agent,
+        model=s.model,
+        cost_usd=round(s.usage.cost_usd, 6),
+        attempts=s.attempts,
+        reworks=s.reworks,
+        artifacts=[a.name for a in s.artifacts],
+        reason=short(s.reason) if s.reason and s.status != "succeeded" else None,
+    )
+
+
+def _gates(view: RunView) -> list[GateBrief]:
+    out = []
+    for w in view.waiting:
+        stage = next(s for s in view.stages if s.id == w.stage)
+        if w.kind == "approval":
+            show = [f"{w.stage}/{a.name}" for a in stage.artifacts]
+        else:  # a false gate: the upstream stages' results explain it
+            upstream = {s.id: s for s in view.stages}
+            show = [f"{d}/{a.name}" for d in stage.depends_on for a in upstream[d].artifacts]
+        out.append(GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show))
+    return out
+
+
+def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
+    """The next action, for the assistant: who to ask, what to show, which tool to call."""
+    rid = view.run_id
+    gates = _gates(view) if gates is None else gates
+    if view.status == "paused":
+        also = f" (stage {gates[0].stage} also waits for a human)" if gates else ""
+        if view.budget_usd is not None and view.spent_usd >= view.budget_usd:
+            return (
+                f"paused at its budget (${view.spent_usd:.2f} of ${view.budget_usd:.2f}){also}: "
+                "ask the human for a higher budget; then call "
+                f"workflow_control(run_id='{rid}', action='resume', budget_usd=<new cap>)"
+            )
+        return (
+            f"paused ({view.reason or 'by request'}){also}: ask the human whether to continue; "
+            f"then call workflow_control(run_id='{rid}', action='resume')"
+        )
+    if gates:
+        g = gates[0]
+        shown = f" (artifacts to show: {', '.join(g.show)})" if g.show else ""
+        if g.kind == "approval":
+            ask = f"ask the human whether to approve stage {g.stage}{shown}"
+        else:
+            ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
+        return (
+            f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}', "
+            "decision='approve'), or decision='reject' with their feedback"
+        )
+    if view.status == "completed":
+        finals = [f"{s.id}/{a.name}" for s in view.stages[-1:] for a in s.artifacts]
+        show = f" ({', '.join(finals)})" if finals else ""
+        return f"done: show the human the results{show}; read them with workflow_artifact"
+    if view.status == "failed":
+        return (
+            f"failed ({short(view.reason or 'see blockers', 120)}): tell the human; to run the "
+            f"failed stages again call workflow_control(run_id='{rid}', action='retry')"
+        )
+    if view.status == "cancelled":
+        return "cancelled: nothing more will run"
+    running = [s.id for s in view.stages if s.status == "running"]
+    doing = f"{', '.join(running)} running; " if running else ""
+    return f"{doing}wait: call workflow_status(run_id='{rid}', wait_seconds=30)"
+
+
+def run_brief(view: RunView) -> RunBrief:
+    """The compact form of ``view``."""
+    gates = _gates(view)
+    return RunBrief(
+        run_id=view.run_id,
+        template=view.template,
+        task=short(view.task),
+        status=view.status,
+        runner=view.runner,
+        spent_usd=round(view.spent_usd, 6),
+        budget_usd=view.budget_usd,
+        stages=[_stage_brief(s) for s in view.stages],
+        waiting=gates,
+        blockers=[short(b) for b in view.blockers],
+        reason=short(view.reason) if view.reason else None,
+        owner=view.owner,
+        next_action=next_step(view, gates),
+        seq=view.seq,
+    )
+
+
+# -- the catalog ----------------------------------------------------------------------------
+
+
+class StageOutline(BaseModel):
+    id: str
+    agent: str | None = Field(None, description="absent for a command stage")
+    after: list[str] = Field(default_factory=list, description="depends_on")
+    approval: bool = Field(False, description="a human approves or rejects its result")
+    gate: bool = Field(False, description="has a gate condition (when false a human decides)")
+
+
+class InputOutline(BaseModel):
+    type: str
+    required: bool = False
+    default: Any = None
+
+
+class TemplateBrief(BaseModel):
+    name: str
+    description: str = ""
+    inputs: dict[str, InputOutline] = Field(default_factory=dict)
+    stages: list[StageOutline] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list, description="why the file failed to load")
+
+
+class AgentBrief(BaseModel):
+    name: str
+    model: str
+    description: str = ""
+
+
+class CatalogBrief(BaseModel):
+    templates: list[TemplateBrief]
+    agents: list[AgentBrief]
+    errors: list[str] = Field(default_factory=list, description="files that failed to load")
+    runner: str = Field(description="what executes agent stages")
+
+
+def _template_brief(t: TemplateInfo) -> TemplateBrief:
+    return TemplateBrief(
+        name=t.name,
+        description=short(t.description, DESCRIPTION_BRIEF),
+        inputs={
+            k: InputOutline(type=v.type, required=v.required, default=v.default)
+            for k, v in t.inputs.items()
+            if k != "task"  # every template takes the task (workflow_start's own argument)
+        },
+        stages=[
+            StageOutline(
+                id=s.id,
+                agent=s.agent,
+                after=s.depends_on,
+                approval=s.approval,
+                gate=s.gate is not None,
+            )
+            for s in t.stages
+        ],
+        problems=[short(p) for p in t.problems],
+    )
+
+
+def catalog_brief(result: TemplatesResult) -> CatalogBrief:
+    """The compact form of the catalog."""
+    return CatalogBrief(
+        templates=[_template_brief(t) for t in result.templates],
+        agents=[
+            AgentBrief(name=a.name, model=a.model, description=short(a.description, AGENT_BRIEF))
+            for a in result.agents
+        ],
+        errors=[short(e) for e in result.errors],
+        runner=result.runner,
+    )
