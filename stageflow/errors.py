@@ -6,6 +6,8 @@
     ├── SpecError            a template / agent / config file is wrong (file, line, stage, path)
     │   └── SpecErrors       several SpecErrors reported at once
     ├── CorruptLog           a stored event cannot be read back (names the run and seq)
+    ├── DatabaseError        the state database cannot be used: damaged, not a database,
+    │                        read-only where a write is needed, or from a newer stageflow
     ├── RunFailure           something went wrong while a stage ran
     │   ├── ModelError       the model provider failed (``retryable`` says whether to try again)
     │   ├── BudgetExceeded   a USD cap would be passed
@@ -80,6 +82,15 @@ class CorruptLog(StageflowError):
         super().__init__(message)
         self.run_id = run_id
         self.seq = seq
+
+
+class DatabaseError(StageflowError):
+    """The state database cannot be used as asked; the message names the file and what to do."""
+
+    def __init__(self, message: str, *, path: str, read_only: bool = False) -> None:
+        super().__init__(message)
+        self.path = path
+        self.read_only = read_only  # refused because the file or its folder cannot be written
 
 
 class RunFailure(StageflowError):

@@ -58,7 +58,9 @@ async def open_app(
     args: argparse.Namespace, *, out: TextIO, offline_delay: float = 0.0
 ) -> AsyncIterator[App]:
     settings = load_settings(getattr(args, "project", None), db=getattr(args, "db", None))
-    store = await Store.open(settings.db_path)
+    # a database that cannot be written (a read-only folder, a copy on read-only media) is
+    # opened read-only: every read command works, and a write says what is wrong
+    store = await Store.open(settings.db_path, access="auto")
     quiet = bool(getattr(args, "json", False) or getattr(args, "quiet", False))
 
     def sink(env: ev.Envelope, state: RunState) -> None:

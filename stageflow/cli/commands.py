@@ -15,7 +15,7 @@ from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
 from stageflow.cli.render import render_runs
 from stageflow.config import load_settings
 from stageflow.engine.catalog_view import agent_info
-from stageflow.errors import InvalidArgument, InvalidState
+from stageflow.errors import InvalidArgument, InvalidState, StageflowError
 from stageflow.workflows.spec import WorkflowSpec
 
 # -- commands ------------------------------------------------------------------------------
@@ -302,4 +302,22 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         )
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start
+    except BaseExceptionGroup as group:
+        # the lifespan's task group wraps what stopped the server (a damaged database, say):
+        # our own error is one message and exit 1 (cli.main), anything else a traceback
+        cause = _own_error(group)
+        if cause is None:
+            raise
+        raise cause from None
     return EXIT_OK
+
+
+def _own_error(group: BaseExceptionGroup[BaseException]) -> StageflowError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, StageflowError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _own_error(exc)
+            if found is not None:
+                return found
+    return None

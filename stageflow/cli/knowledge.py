@@ -35,6 +35,12 @@ __all__ = [
 
 
 async def _sync(app: App) -> None:
+    if app.store.read_only:
+        sys.stderr.write(
+            "stageflow: note: the database is read-only, so the knowledge index was not "
+            "brought up to date with the files\n"
+        )
+        return
     report = await app.knowledge.sync()
     for problem in report.errors:  # stdout may be JSON: problems go to stderr
         sys.stderr.write(f"stageflow: warning: knowledge file not indexed: {problem}\n")

@@ -1,9 +1,16 @@
 """MCP prompts: one per workflow template, so each template appears as a slash command.
 
-A prompt is named after its template, carries the template's description and takes one argument,
-``task``. Rendering it yields a user message that tells the assistant to start the workflow with
-``workflow_start`` and then follow the calling protocol: poll ``workflow_status``, relay every
-gate to the human, never decide a gate itself.
+A prompt is named after its template, carries the template's description and takes one optional
+argument, ``task``. Rendering it yields a user message that tells the assistant to start the
+workflow with ``workflow_start`` and then follow the calling protocol: poll ``workflow_status``,
+relay every gate to the human, never decide a gate itself.
+
+Claude Code (2.1.x) turns ``/mcp__stageflow__<template> add a --verbose flag`` into prompt
+arguments by splitting on spaces, so ``task`` arrives as ``add``; it also sends the whole typed
+text to the model, in a ``<command-args>`` block just before the prompt's message. The message
+therefore tells the model that when such a block is there, its full text is the task. Clients
+that pass arguments whole (or a user who types none) need no such help: the task is what
+arrived, and without one the assistant asks the user for it.
 
 Templates are files that change while the server runs, so ``sync_prompts`` re-reads the catalog
 and adds, replaces and removes prompts to match; when it reports a change the caller announces
@@ -33,6 +40,11 @@ log = logging.getLogger(__name__)
 
 STATELESS_ERA = "2026-07-28"  # this era announces changes on subscriptions/listen streams only
 TASK_DESCRIPTION = "What the workflow should accomplish, in the user's words"
+COMMAND_ARGS_NOTE = (
+    "If a <command-args> block comes just before this message, the task is that block's whole "
+    "text, exactly as typed: some clients pass only the first word of a slash command's "
+    "arguments here."
+)
 
 # per server: prompt name -> the text it was built from, to tell a changed template from the same
 _managed: weakref.WeakKeyDictionary[MCPServer, dict[str, str]] = weakref.WeakKeyDictionary()
@@ -72,15 +84,23 @@ def template_prompts(
 
 def instructions(spec: WorkflowSpec, task: str) -> str:
     """The user message that starts ``spec`` for ``task`` and explains the calling protocol."""
-    lines = [
-        f'Run the stageflow workflow "{spec.name}" for this task:',
-        "",
-        "<task>",
-        task,
-        "</task>",
-        "",
-        f"Stages: {_stage_outline(spec)}.",
-    ]
+    if task:
+        lines = [
+            f'Run the stageflow workflow "{spec.name}" for this task:',
+            "",
+            "<task>",
+            task,
+            "</task>",
+            "",
+            COMMAND_ARGS_NOTE,
+        ]
+    else:
+        lines = [
+            f'Run the stageflow workflow "{spec.name}". No task was given: if a '
+            "<command-args> block comes just before this message, its whole text is the task; "
+            "otherwise ask the user what the workflow should accomplish before starting it.",
+        ]
+    lines += ["", f"Stages: {_stage_outline(spec)}."]
     extra = [(k, v) for k, v in spec.inputs.items() if k != "task"]
     if extra:
         lines.append("Other inputs (pass them in `inputs` when the user gave them):")
@@ -93,8 +113,8 @@ def instructions(spec: WorkflowSpec, task: str) -> str:
     lines += [
         "",
         "Protocol:",
-        f'1. Call the `workflow_start` tool with template="{spec.name}" and the task above '
-        "(unchanged). It returns a run id at once; the stages run in the background.",
+        f'1. Call the `workflow_start` tool with template="{spec.name}" and the task, '
+        "unchanged. It returns a run id at once; the stages run in the background.",
         "2. Call `workflow_status` with that run id and wait_seconds=50, again and again, until "
         "the run is waiting, paused, completed, failed or cancelled. Give the user a short "
         "progress line now and then, not after every poll.",
@@ -121,28 +141,11 @@ def _stage_outline(spec: WorkflowSpec) -> str:
     return ", ".join(parts)
 
 
-class _TemplatePrompt(Prompt):
-    """A prompt whose missing or blank ``task`` is the client's mistake (invalid params).
-
-    The SDK reports a missing argument as an internal error; checking first gives the client
-    a message it can act on.
-    """
-
-    async def render(self, arguments: dict[str, Any] | None, context: Any) -> Any:
-        task = (arguments or {}).get("task")
-        if not isinstance(task, str) or not task.strip():
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"prompt '{self.name}' needs a task: describe the work to do",
-            )
-        return await super().render(arguments, context)
-
-
 def _make_prompt(text: PromptSource) -> Prompt:
-    def render(task: Annotated[str, Field(description=TASK_DESCRIPTION)]) -> str:
+    def render(task: Annotated[str, Field(description=TASK_DESCRIPTION)] = "") -> str:
         return instructions(text.spec, task.strip())
 
-    return _TemplatePrompt.from_function(render, name=text.name, description=text.description)
+    return Prompt.from_function(render, name=text.name, description=text.description)
 
 
 def register_prompts(mcp: MCPServer, settings: Settings) -> None:

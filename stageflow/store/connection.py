@@ -8,11 +8,15 @@ never opens or commits transactions behind our back, and the store issues ``BEGI
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import aiosqlite
+import anyio
+
+from stageflow.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,58 @@ async def open_connection(path: Path) -> aiosqlite.Connection:
             if pragma.startswith("PRAGMA journal_mode") and rows and rows[0][0] != "wal":
                 # e.g. some network filesystems: still correct, but readers block writers
                 log.warning("SQLite refused WAL mode for %s (journal_mode=%s)", path, rows[0][0])
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def damaged(path: Path, exc: BaseException) -> DatabaseError:
+    """The error for a file SQLite cannot read as a database (truncated, overwritten, not one)."""
+    return DatabaseError(
+        f"{path} is not a usable stageflow database ({exc}): restore it from a backup, or move "
+        "it aside to start afresh (runs in it are then no longer listed); to see what can still "
+        "be read, copy it and run `stageflow audit RUN --verify --db <copy>`",
+        path=str(path),
+    )
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True for SQLite's "not a database" / "malformed" errors (not for busy, locked, or a
+    constraint: those are ``OperationalError`` and ``IntegrityError``)."""
+    return type(exc) is sqlite3.DatabaseError
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """True when SQLite refused because the file or its folder cannot be written."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "readonly" in text or "read-only" in text or "unable to open database file" in text
+    )
+
+
+async def open_read_only(path: Path) -> aiosqlite.Connection:
+    """Connect to an existing database without ever writing to it or its folder.
+
+    ``mode=ro`` reads a WAL database through its ``-shm`` index; when the folder is read-only
+    and no other process has the database open there is no ``-wal``/``-shm`` to read, and the
+    file is opened ``immutable`` (exactly what is on disk, which is then everything).
+    """
+    uri = (await anyio.Path(path).resolve()).as_uri()
+    conn = await aiosqlite.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+    try:
+        await fetch_all(conn, "PRAGMA schema_version")
+    except BaseException as exc:
+        await conn.close()
+        if not isinstance(exc, sqlite3.OperationalError):
+            raise
+        if await anyio.Path(path.with_name(path.name + "-wal")).exists():
+            raise  # another process writes it: an immutable read could miss its commits
+        conn = await aiosqlite.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+    try:
+        await fetch_all(conn, f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        await fetch_all(conn, "PRAGMA query_only=ON")
+        await fetch_all(conn, "PRAGMA schema_version")  # a file that is not a database fails here
     except BaseException:
         await conn.close()
         raise

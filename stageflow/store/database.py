@@ -6,16 +6,17 @@ IMMEDIATE`` transactions, each holding the lock, the writes shielded from cancel
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import aiosqlite
 import anyio
 
-from stageflow.errors import InvalidState, NotFound
+from stageflow.errors import DatabaseError, InvalidState, NotFound
 from stageflow.store import queries as q
-from stageflow.store.connection import fetch_all
+from stageflow.store.connection import damaged, fetch_all, is_damage
 
 _KNOWN_LIMIT = 20  # run ids listed when one is unknown
 
@@ -27,6 +28,7 @@ class Database:
         self.path = path
         self._conn: aiosqlite.Connection | None = conn
         self._lock = anyio.Lock()
+        self.read_only = False  # opened read-only: writes are refused before they start
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
@@ -45,15 +47,36 @@ class Database:
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         """The connection, for reads."""
         async with self._lock:
-            yield self.connection()
+            with self._mapped():
+                yield self.connection()
 
     @asynccontextmanager
     async def shielded(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection under the lock, shielded from cancellation: for work that must
-        always reach its commit or rollback once begun (the store's one-trip append)."""
+        """The connection under the lock, shielded from cancellation, for writes: for work
+        that must always reach its commit or rollback once begun (the store's one-trip
+        append). Refused on a database opened read-only."""
+        if self.read_only:
+            raise DatabaseError(
+                f"{self.path} is open read-only (it or its folder cannot be written); this "
+                "needs write access",
+                path=str(self.path),
+                read_only=True,
+            )
         async with self._lock:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), self._mapped():
                 yield self.connection()
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """SQLite's "not a database" / "malformed" errors become a ``DatabaseError`` that
+        names the file and what to do (a damaged page may only show on the query that reads
+        it)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise damaged(self.path, exc) from exc
+            raise
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[aiosqlite.Connection]:

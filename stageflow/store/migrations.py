@@ -230,3 +230,23 @@ def _check_not_newer(applied: set[int], newest_known: int) -> None:
             f"database schema version {newest} is newer than this stageflow supports "
             f"({newest_known}); upgrade stageflow"
         )
+
+
+async def check_current(
+    conn: aiosqlite.Connection, migrations: Sequence[Migration] = MIGRATIONS
+) -> None:
+    """For a database opened read-only: raise ``StageflowError`` unless every known migration
+    is applied (an older schema cannot be upgraded without writing)."""
+    try:
+        applied = await _applied(conn)
+    except sqlite3.OperationalError as exc:  # no schema_migrations table: not ours, or empty
+        raise StageflowError(f"no stageflow schema in this database ({exc})") from exc
+    newest_known = max((m.version for m in migrations), default=0)
+    _check_not_newer(applied, newest_known)
+    missing = sorted({m.version for m in migrations} - applied)
+    if missing:
+        raise StageflowError(
+            f"the database schema is at version {max(applied, default=0)} and this stageflow "
+            f"needs {newest_known}; it cannot be upgraded while the database is read-only: run "
+            "a stageflow command with write access to it once"
+        )

@@ -4,9 +4,10 @@ Claude Code is pointed at it with ``ANTHROPIC_BASE_URL``. The script is a pure f
 request (its tools and its last user turn), so retries and extra side requests cannot push it
 off course:
 
-0. a request whose tools do not include ``mcp__stageflow__workflow_start`` but that lists it as
-   a deferred tool (Claude Code 2.1.3xx loads MCP tool schemas on demand) gets a ``ToolSearch``
-   ``tool_use`` selecting the two tools;
+0. a request whose tools do not include ``mcp__stageflow__workflow_start`` but whose
+   conversation names it (a listing of deferred tools, or a stageflow prompt; Claude Code
+   2.1.3xx loads MCP tool schemas on demand) gets a ``ToolSearch`` ``tool_use`` selecting the
+   two tools;
 1. a request offering ``mcp__stageflow__workflow_start`` and carrying no tool result yet gets a
    ``tool_use`` that starts a ``bugfix`` run;
 2. the request carrying that tool's result gets a ``tool_use`` of ``workflow_status`` for the
@@ -37,6 +38,11 @@ START_TOOL = "mcp__stageflow__workflow_start"
 STATUS_TOOL = "mcp__stageflow__workflow_status"
 SEARCH_TOOL = "ToolSearch"
 RUN_ID = re.compile(r"\br-[0-9a-z]{9}-[0-9a-z]{4}\b")
+PROMPT_TEMPLATE = re.compile(r'Run the stageflow workflow "([A-Za-z0-9_]+)"')
+COMMAND_ARGS = re.compile(r"<command-args>(.*?)</command-args>", re.S)
+TASK_BLOCK = re.compile(r"<task>\n(.*?)\n</task>", re.S)
+# what the prompt says when the <command-args> text is the task (stageflow/prompts/templates.py)
+ARGS_NOTES = ("the task is that block's whole text", "its whole text is the task")
 FINAL_TEXT = "The bugfix run is started and its status was checked."
 
 Json = dict[str, Any]
@@ -52,6 +58,7 @@ class Seen:
     tool_results: dict[str, str] = field(default_factory=dict)  # tool name -> result text
     run_ids: list[str] = field(default_factory=list)  # parsed from workflow_start's result
     tool_searches: list[str] = field(default_factory=list)  # ToolSearch queries sent
+    prompt_texts: list[str] = field(default_factory=list)  # conversations with a prompt
 
 
 def _text_of(content: Any) -> str:
@@ -94,8 +101,9 @@ class FakeMessagesAPI:
         """The assistant message for one ``/v1/messages`` request body."""
         tools = {t.get("name") for t in body.get("tools") or []}
         if START_TOOL not in tools:
-            if SEARCH_TOOL in tools and START_TOOL in json.dumps(body.get("messages")):
+            if SEARCH_TOOL in tools and "workflow_start" in json.dumps(body.get("messages")):
                 # Claude Code defers MCP tools: their schemas load through its ToolSearch tool
+                # (the conversation names the tool: a listing of deferred tools, or a prompt)
                 query = f"select:{START_TOOL},{STATUS_TOOL}"
                 with self._lock:
                     self.seen.tool_searches.append(query)
@@ -114,7 +122,25 @@ class FakeMessagesAPI:
             with self._lock:
                 self.seen.tool_results[STATUS_TOOL] = results[STATUS_TOOL]
             return self._message(body, [{"type": "text", "text": FINAL_TEXT}], "end_turn")
-        return self._tool_use(body, START_TOOL, {"template": "bugfix", "task": self.task})
+        template, task = self._requested(body)
+        return self._tool_use(body, START_TOOL, {"template": template, "task": task})
+
+    def _requested(self, body: Json) -> tuple[str, str]:
+        """The run the conversation asks for, read as an obedient model would. A stageflow prompt
+        (a slash command) names its template; its task is the prompt's ``<task>``, unless the
+        prompt says to take the ``<command-args>`` block Claude Code sends before it. Without a
+        prompt: a ``bugfix`` run of ``self.task``."""
+        text = "\n".join(_text_of(m.get("content")) for m in body.get("messages") or [])
+        template = PROMPT_TEMPLATE.search(text)
+        if template is None:
+            return "bugfix", self.task
+        args = COMMAND_ARGS.search(text)
+        task = TASK_BLOCK.search(text)
+        told = any(note in text for note in ARGS_NOTES)
+        chosen = args.group(1) if args and told else (task.group(1) if task else "")
+        with self._lock:
+            self.seen.prompt_texts.append(text)
+        return template.group(1), chosen
 
     def _last_tool_results(self, body: Json) -> dict[str, str]:
         """Tool name -> result text for the tool results in the last user turn."""

@@ -157,3 +157,62 @@ def test_the_stand_in_scripts_the_same_turn_streamed_and_not() -> None:
     assert block["name"] == START_TOOL and block["input"] == {"template": "bugfix", "task": TASK}
     assert plain["stop_reason"] == events[4]["delta"]["stop_reason"] == "tool_use"
     assert (title["stop_reason"], title["content"][0]["type"]) == ("end_turn", "text")
+
+
+SLASH_TASK = "add a --verbose flag"
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_a_slash_command_starts_a_run_whose_task_is_the_whole_typed_text(
+    tmp_path: Path, claude: Path
+) -> None:
+    """``/mcp__stageflow__feature_development add a --verbose flag`` in real Claude Code: the
+    CLI passes only ``add`` as the prompt's ``task`` argument but sends the typed text to the
+    model in ``<command-args>``; the prompt tells the model to take that text whole, and the
+    run's task is exactly what the user typed."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    project.mkdir()
+    home.mkdir()
+    config = mcp_config(tmp_path / "mcp.json", project)
+    command = [
+        str(claude),
+        "-p",
+        f"/mcp__stageflow__feature_development {SLASH_TASK}",
+        "--output-format",
+        "json",
+        "--mcp-config",
+        str(config),
+        "--strict-mcp-config",
+        "--allowedTools",
+        f"{START_TOOL},{STATUS_TOOL}",
+        "--model",
+        MODEL,
+        "--no-session-persistence",
+    ]
+    with FakeMessagesAPI(task=TASK) as api:
+        with anyio.fail_after(TIMEOUT_S):
+            done = await anyio.run_process(
+                command,
+                stdin=subprocess.DEVNULL,
+                cwd=project,
+                env=claude_env(api.base_url, home),
+                check=False,
+            )
+    seen = api.seen
+    trace = _trace(done, seen.requests, seen.unknown)
+    assert done.returncode == 0, trace
+    # what Claude Code sent the model: the prompt, with only the first word as its argument,
+    # after the whole typed text
+    assert len(seen.prompt_texts) == 1, (seen.tool_searches, seen.tool_calls, trace)
+    (conversation,) = seen.prompt_texts
+    assert f"<command-args>{SLASH_TASK}</command-args>" in conversation, conversation
+    assert "<task>\nadd\n</task>" in conversation, conversation
+    assert "the task is that block's whole text" in conversation
+    assert seen.tool_calls[0] == (
+        START_TOOL,
+        {"template": "feature_development", "task": SLASH_TASK},
+    ), trace
+    async with await Store.open(project / ".stageflow" / "state.db") as store:
+        runs = await store.list_runs()
+    assert [(r.template, r.task) for r in runs] == [("feature_development", SLASH_TASK)]

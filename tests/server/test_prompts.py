@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 import anyio
 import pytest
-from mcp import Client, MCPError, types
+from mcp import Client, types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.subscriptions import PromptsListChanged
-from mcp.types import INVALID_PARAMS, TextContent
+from mcp.types import TextContent
 
 from stageflow.config import Settings, load_settings
 from stageflow.prompts.templates import notify_prompts_changed, register_prompts, sync_prompts
@@ -81,7 +81,8 @@ async def test_every_template_is_a_prompt_with_its_description_and_a_task_argume
     for prompt in prompts:
         assert prompt.description == catalog.get(prompt.name).description
         assert prompt.arguments is not None
-        assert [(a.name, a.required) for a in prompt.arguments] == [("task", True)]
+        # optional: a slash command typed without arguments asks the user for the task
+        assert [(a.name, a.required) for a in prompt.arguments] == [("task", False)]
         assert prompt.arguments[0].description
 
 
@@ -110,14 +111,17 @@ async def test_rendered_prompt_starts_the_template_and_explains_the_protocol(
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("arguments", [{}, {"task": "   "}])
-async def test_prompt_without_a_task_is_invalid_params(
+async def test_a_prompt_without_a_task_asks_for_it(
     settings: Settings, mode: Mode, arguments: dict[str, str]
 ) -> None:
     async with Client(await make_server(settings), mode=mode) as client:
-        with pytest.raises(MCPError) as info:
-            await client.get_prompt("bugfix", arguments)
-    assert info.value.error.code == INVALID_PARAMS
-    assert info.value.error.message == "prompt 'bugfix' needs a task: describe the work to do"
+        result = await client.get_prompt("bugfix", arguments)
+    message = result.messages[0]
+    assert isinstance(message.content, TextContent)
+    text = message.content.text
+    assert "<task>" not in text
+    assert "ask the user what the workflow should accomplish" in text
+    assert "<command-args> block" in text  # Claude Code's slash-command arguments
 
 
 @pytest.mark.anyio

@@ -65,8 +65,8 @@ async def test_a_database_from_a_newer_stageflow_is_refused(db_path: Path) -> No
         await Store.open(db_path)
     newest = max(m.version for m in MIGRATIONS)
     assert str(info.value) == (
-        f"database schema version 999 is newer than this stageflow supports ({newest}); "
-        "upgrade stageflow"
+        f"{db_path}: database schema version 999 is newer than this stageflow supports "
+        f"({newest}); upgrade stageflow"
     )
 
 
