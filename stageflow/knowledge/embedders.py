@@ -238,7 +238,7 @@ class WordLlamaEmbedder:
             import numpy
             from safetensors.numpy import load_file
             from tokenizers import Tokenizer
-            from wordllama.inference import WordLlamaInference  # type: ignore[import-untyped]
+            from wordllama.inference import WordLlamaInference
 
             return numpy, load_file, Tokenizer, WordLlamaInference
 

@@ -190,14 +190,13 @@ def render_hits(result: LookupResult, *, snippets: bool = True) -> str:
         where = f" ({'; '.join(filters)})" if filters else ""
         why = f": {result.note}" if result.note else ""
         return f"no knowledge matches {result.query!r}{where}{why}"
-    how = f" ({result.mode})" if result.mode != "bm25" else ""
-    lines = [f"{len(result.results)} result(s) for {result.query!r}{how}:"]
+    lines = [f"{len(result.results)} result(s) for {result.query!r}:"]
     if result.note:
         lines.append(f"note: {result.note}")
     for n, hit in enumerate(result.results, 1):
         extra = f", {hit.status}" if hit.status else ""
         heading = f" > {hit.heading}" if hit.heading and hit.heading != hit.title else ""
-        found = f" {'+'.join(hit.found_by)}" if result.mode != "bm25" else ""
+        found = f" found by {'+'.join(hit.found_by)}" if result.mode != "bm25" else ""
         lines.append(
             f"{n}. {hit.title}{heading} [{hit.type}{extra}] {location(hit)} (id: {hit.id}){found}"
         )

@@ -74,7 +74,7 @@ def test_hostile_queries_exit_zero(kb: Cli, query: str) -> None:
 
 
 def test_a_search_without_hits_says_so_and_exits_zero(kb: Cli) -> None:
-    result = kb.ok("knowledge", "search", "kubernetes helm chart")
+    result = kb.ok("knowledge", "search", "kubernetes helm chart", "--mode", "bm25")
     assert result.out.startswith("no knowledge matches 'kubernetes helm chart'")
 
 
@@ -113,7 +113,9 @@ def test_reindex_rebuilds_and_search_follows_file_changes(kb: Cli) -> None:
     report = ReindexView.model_validate_json(kb.ok("knowledge", "reindex", "--json").out)
     assert report.added == 2 and report.errors == []
     (kb.project / ".stageflow" / "knowledge" / "patterns" / "outbox.md").unlink()
-    gone = LookupResult.model_validate_json(kb.ok("knowledge", "search", "outbox", "--json").out)
+    gone = LookupResult.model_validate_json(
+        kb.ok("knowledge", "search", "outbox", "--mode", "bm25", "--json").out
+    )
     again = kb.ok("knowledge", "reindex")
     assert gone.results == []
     assert again.out.startswith("knowledge index rebuilt in ")

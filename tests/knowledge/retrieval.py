@@ -114,9 +114,7 @@ async def evaluate(
 ) -> Metrics:
     outcomes = []
     for case in cases:
-        hits = await index.search(
-            case.query, types=case.types, tags=case.tags, limit=K, mode=mode
-        )
+        hits = await index.search(case.query, types=case.types, tags=case.tags, limit=K, mode=mode)
         outcomes.append(Outcome(case, tuple(h.doc_id for h in hits)))
     mrr, recall = _scores(outcomes)
     return Metrics(mrr, recall, tuple(outcomes))
