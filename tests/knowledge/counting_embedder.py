@@ -1,4 +1,4 @@
-"""A plugin embedder for tests (``[knowledge] embeddings = "tests.knowledge.counting_embedder:make"``):
+"""A plugin embedder for tests, configured as ``tests.knowledge.counting_embedder:make``: a
 hashed bag of words, deterministic, counting every text it embeds."""
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ async def test_none_searches_with_bm25_and_refuses_vector_modes(
         assert (found.mode, [h.doc_id for h in found.hits]) == ("bm25", ["audit"])
         assert found.hits[0].found_by == ("bm25",)
         for mode in ("vector", "hybrid"):
-            with pytest.raises(EmbedderUnavailable, match="embeddings is 'none'.*mode 'bm25'"):
+            with pytest.raises(EmbedderUnavailable, match=r"embeddings is 'none'.*mode 'bm25'"):
                 await index.find("audit", mode=mode)  # type: ignore[arg-type]
         assert await index.refresh_vectors() is None
         assert await store.knowledge.vectors.count("anything") == 0

@@ -107,7 +107,8 @@ async def test_mrr_and_recall_at_5_stay_above_their_floors_in_every_mode(tmp_pat
     for (name, mode), m in results.items():
         print(f"{name:11} {mode:7} {m.mrr:6.3f} {m.recall_at_5:9.3f}")
     print(
-        f"(bm25 with all column weights 1: MRR {uniform.mrr:.3f}, recall@5 {uniform.recall_at_5:.3f})"
+        f"(bm25 with all column weights 1: MRR {uniform.mrr:.3f}, "
+        f"recall@5 {uniform.recall_at_5:.3f})"
     )
     print("hybrid by rrf_k (existing MRR/recall@5, paraphrase MRR/recall@5):")
     for k, (e, p) in sweep.items():
