@@ -181,3 +181,37 @@ def test_wordllama_loads_from_the_wheel_without_touching_the_network(tmp_path: P
     assert result["logging_untouched"]
     assert result["own_loader"] is not None and "Tokenizer file" in result["own_loader"]
     assert not (home / ".cache").exists()  # nothing cached or downloaded
+
+
+def test_the_start_up_path_imports_no_model_and_no_numpy(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import anyio
+        from stageflow.config import load_settings
+        from stageflow.knowledge.index import KnowledgeIndex
+        from stageflow.server.app import build_server
+        from stageflow.store import Store
+        async def main(root):
+            settings = load_settings(root)
+            build_server(settings)
+            async with await Store.open(settings.db_path) as store:
+                index = KnowledgeIndex(store, settings)
+                await index.sync()
+                assert index.default_mode == "hybrid"
+        anyio.run(main, sys.argv[1])
+        print(sorted(m for m in ("wordllama", "numpy", "tokenizers") if m in sys.modules))
+        """
+    )
+    project = tmp_path / "p"
+    (project / ".stageflow" / "knowledge").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(project)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
