@@ -160,12 +160,12 @@ async def measure_size(sections: int, *, queries: int = 200, seed: int = 7) -> S
             docs, indexed = await index.counts()
             questions = selective_queries(sections, queries + 20, seed)
             for q in questions[:20]:  # warm-up: page cache, statement cache
-                await index.search(q, limit=10)
+                await index.search(q, limit=10, mode="bm25")
             latencies: list[float] = []
             hits = 0
             for q in questions[20:]:
                 t0 = time.perf_counter()
-                found = await index.search(q, limit=10)
+                found = await index.search(q, limit=10, mode="bm25")
                 latencies.append(time.perf_counter() - t0)
                 hits += len(found)
             target = paths[len(paths) // 2]

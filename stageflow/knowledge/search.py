@@ -209,13 +209,14 @@ class Searcher:
         mode: SearchMode,
     ) -> list[Hit]:
         vectors = await self.vectors()
+        await vectors.refresh()  # up to date before its section count is read below
         allowed = await self._kstore.doc_rowids(types=types, tags=tags) if types or tags else None
         expr = ""
         bm25: list[tuple[Sequence[KnowledgeHitRow], float]] = []
         if mode == "hybrid":
             expr, counts = await self._expression(groups)
             docs = [rows for _, rows in await self._ranked(expr, types, tags, max(limit, DEPTH), 1)]
-            total = (await self._kstore.counts())[1]
+            total = max(vectors.sections, 1)  # held in memory: no count query
             weights = await coverage(self._kstore, groups, docs[:DEPTH], counts, total)
             bm25 = list(zip(docs[:DEPTH], weights, strict=True))
         candidates = await dense_candidates(

@@ -225,15 +225,17 @@ class VectorIndex:
         matrix = self._matrix
         if not matrix.rowids.size:
             return []
-        vector = (await anyio.to_thread.run_sync(self._checked, [query]))[0]
-        if vector.shape[0] != matrix.unit.shape[1]:
-            raise EmbedderUnavailable(
-                f"the embedder {self._embedder.model!r} made a {vector.shape[0]}-dimension query "
-                f"for {matrix.unit.shape[1]}-dimension vectors"
-            )
-        return await anyio.to_thread.run_sync(
-            _nearest, matrix, vector, allowed, depth, per_doc, self.min_similarity
-        )
+
+        def work() -> list[VectorHit]:  # one worker-thread trip: embed the query, then rank
+            vector = self._checked([query])[0]
+            if vector.shape[0] != matrix.unit.shape[1]:
+                raise EmbedderUnavailable(
+                    f"the embedder {self._embedder.model!r} made a {vector.shape[0]}-dimension "
+                    f"query for {matrix.unit.shape[1]}-dimension vectors"
+                )
+            return _nearest(matrix, vector, allowed, depth, per_doc, self.min_similarity)
+
+        return await anyio.to_thread.run_sync(work)
 
     @property
     def sections(self) -> int:
