@@ -48,5 +48,8 @@ def test_main_measures_the_1k_size_and_returns_the_figures(
     assert row["mean_hits"] > 0  # the selective queries do find their sections
     assert row["build_s"] > 0 and row["update_ms"] > 0
     assert figures["reload"] is None
+    assert row["embed_s"] > 0 and 0 < row["hybrid_p50_ms"] <= row["hybrid_p95_ms"]
+    assert row["hybrid_update_ms"] > 0
     out = capsys.readouterr().out
     assert "query p95 at 1000 sections" in out
+    assert "hybrid query p95 at 1000 sections" in out

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, emit
+from stageflow.knowledge.hybrid import SEARCH_MODES
 from stageflow.knowledge.lookup import DEFAULT_LIMIT, lookup
 from stageflow.knowledge.views import (
     DOC_TYPES,
@@ -49,7 +50,12 @@ async def _sync(app: App) -> None:
 async def cmd_knowledge_search(app: App, args: argparse.Namespace) -> int:
     await _sync(app)
     result = await lookup(
-        app.knowledge, args.query, types=args.type or (), tags=args.tag or (), limit=args.limit
+        app.knowledge,
+        args.query,
+        types=args.type or (),
+        tags=args.tag or (),
+        limit=args.limit,
+        mode=args.mode,
     )
     if args.json:
         emit(app, result)
@@ -74,7 +80,9 @@ async def cmd_knowledge_show(app: App, args: argparse.Namespace) -> int:
 
 
 async def cmd_knowledge_reindex(app: App, args: argparse.Namespace) -> int:
-    view = reindex_view(await app.knowledge.reindex())
+    report = await app.knowledge.reindex()
+    vectors = await app.knowledge.refresh_vectors()  # None without an embedder
+    view = reindex_view(report, vectors)
     if args.json:
         emit(app, view)
     else:
@@ -82,6 +90,10 @@ async def cmd_knowledge_reindex(app: App, args: argparse.Namespace) -> int:
             f"knowledge index rebuilt in {view.seconds:.2f}s: {view.added} added, "
             f"{view.updated} updated, {view.removed} removed, {view.unchanged} unchanged\n"
         )
+        if view.embedded is not None:
+            app.out.write(
+                f"vectors ({view.model}): {view.embedded} sections embedded, {view.reused} reused\n"
+            )
         for error in view.errors:
             app.out.write(f"error: {error}\n")
     return EXIT_FAIL if view.errors else EXIT_OK
@@ -121,6 +133,13 @@ def add_knowledge_parser(
     )
     sp.add_argument(
         "--limit", type=int, default=DEFAULT_LIMIT, help=f"how many hits (default {DEFAULT_LIMIT})"
+    )
+    sp.add_argument(
+        "--mode",
+        choices=SEARCH_MODES,
+        default=None,
+        help="ranking: bm25 (words), vector (embeddings) or hybrid (both, fused); "
+        "default hybrid when [knowledge] embeddings are available, else bm25",
     )
     sp = add("show", "print one knowledge document", cmd_knowledge_show)
     sp.add_argument("doc_id", metavar="DOC_ID", help="a document id, as search prints it")

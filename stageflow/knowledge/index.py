@@ -12,23 +12,18 @@
 
 Each change is written in one transaction; file reading and parsing run in a worker thread.
 
-Search ranks sections with BM25 over five columns weighted by ``Weights`` (title above tags,
-type/status words, headings and body; tuned on the retrieval set in ``tests/knowledge``), then
-ranks documents by their best section plus ``SECTION_BONUS`` of their other matching ones, and
-returns the best section(s) of each document. On a large index, common query words stop
-widening the candidate set (``focused_query``), which keeps a query at 100k sections in
-milliseconds; snippets are made only for the sections returned.
+Searching (BM25, vector or hybrid) is ``knowledge/search.py``'s ``Searcher``.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -36,70 +31,27 @@ import anyio.to_thread
 from stageflow.config import Settings
 from stageflow.errors import NotFound, Problem
 from stageflow.knowledge.documents import Document, first_h1
-from stageflow.knowledge.query import focused_query, query_groups
+from stageflow.knowledge.hybrid import SearchMode
 from stageflow.knowledge.scan import TYPE_WORDS, FileScanner, Scan, document_rows
+from stageflow.knowledge.search import (
+    DEFAULT_WEIGHTS,
+    MAX_LIMIT,
+    Found,
+    Hit,
+    Searcher,
+    Weights,
+)
 from stageflow.knowledge.sections import Section
 from stageflow.knowledge.sources import project_path
 from stageflow.store import Store
-from stageflow.store.knowledge import (
-    ChangeResult,
-    KnowledgeChange,
-    KnowledgeFileRow,
-    KnowledgeHitRow,
-)
+from stageflow.store.knowledge import ChangeResult, KnowledgeChange, KnowledgeFileRow
+
+if TYPE_CHECKING:
+    from stageflow.knowledge.vectors import RefreshReport, VectorIndex
+
+__all__ = ["MAX_LIMIT", "Found", "Hit", "IndexReport", "KnowledgeIndex", "Weights"]
 
 log = logging.getLogger(__name__)
-
-MAX_LIMIT = 100
-MIN_FETCH = 50  # sections read per search at least: enough to see each document's other hits
-MAX_FETCH = 6400
-#: Sections the rare terms of a query may match before its common terms stop widening the
-#: candidate set (see ``focused_query``): bounds the rows BM25 must score.
-FOCUS_BUDGET = 2000
-#: Share of the score of each further matching section added to its document's score.
-SECTION_BONUS = 0.1
-MAX_FILTERS = 32
-
-
-@dataclass(frozen=True)
-class Weights:
-    """BM25 weight of each FTS column (``meta`` holds type, status and an artifact's task)."""
-
-    title: float = 12.0
-    tags: float = 3.0
-    meta: float = 3.0
-    heading: float = 4.0
-    body: float = 1.0
-
-    def rank(self) -> str:
-        """The FTS5 ranking function for ``rank MATCH``."""
-        w = (self.title, self.tags, self.meta, self.heading, self.body)
-        return "bm25(" + ", ".join(f"{float(x):.3f}" for x in w) + ")"
-
-
-DEFAULT_WEIGHTS = Weights()
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: a section of a document. ``score`` is the document's relevance
-    (higher is better: its best section's BM25 plus a small share of its other matching
-    sections'); ``snippet`` is from the section's text, matched words marked ``[`` ``]``."""
-
-    doc_id: str
-    title: str
-    type: str
-    path: str | None
-    line_start: int
-    line_end: int
-    score: float
-    snippet: str
-    heading: str
-    tags: tuple[str, ...]
-    status: str | None
-    run_id: str | None
-    stage: str | None
-    section: int = 0  # the section's index, for ``KnowledgeIndex.section``
 
 
 @dataclass(frozen=True)
@@ -134,6 +86,21 @@ class KnowledgeIndex:
         self._max_chars = max_section_chars
         self._scanner = FileScanner(settings, max_chars=max_section_chars)
         self._lock = anyio.Lock()  # one indexing change at a time: they read, then write
+        self._searcher = Searcher(store.knowledge, settings, weights)
+        self.embedder = self._searcher.embedder
+
+    @property
+    def default_mode(self) -> SearchMode:
+        """``hybrid`` when an embedder is configured and installed, else ``bm25``."""
+        return self._searcher.default_mode
+
+    async def vectors(self) -> VectorIndex:
+        """The vector index, its embedder loaded on first use (``EmbedderUnavailable``)."""
+        return await self._searcher.vectors()
+
+    async def refresh_vectors(self) -> RefreshReport | None:
+        """Embed the sections new to the model and drop unused vectors (None: no embedder)."""
+        return await self._searcher.refresh_vectors()
 
     # -- indexing ----------------------------------------------------------------------------
 
@@ -209,51 +176,28 @@ class KnowledgeIndex:
         tags: Sequence[str] = (),
         limit: int = 10,
         sections_per_doc: int = 1,
+        mode: SearchMode | None = None,
     ) -> list[Hit]:
-        """The best sections for ``query``, best first, at most ``sections_per_doc`` per
-        document. ``types`` keeps those document types, ``tags`` documents with any of those
-        tags. A query with nothing searchable lists the documents the filters select (by id),
-        or nothing without filters. Never raises for any query text."""
-        limit = max(1, min(int(limit), MAX_LIMIT))
-        per_doc = max(1, int(sections_per_doc))
-        types = [str(t).strip().lower() for t in types][:MAX_FILTERS]
-        tags = [str(t).strip().lower() for t in tags][:MAX_FILTERS]
-        groups = query_groups(query)
-        if not groups:
-            if not types and not tags:
-                return []
-            rows = await self._kstore.list_documents(types=types, tags=tags, limit=limit)
-            return [_to_hit(r) for r in rows]
-        try:
-            expr = await self._expression(groups)
-            docs = await self._ranked(expr, types, tags, limit, per_doc)
-            hits = _pick(docs, per_doc, limit)
-            snippets = await self._kstore.snippets(expr, [row.rowid for row, _ in hits])
-        except sqlite3.OperationalError as exc:  # pragma: no cover - the expression is safe
-            log.warning("knowledge search failed for %r: %s", query[:200], exc)
-            return []
-        return [_to_hit(row, score, snippets.get(row.rowid, "")) for row, score in hits]
+        """The best sections for ``query``, best first (``find`` without the mode)."""
+        found = await self.find(
+            query, types=types, tags=tags, limit=limit, sections_per_doc=sections_per_doc, mode=mode
+        )
+        return found.hits
 
-    async def _expression(self, groups: list[str]) -> str:
-        if len(groups) == 1:
-            return groups[0]
-        counts = await self._kstore.match_counts(groups, cap=FOCUS_BUDGET + 1)
-        return focused_query(groups, counts, FOCUS_BUDGET)
-
-    async def _ranked(
-        self, expr: str, types: Sequence[str], tags: Sequence[str], limit: int, per_doc: int
-    ) -> list[tuple[float, list[KnowledgeHitRow]]]:
-        """Documents with their matching sections, best first; reads more sections while too
-        few documents have been seen."""
-        fetch = max(MIN_FETCH, limit * per_doc * 4)
-        while True:
-            rows = await self._kstore.search(
-                expr, rank=self.weights.rank(), types=types, tags=tags, limit=fetch
-            )
-            docs = _rank_documents(rows)
-            if len(docs) * per_doc >= limit or len(rows) < fetch or fetch >= MAX_FETCH:
-                return docs
-            fetch *= 4
+    async def find(
+        self,
+        query: str,
+        *,
+        types: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        limit: int = 10,
+        sections_per_doc: int = 1,
+        mode: SearchMode | None = None,
+    ) -> Found:
+        """Search in ``mode`` (None: ``default_mode``); see ``Searcher.find``."""
+        return await self._searcher.find(
+            query, types=types, tags=tags, limit=limit, sections_per_doc=sections_per_doc, mode=mode
+        )
 
     async def get(self, doc_id: str) -> Document:
         """The document with this id; ``NotFound("knowledge document", ...)`` listing ids like
@@ -337,54 +281,6 @@ class KnowledgeIndex:
             changed_ids=result.added + result.updated,
             removed_ids=result.removed,
         )
-
-
-def _to_hit(row: KnowledgeHitRow, score: float | None = None, snippet: str | None = None) -> Hit:
-    return Hit(
-        doc_id=row.doc_id,
-        title=row.title,
-        type=row.type,
-        path=row.path,
-        line_start=row.line_start,
-        line_end=row.line_end,
-        # bm25 is lower-is-better; +0.0 turns -0.0 into 0.0
-        score=round(-row.score if score is None else score, 4) + 0.0,
-        snippet=row.snippet if snippet is None else snippet,
-        heading=row.heading,
-        tags=row.tags,
-        status=row.status,
-        run_id=row.run_id,
-        stage=row.stage,
-        section=row.section,
-    )
-
-
-def _rank_documents(rows: Sequence[KnowledgeHitRow]) -> list[tuple[float, list[KnowledgeHitRow]]]:
-    """Group section rows (best first) by document and order the documents by their score:
-    the best section's, plus ``SECTION_BONUS`` of each further matching section's, so a
-    document that answers in several places ranks above one lucky paragraph."""
-    groups: dict[str, list[KnowledgeHitRow]] = {}
-    for row in rows:
-        groups.setdefault(row.doc_id, []).append(row)
-    scored = [
-        (-group[0].score + SECTION_BONUS * sum(-r.score for r in group[1:]), group)
-        for group in groups.values()
-    ]
-    scored.sort(key=lambda item: -item[0])  # stable: ties keep FTS5's order
-    return scored
-
-
-def _pick(
-    docs: Sequence[tuple[float, list[KnowledgeHitRow]]], per_doc: int, limit: int
-) -> list[tuple[KnowledgeHitRow, float]]:
-    """Up to ``per_doc`` sections of each document, in document order, ``limit`` in all."""
-    out: list[tuple[KnowledgeHitRow, float]] = []
-    for score, group in docs:
-        for row in group[:per_doc]:
-            out.append((row, score))
-            if len(out) >= limit:
-                return out
-    return out
 
 
 def _merge(first: ChangeResult, then: ChangeResult) -> ChangeResult:

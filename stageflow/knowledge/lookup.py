@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stageflow.errors import InvalidArgument
+from stageflow.knowledge.hybrid import SearchMode
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.knowledge.query import to_fts_query
 from stageflow.knowledge.views import DOC_TYPES, LookupResult, lookup_result
@@ -43,16 +44,26 @@ async def lookup(
     types: Sequence[str] = (),
     tags: Sequence[str] = (),
     limit: int = DEFAULT_LIMIT,
+    mode: SearchMode | None = None,
 ) -> LookupResult:
-    """Search the knowledge base; best hits first."""
+    """Search the knowledge base in ``mode`` (None: hybrid when an embedder is available, else
+    BM25); best hits first. Asking for ``vector``/``hybrid`` without an embedder raises
+    ``InvalidArgument`` saying how to get one."""
     types = list(dict.fromkeys(types))
     tags = list(dict.fromkeys(t for t in tags if t.strip()))
     check_filters(types, tags, limit)
     if to_fts_query(query) is None and not (types or tags):
         # with filters, the index lists the documents they select instead
         return lookup_result(
-            query, [], types=types, tags=tags, note="the query has no searchable words"
+            query,
+            [],
+            types=types,
+            tags=tags,
+            note="the query has no searchable words",
+            mode=mode or index.default_mode,
         )
-    hits = await index.search(query, types=types, tags=tags, limit=limit)
-    note = None if hits else "no document matches; try fewer or other words, or no filters"
-    return lookup_result(query, hits, types=types, tags=tags, note=note)
+    found = await index.find(query, types=types, tags=tags, limit=limit, mode=mode)
+    note = found.note
+    if not found.hits:
+        note = "no document matches; try fewer or other words, or no filters"
+    return lookup_result(query, found.hits, types=types, tags=tags, note=note, mode=found.mode)

@@ -24,6 +24,7 @@ from stageflow.knowledge.documents import DOC_TYPES
 if TYPE_CHECKING:
     from stageflow.knowledge.documents import Document
     from stageflow.knowledge.index import Hit, IndexReport
+    from stageflow.knowledge.vectors import RefreshReport
 
 __all__ = [
     "DOC_TYPES",
@@ -68,6 +69,9 @@ class KnowledgeHit(BaseModel):
     run_id: str | None = Field(None, description="the run that produced an artifact")
     stage: str | None = Field(None, description="the stage that produced an artifact")
     uri: str = Field(description="stageflow://knowledge/{doc_id} resource with the full text")
+    found_by: list[str] = Field(
+        default_factory=lambda: ["bm25"], description="the rankings that found it: bm25, vector"
+    )
 
 
 class LookupResult(BaseModel):
@@ -77,7 +81,8 @@ class LookupResult(BaseModel):
     types: list[str] = Field(default_factory=list, description="type filter applied")
     tags: list[str] = Field(default_factory=list, description="tag filter applied")
     results: list[KnowledgeHit] = Field(description="best first")
-    note: str | None = Field(None, description="why there are no results, when it is known")
+    mode: str = Field("bm25", description="the ranking used: bm25, vector or hybrid")
+    note: str | None = Field(None, description="why there are no or fewer results, if known")
 
 
 class DocumentView(BaseModel):
@@ -105,6 +110,9 @@ class ReindexView(BaseModel):
     unchanged: int
     errors: list[str] = Field(default_factory=list)
     seconds: float
+    model: str | None = Field(None, description="the embedding model; null without one")
+    embedded: int | None = Field(None, description="sections embedded by this rebuild")
+    reused: int | None = Field(None, description="section vectors reused from before")
 
 
 def hit_view(hit: Hit) -> KnowledgeHit:
@@ -124,6 +132,7 @@ def hit_view(hit: Hit) -> KnowledgeHit:
         run_id=hit.run_id,
         stage=hit.stage,
         uri=knowledge_uri(hit.doc_id),
+        found_by=list(hit.found_by),
     )
 
 
@@ -144,15 +153,18 @@ def document_view(doc: Document) -> DocumentView:
     )
 
 
-def reindex_view(report: IndexReport) -> ReindexView:
-    """The read model of an index report."""
+def reindex_view(report: IndexReport, vectors: RefreshReport | None = None) -> ReindexView:
+    """The read model of an index report (and of the vector refresh that followed it)."""
     return ReindexView(
         added=report.added,
         updated=report.updated,
         removed=report.removed,
         unchanged=report.unchanged,
         errors=[str(p) for p in report.errors],
-        seconds=round(report.seconds, 3),
+        seconds=round(report.seconds + (vectors.seconds if vectors else 0.0), 3),
+        model=vectors.model if vectors else None,
+        embedded=vectors.embedded if vectors else None,
+        reused=vectors.reused if vectors else None,
     )
 
 
@@ -179,11 +191,14 @@ def render_hits(result: LookupResult, *, snippets: bool = True) -> str:
         why = f": {result.note}" if result.note else ""
         return f"no knowledge matches {result.query!r}{where}{why}"
     lines = [f"{len(result.results)} result(s) for {result.query!r}:"]
+    if result.note:
+        lines.append(f"note: {result.note}")
     for n, hit in enumerate(result.results, 1):
         extra = f", {hit.status}" if hit.status else ""
         heading = f" > {hit.heading}" if hit.heading and hit.heading != hit.title else ""
+        found = f" found by {'+'.join(hit.found_by)}" if result.mode != "bm25" else ""
         lines.append(
-            f"{n}. {hit.title}{heading} [{hit.type}{extra}] {location(hit)} (id: {hit.id})"
+            f"{n}. {hit.title}{heading} [{hit.type}{extra}] {location(hit)} (id: {hit.id}){found}"
         )
         if snippets and hit.snippet.strip():
             lines.append(f"   {_one_line(hit.snippet)}")
@@ -197,14 +212,16 @@ def lookup_result(
     types: Sequence[str] = (),
     tags: Sequence[str] = (),
     note: str | None = None,
+    mode: str = "bm25",
 ) -> LookupResult:
-    """The result model for ``hits`` found for ``query``."""
+    """The result model for ``hits`` found for ``query`` in ``mode``."""
     return LookupResult(
         query=_one_line(query, QUERY_ECHO_CHARS),
         types=list(types),
         tags=list(tags),
         results=[hit_view(h) for h in hits],
-        note=note if not hits else None,
+        mode=mode,
+        note=note,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from stageflow.store.connection import fetch_all
 from stageflow.store.knowledge_rows import (
@@ -30,7 +30,9 @@ from stageflow.store.knowledge_rows import (
     Refusal,
     doc_from_row,
     hit_from_row,
+    section_key,
 )
+from stageflow.store.knowledge_vectors import KnowledgeVectorStore
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -50,6 +52,8 @@ __all__ = [
     "Refusal",
 ]
 
+T = TypeVar("T")
+
 SECTION_BITS = 20
 #: Sections one document may have (the rowid layout's limit).
 MAX_SECTIONS = 1 << SECTION_BITS
@@ -64,6 +68,8 @@ _INSERT_SECTION = (
     "INSERT INTO knowledge_fts (rowid, title, tags, meta, heading, body, line_start, line_end) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_KEY = "INSERT INTO knowledge_section_keys (section_rowid, key) VALUES (?, ?)"
+_BUMP = "UPDATE knowledge_state SET generation = generation + 1"
 _INSERT_TAG = "INSERT OR IGNORE INTO knowledge_tags (tag, doc_rowid) VALUES (?, ?)"
 _DELETE_DOC = "DELETE FROM knowledge_docs WHERE doc_rowid = ?"  # the trigger drops its sections
 _NEXT_ROWID = "SELECT COALESCE(MAX(doc_rowid), 0) + 1 FROM knowledge_docs"
@@ -95,6 +101,12 @@ _LIST = (  # documents matching only the filters (an empty query), by id
     f"FROM knowledge_docs d JOIN knowledge_fts f ON f.rowid = (d.doc_rowid << {SECTION_BITS}) "
     "WHERE 1{filters} ORDER BY d.doc_id LIMIT ?"
 )
+_SECTIONS = (  # sections by rowid, for hits the vector ranking found
+    "SELECT d.doc_id, d.title, d.type, d.tags, d.status, d.path, d.run_id, d.stage, "
+    f"f.rowid & {_SECTION_MASK}, f.heading, f.line_start, f.line_end, 0.0, "
+    "substr(f.body, 1, ?), f.rowid FROM knowledge_fts f JOIN knowledge_docs d "
+    f"ON d.doc_rowid = (f.rowid >> {SECTION_BITS}) WHERE f.rowid IN ({{marks}})"
+)
 _TYPE_FILTER = " AND d.type IN ({marks})"
 _TAG_FILTER = " AND d.doc_rowid IN (SELECT doc_rowid FROM knowledge_tags WHERE tag IN ({marks}))"
 _GET_DOC = f"SELECT {DOC_COLUMNS} FROM knowledge_docs WHERE doc_id = ?"
@@ -104,7 +116,7 @@ _GET_SECTION = (
 )
 
 
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
 
@@ -132,6 +144,7 @@ class KnowledgeStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.vectors = KnowledgeVectorStore(db)
 
     async def apply(self, change: KnowledgeChange, *, at: float) -> ChangeResult:
         """Apply ``change`` in one transaction (see ``KnowledgeChange`` for the order).
@@ -203,6 +216,8 @@ class KnowledgeStore:
             )
         if change.forget_files:
             await conn.executemany(_FORGET_FILE, [(p,) for p in change.forget_files])
+        if gone or accepted:  # the sections changed: vectors held in memory are stale
+            await conn.execute(_BUMP)
         return ChangeResult(
             added=tuple(added),
             updated=tuple(updated),
@@ -263,6 +278,9 @@ class KnowledgeStore:
             tag_rows.extend((t.lower(), rowid) for t in doc.tags)
         await conn.executemany(_INSERT_DOC, doc_rows)
         await conn.executemany(_INSERT_SECTION, section_rows)
+        # after the inserts, which check the rows: a key is the hash of the stored columns
+        keys = [(r[0], section_key(r[1], r[2], r[4], r[5])) for r in section_rows]
+        await conn.executemany(_INSERT_KEY, keys)
         if tag_rows:
             await conn.executemany(_INSERT_TAG, tag_rows)
 
@@ -296,6 +314,48 @@ class KnowledgeStore:
         async with self._db.read() as conn:
             rows = await fetch_all(conn, sql, [tokens, match, *rowids])
         return {int(r[0]): r[1] for r in rows}
+
+    async def group_matches(
+        self, expressions: Sequence[str], rowids: Sequence[int]
+    ) -> list[set[int]]:
+        """For each FTS5 expression, which of the sections ``rowids`` it matches."""
+        out: list[set[int]] = [set() for _ in expressions]
+        if not expressions or not rowids:
+            return out
+        ids = list(rowids)[:_CHUNK]
+        part = f"knowledge_fts MATCH ? AND rowid IN ({_marks(len(ids))})"
+        sql = " UNION ALL ".join(
+            f"SELECT {i}, rowid FROM knowledge_fts WHERE {part}" for i in range(len(expressions))
+        )
+        params: list[object] = []
+        for expression in expressions:
+            params += [expression, *ids]
+        async with self._db.read() as conn:
+            for i, rowid in await fetch_all(conn, sql, params):
+                out[int(i)].add(int(rowid))
+        return out
+
+    async def sections(
+        self, rowids: Sequence[int], *, preview_chars: int = 200
+    ) -> list[KnowledgeHitRow]:
+        """These sections with their documents' fields (score 0, the body's start as snippet)."""
+        out: list[KnowledgeHitRow] = []
+        async with self._db.read() as conn:
+            for part in _chunks(list(rowids)):
+                sql = _SECTIONS.format(marks=_marks(len(part)))
+                out.extend(
+                    hit_from_row(r) for r in await fetch_all(conn, sql, [preview_chars, *part])
+                )
+        return out
+
+    async def doc_rowids(self, *, types: Sequence[str] = (), tags: Sequence[str] = ()) -> set[int]:
+        """The documents the type and tag filters select (every one without filters)."""
+        filters, params = _filters(types, tags)
+        async with self._db.read() as conn:
+            rows = await fetch_all(
+                conn, f"SELECT d.doc_rowid FROM knowledge_docs d WHERE 1{filters}", params
+            )
+        return {int(r[0]) for r in rows}
 
     async def match_counts(self, expressions: Sequence[str], *, cap: int) -> list[int]:
         """How many sections each FTS5 expression matches, counting up to ``cap`` at most."""

@@ -6,6 +6,7 @@ hands them over in a ``KnowledgeChange``; searches come back as ``KnowledgeHitRo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,3 +152,13 @@ def doc_from_row(row: tuple[Any, ...]) -> KnowledgeDocRow:
         stage=row[9],
         version=row[10],
     )
+
+
+def section_key(title: str, tags: str, heading: str, body: str) -> str:
+    """The content key of an indexed section: the SHA-256 of every field its vector is made
+    from, so an unchanged section keeps its vector whatever rowid it is stored under."""
+    digest = hashlib.sha256()
+    for part in (title, tags, heading, body):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()

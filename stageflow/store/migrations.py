@@ -154,10 +154,43 @@ CREATE TRIGGER knowledge_docs_ad AFTER DELETE ON knowledge_docs BEGIN
 END;
 """
 
+# Dense retrieval next to FTS5: each section's content key (sha256 of the title, tags, heading
+# and body it was indexed with), embeddings by (model, key), so a section whose text did not
+# change keeps its vector when its document is re-indexed under new rowids, and a model change
+# simply finds no vectors for the new model; and a generation counter that every change of the
+# knowledge tables bumps, so a process holding vectors in memory knows when to re-read them.
+_0004_KNOWLEDGE_VECTORS = """
+CREATE TABLE knowledge_section_keys (
+    section_rowid INTEGER PRIMARY KEY,
+    key TEXT NOT NULL
+);
+CREATE INDEX knowledge_section_keys_key ON knowledge_section_keys(key);
+
+CREATE TABLE knowledge_embeddings (
+    model TEXT NOT NULL,
+    key TEXT NOT NULL,
+    weight INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (model, key)
+) WITHOUT ROWID;
+
+CREATE TABLE knowledge_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT INTO knowledge_state (id, generation) VALUES (1, 0);
+
+CREATE TRIGGER knowledge_docs_ad_keys AFTER DELETE ON knowledge_docs BEGIN
+    DELETE FROM knowledge_section_keys
+    WHERE section_rowid >= (old.doc_rowid << 20) AND section_rowid < ((old.doc_rowid + 1) << 20);
+END;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _0001_INITIAL),
     Migration(2, "model_requests", _0002_MODEL_REQUESTS),
     Migration(3, "knowledge", _0003_KNOWLEDGE),
+    Migration(4, "knowledge_vectors", _0004_KNOWLEDGE_VECTORS),
 )
 
 _CREATE_MIGRATIONS_TABLE = (

@@ -14,41 +14,30 @@ concurrency check. Only when that guard misses does it read the head and try onc
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 import aiosqlite
-import anyio
 
 from stageflow.errors import (
     ConcurrencyConflict,
-    DatabaseError,
     InvalidState,
     LeaseLost,
     NotFound,
-    StageflowError,
 )
 from stageflow.events import GENESIS_HASH, Envelope, Event, RunCreated
 from stageflow.store import fastpath
 from stageflow.store import queries as q
-from stageflow.store.connection import (
-    damaged,
-    fetch_all,
-    is_read_only,
-    open_connection,
-    open_read_only,
-)
+from stageflow.store.connection import fetch_all
 from stageflow.store.database import Database, run_not_found
 from stageflow.store.eventlog import envelope_from_row, seal_row, seal_rows
 from stageflow.store.knowledge import KnowledgeStore
 from stageflow.store.leases import LeaseStore
 from stageflow.store.ledger import LedgerStore
-from stageflow.store.migrations import apply_migrations, check_current
+from stageflow.store.opening import Access, open_database
 from stageflow.store.rows import (
     ArtifactMeta,
     ArtifactRecord,
@@ -60,10 +49,6 @@ from stageflow.store.rows import (
     artifact_meta_from_row,
     run_from_row,
 )
-
-log = logging.getLogger(__name__)
-
-Access = Literal["write", "read", "auto"]
 
 __all__ = [
     "ArtifactMeta",
@@ -106,47 +91,11 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, access: Access = "write") -> Store:
-        """Open the database at ``path``.
-
-        ``write`` creates it if needed and brings its schema up to date. ``read`` never writes
-        (the file or its folder may be read-only; the schema must be current), and every write
-        then fails with a ``DatabaseError`` saying so. ``auto`` writes when it can and reads
-        otherwise: what commands that only read use. A file that is not a database, or is
-        damaged, is a ``DatabaseError`` naming it and what to do.
-        """
-        if access == "auto":
-            try:
-                return await cls.open(path, access="write")
-            except DatabaseError as exc:
-                if not exc.read_only or not await anyio.Path(path).exists():
-                    raise
-                log.info("%s cannot be written; opening it read-only", path)
-            access = "read"
-        try:
-            if access == "read":
-                if not await anyio.Path(path).exists():
-                    raise DatabaseError(f"no database at {path} yet", path=str(path))
-                conn = await open_read_only(path)
-            else:
-                conn = await open_connection(path)
-        except sqlite3.DatabaseError as exc:
-            raise _database_error(path, exc) from exc
-        try:
-            if access == "read":
-                await check_current(conn)
-            else:
-                await apply_migrations(conn)
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await conn.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise _database_error(path, exc) from exc
-            if isinstance(exc, StageflowError) and not isinstance(exc, DatabaseError):
-                raise DatabaseError(f"{path}: {exc}", path=str(path)) from exc
-            raise
+        """Open the database at ``path``; ``access`` is explained in ``store/opening.py``
+        (``write`` creates and migrates, ``read`` never writes, ``auto`` writes when it can)."""
+        conn, read_only = await open_database(path, access)
         store = cls(path, conn)
-        store.read_only = access == "read"
-        store._db.read_only = store.read_only
+        store.read_only = store._db.read_only = read_only
         return store
 
     async def close(self) -> None:
@@ -510,17 +459,6 @@ class Store:
         async with self._db.read() as conn:
             rows = await fetch_all(conn, q.SCHEMA)
         return "".join(f"{r[0]};\n" for r in rows)
-
-
-def _database_error(path: Path, exc: sqlite3.DatabaseError) -> DatabaseError:
-    if is_read_only(exc):
-        return DatabaseError(
-            f"{path} cannot be written ({exc}): check the permissions of the file and of "
-            f"{path.parent}, or point STAGEFLOW_DB at a writable copy",
-            path=str(path),
-            read_only=True,
-        )
-    return damaged(path, exc)
 
 
 def _reject_duplicate_artifacts(artifacts: Sequence[NewArtifact]) -> None:

@@ -9,6 +9,7 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from stageflow.knowledge.documents import DocType
+from stageflow.knowledge.hybrid import SearchMode
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.knowledge.lookup import DEFAULT_LIMIT, MAX_LIMIT, lookup
 from stageflow.knowledge.views import LookupResult, render_hits
@@ -27,16 +28,18 @@ here", "why did we choose Y", or "how did we solve Z last time" before designing
 something.
 
 `query` is plain words (any text is safe: quotes, operators and punctuation are not search
-syntax); documents matching more of the words rank higher, title and tag matches above body
-matches. Filter with `types` and `tags` (documents with any of the tags); with a filter, a
-query of no words lists what it selects (e.g. every ADR). `limit`: 1-{MAX_LIMIT}, default
-{DEFAULT_LIMIT}.
+syntax). `mode`: `bm25` ranks documents matching more of the words higher, title and tag
+matches above body matches; `vector` ranks by meaning, for questions worded unlike the
+documents; `hybrid` fuses both (the default when embeddings are available). Filter with
+`types` and `tags` (documents with any of the tags); with a filter, a query of no words lists
+what it selects (e.g. every ADR). `limit`: 1-{MAX_LIMIT}, default {DEFAULT_LIMIT}.
 
 Returns ranked sections, best first: id, title, type, file path with line range, score, a
-snippet with matches in [brackets], heading, tags, ADR/decision status, and for artifacts the
-run and stage. Read a whole document from its `uri` (resource stageflow://knowledge/{{doc_id}},
-the id percent-encoded) or open the file at `path`. Stages of a workflow receive relevant
-knowledge automatically; this tool is for you and the human."""
+snippet with matches in [brackets], heading, tags, ADR/decision status, the rankings that found
+it (`found_by`), and for artifacts the run and stage. Read a whole document from its `uri`
+(resource stageflow://knowledge/{{doc_id}}, the id percent-encoded) or open the file at
+`path`. Stages of a workflow receive relevant knowledge automatically; this tool is for you
+and the human."""
 
 
 class _HasKnowledge(Protocol):
@@ -56,6 +59,10 @@ async def knowledge_lookup(
     limit: Annotated[
         int, Field(description="how many sections to return", ge=1, le=MAX_LIMIT)
     ] = DEFAULT_LIMIT,
+    mode: Annotated[
+        SearchMode | None,
+        Field(description="bm25, vector or hybrid (default: hybrid if available)"),
+    ] = None,
 ) -> Annotated[CallToolResult, LookupResult]:
     """Ranked knowledge sections for ``query``."""
     app = cast(_HasKnowledge, ctx.request_context.lifespan_context)
@@ -67,5 +74,6 @@ async def knowledge_lookup(
             types=types or (),
             tags=tags or (),
             limit=limit,
+            mode=mode,
         )
     return tool_result(result, render_hits(result))

@@ -74,7 +74,7 @@ def test_hostile_queries_exit_zero(kb: Cli, query: str) -> None:
 
 
 def test_a_search_without_hits_says_so_and_exits_zero(kb: Cli) -> None:
-    result = kb.ok("knowledge", "search", "kubernetes helm chart")
+    result = kb.ok("knowledge", "search", "kubernetes helm chart", "--mode", "bm25")
     assert result.out.startswith("no knowledge matches 'kubernetes helm chart'")
 
 
@@ -113,7 +113,9 @@ def test_reindex_rebuilds_and_search_follows_file_changes(kb: Cli) -> None:
     report = ReindexView.model_validate_json(kb.ok("knowledge", "reindex", "--json").out)
     assert report.added == 2 and report.errors == []
     (kb.project / ".stageflow" / "knowledge" / "patterns" / "outbox.md").unlink()
-    gone = LookupResult.model_validate_json(kb.ok("knowledge", "search", "outbox", "--json").out)
+    gone = LookupResult.model_validate_json(
+        kb.ok("knowledge", "search", "outbox", "--mode", "bm25", "--json").out
+    )
     again = kb.ok("knowledge", "reindex")
     assert gone.results == []
     assert again.out.startswith("knowledge index rebuilt in ")
@@ -154,3 +156,26 @@ def test_a_passed_stage_marking_a_decision_writes_a_decision_file_that_search_fi
 def test_a_stage_without_the_decision_flag_writes_no_decision(kb: Cli) -> None:
     kb.run("feature_development", task="Persist workflow runs across restarts")
     assert not (kb.project / ".stageflow" / "knowledge" / "decisions").exists()
+
+
+def test_search_mode_and_reindex_report_the_vectors(kb: Cli) -> None:
+    report = ReindexView.model_validate_json(kb.ok("knowledge", "reindex", "--json").out)
+    assert report.model is not None and report.model.startswith("wordllama/")
+    assert report.embedded == 3 and report.reused == 0
+    found = LookupResult.model_validate_json(
+        kb.ok("knowledge", "search", "publish events reliably", "--mode", "vector", "--json").out
+    )
+    assert found.mode == "vector" and found.results[0].id == "patterns/outbox"
+    assert found.results[0].found_by == ["vector"]
+    text = kb.ok("knowledge", "search", "relay publishes the outbox").out
+    assert "(id: patterns/outbox) found by bm25+vector" in text
+
+
+def test_a_vector_mode_without_embeddings_exits_2_saying_why(kb: Cli) -> None:
+    (kb.project / ".stageflow" / "config.toml").write_text(
+        '[knowledge]\nembeddings = "none"\n', encoding="utf-8"
+    )
+    result = kb("knowledge", "search", "rollback", "--mode", "hybrid")
+    assert result.code == 2
+    assert "embeddings is 'none'" in result.err and "mode 'bm25'" in result.err
+    assert kb.ok("knowledge", "search", "rollback").out.startswith("1 result(s)")

@@ -48,3 +48,32 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 @pytest.fixture
 async def index(store: Store, settings: Settings) -> KnowledgeIndex:
     return KnowledgeIndex(store, settings)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Knowledge tests run offline: a connection to anything but loopback fails loudly."""
+    import ipaddress
+    import socket
+
+    real = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if isinstance(host, str):
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                raise AssertionError(f"knowledge tests must not touch the network ({address!r})")
+        real(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+def config(project: Path, text: str) -> None:
+    """Write ``.stageflow/config.toml`` of a test project."""
+    path = project / ".stageflow" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

@@ -1,5 +1,6 @@
-"""The retrieval test set: a project built from ``corpus/`` and the queries of ``queries.yaml``,
-and the metrics (MRR, recall@5) computed over them."""
+"""The retrieval test sets: a project built from ``corpus/``, the queries of ``queries.yaml`` and
+the paraphrases of ``paraphrases.yaml``, and the metrics (MRR, recall@5) computed over them in
+each search mode."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any
 
 import yaml
 
+from stageflow.knowledge.hybrid import SearchMode
 from stageflow.knowledge.index import KnowledgeIndex
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 QUERIES = HERE / "queries.yaml"
+PARAPHRASES = HERE / "paraphrases.yaml"
 K = 5
 
 
@@ -86,7 +89,7 @@ def load_cases(path: Path = QUERIES) -> list[Case]:
     return [
         Case(
             query=item["query"],
-            kind=item["kind"],
+            kind=item.get("kind", "paraphrase"),
             expected=tuple(item["expected"]),
             types=tuple(item.get("types", ())),
             tags=tuple(item.get("tags", ())),
@@ -106,10 +109,12 @@ def build_project(root: Path) -> Path:
     return project
 
 
-async def evaluate(index: KnowledgeIndex, cases: list[Case]) -> Metrics:
+async def evaluate(
+    index: KnowledgeIndex, cases: list[Case], mode: SearchMode | None = None
+) -> Metrics:
     outcomes = []
     for case in cases:
-        hits = await index.search(case.query, types=case.types, tags=case.tags, limit=K)
+        hits = await index.search(case.query, types=case.types, tags=case.tags, limit=K, mode=mode)
         outcomes.append(Outcome(case, tuple(h.doc_id for h in hits)))
     mrr, recall = _scores(outcomes)
     return Metrics(mrr, recall, tuple(outcomes))

@@ -247,8 +247,8 @@ async def test_a_marked_decision_is_written_indexed_and_found(tmp_path: Path) ->
         run_id = await run_to_end(env)
         assert env.recorder.pending == 2  # queued by the sink; nothing done yet
         await env.recorder.drain()
-        hits = await env.index.search("outbox order events", types=["decision"])
-        artifacts = await env.index.search("review looks right", types=["artifact"])
+        hits = await env.index.search("outbox order events", types=["decision"], mode="bm25")
+        artifacts = await env.index.search("review looks right", types=["artifact"], mode="bm25")
         written = env.recorder.written
 
     files = sorted(decisions_dir(env.settings).iterdir())
@@ -290,7 +290,7 @@ async def test_no_file_without_a_passed_attempt_marking_a_decision(
         with anyio.fail_after(20):
             await env.scheduler.drive(state.run_id, until="idle")
         await env.recorder.drain()
-        indexed = await env.index.search("outbox relay", types=["artifact"])
+        indexed = await env.index.search("outbox relay", types=["artifact"], mode="bm25")
     assert not decisions_dir(env.settings).exists()
     # every finished attempt's artifacts are indexed, failed ones too
     assert f"run/{state.run_id}/architecture/design" in {h.doc_id for h in indexed}

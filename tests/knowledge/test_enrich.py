@@ -362,3 +362,19 @@ async def test_a_stages_knowledge_tokens_override_the_agents_budget(
     off = base.model_copy(update={"stage": base.stage.model_copy(update={"knowledge_tokens": 0})})
     assert await source.sections(base, budget_tokens=4000) != []
     assert await source.sections(off, budget_tokens=4000) == []
+
+
+async def test_enrichment_uses_the_hybrid_ranking_and_finds_a_task_in_other_words(
+    settings: Settings, index: KnowledgeIndex
+) -> None:
+    # No word of this task is in the caching guideline; BM25 alone cannot inject it.
+    task = "Remember answers of costly lookups so we avoid recomputing them"
+    assert index.default_mode == "hybrid"
+    assert "guidelines/caching" not in [
+        h.doc_id for h in await index.search(task, mode="bm25", types=["guideline"])
+    ]
+    source = KnowledgeSource(index, settings)
+    sections = await source.sections(
+        request(settings.project, task=task, description="Plan it"), budget_tokens=4000
+    )
+    assert any(s.ref.startswith("guidelines/caching#L") for s in sections)

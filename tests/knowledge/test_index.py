@@ -52,7 +52,8 @@ We will use PostgreSQL for new services.
 
 
 async def _ids(index: KnowledgeIndex, query: str, **filters: list[str]) -> list[str]:
-    return [h.doc_id for h in await index.search(query, **filters)]  # type: ignore[arg-type]
+    # BM25's own behaviour: exactly the documents that contain the words
+    return [h.doc_id for h in await index.search(query, mode="bm25", **filters)]  # type: ignore[arg-type]
 
 
 def _touch_later(path: Path) -> None:
@@ -70,7 +71,7 @@ async def test_reindex_indexes_every_file_and_search_returns_located_snippets(
     report = await index.reindex()
     assert (report.added, report.updated, report.removed, report.errors) == (2, 0, 0, [])
     assert sorted(report.changed_ids) == ["guidelines/logging", "patterns/retry"]
-    hits = await index.search("exponential jitter")
+    hits = await index.search("exponential jitter", mode="bm25")
     assert len(hits) == 1
     hit = hits[0]
     assert (hit.doc_id, hit.title, hit.type, hit.heading) == (
@@ -223,7 +224,7 @@ async def test_configured_globs_and_kogral_are_indexed_and_adrs_keep_their_statu
     write(".kogral/notes/profiling.md", "# Profiling\n\nUse py-spy for flame graphs.\n")
     index = KnowledgeIndex(store, load_settings(project))
     await index.reindex()
-    hits = await index.search("which database for new services", types=["adr"])
+    hits = await index.search("which database for new services", types=["adr"], mode="bm25")
     assert [(h.doc_id, h.status, h.type) for h in hits] == [
         ("docs/adr/0002-use-postgresql", "accepted", "adr")
     ]
@@ -257,9 +258,11 @@ async def test_limit_and_sections_per_doc(index: KnowledgeIndex, write: WriteFil
             f"{K}/notes/n{i:02d}.md", f"# Note {i}\n\n## One\n\ncache keys\n\n## Two\n\ncache ttl\n"
         )
     await index.reindex()
-    assert len(await index.search("cache", limit=3)) == 3
-    assert len(await index.search("cache", limit=500)) == 15  # capped at one per document
-    pairs = await index.search("cache", limit=4, sections_per_doc=2)
+    assert len(await index.search("cache", limit=3, mode="bm25")) == 3
+    assert (
+        len(await index.search("cache", limit=500, mode="bm25")) == 15
+    )  # capped at one per document
+    pairs = await index.search("cache", limit=4, sections_per_doc=2, mode="bm25")
     assert len({h.doc_id for h in pairs}) == 2
     assert sorted(h.heading for h in pairs) == ["One", "One", "Two", "Two"]
 
@@ -305,7 +308,7 @@ async def test_artifacts_are_indexed_found_and_filtered_and_the_newest_version_w
         content="# Old\n\nobsolete token bucket\n",
         task="Add rate limiting to the public API",
     )
-    hits = await index.search("how did we add rate limiting last time")
+    hits = await index.search("how did we add rate limiting last time", mode="bm25")
     assert hits[0].doc_id == "run/r-1/architecture/design"
     assert (hits[0].type, hits[0].run_id, hits[0].stage, hits[0].path) == (
         "artifact",

@@ -280,3 +280,37 @@ async def test_artifacts_of_finished_attempts_are_found_with_their_run_and_stage
     contents = read.contents[0]
     assert isinstance(contents, types.TextResourceContents)
     assert f"run {run_id}, stage architecture" in contents.text.splitlines()[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_mode_argument_chooses_the_ranking_and_hits_say_which_found_them(
+    settings: Settings, mode: str
+) -> None:
+    async with Client(build_server(settings), mode=mode) as client:
+        default = LookupResult.model_validate(await lookup(client, "retry backoff"))
+        lexical = LookupResult.model_validate(await lookup(client, "retry backoff", mode="bm25"))
+        # in other words than the document's: only the vector ranking can find it
+        dense = LookupResult.model_validate(
+            await lookup(
+                client, "what to do when a call to a remote host keeps timing out", mode="vector"
+            )
+        )
+        bad = await client.call_tool("knowledge_lookup", {"query": "retry", "mode": "semantic"})
+    assert (default.mode, lexical.mode, dense.mode) == ("hybrid", "bm25", "vector")
+    assert default.results[0].id == "guidelines/errors"
+    assert default.results[0].found_by == ["bm25", "vector"]
+    assert lexical.results[0].found_by == ["bm25"]
+    assert dense.results and all(h.found_by == ["vector"] for h in dense.results)
+    assert bad.is_error and "mode" in text_of(bad)
+
+
+async def test_vector_modes_without_embeddings_are_argument_errors(settings: Settings) -> None:
+    (settings.project / ".stageflow" / "config.toml").write_text(
+        '[knowledge]\npaths = ["docs/adr/**/*.md"]\nembeddings = "none"\n', encoding="utf-8"
+    )
+    async with Client(build_server(load_settings(settings.project, runner="offline"))) as client:
+        ok = LookupResult.model_validate(await lookup(client, "retry backoff"))
+        refused = await client.call_tool("knowledge_lookup", {"query": "retry", "mode": "hybrid"})
+    assert ok.mode == "bm25" and ok.results[0].id == "guidelines/errors"
+    assert refused.is_error
+    assert "embeddings is 'none'" in text_of(refused) and "mode 'bm25'" in text_of(refused)

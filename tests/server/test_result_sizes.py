@@ -25,7 +25,7 @@ TEMPLATES_BUDGET = 6 * 1024  # the five built-in templates and twelve agents
 # bytes of each tool's definition as tools/list sends it (description + both schemas), and of
 # its input schema alone (what a client such as Claude Code passes on to the model)
 DEFINITION_BUDGETS = {
-    "knowledge_lookup": (5_000, 1_000),
+    "knowledge_lookup": (5_500, 1_100),
     "workflow_approve": (2_600, 900),
     "workflow_artifact": (2_500, 1_000),
     "workflow_control": (2_300, 900),

@@ -25,6 +25,10 @@ CREATE TRIGGER knowledge_docs_ad AFTER DELETE ON knowledge_docs BEGIN
     DELETE FROM knowledge_fts
     WHERE rowid >= (old.doc_rowid << 20) AND rowid < ((old.doc_rowid + 1) << 20);
 END;
+CREATE TRIGGER knowledge_docs_ad_keys AFTER DELETE ON knowledge_docs BEGIN
+    DELETE FROM knowledge_section_keys
+    WHERE section_rowid >= (old.doc_rowid << 20) AND section_rowid < ((old.doc_rowid + 1) << 20);
+END;
 CREATE TABLE knowledge_docs (
     doc_rowid INTEGER PRIMARY KEY,
     doc_id TEXT NOT NULL UNIQUE,
@@ -43,6 +47,13 @@ CREATE TABLE knowledge_docs (
 );
 CREATE INDEX knowledge_docs_path ON knowledge_docs(path);
 CREATE INDEX knowledge_docs_type ON knowledge_docs(type);
+CREATE TABLE knowledge_embeddings (
+    model TEXT NOT NULL,
+    key TEXT NOT NULL,
+    weight INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (model, key)
+) WITHOUT ROWID;
 CREATE TABLE knowledge_files (
     path TEXT PRIMARY KEY,
     root TEXT NOT NULL,
@@ -61,6 +72,15 @@ CREATE TABLE 'knowledge_fts_content'(id INTEGER PRIMARY KEY, c0, c1, c2, c3, c4,
 CREATE TABLE 'knowledge_fts_data'(id INTEGER PRIMARY KEY, block BLOB);
 CREATE TABLE 'knowledge_fts_docsize'(id INTEGER PRIMARY KEY, sz BLOB);
 CREATE TABLE 'knowledge_fts_idx'(segid, term, pgno, PRIMARY KEY(segid, term)) WITHOUT ROWID;
+CREATE TABLE knowledge_section_keys (
+    section_rowid INTEGER PRIMARY KEY,
+    key TEXT NOT NULL
+);
+CREATE INDEX knowledge_section_keys_key ON knowledge_section_keys(key);
+CREATE TABLE knowledge_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
 CREATE TABLE knowledge_tags (
     tag TEXT NOT NULL,
     doc_rowid INTEGER NOT NULL REFERENCES knowledge_docs(doc_rowid) ON DELETE CASCADE,
