@@ -15,6 +15,7 @@ from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
 from stageflow.cli.render import render_runs
 from stageflow.config import load_settings
 from stageflow.engine.catalog_view import agent_info
+from stageflow.engine.state import HUMAN_WAIT
 from stageflow.errors import InvalidArgument, InvalidState, StageflowError
 from stageflow.workflows.spec import WorkflowSpec
 
@@ -83,8 +84,10 @@ async def cmd_run(app: App, args: argparse.Namespace) -> int:
             f"started run {state.run_id} ({state.template}) with runner "
             f"{app.service.runner_label}\n"
         )
-    await drive(app, state.run_id, "terminal" if args.wait else "idle")
-    return await show(app, state.run_id, as_json=args.json)
+    # --wait: until the run ends, or stops for a human (exit 5 at a gate, 6 paused): nothing
+    # can happen then until someone approves, rejects or resumes, here or elsewhere
+    await drive(app, state.run_id, "idle")
+    return await show(app, state.run_id, as_json=args.json, drove=True, waited=args.wait)
 
 
 def _parse_inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -112,31 +115,37 @@ async def cmd_status(app: App, args: argparse.Namespace) -> int:
 
 
 async def _after_command(app: App, args: argparse.Namespace, run_id: str) -> int:
-    if not getattr(args, "no_drive", False):
-        await drive(app, run_id, "terminal" if getattr(args, "wait", False) else "idle")
-    return await show(app, run_id, as_json=getattr(args, "json", False))
+    wait = bool(getattr(args, "wait", False))
+    drove = not getattr(args, "no_drive", False)
+    if drove:
+        await drive(app, run_id, "idle")
+    as_json = bool(getattr(args, "json", False))
+    return await show(app, run_id, as_json=as_json, drove=drove, waited=wait)
+
+
+async def _decide(app: App, args: argparse.Namespace, decision: str, feedback: str | None) -> int:
+    before = await app.service.state(args.run)
+    state = await app.service.decide(
+        args.run,
+        stage=args.stage,
+        decision="approve" if decision == "approve" else "reject",
+        feedback=feedback,
+        approver=args.approver,
+    )
+    if not app.quiet:
+        decided = args.stage or next(
+            (sid for sid, st in before.stages.items() if st.status in HUMAN_WAIT), "?"
+        )
+        app.out.write(f"recorded: {decision} of stage '{decided}' by {args.approver}\n")
+    return await _after_command(app, args, state.run_id)
 
 
 async def cmd_approve(app: App, args: argparse.Namespace) -> int:
-    await app.service.decide(
-        args.run,
-        stage=args.stage,
-        decision="approve",
-        feedback=args.comment,
-        approver=args.approver,
-    )
-    return await _after_command(app, args, args.run)
+    return await _decide(app, args, "approve", args.comment)
 
 
 async def cmd_reject(app: App, args: argparse.Namespace) -> int:
-    await app.service.decide(
-        args.run,
-        stage=args.stage,
-        decision="reject",
-        feedback=args.feedback,
-        approver=args.approver,
-    )
-    return await _after_command(app, args, args.run)
+    return await _decide(app, args, "reject", args.feedback)
 
 
 async def cmd_cancel(app: App, args: argparse.Namespace) -> int:
@@ -157,7 +166,7 @@ async def cmd_resume(app: App, args: argparse.Namespace) -> int:
             app.out.write(f"resuming {len(rows)} active run(s)\n")
         async with anyio.create_task_group() as tg:
             for run_id in rows:
-                tg.start_soon(drive, app, run_id, "terminal" if args.wait else "idle")
+                tg.start_soon(drive, app, run_id, "idle")
         stop.set()
         for run_id in rows:
             await show(app, run_id, as_json=args.json)

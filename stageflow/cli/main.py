@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--wait",
         action="store_true",
-        help="keep executing until the run ends (approvals from elsewhere continue it)",
+        help="keep executing until the run ends; exit 5 when a gate waits for a human, 6 when "
+        "the run pauses (at its budget)",
     )
     sp = add("status", "show one run, or the recent runs", cmd_status, json_=True)
     sp.add_argument("run", nargs="?")
@@ -156,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--verify", action="store_true", help="recompute the hash chain")
     add_knowledge_parser(sub, common)
     add("init", "create .stageflow/ with an example agent, template and note", cmd_init)
+    add(
+        "doctor",
+        "check Python, database, runner, Claude Code registration and git",
+        _doctor_entry,
+        json_=True,
+    )
     sp = add("demo", "run feature_development offline in a temporary project", _demo_entry)
     sp.add_argument("--yes", action="store_true", help="approve gates without asking")
     sp.add_argument(
@@ -165,13 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _doctor_entry(args: argparse.Namespace, out: TextIO) -> int:
+    from stageflow.cli.doctor import cmd_doctor
+
+    return cmd_doctor(args, out)
+
+
 def _demo_entry(args: argparse.Namespace, out: TextIO) -> int:
     from stageflow.cli.demo import run_demo
 
     return run_demo(args, out)
 
 
-SYNC_COMMANDS = {"validate", "init", "demo", "serve"}
+SYNC_COMMANDS = {"validate", "init", "demo", "serve", "doctor"}
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:

@@ -251,7 +251,7 @@ def describe_runner(settings: Settings) -> str:
     if name == "offline":
         return "offline (scripted, no model calls)"
     if name is None:
-        return f"auto: {NO_RUNNER_MESSAGE}"
+        return "auto (no runner available)"
     label = name if settings.runner != "auto" else f"auto -> {name}"
     if name not in MODEL_RUNNERS:
         return f"{label} (not available in this version)"
