@@ -153,3 +153,15 @@ def test_a_fifo_is_refused_instead_of_blocking(tmp_path: Path) -> None:
     assert info.value.problems[0].message == (
         "not a regular file: template files must be plain files"
     )
+
+
+def test_a_syntax_error_in_a_large_file_is_worded_by_libyaml_without_a_second_parse() -> None:
+    # small files get the pure-Python parser's words (a second parse, about 10 s per MB)
+    small = chained_template(3) + "  - [unclosed\n"
+    large = chained_template(1000) + "  - [unclosed\n"
+    assert len(small) < REWORD_LIMIT < len(large)
+    [worded] = problems_of(small)
+    [plain] = problems_of(large)
+    assert "expected ',' or ']', but got '<stream end>'" in worded.message
+    assert "did not find expected ',' or ']'" in plain.message
+    assert plain.line == large.count("\n") + 1
