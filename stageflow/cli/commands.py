@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,10 +14,11 @@ import anyio
 
 from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
 from stageflow.cli.render import render_runs
-from stageflow.config import load_settings
+from stageflow.config import Settings, load_settings
 from stageflow.engine.catalog_view import agent_info
 from stageflow.engine.state import HUMAN_WAIT
-from stageflow.errors import InvalidArgument, InvalidState, StageflowError
+from stageflow.errors import InvalidArgument, InvalidState, Problem, StageflowError
+from stageflow.workflows.model_names import KnownModels
 from stageflow.workflows.spec import WorkflowSpec
 
 # -- commands ------------------------------------------------------------------------------
@@ -240,34 +242,67 @@ async def cmd_audit(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    """Every error and warning of the given template files, in one pass, by file then line.
+
+    Exit 1 when there is an error; warnings alone (an unknown model name) exit 0.
+    """
     from stageflow.agents.registry import load_agents
     from stageflow.workflows.loader import validate_files
 
     settings = load_settings(args.project)
     agents = load_agents(settings.agent_dirs())
     paths = [Path(p) for p in args.files]
-    problems = validate_files(paths, agent_names=agents.names())
+    result = validate_files(paths, agent_names=agents.names(), models=_known_models(settings))
+    errors, warnings = result.errors, result.warnings
     if args.json:
         out.write(
             json.dumps(
                 {
-                    "ok": not problems,
+                    "ok": not errors,
                     "files": [str(p) for p in paths],
-                    "problems": [p.__dict__ for p in problems],
+                    "problems": [p.__dict__ for p in errors],
+                    "warnings": [p.__dict__ for p in warnings],
                 },
                 indent=2,
             )
             + "\n"
         )
     else:
-        for p in problems:
-            out.write(f"{p}\n")
-        if problems:
-            files = len({p.file for p in problems})
-            out.write(f"{len(problems)} problem(s) in {files} file(s)\n")
-        else:
-            out.write(f"ok: {len(paths)} file(s) valid\n")
-    return EXIT_FAIL if problems else EXIT_OK
+        _render_validation(len(paths), errors, warnings, out)
+    return EXIT_FAIL if errors else EXIT_OK
+
+
+def _render_validation(
+    files: int, errors: list[Problem], warnings: list[Problem], out: TextIO
+) -> None:
+    """Errors and warnings of each file together by line, then a summary line."""
+    order = {f: n for n, f in enumerate(dict.fromkeys(p.file for p in (*errors, *warnings)))}
+    tagged = [(p, "") for p in errors] + [
+        (replace(p, message=f"warning: {p.message}"), "w") for p in warnings
+    ]
+    tagged.sort(key=lambda t: (order[t[0].file], t[0].line or 0, t[1]))
+    for problem, _ in tagged:
+        out.write(f"{problem}\n")
+    noted = f"; {len(warnings)} warning(s)" if warnings else ""
+    if errors:
+        with_errors = len({p.file for p in errors})
+        out.write(f"{len(errors)} problem(s) in {with_errors} file(s){noted}\n")
+    else:
+        out.write(f"ok: {files} file(s) valid{noted}\n")
+
+
+def _known_models(settings: Settings) -> KnownModels:
+    """The model names a stage may give: the alias table and the priced ids (config included)."""
+    from stageflow.models.pricing import load_price_table
+    from stageflow.models.routing import load_routes
+
+    routes, prices = load_routes(settings), load_price_table(settings)
+    return KnownModels(
+        aliases=tuple(routes.aliases),
+        ids=tuple(dict.fromkeys([*prices.prices, *routes.aliases.values()])),
+        as_of=prices.as_of,
+        accepts=lambda name: prices.lookup(name) is not None,
+    )
 
 
 def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
