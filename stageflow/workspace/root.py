@@ -24,7 +24,9 @@ whole server for as long as it runs.
 Bash (``shell.BashPolicy``) is off unless the policy lists patterns, and is also refused on a
 read-only workspace: a command can write anywhere, so read-only must mean no commands. An
 allowed command line is refused when an argument names a path outside the root or inside a
-protected directory (``shell.check_arguments``).
+protected directory (``shell.check_arguments``). It then runs in the OS sandbox
+(``sandbox.Sandbox``: bubblewrap, only the root writable); with ``sandbox = "auto"`` and no
+sandbox available, a command that can run code is refused instead.
 
 Messages name paths relative to the root so the model can correct itself. Every method is
 synchronous except ``bash``.
@@ -35,14 +37,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
 from stageflow.errors import InvalidArgument, ToolError
+from stageflow.workspace.sandbox import Sandbox, sandbox_env
 from stageflow.workspace.search import SearchStop, glob_parts, glob_regex, run_search
 from stageflow.workspace.shell import (
     BashPolicy,
     bash_disabled_message,
+    bash_env,
     check_arguments,
     protected_part,
     run_argv,
@@ -73,6 +78,7 @@ class Workspace:
         max_file_bytes: int = 512_000,
         bash: BashPolicy | None = None,
         search_timeout: float = 30.0,
+        sandbox: Sandbox | None = None,
     ) -> None:
         resolved = Path(root).resolve()
         if not resolved.is_dir():
@@ -83,6 +89,7 @@ class Workspace:
         self.max_file_bytes = max_file_bytes
         self.search_timeout = search_timeout  # seconds of regex matching per Grep or Glob
         self.bash_policy = bash if bash is not None and bash.enabled else None
+        self.sandbox = sandbox  # None: commands run as they are (the caller confines them)
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -362,12 +369,31 @@ class Workspace:
         argv = policy.check(command)
         check_arguments(argv, root=self.root, protected=PROTECTED_DIRS)
         limit = policy.timeout if timeout is None or timeout <= 0 else min(timeout, policy.timeout)
+        command_argv, env = self._confined(argv)
         code, output = await run_argv(
-            argv, cwd=self.root, timeout=limit, max_output_bytes=policy.max_output_bytes
+            command_argv,
+            cwd=self.root,
+            timeout=limit,
+            max_output_bytes=policy.max_output_bytes,
+            env=env,
         )
         status = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
         body = output if output.endswith("\n") or not output else output + "\n"
         return f"{body}({status})"
+
+    def _confined(self, argv: list[str]) -> tuple[list[str], dict[str, str] | None]:
+        """The argv and environment that run ``argv`` in the sandbox, or ToolError when it
+        may not run unconfined (``sandbox = "auto"`` without a sandbox)."""
+        sandbox = self.sandbox
+        if sandbox is None:
+            return argv, None
+        refusal = sandbox.refusal(argv)
+        if refusal is not None:
+            raise ToolError(f"refused `{shlex.join(argv)}`: {refusal}")
+        if not sandbox.confines:
+            return argv, None  # read-only under "auto", or "none" (warned at the stage start)
+        env = sandbox_env(bash_env())
+        return sandbox.wrap(argv, root=self.root, env=env), env
 
 
 def _count(n: int, noun: str) -> str:
