@@ -95,11 +95,13 @@ def _claude_code(settings: Settings, extras: RunnerExtras | None) -> Runner:
     from stageflow.subagents.claude_code.routed import RoutedRunner
     from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
     from stageflow.subagents.context import ProjectFileSource
-    from stageflow.subagents.options import load_runner_options
+    from stageflow.subagents.options import load_runner_options, sandbox_for
 
     executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
     prices = load_price_table(settings)
-    context_tokens = load_runner_options(settings).context_tokens
+    options = load_runner_options(settings)
+    context_tokens = options.context_tokens
+    sandbox = sandbox_for(settings, options, network=True)  # the child must reach the API
     sources: list[ContextSource] = [ProjectFileSource(settings.project)]
     if extras is not None:
         sources.extend(extras.sources)
@@ -112,6 +114,7 @@ def _claude_code(settings: Settings, extras: RunnerExtras | None) -> Runner:
             sources=sources,
             context_tokens=context_tokens,
             prices=prices,
+            sandbox=sandbox,
         )
 
     return RoutedRunner(settings, make, name="claude-code")
