@@ -12,19 +12,15 @@ command is refused and the command stage fails saying how to install it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from stageflow.workspace.sandbox import probe_bwrap
-from tests.standin import StandIn, Turn, tool_use_block
-from tests.standin.wire import Json, text_of
-from tests.subagents.anthropic_harness import tool_results
+from tests.standin import Turn, tool_use_block
+from tests.standin.wire import Json
+from tests.subagents.cli_process import Outcome, run_cli
 from tests.workspace.escape import REPORT, SECRETS, Victim, make_victim, server_env
 
 TEMPLATE = """
@@ -61,15 +57,6 @@ class HostileModel:
         return Turn([tool_use_block("toolu_submit", "submit_result", submit)], "tool_use")
 
 
-@dataclass
-class Outcome:
-    code: int
-    view: Json
-    stderr: str
-    results: list[str]  # every tool result the model was shown
-    requests: int  # message requests the stand-in answered
-
-
 @pytest.fixture
 def victim(tmp_path: Path) -> Iterator[Victim]:
     made = make_victim(tmp_path)
@@ -81,38 +68,13 @@ def victim(tmp_path: Path) -> Iterator[Victim]:
 
 def start_run(victim: Victim, config: str) -> Outcome:
     """``stageflow run escape`` in a separate process against a hostile model."""
-    state = victim.project / ".stageflow"
-    (state / "workflows").mkdir(parents=True)
-    (state / "workflows" / "escape.yaml").write_text(TEMPLATE.format(outside=victim.outside))
-    (state / "config.toml").write_text(textwrap.dedent(config))
-    with StandIn(respond=HostileModel(victim)) as api:
-        env = server_env(
-            victim,
-            STAGEFLOW_RUNNER="anthropic",
-            ANTHROPIC_BASE_URL=api.base_url,
-            STAGEFLOW_HOME=str(victim.home / ".stageflow"),
-        )
-        argv = [sys.executable, "-m", "stageflow", "run", "escape", "--task", "add things"]
-        done = subprocess.run(
-            [*argv, "--project", str(victim.project), "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        requests = api.message_requests()
-    results = [text_of(r.get("content")) for rec in requests for r in tool_results(rec.body)]
-    assert done.stdout.strip(), done.stderr[-3000:]
-    return Outcome(done.returncode, json.loads(done.stdout), done.stderr, results, len(requests))
-
-
-def worktree_of(victim: Victim, out: Outcome) -> Path:
-    return victim.project / ".stageflow" / "worktrees" / str(out.view["run_id"])
-
-
-def stage(out: Outcome, stage_id: str) -> Json:
-    return next(s for s in out.view["stages"] if s["id"] == stage_id)
+    return run_cli(
+        victim.project,
+        template=TEMPLATE.format(outside=victim.outside),
+        config=config,
+        model=HostileModel(victim),
+        env=server_env(victim, STAGEFLOW_HOME=str(victim.home / ".stageflow")),
+    )
 
 
 def test_a_hostile_model_cannot_escape_through_bash_or_a_later_command_stage(
@@ -121,11 +83,11 @@ def test_a_hostile_model_cannot_escape_through_bash_or_a_later_command_stage(
     path, problem = probe_bwrap("bwrap")
     assert path is not None, f"install bubblewrap (`apt-get install bubblewrap`): {problem}"
     out = start_run(victim, '[workspace]\nbash = ["pytest*"]\n')
-    report = (worktree_of(victim, out) / REPORT).read_text()
+    report = (out.worktree(victim.project) / REPORT).read_text()
     # both the agent's Bash and the command stage imported the conftest, confined
     assert report.count("ESCAPE-RAN pid=") == 2, report
     victim.assert_contained(report, *out.results, out.stderr, json.dumps(out.view))
-    assert stage(out, "implement")["status"] == "succeeded"
+    assert out.stage("implement")["status"] == "succeeded"
     # a command stage before any agent stage is the template's own, on the user's files
     assert (victim.outside / "setup-ran").exists()
 
@@ -133,7 +95,7 @@ def test_a_hostile_model_cannot_escape_through_bash_or_a_later_command_stage(
 def test_the_same_run_unconfined_leaks_and_says_so(victim: Victim) -> None:
     out = start_run(victim, '[workspace]\nbash = ["pytest*"]\nsandbox = "none"\n')
     assert "commands run WITHOUT an OS sandbox" in out.stderr
-    report = (worktree_of(victim, out) / REPORT).read_text()
+    report = (out.worktree(victim.project) / REPORT).read_text()
     assert SECRETS["ANTHROPIC_API_KEY"] in report and victim.hook.exists()
 
 
@@ -144,10 +106,10 @@ def test_auto_without_bwrap_refuses_the_test_runner_and_fails_the_command_stage(
     refused = [r for r in out.results if "pytest -q -p no:cacheprovider" in r]
     assert refused and "no OS sandbox" in refused[0], out.results
     assert "apt-get install bubblewrap" in refused[0] and 'sandbox = "none"' in refused[0]
-    tests = stage(out, "tests")
+    tests = out.stage("tests")
     assert tests["status"] == "failed" and out.code == 1
     assert "runs after an agent stage in the same workspace" in json.dumps(tests)
-    assert not (worktree_of(victim, out) / REPORT).exists()  # the conftest never ran
+    assert not (out.worktree(victim.project) / REPORT).exists()  # the conftest never ran
     victim.assert_not_touched()
 
 
@@ -159,6 +121,6 @@ def test_bwrap_mode_without_bwrap_fails_the_stage_before_any_model_request(
         '[workspace]\nbash = ["pytest*"]\nsandbox = "bwrap"\nbwrap = "/nonexistent/bwrap"\n',
     )
     assert out.requests == 0 and out.code == 1
-    implement = stage(out, "implement")
+    implement = out.stage("implement")
     assert implement["status"] == "failed"
     assert "needs the OS sandbox" in json.dumps(implement)
