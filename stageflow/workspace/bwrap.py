@@ -15,7 +15,9 @@ order bwrap applies them (a later mount covers an earlier one):
    database (other runs' data, the config), the user's stageflow home, and the usual credential
    stores in the home directory (``~/.ssh``, ``~/.aws``, ``~/.gnupg``, ``~/.netrc``, ...);
 4. writable: the workspace root only; inside it ``.git``, ``.claude`` and ``.stageflow``
-   (when not hidden) stay read-only, as for the file tools;
+   (when not hidden) stay read-only, as for the file tools. A missing ``.git`` or ``.claude``
+   gets an empty read-only directory in its place (left behind empty), so the command cannot
+   create one that git or Claude Code would later read outside the sandbox;
 5. git: the repository's common directory (objects, refs, hooks, config) read-only, so no
    commit, ``git branch -f`` or planted hook reaches the user's repository; a linked
    worktree's own git directory writable (its index) except ``HEAD``, ``commondir``,
@@ -56,6 +58,10 @@ CREDENTIAL_PATHS = (
     ".claude.json",
 )
 _PROTECTED = (".git", ".claude", ".stageflow")  # read-only inside the root, as for file tools
+# where a missing one would be read later outside the sandbox: a `.git` in the root (git run
+# there by stageflow or the user would read its config and run its fsmonitor or hooks), a
+# `.claude` (Claude Code loads its settings and hooks from the project)
+_PLACEHOLDERS = (".git", ".claude")
 _GITDIR_PINNED = ("HEAD", "commondir", "gitdir", "config.worktree")
 # put back into the empty /run: NixOS keeps its PATH there; DNS when the network is allowed
 _RUN_KEPT = ("/run/current-system",)
@@ -178,8 +184,11 @@ def bwrap_argv(
         out += ["--ro-bind", str(layout.common), str(layout.common)]
     out += ["--bind", str(root), str(root)]
     for name in _PROTECTED:
-        if os.path.lexists(root / name):
-            out += ["--ro-bind", str(root / name), str(root / name)]
+        path = str(root / name)
+        if os.path.lexists(path):
+            out += ["--ro-bind", path, path]
+        elif name in _PLACEHOLDERS:  # an empty read-only directory: it cannot be created
+            out += ["--tmpfs", path, "--remount-ro", path]
     for secret_path in inside:
         out += _hide(secret_path)
     if layout is not None:

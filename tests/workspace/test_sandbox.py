@@ -252,6 +252,33 @@ def test_in_place_the_state_directory_is_hidden_and_git_is_read_only(victim: Vic
     assert "hook OSError(30, 'Read-only file system')" in out and not victim.hook.exists()
 
 
+def test_a_command_cannot_create_a_git_or_claude_directory_read_later_outside(
+    victim: Victim,
+) -> None:
+    # a `.git/config` with core.fsmonitor in the root would run when stageflow diffs the
+    # worktree; a `.claude/settings.json` hook when Claude Code opens the project
+    require_bwrap()
+    root = victim.outside / "plain"  # a directory without a repository (in_place, no git)
+    root.mkdir()
+    code = (
+        "import os\n"
+        "for d, f in (('.git', 'config'), ('.claude', 'settings.json')):\n"
+        "    try:\n"
+        "        os.makedirs(d, exist_ok=True)\n"
+        "        open(os.path.join(d, f), 'w').write('[core]\\n\\tfsmonitor = evil\\n')\n"
+        "        print('created', d)\n"
+        "    except OSError as exc:\n"
+        "        print(d, repr(exc))\n"
+    )
+    [out] = bash_in_server(
+        victim, root, ["python3*"], [f"python3 -c {shlex.quote(code)}"], box(victim)
+    )
+    assert "created" not in out, out
+    assert ".git OSError(30" in out and ".claude OSError(30" in out
+    assert not (root / ".git" / "config").exists()
+    assert not (root / ".claude" / "settings.json").exists()
+
+
 async def test_a_timed_out_command_in_the_sandbox_is_killed_with_what_it_started(
     tmp_path: Path,
 ) -> None:
