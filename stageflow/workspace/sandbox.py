@@ -92,7 +92,8 @@ def probe_bwrap(executable: str) -> tuple[str | None, str]:
     if found is None:
         return None, f"bubblewrap (`{executable}`) is not installed or not on PATH"
     argv = [found, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
-    argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "true"]
+    argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    argv += ["--ro-bind", "/proc/sys", "/proc/sys", "--tmpfs", "/tmp", "--", "true"]
     try:
         done = subprocess.run(
             argv,
