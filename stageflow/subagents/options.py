@@ -1,4 +1,5 @@
-"""Runner options from ``.stageflow/config.toml``: loop bounds, context budget, workspace, Bash.
+"""Runner options from ``.stageflow/config.toml``: loop bounds, context budget, workspace, Bash,
+sandbox.
 
 ```toml
 [subagents]
@@ -10,6 +11,8 @@ context_tokens = 4000   # project context and knowledge per attempt
 mode = "auto"           # auto | worktree | in_place (a template's ``workspace`` wins)
 bash = ["pytest*", "ruff check*"]   # commands Bash may run, added to the template's list
 bash_timeout = 120
+sandbox = "auto"        # auto | bwrap | none: the OS sandbox of agent commands
+bwrap = "bwrap"         # the bubblewrap executable (a name on PATH or a path)
 ```
 """
 
@@ -20,6 +23,7 @@ from typing import Any, Literal, cast
 
 from stageflow.config import Settings
 from stageflow.errors import Problem, SpecError
+from stageflow.workspace.sandbox import SANDBOX_MODES, Sandbox, SandboxMode
 
 WorkspaceMode = Literal["auto", "worktree", "in_place"]
 _MODES = ("auto", "worktree", "in_place")
@@ -35,6 +39,22 @@ class RunnerOptions:
     workspace_mode: WorkspaceMode = "auto"
     bash: tuple[str, ...] = field(default_factory=tuple)
     bash_timeout: float = 120.0
+    sandbox: SandboxMode = "auto"
+    bwrap: str = "bwrap"
+
+
+def sandbox_for(settings: Settings, options: RunnerOptions, *, network: bool) -> Sandbox:
+    """The sandbox of one stage's commands: the configured one, the stage's network choice,
+    and stageflow's own files (state directory, database, user home) hidden from it."""
+    db = settings.db_path
+    hidden = (
+        settings.state_dir,
+        db,
+        db.with_name(db.name + "-wal"),
+        db.with_name(db.name + "-shm"),
+        settings.home,
+    )
+    return Sandbox(mode=options.sandbox, executable=options.bwrap, network=network, hidden=hidden)
 
 
 def _section(settings: Settings, name: str) -> dict[str, Any]:
@@ -86,6 +106,24 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
                 path="workspace.bash",
             )
         )
+    sandbox = ws.get("sandbox", "auto")
+    if sandbox not in SANDBOX_MODES:
+        raise SpecError(
+            Problem(
+                f"unknown sandbox {sandbox!r}; expected one of {', '.join(SANDBOX_MODES)}",
+                file=str(settings.config_file),
+                path="workspace.sandbox",
+            )
+        )
+    bwrap = ws.get("bwrap", "bwrap")
+    if not isinstance(bwrap, str) or not bwrap.strip():
+        raise SpecError(
+            Problem(
+                'must name the bubblewrap executable, e.g. "bwrap" or "/usr/bin/bwrap"',
+                file=str(settings.config_file),
+                path="workspace.bwrap",
+            )
+        )
     return RunnerOptions(
         max_turns=int(_positive(settings, runner, "subagents", "max_turns", 30)),
         max_tokens=int(_positive(settings, runner, "subagents", "max_tokens", 8192)),
@@ -93,4 +131,6 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
         workspace_mode=cast(WorkspaceMode, mode),
         bash=tuple(bash),
         bash_timeout=_positive(settings, ws, "workspace", "bash_timeout", 120.0),
+        sandbox=cast(SandboxMode, sandbox),
+        bwrap=bwrap.strip(),
     )

@@ -12,9 +12,11 @@ named by ``STAGEFLOW_RUNNER`` / config (``Settings.runner``):
 
 With a model runner, every stage of a run (agent and command stages alike) works in the run's
 workspace: a git worktree of the project on branch ``stageflow/<run>`` (see ``worktree``), or
-the project itself with ``workspace: in_place``. Nothing here fails at import or construction
-for a missing model runner, so the server starts and everything else works; the error comes
-when an agent stage actually needs a model.
+the project itself with ``workspace: in_place``. Before an agent stage starts there the
+workspace is marked (``tainted``); command stages after that run in the OS sandbox
+(``sandbox``), or fail saying how to install it, unless ``sandbox = "none"``. Nothing here
+fails at import or construction for a missing model runner, so the server starts and
+everything else works; the error comes when an agent stage actually needs a model.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
 from stageflow.subagents.command import CommandRunner
 from stageflow.subagents.offline.runner import OfflineRunner
+from stageflow.workspace.sandbox import Sandbox
+from stageflow.workspace.tainted import is_tainted, mark_tainted
 
 if TYPE_CHECKING:
     from stageflow.subagents.context import ContextSource
@@ -91,11 +95,13 @@ def _claude_code(settings: Settings, extras: RunnerExtras | None) -> Runner:
     from stageflow.subagents.claude_code.routed import RoutedRunner
     from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
     from stageflow.subagents.context import ProjectFileSource
-    from stageflow.subagents.options import load_runner_options
+    from stageflow.subagents.options import load_runner_options, sandbox_for
 
     executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
     prices = load_price_table(settings)
-    context_tokens = load_runner_options(settings).context_tokens
+    options = load_runner_options(settings)
+    context_tokens = options.context_tokens
+    sandbox = sandbox_for(settings, options, network=True)  # the child must reach the API
     sources: list[ContextSource] = [ProjectFileSource(settings.project)]
     if extras is not None:
         sources.extend(extras.sources)
@@ -108,6 +114,7 @@ def _claude_code(settings: Settings, extras: RunnerExtras | None) -> Runner:
             sources=sources,
             context_tokens=context_tokens,
             prices=prices,
+            sandbox=sandbox,
         )
 
     return RoutedRunner(settings, make, name="claude-code")
@@ -197,11 +204,33 @@ class StageRunner:
         if request.stage.run:
             if self.agent_runner_name not in (None, "offline"):
                 request = await self._in_workspace(request)
+                sandbox = await self._command_sandbox(request)
+                return await self.command.run(request, sandbox=sandbox)
             return await self.command.run(request)
         runner = self.agent_runner()
         if self.agent_runner_name == "offline":  # writes no files: no worktree needed
             return await runner.run(request)
-        return await runner.run(await self._in_workspace(request))
+        request = await self._in_workspace(request)
+        if request.writable:  # from now on the workspace may hold model-written files
+            await anyio.to_thread.run_sync(mark_tainted, self.settings.project, request.run_id)
+        return await runner.run(request)
+
+    async def _command_sandbox(self, request: AttemptRequest) -> Sandbox | None:
+        """The sandbox a command stage runs in: None before any agent stage of the run started
+        in its workspace (the template's command on the user's files) or with
+        ``sandbox = "none"``; ``SandboxError`` when it is needed and cannot be used."""
+        from stageflow.subagents.options import load_runner_options, sandbox_for
+
+        if not await anyio.to_thread.run_sync(is_tainted, self.settings.project, request.run_id):
+            return None
+        options = load_runner_options(self.settings)
+        sandbox = sandbox_for(self.settings, options, network=request.stage.network)
+        what = f"run {request.run_id} command stage '{request.stage.id}'"
+        refusal = await anyio.to_thread.run_sync(sandbox.unconfined_refusal, what)
+        if refusal is not None:
+            raise refusal
+        await anyio.to_thread.run_sync(sandbox.require, what)
+        return sandbox if sandbox.confines else None
 
     async def _in_workspace(self, request: AttemptRequest) -> AttemptRequest:
         """``request`` pointed at the run's workspace (created on the run's first stage)."""

@@ -18,7 +18,15 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from stageflow.workflows.durations import parse_duration
 
@@ -155,6 +163,8 @@ class StageSpec(_Model):
     budget_usd: float | None = Field(None, ge=0)
     max_rework: int = Field(2, ge=0, le=20)
     bash: list[str] = Field(default_factory=list)  # extra command patterns for this stage
+    # the stage's commands (Bash, a `run:` command) may use the network; off by default
+    network: StrictBool = False
     knowledge_tokens: int | None = Field(None, ge=0)  # knowledge injected per attempt; 0: none
     line: int | None = Field(None, exclude=True, repr=False)
 
