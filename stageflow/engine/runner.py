@@ -8,7 +8,7 @@ The engine knows nothing of models or SDKs. A runner (``stageflow.subagents``) r
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -164,3 +164,12 @@ def same_model(requested: str | None, answered: str | None) -> bool:
     if not requested or not answered or requested == answered:
         return True
     return _SNAPSHOT.sub("", requested) == _SNAPSHOT.sub("", answered)
+
+
+def undeclared_artifacts(names: Sequence[str], declared: Sequence[str]) -> str:
+    """The refusal of artifacts a stage does not declare (``produces``)."""
+    listed = ", ".join(declared) if declared else "none"
+    return (
+        f"undeclared artifact(s): {', '.join(names)}; this stage produces only: {listed} "
+        "(put small values in outputs; a template may allow more with produces_extra: true)"
+    )

@@ -10,7 +10,7 @@ named by ``STAGEFLOW_RUNNER`` / config (``Settings.runner``):
   on PATH, else a clear non-retryable ``ModelError`` at the first agent stage. ``auto`` never
   falls back to ``offline`` silently.
 
-With a model runner, every stage of a run (agent and command stages alike) works in the run's
+Every stage of a run (agent and command stages alike, with any runner) works in the run's
 workspace: a git worktree of the project on branch ``stageflow/<run>`` (see ``worktree``), or
 the project itself with ``workspace: in_place``. Before an agent stage starts there the
 workspace is marked (``tainted``); command stages after that run in the OS sandbox
@@ -201,16 +201,16 @@ class StageRunner:
 
     async def run(self, request: AttemptRequest) -> AttemptResult:
         """Dispatch one attempt by stage kind, in the run's workspace."""
+        # every stage of a run works in the run's workspace (its git worktree), whatever the
+        # runner: a command stage of an offline run must not write into the user's tree
         if request.stage.run:
-            if self.agent_runner_name not in (None, "offline"):
-                request = await self._in_workspace(request)
-                sandbox = await self._command_sandbox(request)
-                return await self.command.run(request, sandbox=sandbox)
-            return await self.command.run(request)
+            request = await self._in_workspace(request)
+            sandbox = await self._command_sandbox(request)
+            return await self.command.run(request, sandbox=sandbox)
         runner = self.agent_runner()
-        if self.agent_runner_name == "offline":  # writes no files: no worktree needed
-            return await runner.run(request)
         request = await self._in_workspace(request)
+        if self.agent_runner_name == "offline":  # scripted text, no model-written files
+            return await runner.run(request)
         if request.writable:  # from now on the workspace may hold model-written files
             await anyio.to_thread.run_sync(mark_tainted, self.settings.project, request.run_id)
         return await runner.run(request)

@@ -154,6 +154,9 @@ class StageSpec(_Model):
     depends_on: list[str] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)
     produces: list[str] = Field(default_factory=list)
+    # may the stage hand back artifacts it does not declare? (refused by default: a model's
+    # stray names would otherwise become artifacts nobody asked for)
+    produces_extra: bool = False
     approval: Annotated[Approval | None, BeforeValidator(_approval)] = None
     when: str | None = None
     gate: str | None = None
