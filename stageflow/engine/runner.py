@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stageflow.agents.definition import AgentDefinition
+from stageflow.base import Model
 from stageflow.usage import RequestUsage, Usage
 from stageflow.workflows.spec import StageSpec
 
@@ -92,7 +93,7 @@ class AttemptMeter:
         self.context = manifest
 
 
-class InputArtifact(BaseModel):
+class InputArtifact(Model):
     """An upstream artifact named in ``needs`` (or this stage's previous version on a rework)."""
 
     stage: str
@@ -101,7 +102,7 @@ class InputArtifact(BaseModel):
     content: str
 
 
-class AttemptRequest(BaseModel):
+class AttemptRequest(Model):
     """Everything one fresh-context attempt may see."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -132,7 +133,7 @@ class AttemptRequest(BaseModel):
             self.meter._budget = self.budget_remaining_usd
 
 
-class AttemptResult(BaseModel):
+class AttemptResult(Model):
     """What a runner hands back; artifacts are name -> text."""
 
     status: AttemptStatus

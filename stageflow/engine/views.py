@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from stageflow.base import Model
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
 
 
-class ArtifactView(BaseModel):
+class ArtifactView(Model):
     stage: str
     name: str
     version: int
@@ -22,7 +23,7 @@ class ArtifactView(BaseModel):
     preview: str = ""
 
 
-class AttemptView(BaseModel):
+class AttemptView(Model):
     number: int
     kind: str
     started_at: float | None = None
@@ -39,7 +40,7 @@ class AttemptView(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
-class StageView(BaseModel):
+class StageView(Model):
     id: str
     kind: str  # agent | command
     agent: str | None
@@ -59,7 +60,7 @@ class StageView(BaseModel):
     history: list[AttemptView] = Field(default_factory=list)
 
 
-class WaitingView(BaseModel):
+class WaitingView(Model):
     """A stage that needs a human, and what to review."""
 
     stage: str
@@ -69,7 +70,7 @@ class WaitingView(BaseModel):
     expires_at: float | None = None
 
 
-class WorkspaceView(BaseModel):
+class WorkspaceView(Model):
     """Where a run's stages work (a git worktree and branch), and what they changed."""
 
     path: str
@@ -82,7 +83,7 @@ class WorkspaceView(BaseModel):
     diff: str | None = None  # one line per file
 
 
-class RunView(BaseModel):
+class RunView(Model):
     run_id: str
     template: str
     task: str
@@ -103,7 +104,7 @@ class RunView(BaseModel):
     workspace: WorkspaceView | None = None
 
 
-class RunListItem(BaseModel):
+class RunListItem(Model):
     run_id: str
     template: str
     task: str

@@ -33,14 +33,14 @@ import anyio.to_thread
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
-from stageflow.subagents.command import CommandRunner
-from stageflow.subagents.offline.runner import OfflineRunner
-from stageflow.workspace.sandbox import Sandbox
 from stageflow.workspace.tainted import is_tainted, mark_tainted
 
 if TYPE_CHECKING:
+    from stageflow.subagents.command import CommandRunner
     from stageflow.subagents.context import ContextSource
+    from stageflow.subagents.offline.runner import OfflineRunner
     from stageflow.subagents.tool_loop import ExtraTool
+    from stageflow.workspace.sandbox import Sandbox
 
 __all__ = [
     "NO_RUNNER_MESSAGE",
@@ -162,12 +162,11 @@ class StageRunner:
         self,
         settings: Settings,
         *,
-        command: CommandRunner,
         offline: OfflineRunner | None = None,
         extras: ExtrasFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.command = command
+        self._command: CommandRunner | None = None  # built at the first command stage
         self.extras = extras
         self.agent_runner_name = resolve_runner_name(settings)
         self.name: str = self.agent_runner_name or settings.runner
@@ -199,6 +198,15 @@ class StageRunner:
         if close is not None:
             await close()
 
+    @property
+    def command(self) -> CommandRunner:
+        """The command runner (imported on first use: off the server's start-up path)."""
+        if self._command is None:
+            from stageflow.subagents.command import CommandRunner
+
+            self._command = CommandRunner(default_timeout=self.settings.command_timeout)
+        return self._command
+
     async def run(self, request: AttemptRequest) -> AttemptResult:
         """Dispatch one attempt by stage kind, in the run's workspace."""
         # every stage of a run works in the run's workspace (its git worktree), whatever the
@@ -207,6 +215,7 @@ class StageRunner:
             request = await self._in_workspace(request)
             sandbox = await self._command_sandbox(request)
             return await self.command.run(request, sandbox=sandbox)
+
         runner = self.agent_runner()
         request = await self._in_workspace(request)
         if self.agent_runner_name == "offline":  # scripted text, no model-written files
@@ -265,13 +274,10 @@ def make_runner(
     """
     offline = None
     if resolve_runner_name(settings) == "offline":
+        from stageflow.subagents.offline.runner import OfflineRunner
+
         offline = OfflineRunner.from_env(delay=offline_delay)
-    return StageRunner(
-        settings,
-        command=CommandRunner(default_timeout=settings.command_timeout),
-        offline=offline,
-        extras=extras,
-    )
+    return StageRunner(settings, offline=offline, extras=extras)
 
 
 def describe_runner(settings: Settings) -> str:

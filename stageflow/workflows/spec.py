@@ -19,7 +19,6 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -28,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from stageflow.base import Model
 from stageflow.workflows.durations import parse_duration
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -43,7 +43,7 @@ OptDuration = Annotated[float | None, BeforeValidator(_duration)]
 InputType = Literal["string", "integer", "number", "boolean", "list", "object"]
 
 
-class _Model(BaseModel):
+class _Model(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
