@@ -209,6 +209,42 @@ class RunFailed(_Event):
     reason: str
 
 
+class DebateTurn(_Event):
+    """One participant's statement in a debate stage, logged as soon as it is made (a
+    resumed attempt starts at the first turn not logged)."""
+
+    type: Literal["debate_turn"] = "debate_turn"
+    stage: str
+    attempt: int
+    round: int  # 1-based
+    participant: str  # its label
+    role: str
+    model: str | None = None  # the model that answered ("offline" when scripted)
+    position: str = ""  # a short stance, e.g. "adopt", "reject", "adopt with changes"
+    statement: str = ""
+    cost_usd: float = 0.0
+
+
+class DebateVerdict(_Event):
+    """The moderator's verdict on one round, and what the engine made of it."""
+
+    type: Literal["debate_verdict"] = "debate_verdict"
+    stage: str
+    attempt: int
+    round: int
+    agreement: float  # 0..1
+    positions: dict[str, str] = Field(default_factory=dict)  # participant -> position
+    open_points: list[str] = Field(default_factory=list)
+    proposed: Literal["continue", "conclude", "redirect"]  # what the moderator said
+    action: Literal["continue", "conclude", "redirect"]  # what happens (min/max enforced)
+    reason: str = ""
+    redirect: str | None = None  # the question for the next round, on redirect
+    decided_by: Literal["model", "rules"] = "model"
+    model: str | None = None
+    fallback: str | None = None  # why the rules decided instead of the model
+    cost_usd: float = 0.0  # orchestration spend of this verdict
+
+
 class LeaseTaken(_Event):
     """A process took over execution of the run (first start, restart or takeover)."""
 
@@ -235,6 +271,8 @@ Event = Annotated[
     | RunCancelled
     | RunCompleted
     | RunFailed
+    | DebateTurn
+    | DebateVerdict
     | LeaseTaken,
     Field(discriminator="type"),
 ]

@@ -151,7 +151,8 @@ def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
     clock = time.strftime("%H:%M:%S", time.localtime(env.at))
     match e:
         case ev.AttemptStarted():
-            who = e.agent or "command"
+            kind = state.spec.stage(e.stage).kind if e.stage in state.stages else "command"
+            who = e.agent or kind
             model = f", {e.model}" if e.model else ""
             return f"{clock}  {e.stage:<18} started attempt {e.attempt} ({e.kind}; {who}{model})"
         case ev.AttemptFinished():
@@ -163,6 +164,16 @@ def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
             return f"{clock}  {e.stage:<18} {e.outcome} in {duration(e.duration_s)}{extra}{err}"
         case ev.StageSkipped():
             return f"{clock}  {e.stage:<18} skipped ({e.reason})"
+        case ev.DebateTurn():
+            return (
+                f"{clock}  {e.stage:<18} round {e.round}: {e.participant} ({e.model}): "
+                f"{e.position or 'unstated'}"
+            )
+        case ev.DebateVerdict():
+            return (
+                f"{clock}  {e.stage:<18} round {e.round} verdict ({e.decided_by}): "
+                f"agreement {e.agreement:.2f}, {e.action}"
+            )
         case ev.GateBlocked():
             return f"{clock}  {e.stage:<18} blocked: gate false ({e.condition}); a human decides"
         case ev.GateDecided():

@@ -22,6 +22,7 @@ from stageflow.engine.runner import (
     AttemptRequest,
     AttemptResult,
     InputArtifact,
+    StageJournal,
     undeclared_artifacts,
 )
 from stageflow.engine.state import RunState, StageState
@@ -135,7 +136,11 @@ class AttemptInputs:
         return cached
 
     async def request(
-        self, st: RunState, start: StartAttempt, meter: AttemptMeter
+        self,
+        st: RunState,
+        start: StartAttempt,
+        meter: AttemptMeter,
+        journal: StageJournal | None = None,
     ) -> AttemptRequest:
         """The runner's request: only the ``needs`` artifacts (and on a rework the feedback
         and the stage's previous artifacts), the agent the attempt started with."""
@@ -175,6 +180,10 @@ class AttemptInputs:
             bash_allow=[*st.spec.bash, *spec.bash],
             workspace_mode=st.spec.workspace,
             meter=meter,
+            journal=journal or StageJournal(),
+            panel={n: st.agents[n] for n in spec.agent_names() if n in st.agents}
+            if spec.debate is not None
+            else {},
         )
 
 
@@ -216,7 +225,7 @@ def checked_artifacts(
     artifacts = dict(result.artifacts) if result is not None else {}
     if result is None:
         return outcome, error, artifacts
-    if spec.agent and not spec.produces_extra:
+    if (spec.agent or spec.debate is not None) and not spec.produces_extra:
         extra = sorted(set(artifacts) - set(spec.produces))
         if extra:
             artifacts = {k: v for k, v in artifacts.items() if k in spec.produces}

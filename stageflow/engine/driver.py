@@ -27,11 +27,7 @@ from stageflow.engine.attempt_inputs import (
 )
 from stageflow.engine.metering import RunMeters, attempt_usage, ledger_usage
 from stageflow.engine.planner import StartAttempt, next_actions
-from stageflow.engine.runner import (
-    AttemptRequest,
-    AttemptResult,
-    Runner,
-)
+from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner, StageJournal
 from stageflow.engine.runner_call import call_runner
 from stageflow.engine.slots import HeldSlot, Slots
 from stageflow.engine.state import RunState, apply, preview
@@ -376,7 +372,13 @@ class RunDriver:
     async def _request(self, start: StartAttempt) -> AttemptRequest:
         agent = self._inputs.agent_of(self.state, start)
         meter = self._meters.get(start.stage, start.attempt) or self._meters.open(start, agent)
-        return await self._inputs.request(self.state, start, meter)
+        prior = self.state.stages[start.stage].debate
+        journal = StageJournal(prior, sink=self._journal)
+        return await self._inputs.request(self.state, start, meter, journal)
+
+    async def _journal(self, entry: ev.DebateTurn | ev.DebateVerdict) -> None:
+        """Commit what a runner logs mid-attempt (a debate turn), planning on top as usual."""
+        await self._advance([entry])
 
     async def _attempt(self, start: StartAttempt, scope: anyio.CancelScope) -> None:
         t0 = time.monotonic()

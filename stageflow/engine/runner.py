@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field
 
+from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
 from stageflow.base import Model
 from stageflow.usage import RequestUsage, Usage
@@ -147,6 +148,32 @@ class RequestLedger(Protocol):
     async def released(self, seq: int) -> None: ...
 
 
+JournalEntry = ev.DebateTurn | ev.DebateVerdict
+
+
+class StageJournal:
+    """What a runner logs while its attempt runs (a debate's turns and verdicts).
+
+    ``entries`` starts with what earlier attempts of the stage logged since its last fresh
+    start, so a resumed attempt continues where the killed one stopped; ``await record(e)``
+    commits ``e`` to the run's log before it returns (a journal built without a sink only
+    collects, for runners used without the engine).
+    """
+
+    def __init__(
+        self,
+        prior: Sequence[JournalEntry] = (),
+        sink: Callable[[JournalEntry], Awaitable[None]] | None = None,
+    ) -> None:
+        self.entries: list[JournalEntry] = list(prior)
+        self._sink = sink
+
+    async def record(self, entry: JournalEntry) -> None:
+        if self._sink is not None:
+            await self._sink(entry)
+        self.entries.append(entry)
+
+
 class InputArtifact(Model):
     """An upstream artifact named in ``needs`` (or this stage's previous version on a rework)."""
 
@@ -180,6 +207,9 @@ class AttemptRequest(Model):
     writable: bool = True  # False: file tools refuse writes, saying ``read_only_reason``
     read_only_reason: str = ""
     meter: AttemptMeter = Field(default_factory=AttemptMeter, exclude=True, repr=False)
+    journal: StageJournal = Field(default_factory=StageJournal, exclude=True, repr=False)
+    # a debate stage's agents by name (participants and moderator), from the run's snapshot
+    panel: dict[str, AgentDefinition] = Field(default_factory=dict)
 
     def model_post_init(self, __context: Any) -> None:
         # a request built without the engine (tests, direct use) still caps by its own budget
@@ -197,7 +227,7 @@ class AttemptResult(Model):
     usage: Usage = Field(default_factory=Usage)
     model: str | None = None  # the model that answered
     model_requested: str | None = None  # the resolved model id asked for (after aliases)
-    runner: str = "unknown"  # offline | anthropic | claude-code | command
+    runner: str = "unknown"  # offline | anthropic | claude-code | command | debate
     error: str | None = None
 
 

@@ -140,7 +140,7 @@ class Service:
             resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
-        used = sorted({s.agent for s in spec.stages if s.agent})
+        used = sorted({name for s in spec.stages for name in s.agent_names()})
         snapshot = {}
         for name in used:
             snapshot[name] = agents.get(name).model_dump(mode="json")

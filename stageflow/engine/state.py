@@ -84,6 +84,8 @@ class StageState:
     transient: bool = False  # the last failure was the provider's (network, overload): retry it
     triggered: bool = False  # a rollback stage that was called
     usage: Usage = field(default_factory=Usage)
+    # a debate stage's turns and verdicts since its last fresh start (a rework starts anew)
+    debate: tuple[ev.DebateTurn | ev.DebateVerdict, ...] = ()
 
     @property
     def attempt(self) -> int:
@@ -127,6 +129,7 @@ class RunState:
     rollback: str | None = None  # the rollback stage running for ``failing``
     owner: str | None = None
     spent: float = 0.0  # USD over every attempt, kept as events are applied (read spent_usd)
+    orchestration: float = 0.0  # USD of it spent on orchestration (debate moderators)
 
     @property
     def status(self) -> RunStatus:
@@ -225,8 +228,17 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
                     not_before=None,
                     reason=None,
                     approval_expires_at=None,
+                    debate=() if e.kind == "rework" else st.debate,
                 ),
                 agents=agents,
+            )
+        case ev.DebateTurn() | ev.DebateVerdict():
+            st = state.stages[e.stage]
+            cost = e.cost_usd if isinstance(e, ev.DebateVerdict) else 0.0
+            return _set(
+                state,
+                replace(st, debate=(*st.debate, e)),
+                orchestration=round(state.orchestration + cost, 10),
             )
         case ev.AttemptFinished():
             return _attempt_finished(state, env, e)

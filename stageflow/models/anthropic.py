@@ -332,6 +332,8 @@ class AnthropicClient:
             params["system"] = call.system
         if call.tools:
             params["tools"] = call.tools
+        if call.tool_choice:
+            params["tool_choice"] = call.tool_choice
         try:
             try:
                 message = await self._client.messages.create(**params)

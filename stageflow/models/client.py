@@ -30,6 +30,7 @@ class ModelCall:
     tools: list[Block]
     messages: list[dict[str, Any]]
     max_tokens: int
+    tool_choice: Block | None = None  # e.g. {"type": "tool", "name": "answer"}
 
 
 @dataclass(frozen=True)

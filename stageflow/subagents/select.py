@@ -38,6 +38,7 @@ from stageflow.workspace.tainted import is_tainted, mark_tainted
 if TYPE_CHECKING:
     from stageflow.subagents.command import CommandRunner
     from stageflow.subagents.context import ContextSource
+    from stageflow.subagents.debate.runner import DebateRunner
     from stageflow.subagents.offline.runner import OfflineRunner
     from stageflow.subagents.tool_loop import ExtraTool
     from stageflow.workspace.sandbox import Sandbox
@@ -171,6 +172,8 @@ class StageRunner:
         self.agent_runner_name = resolve_runner_name(settings)
         self.name: str = self.agent_runner_name or settings.runner
         self._agent: Runner | None = offline if self.agent_runner_name == "offline" else None
+        self._offline = offline
+        self._debate: DebateRunner | None = None  # built at the first debate stage
 
     def agent_runner(self) -> Runner:
         """The runner for agent stages, built on first use; raises ``ModelError`` if none."""
@@ -197,6 +200,24 @@ class StageRunner:
         close = getattr(self._agent, "aclose", None)
         if close is not None:
             await close()
+        if self._debate is not None:
+            await self._debate.aclose()
+
+    def debate_runner(self, request: AttemptRequest) -> DebateRunner:
+        """The runner of debate stages (offline: scripted, with the stage's scripted delay)."""
+        from stageflow.subagents.debate.build import make_debate_runner
+
+        if self.agent_runner_name == "offline":
+            delay = 0.0
+            if self._offline is not None:
+                script = self._offline.script.get(request.stage.id)
+                delay = self._offline.delay
+                if script is not None and script.delay is not None:
+                    delay = script.delay
+            return make_debate_runner(self.settings, "offline", offline_delay=delay)
+        if self._debate is None:
+            self._debate = make_debate_runner(self.settings, self.agent_runner_name)
+        return self._debate
 
     @property
     def command(self) -> CommandRunner:
@@ -215,6 +236,9 @@ class StageRunner:
             request = await self._in_workspace(request)
             sandbox = await self._command_sandbox(request)
             return await self.command.run(request, sandbox=sandbox)
+
+        if request.stage.debate is not None:  # no workspace: debaters read, never write
+            return await self.debate_runner(request).run(request)
 
         runner = self.agent_runner()
         request = await self._in_workspace(request)

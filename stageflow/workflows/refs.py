@@ -37,6 +37,9 @@ class StageRefs:
     gate: str | None = None
     model: str | None = None
     line: int | None = None
+    # a debate's agents: (path under the stage, name), e.g. (("debate", "participants", 0,
+    # "agent"), "critic")
+    debate_agents: tuple[tuple[DocPath, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,24 @@ def _from_stage(stage: StageSpec) -> StageRefs:
         gate=stage.gate,
         model=stage.model,
         line=stage.line,
+        debate_agents=_debate_agents(stage.model_dump(include={"debate"}).get("debate")),
     )
+
+
+def _debate_agents(debate: object) -> tuple[tuple[DocPath, str], ...]:
+    """The agents a ``debate:`` block names, with where (read leniently: raw data too)."""
+    if not isinstance(debate, dict):
+        return ()
+    out: list[tuple[DocPath, str]] = []
+    participants = debate.get("participants")
+    if isinstance(participants, list):
+        for j, p in enumerate(participants):
+            if isinstance(p, dict) and isinstance(p.get("agent"), str):
+                out.append((("debate", "participants", j, "agent"), p["agent"]))
+    moderator = debate.get("moderator")
+    if isinstance(moderator, dict) and isinstance(moderator.get("agent"), str):
+        out.append((("debate", "moderator", "agent"), moderator["agent"]))
+    return tuple(out)
 
 
 def refs_from_data(
@@ -122,6 +142,7 @@ def _from_raw(stage: dict[str, Any], i: int, unsure: Collection[DocPath]) -> Sta
         when=_text(stage.get("when")),
         gate=_text(stage.get("gate")),
         model=_text(stage.get("model")),
+        debate_agents=_debate_agents(stage.get("debate")),
     )
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from stageflow.base import Model
+from stageflow.workflows.debate_spec import DebateSpec
 from stageflow.workflows.durations import parse_duration
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -145,12 +146,13 @@ def _approval(v: object) -> object:
 
 
 class StageSpec(_Model):
-    """One stage: an agent run (``agent``) or a command (``run``)."""
+    """One stage: an agent run (``agent``), a command (``run``) or a debate (``debate``)."""
 
     id: str
     description: str = ""
     agent: str | None = None
     run: str | None = None
+    debate: DebateSpec | None = None
     depends_on: list[str] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)
     produces: list[str] = Field(default_factory=list)
@@ -190,13 +192,24 @@ class StageSpec(_Model):
 
     @model_validator(mode="after")
     def _agent_or_run(self) -> StageSpec:
-        if bool(self.agent) == bool(self.run):
-            raise ValueError("a stage needs exactly one of 'agent' or 'run'")
+        if sum((bool(self.agent), bool(self.run), self.debate is not None)) != 1:
+            raise ValueError("a stage needs exactly one of 'agent', 'run' or 'debate'")
+        if self.debate is not None and not self.produces:
+            raise ValueError("a debate stage must produce an artifact (its decision record)")
         return self
 
     @property
-    def kind(self) -> Literal["agent", "command"]:
+    def kind(self) -> Literal["agent", "command", "debate"]:
+        if self.debate is not None:
+            return "debate"
         return "agent" if self.agent else "command"
+
+    def agent_names(self) -> list[str]:
+        """Every agent the stage uses: its ``agent``, or its debate's participants and
+        moderator."""
+        if self.debate is not None:
+            return self.debate.agent_names()
+        return [self.agent] if self.agent else []
 
     def needed(self) -> list[tuple[str, str]]:
         """``needs`` split into (stage, artifact) pairs; malformed entries are skipped."""

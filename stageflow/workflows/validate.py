@@ -154,15 +154,21 @@ class _Checker:
                 )
 
     def check_agent(self, i: int, stage: StageRefs) -> None:
-        if self.agents is None or stage.agent is None or stage.agent in self.agents:
+        if self.agents is None:
             return
+        named: list[tuple[DocPath, str]] = list(stage.debate_agents)
+        if stage.agent is not None:
+            named.insert(0, (("agent",), stage.agent))
         known = ", ".join(sorted(self.agents)) or "none"
-        self.add(
-            i,
-            ("agent",),
-            f"unknown agent '{stage.agent}'{self.suggest(stage.agent, self.agents)}; "
-            f"known agents: {known}",
-        )
+        for sub, agent in named:
+            if agent in self.agents:
+                continue
+            self.add(
+                i,
+                sub,
+                f"unknown agent '{agent}'{self.suggest(agent, self.agents)}; "
+                f"known agents: {known}",
+            )
 
     def check_needs(self, i: int, stage: StageRefs) -> None:
         for j, item in enumerate(stage.needs):
