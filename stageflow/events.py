@@ -50,6 +50,17 @@ class RunCreated(_Event):
     budget_usd: float | None = None
     runner: str = "offline"
     workdir: str = "."
+    # template="auto": the orchestrator's choice {template, reason, by, model, fallback,
+    # cost_usd}; absent otherwise
+    chosen: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_choice(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # absent stays absent, so runs logged before the field existed still verify
+        data: dict[str, Any] = handler(self)
+        if self.chosen is None:
+            data.pop("chosen", None)
+        return data
 
 
 class StageSkipped(_Event):

@@ -79,8 +79,16 @@ async def cmd_agents(app: App, args: argparse.Namespace) -> int:
 
 async def cmd_run(app: App, args: argparse.Namespace) -> int:
     inputs = _parse_inputs(args.input)
+    template, chosen = args.template, None
+    if template.strip() == "auto":
+        from stageflow.subagents.orchestrator.choose import choose_template
+
+        chosen = await choose_template(app.settings, app.service.template_descriptions(), args.task)
+        template = str(chosen["template"])
+        if not app.quiet:
+            app.out.write(f"template auto -> {template} ({chosen['by']}: {chosen['reason']})\n")
     state = await app.service.start_run(
-        args.template, args.task, inputs=inputs, budget_usd=args.budget, actor="cli"
+        template, args.task, inputs=inputs, budget_usd=args.budget, actor="cli", chosen=chosen
     )
     if not app.quiet:
         app.out.write(

@@ -101,8 +101,9 @@ def render_run(
         kind = f"{w.kind}, attempt {w.attempt}" if w.attempt else w.kind
         out.write(f"waiting: {w.stage} ({kind}) - {w.what.rstrip()}{review}\n")
     budget = f" of {money(view.budget_usd)}" if view.budget_usd is not None else ""
+    orch = f"  orchestration: {money(view.orchestration_usd)}" if view.orchestration_usd else ""
     out.write(
-        f"spent: {money(view.spent_usd)}{budget}  tokens: {tokens(view.usage.total_tokens)}\n"
+        f"spent: {money(view.spent_usd)}{budget}{orch}  tokens: {tokens(view.usage.total_tokens)}\n"
     )
     ws = view.workspace
     if ws is not None:

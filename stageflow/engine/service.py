@@ -93,6 +93,15 @@ class Service:
         agents = self.agents()
         return agents, self.templates(agents)
 
+    def template_descriptions(self) -> dict[str, str]:
+        """Every template that loads, by name, with its description (for ``template="auto"``)."""
+        _, catalog = self._definitions()
+        return {
+            name: entry.spec.description
+            for name, entry in catalog.entries.items()
+            if entry.spec is not None and not entry.problems
+        }
+
     def agents(self) -> AgentRegistry:
         if self.definitions is not None:
             return self.definitions.agents
@@ -121,8 +130,10 @@ class Service:
         inputs: dict[str, Any] | None = None,
         budget_usd: float | None = None,
         actor: str = "cli",
+        chosen: dict[str, Any] | None = None,
     ) -> RunState:
-        """Validate and record a new run; it does not execute anything."""
+        """Validate and record a new run; it does not execute anything. ``chosen``: how
+        ``template="auto"`` picked ``template`` (recorded on ``run_created``)."""
         if not task or not task.strip():
             raise InvalidArgument("task must be a non-empty description of the work")
         if budget_usd is not None and budget_usd < 0:
@@ -153,6 +164,7 @@ class Service:
             budget_usd=budget_usd if budget_usd is not None else spec.limits.budget_usd,
             runner=self.runner_label,
             workdir=str(self.settings.project),
+            chosen=chosen,
         )
         run_id = new_run_id()
         now = self.clock()

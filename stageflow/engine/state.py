@@ -129,7 +129,8 @@ class RunState:
     rollback: str | None = None  # the rollback stage running for ``failing``
     owner: str | None = None
     spent: float = 0.0  # USD over every attempt, kept as events are applied (read spent_usd)
-    orchestration: float = 0.0  # USD of it spent on orchestration (debate moderators)
+    orchestration: float = 0.0  # USD spent on orchestration (moderators, template choice)
+    chosen: dict[str, Any] | None = None  # template="auto": the orchestrator's choice
 
     @property
     def status(self) -> RunStatus:
@@ -179,6 +180,8 @@ def initial_state(run_id: str, env: ev.Envelope) -> RunState:
         runner=created.runner,
         workdir=created.workdir,
         budget_usd=created.budget_usd,
+        chosen=dict(created.chosen) if created.chosen else None,
+        orchestration=float((created.chosen or {}).get("cost_usd") or 0.0),
         seq=env.seq,
         head_hash=env.hash,
     )

@@ -97,6 +97,7 @@ class RunView(Model):
     blockers: list[str] = Field(default_factory=list)
     usage: Usage
     spent_usd: float
+    orchestration_usd: float = 0.0  # of it (and of template="auto"): moderators, choices
     budget_usd: float | None
     reason: str | None = None
     next_action: str
@@ -299,6 +300,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         blockers=blockers,
         usage=state.usage,
         spent_usd=state.spent_usd,
+        orchestration_usd=round(state.orchestration, 10),
         budget_usd=state.budget_usd,
         reason=state.end_reason or state.pause_reason,
         next_action=next_action(state, waiting),

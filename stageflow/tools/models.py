@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from stageflow.base import Model
@@ -35,6 +37,9 @@ class StartResult(Model):
     status: str
     runner: str
     stages: list[str]
+    chosen: dict[str, Any] | None = Field(
+        None, description='template="auto": the template chosen, why, and by model or rules'
+    )
     next_action: str
 
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
 from stageflow.prompts.templates import refresh_prompts
+from stageflow.subagents.orchestrator.choose import AUTO, choose_template
 from stageflow.tools.briefs import next_step
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
@@ -73,7 +74,10 @@ def _command_result(state: RunState, action: str, stage: str | None, actor: str)
 
 async def workflow_start(
     ctx: ToolContext,
-    template: Annotated[str, Field(description="template name, e.g. feature_development")],
+    template: Annotated[
+        str,
+        Field(description='template name, e.g. feature_development; "auto": chosen for the task'),
+    ],
     task: Annotated[str, Field(description="what to build or fix, in plain words", min_length=1)],
     inputs: Annotated[
         dict[str, Any] | None,
@@ -86,9 +90,18 @@ async def workflow_start(
     """Start a run; returns its id at once."""
     app = deps(ctx)
     await refresh_prompts(ctx, app.settings)  # the template may be new since the last listing
+    chosen = None
     with tool_errors():
+        if template.strip() == AUTO:
+            chosen = await choose_template(app.settings, app.service.template_descriptions(), task)
+            template = str(chosen["template"])
         state = await app.service.start_run(
-            template, task, inputs=inputs, budget_usd=budget_usd, actor=DEFAULT_ACTOR
+            template,
+            task,
+            inputs=inputs,
+            budget_usd=budget_usd,
+            actor=DEFAULT_ACTOR,
+            chosen=chosen,
         )
     app.start_driving(state.run_id)
     result = StartResult(
@@ -97,14 +110,16 @@ async def workflow_start(
         status=state.status,
         runner=app.runner_label,
         stages=[s.id for s in state.spec.stages],
+        chosen=chosen,
         next_action=(
             f"poll workflow_status(run_id='{state.run_id}', wait_seconds=30) until a gate "
             "waits for approval or the run ends"
         ),
     )
+    why = f" Chosen by {chosen['by']}: {chosen['reason']}" if chosen else ""
     summary = (
         f"Started run {state.run_id} ({state.template}: {' -> '.join(result.stages)}) with "
-        f"runner {app.runner_label}.\nNext: {result.next_action}. Dashboard: "
+        f"runner {app.runner_label}.{why}\nNext: {result.next_action}. Dashboard: "
         f"{run_uri(state.run_id)}"
     )
     return tool_result(result, summary)

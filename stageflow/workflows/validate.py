@@ -166,8 +166,7 @@ class _Checker:
             self.add(
                 i,
                 sub,
-                f"unknown agent '{agent}'{self.suggest(agent, self.agents)}; "
-                f"known agents: {known}",
+                f"unknown agent '{agent}'{self.suggest(agent, self.agents)}; known agents: {known}",
             )
 
     def check_needs(self, i: int, stage: StageRefs) -> None:

@@ -47,11 +47,8 @@ def render_adr(
         lines.append("Material considered: " + ", ".join(f"{a.stage}.{a.name}" for a in needs))
         lines.append("")
     rounds = len(verdicts)
-    lines.append(
-        f"Debated over {rounds} round(s) by {len(final)} participants: "
-        + ", ".join(f"{t.participant} ({t.role}, {t.model or 'unknown model'})" for t in final.values())
-        + "."
-    )
+    who = ", ".join(f"{t.participant} ({t.role}, {t.model or '?'})" for t in final.values())
+    lines.append(f"Debated over {rounds} round(s) by {len(final)} participants: {who}.")
     lines += ["", "## Options", ""]
     for stance, turns in ranked:
         who = ", ".join(t.participant for t in turns)

@@ -86,10 +86,7 @@ def _condense(text: str, chars: int) -> str:
         return text
     cut = text[:chars]
     stop = max(cut.rfind(". "), cut.rfind("\n"))
-    if stop > chars // 2:
-        cut = cut[: stop + 1]
-    else:
-        cut = cut.rsplit(" ", 1)[0]
+    cut = cut[: stop + 1] if stop > chars // 2 else cut.rsplit(" ", 1)[0]
     return f"{cut.rstrip()} [condensed: {len(cut)} of {len(text)} characters]"
 
 

@@ -165,7 +165,8 @@ class DebateRunner:
         action = enforce(answer.action, round_no, spec)
         reason = answer.reason
         if action != answer.action:
-            reason = f"{reason} (engine: {action} at round {round_no} of {spec.rounds.min}-{spec.rounds.max})"
+            bounds = f"{spec.rounds.min}-{spec.rounds.max}"
+            reason = f"{reason} (engine: {action} at round {round_no}, rounds {bounds})"
         verdict = ev.DebateVerdict(
             stage=request.stage.id,
             attempt=request.attempt,

@@ -22,7 +22,7 @@ from stageflow.models.pricing import PriceTable
 from stageflow.subagents.spend import reserve
 from stageflow.workflows.debate_spec import Participant
 
-__all__ = ["ApiSpeaker", "OfflineSpeaker", "Speaker", "Spoken", "STATEMENT_TOOL"]
+__all__ = ["STATEMENT_TOOL", "ApiSpeaker", "OfflineSpeaker", "Speaker", "Spoken"]
 
 STATEMENT_TOOL = "statement"
 _TOOL = {
@@ -98,9 +98,7 @@ class OfflineSpeaker:
         if self.delay > 0:
             await anyio.sleep(self.delay)
         late = 3 if participant.role == "devils_advocate" else 2
-        stance = (
-            _OFFLINE_OPENING[participant.role] if round_no < late else "adopt with safeguards"
-        )
+        stance = _OFFLINE_OPENING[participant.role] if round_no < late else "adopt with safeguards"
         statement = (
             f"[offline] {participant.label} ({participant.role}), round {round_no}: I hold "
             f"'{stance}'. Scripted statement; it read a brief of {len(brief)} characters."

@@ -110,7 +110,10 @@ class Orchestrator:
         """The model's answer, or the rules' with the reason; never raises for the model."""
         if self.options.provider == "rules":
             return self._rules(question, "[orchestrator] provider is rules")
-        client = self.client()
+        try:
+            client = self.client()
+        except ModelError as exc:  # e.g. the optional ollama package is not installed
+            return self._rules(question, str(exc))
         if client is None:
             return self._rules(question, "no orchestrator model is available")
         use = model or self.model
@@ -129,17 +132,19 @@ class Orchestrator:
         )
         # the question's own cap on top of the run's: a meter of the attempt, narrowed
         capped = _Narrowed(meter, self.options.budget_usd)
-        try:
-            sized, reservation = await reserve(
-                call, capped, self.prices, client, where=f"orchestrator {question.kind}"
-            )
-        except BudgetExceeded as exc:
-            return self._rules(question, f"over budget: {exc}")
+        sized, reservation = call, None
+        if self.options.provider != "ollama":  # a local model costs nothing to reserve
+            try:
+                sized, reservation = await reserve(
+                    call, capped, self.prices, client, where=f"orchestrator {question.kind}"
+                )
+            except BudgetExceeded as exc:
+                return self._rules(question, f"over budget: {exc}")
         try:
             with anyio.fail_after(self.options.timeout):
                 reply = await client.send(sized)
         except ModelError as exc:
-            if not exc.maybe_billed:
+            if reservation is not None and not exc.maybe_billed:
                 await capped.release(reservation)
             return self._rules(question, f"{use} unavailable: {exc}")
         except TimeoutError:

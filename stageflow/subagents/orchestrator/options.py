@@ -38,9 +38,7 @@ class OrchestratorOptions:
 
 
 def _problem(settings: Settings, key: str, message: str) -> SpecError:
-    return SpecError(
-        Problem(message, file=str(settings.config_file), path=f"orchestrator.{key}")
-    )
+    return SpecError(Problem(message, file=str(settings.config_file), path=f"orchestrator.{key}"))
 
 
 def _number(settings: Settings, table: dict[str, Any], key: str, default: float) -> float:
@@ -63,7 +61,9 @@ def load_orchestrator_options(settings: Settings) -> OrchestratorOptions:
     if not isinstance(raw, dict):
         raise SpecError(
             Problem(
-                "[orchestrator] must be a table", file=str(settings.config_file), path="orchestrator"
+                "[orchestrator] must be a table",
+                file=str(settings.config_file),
+                path="orchestrator",
             )
         )
     unknown = sorted(set(raw) - {"provider", "model", "budget_usd", "timeout", "ollama_host"})
@@ -71,14 +71,14 @@ def load_orchestrator_options(settings: Settings) -> OrchestratorOptions:
         raise _problem(
             settings,
             unknown[0],
-            f"unknown key; [orchestrator] takes provider, model, budget_usd, timeout, "
-            f"ollama_host",
+            "unknown key; [orchestrator] takes provider, model, budget_usd, timeout, ollama_host",
         )
     provider = raw.get("provider", "anthropic")
     if provider not in _PROVIDERS:
         raise _problem(
-            settings, "provider", f"unknown provider {provider!r}; expected one of "
-            f"{', '.join(_PROVIDERS)}"
+            settings,
+            "provider",
+            f"unknown provider {provider!r}; expected one of {', '.join(_PROVIDERS)}",
         )
     return OrchestratorOptions(
         provider=provider,
