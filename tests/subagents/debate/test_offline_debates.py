@@ -86,8 +86,17 @@ def test_a_debate_killed_in_round_two_resumes_at_its_turn(
     db = cli.project / ".stageflow" / "state.db"
     cli.project.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stageflow", "run", "simple_debate", "--task", QUESTION,
-         "--project", str(cli.project)],
+        [
+            sys.executable,
+            "-m",
+            "stageflow",
+            "run",
+            "simple_debate",
+            "--task",
+            QUESTION,
+            "--project",
+            str(cli.project),
+        ],
         env=dict(os.environ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -101,7 +110,9 @@ def test_a_debate_killed_in_round_two_resumes_at_its_turn(
     proc.wait(30)
     before = _turns(db)
     assert [(t["round"], t["participant"]) for t in before] == [
-        (1, "proponent"), (1, "critic"), (2, "proponent")
+        (1, "proponent"),
+        (1, "critic"),
+        (2, "proponent"),
     ]
     run_id = cli.ok("status", "--json").json()[0]["run_id"]
     script.write_text(json.dumps({}), encoding="utf-8")  # no delay for the rest
