@@ -35,12 +35,23 @@ EXPECTED_AGENTS = {
     "release-manager": "sonnet",
     "editor": "sonnet",
 }
+# debate participants and the moderator: they answer with the `statement` / `answer` tool,
+# not submit_result, so their briefs have a shape of their own
+DEBATE_AGENTS = {
+    "proponent": "opus",
+    "critic": "sonnet",
+    "devils-advocate": "sonnet",
+    "domain-expert": "opus",
+    "moderator": "haiku",
+}
+DEBATE_TEMPLATES = {"simple_debate", "complex_debate", "consensus_building", "evolution_debate"}
 EXPECTED_TEMPLATES = {
     "feature_development",
     "bugfix",
     "documentation_update",
     "security_audit",
     "feature_parallel",
+    *DEBATE_TEMPLATES,
 }
 CLAUDE_CODE_TOOLS = {"Read", "Write", "Edit", "Glob", "Grep", "Bash"}
 READ_ONLY = {"Read", "Glob", "Grep"}
@@ -76,8 +87,24 @@ def upstream(spec: WorkflowSpec, stage_id: str) -> set[str]:
 def test_the_builtin_agents_are_exactly_the_expected_roles_and_models(
     agents: dict[str, AgentDefinition],
 ) -> None:
-    assert {name: a.model for name, a in agents.items()} == EXPECTED_AGENTS
-    assert {p.stem for p in AGENT_FILES} == set(EXPECTED_AGENTS)  # file named after the agent
+    assert {name: a.model for name, a in agents.items()} == EXPECTED_AGENTS | DEBATE_AGENTS
+    # files are named after their agent
+    assert {p.stem for p in AGENT_FILES} == set(EXPECTED_AGENTS) | set(DEBATE_AGENTS)
+
+
+@pytest.mark.parametrize("name", sorted(DEBATE_AGENTS))
+def test_each_debate_agent_is_a_complete_brief(
+    agents: dict[str, AgentDefinition], name: str
+) -> None:
+    agent = agents[name]
+    assert len(agent.description) >= 60
+    assert set(agent.tools) <= READ_ONLY  # debaters read, never write
+    assert len(agent.system_prompt.splitlines()) >= 12
+    assert agent.extra == {}
+    tool = "answer tool" if name == "moderator" else "`statement` tool"
+    assert tool in agent.system_prompt
+    if name != "moderator":
+        assert "## Your job" in agent.system_prompt and "## Answer" in agent.system_prompt
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_AGENTS))
@@ -148,7 +175,8 @@ def test_template_uses_builtin_agents_and_needs_upstream_artifacts(
     spec = load_spec(path)
     rollback_targets = spec.rollback_targets()
     for stage in spec.stages:
-        assert stage.agent in agents, stage.id
+        names = stage.agent_names()
+        assert names and set(names) <= set(agents), stage.id
         assert not set(stage.depends_on) & rollback_targets, stage.id
         ups = upstream(spec, stage.id)
         assert len(stage.needed()) == len(stage.needs)
@@ -180,7 +208,9 @@ def test_approval_stages_bound_their_rework(path: Path) -> None:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     spec = load_spec(path)
     approvals = [s for s in spec.stages if s.approval is not None]
-    assert approvals
+    # a debate's record is advisory (it lands in the knowledge base); evolution_debate, which
+    # changes the system, asks a human
+    assert approvals or spec.name in DEBATE_TEMPLATES - {"evolution_debate"}
     for stage, raw_stage in zip(spec.stages, raw["stages"], strict=True):
         if stage.approval is not None:
             assert "max_rework" in raw_stage, stage.id

@@ -67,10 +67,14 @@ def test_templates_and_agents_json_list_the_built_in_catalog(cli: Cli) -> None:
         "documentation_update",
         "security_audit",
         "feature_parallel",
+        "simple_debate",
+        "complex_debate",
+        "consensus_building",
+        "evolution_debate",
     }
     assert templates["errors"] == []
     assert all(t["problems"] == [] and t["stages"] for t in templates["templates"])
-    assert len(agents["agents"]) == 12
+    assert len(agents["agents"]) == 17  # 12 stage agents, 4 debaters and the moderator
     assert agents["errors"] == []
     assert {a["layer"] for a in agents["agents"]} == {"builtin"}
     assert {"architect", "developer", "tester", "reviewer"} <= {a["name"] for a in agents["agents"]}

@@ -25,6 +25,10 @@ BUILTIN = {
     "feature_development",
     "feature_parallel",
     "security_audit",
+    "simple_debate",
+    "complex_debate",
+    "consensus_building",
+    "evolution_debate",
 }
 EXTRA = """\
 name: {name}
