@@ -48,7 +48,9 @@ class _AttemptLedger:
         self.store, self.run_id, self.stage, self.attempt = store, run_id, stage, attempt
         self.clock = clock
 
-    async def started(self, model_requested: str, reserved_usd: float) -> int:
+    async def started(
+        self, model_requested: str, reserved_usd: float, category: str = "agent"
+    ) -> int:
         row = RequestRow(
             stage=self.stage,
             attempt=self.attempt,
@@ -56,6 +58,7 @@ class _AttemptLedger:
             model=model_requested,
             reserved_usd=reserved_usd,
             done=False,
+            category=category,
         )
         return await self.store.ledger.record(self.run_id, row, at=self.clock())
 

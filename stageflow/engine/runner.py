@@ -92,14 +92,19 @@ class AttemptMeter:
         sharers = self._sharers() if self._sharers is not None else 1
         return left / max(1, sharers)
 
-    async def begin(self, usd: float, model_requested: str) -> Reservation:
+    async def begin(
+        self, usd: float, model_requested: str, category: str = "agent"
+    ) -> Reservation:
         """Reserve ``usd`` for a request about to be sent (call it right after
         ``remaining_usd()``, with no await in between, so concurrent attempts cannot both
-        reserve the same room)."""
+        reserve the same room). ``category``: what the ledger files it under (``agent``,
+        ``orchestration``)."""
         reservation = Reservation(usd=max(0.0, usd))
         self.in_flight.append(reservation)
         if self._ledger is not None:
-            reservation.seq = await self._ledger.started(model_requested, reservation.usd)
+            reservation.seq = await self._ledger.started(
+                model_requested, reservation.usd, category
+            )
         return reservation
 
     async def release(self, reservation: Reservation) -> None:
@@ -141,7 +146,9 @@ class AttemptMeter:
 class RequestLedger(Protocol):
     """Where an attempt's requests are recorded as they start and end (the engine's ledger)."""
 
-    async def started(self, model_requested: str, reserved_usd: float) -> int: ...
+    async def started(
+        self, model_requested: str, reserved_usd: float, category: str = "agent"
+    ) -> int: ...
 
     async def finished(self, seq: int, usage: RequestUsage) -> None: ...
 

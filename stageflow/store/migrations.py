@@ -167,6 +167,12 @@ ALTER TABLE model_requests ADD COLUMN reserved_usd REAL NOT NULL DEFAULT 0;
 ALTER TABLE model_requests ADD COLUMN done INTEGER NOT NULL DEFAULT 1;
 """
 
+# What a request was for: "agent" (a stage's work) or "orchestration" (a debate's moderator,
+# the orchestrator's questions), so spend can be shown by category.
+_0006_REQUEST_CATEGORIES = """
+ALTER TABLE model_requests ADD COLUMN category TEXT NOT NULL DEFAULT 'agent';
+"""
+
 _0004_KNOWLEDGE_VECTORS = """
 CREATE TABLE knowledge_section_keys (
     section_rowid INTEGER PRIMARY KEY,
@@ -200,6 +206,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "knowledge", _0003_KNOWLEDGE),
     Migration(4, "knowledge_vectors", _0004_KNOWLEDGE_VECTORS),
     Migration(5, "request_reservations", _0005_REQUEST_RESERVATIONS),
+    Migration(6, "request_categories", _0006_REQUEST_CATEGORIES),
 )
 
 _CREATE_MIGRATIONS_TABLE = (

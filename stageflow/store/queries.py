@@ -91,7 +91,7 @@ WITHOUT_LIVE_LEASE = (
 
 INSERT_REQUEST = (  # seq: the attempt's next request number, computed in the same statement
     f"INSERT INTO model_requests (run_id, stage, attempt, seq, at, {REQUEST_COLUMNS}) "
-    "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
     "FROM model_requests WHERE run_id = ? AND stage = ? AND attempt = ? RETURNING seq"
 )
 FINISH_REQUEST = (

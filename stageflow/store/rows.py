@@ -145,7 +145,8 @@ def artifact_from_row(row: Any) -> ArtifactRecord:
 #: Columns of ``model_requests`` after (run_id, stage, attempt, seq, at).
 REQUEST_COLUMNS = (
     "model_requested, model, input_tokens, output_tokens, cache_write_5m_tokens, "
-    "cache_write_1h_tokens, cache_read_tokens, cost_usd, priced, request_id, reserved_usd, done"
+    "cache_write_1h_tokens, cache_read_tokens, cost_usd, priced, request_id, reserved_usd, done, "
+    "category"
 )
 
 
@@ -169,6 +170,7 @@ class RequestRow:
     done: bool = True  # False: sent, no usage recorded (its process may have died)
     seq: int = 0  # assigned by the store
     at: float = 0.0
+    category: str = "agent"  # or "orchestration" (moderators, the orchestrator's questions)
 
     @property
     def spent_usd(self) -> float:
@@ -191,6 +193,7 @@ class RequestRow:
             self.request_id,
             self.reserved_usd,
             int(self.done),
+            self.category,
         )
 
 
@@ -213,4 +216,5 @@ def request_from_row(row: tuple[Any, ...]) -> RequestRow:
         request_id=row[13],
         reserved_usd=float(row[14]),
         done=bool(row[15]),
+        category=str(row[16]),
     )

@@ -174,8 +174,11 @@ class _Narrowed(AttemptMeter):
         left = self._inner.remaining_usd()
         return self._cap if left is None else min(left, self._cap)
 
-    async def begin(self, usd: float, model_requested: str) -> Reservation:
-        return await self._inner.begin(usd, model_requested)
+    async def begin(
+        self, usd: float, model_requested: str, category: str = "orchestration"
+    ) -> Reservation:
+        del category  # every request of a question is orchestration
+        return await self._inner.begin(usd, model_requested, "orchestration")
 
     async def release(self, reservation: Reservation) -> None:
         await self._inner.release(reservation)

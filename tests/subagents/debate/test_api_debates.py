@@ -61,7 +61,10 @@ def test_consensus_building_on_the_api_runner(project: ApiProject) -> None:
     # every request is in the ledger, and the moderator's share is the orchestration spend
     rows = project.ledger(view.run_id)
     assert len(rows) == len(project.api.message_requests())
-    cheap = sum(r.spent_usd for r in rows if r.model == CHEAP)
+    orchestration = [r for r in rows if r.category == "orchestration"]
+    assert {r.model for r in orchestration} == {CHEAP} and len(orchestration) == len(verdicts)
+    assert {r.category for r in rows if r.model != CHEAP} == {"agent"}
+    cheap = sum(r.spent_usd for r in orchestration)
     assert view.orchestration_usd == pytest.approx(cheap, abs=1e-9) and cheap > 0
     assert view.spent_usd <= 3
     found = project("knowledge", "search", "ORM hand-written SQL", "--json").json()
