@@ -65,6 +65,9 @@ class RunBrief(Model):
     status: str = Field(description="running, waiting, paused, completed, failed or cancelled")
     runner: str
     spent_usd: float
+    orchestration_usd: float | None = Field(
+        None, description="of the spend: debate moderators and the orchestrator's choices"
+    )
     budget_usd: float | None = None
     stages: list[StageBrief]
     waiting: list[GateBrief] = Field(default_factory=list)
@@ -158,6 +161,7 @@ def run_brief(view: RunView) -> RunBrief:
         status=view.status,
         runner=view.runner,
         spent_usd=round(view.spent_usd, 6),
+        orchestration_usd=round(view.orchestration_usd, 6) or None,
         budget_usd=view.budget_usd,
         stages=[_stage_brief(s) for s in view.stages],
         waiting=gates,
