@@ -92,9 +92,7 @@ class AttemptMeter:
         sharers = self._sharers() if self._sharers is not None else 1
         return left / max(1, sharers)
 
-    async def begin(
-        self, usd: float, model_requested: str, category: str = "agent"
-    ) -> Reservation:
+    async def begin(self, usd: float, model_requested: str, category: str = "agent") -> Reservation:
         """Reserve ``usd`` for a request about to be sent (call it right after
         ``remaining_usd()``, with no await in between, so concurrent attempts cannot both
         reserve the same room). ``category``: what the ledger files it under (``agent``,
@@ -102,9 +100,7 @@ class AttemptMeter:
         reservation = Reservation(usd=max(0.0, usd))
         self.in_flight.append(reservation)
         if self._ledger is not None:
-            reservation.seq = await self._ledger.started(
-                model_requested, reservation.usd, category
-            )
+            reservation.seq = await self._ledger.started(model_requested, reservation.usd, category)
         return reservation
 
     async def release(self, reservation: Reservation) -> None:
