@@ -42,7 +42,7 @@ class AttemptView(Model):
 
 class StageView(Model):
     id: str
-    kind: str  # agent | command
+    kind: str  # agent | command | debate
     agent: str | None
     status: str
     attempts: int

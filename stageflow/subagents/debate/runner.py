@@ -69,6 +69,8 @@ class DebateRunner:
         extra = [f"- {k}: {v}" for k, v in request.inputs.items() if k != "task" and v]
         if extra:
             question += "\n\nInputs:\n" + "\n".join(extra)
+        if request.feedback:  # a rework: the human rejected the last decision, saying why
+            question += f"\n\nA reviewer rejected the previous decision: {request.feedback}"
         progress = Progress.of(request.journal.entries)
         resumed = sum(len(t) for t in progress.turns.values())
         if resumed:

@@ -132,3 +132,29 @@ def _safe_turns(db: Path) -> list[dict[str, Any]]:
         return _turns(db)
     except sqlite3.Error:
         return []
+
+
+def test_a_rejected_debate_starts_afresh_with_the_feedback(cli: Cli) -> None:
+    view = cli.run("evolution_debate", task=QUESTION)
+    assert [w.stage for w in view.waiting] == ["debate"]
+    result = cli(
+        "reject",
+        view.run_id,
+        "--stage",
+        "debate",
+        "--feedback",
+        "weigh the migration cost",
+        "--json",
+    )
+    assert result.code == 0, result.err
+    turns = of_type(cli.events(view.run_id), "debate_turn")
+    first = [t for t in turns if t["attempt"] == 1]
+    again = [t for t in turns if t["attempt"] == 2]
+    assert again and again[0]["round"] == 1  # a fresh debate, not a continuation
+    assert len(again) == len(first)
+
+    def brief_chars(t: dict[str, Any]) -> int:
+        return int(t["statement"].rsplit("brief of ", 1)[1].split()[0])
+
+    # the same turn read more the second time: the reviewer's feedback
+    assert brief_chars(again[0]) > brief_chars(first[0])
