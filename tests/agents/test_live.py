@@ -110,25 +110,25 @@ def test_only_the_given_files_are_read_again(settings: Settings) -> None:
 
 def test_an_added_file_appears(settings: Settings) -> None:
     live = LiveDefinitions(settings)
-    path = write(agents_dir(settings) / "critic.md", agent_text("critic", "Finds faults."))
+    path = write(agents_dir(settings) / "nitpicker.md", agent_text("nitpicker", "Finds faults."))
 
     report = live.apply([path])
 
-    assert live.agents.get("critic").source == str(path)
-    assert report.agents_changed == ("critic",)
+    assert live.agents.get("nitpicker").source == str(path)
+    assert report.agents_changed == ("nitpicker",)
 
 
 def test_a_deleted_file_disappears(settings: Settings) -> None:
-    path = write(agents_dir(settings) / "critic.md", agent_text("critic"))
+    path = write(agents_dir(settings) / "nitpicker.md", agent_text("nitpicker"))
     live = LiveDefinitions(settings)
     path.unlink()
 
     report = live.apply([path])
 
     with pytest.raises(NotFound) as err:
-        live.agents.get("critic")
+        live.agents.get("nitpicker")
     assert err.value.kind == "agent"
-    assert report.agents_removed == ("critic",)
+    assert report.agents_removed == ("nitpicker",)
 
 
 def test_deleting_an_override_brings_the_lower_layer_back(settings: Settings) -> None:
@@ -266,12 +266,12 @@ def test_templates_are_revalidated_when_an_agent_they_use_goes_away(settings: Se
 
 
 def test_a_template_naming_a_new_agent_loads_once_the_agent_exists(settings: Settings) -> None:
-    flow = write(flows_dir(settings) / "review.yaml", template_text("review", agent="critic"))
+    flow = write(flows_dir(settings) / "review.yaml", template_text("review", agent="nitpicker"))
     live = LiveDefinitions(settings)
     assert live.catalog.entries["review"].spec is None
 
-    critic = write(agents_dir(settings) / "critic.md", agent_text("critic"))
-    report = live.apply([critic])
+    nitpicker = write(agents_dir(settings) / "nitpicker.md", agent_text("nitpicker"))
+    report = live.apply([nitpicker])
 
     assert live.catalog.entries["review"].spec is not None
     assert "review" in report.templates_changed

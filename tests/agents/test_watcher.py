@@ -151,19 +151,19 @@ async def test_a_template_edit_is_served(settings: Settings) -> None:
 
 async def test_an_added_file_is_served(settings: Settings) -> None:
     async with watching(settings) as w:
-        write(w.agents_dir / "critic.md", agent_text("critic", "Finds faults."))
-        await until(lambda: w.description("critic") == "Finds faults.")
+        write(w.agents_dir / "nitpicker.md", agent_text("nitpicker", "Finds faults."))
+        await until(lambda: w.description("nitpicker") == "Finds faults.")
 
 
 async def test_a_deleted_file_disappears_and_a_lower_layer_comes_back(
     settings: Settings,
 ) -> None:
     write(settings.home / "agents" / "writer.md", agent_text("writer", "user layer"))
-    write(settings.state_dir / "agents" / "critic.md", agent_text("critic", "Finds faults."))
+    write(settings.state_dir / "agents" / "nitpicker.md", agent_text("nitpicker", "Finds faults."))
     async with watching(settings) as w:
-        (w.agents_dir / "critic.md").unlink()
+        (w.agents_dir / "nitpicker.md").unlink()
         (w.agents_dir / "writer.md").unlink()
-        await until(lambda: w.live.agent("critic") is None)
+        await until(lambda: w.live.agent("nitpicker") is None)
         await until(lambda: w.description("writer") == "user layer")
         assert w.live.agents.get("writer").layer == "user"
 
