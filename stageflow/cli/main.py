@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stage")
     sp.add_argument("--comment")
     sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
-    sp.add_argument("--approver", default="cli")
+    sp.add_argument("--approver", help="who decides (default: your OS user name)")
     driving(sp)
     sp = add(
         "reject",
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--feedback", required=True)
     sp.add_argument("--stage")
     sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
-    sp.add_argument("--approver", default="cli")
+    sp.add_argument("--approver", help="who decides (default: your OS user name)")
     driving(sp)
     sp = add(
         "cancel", "cancel a run (running stages are cancelled)", "commands:cmd_cancel", json_=True
