@@ -114,6 +114,13 @@ async def cmd_status(app: App, args: argparse.Namespace) -> int:
         else:
             render_runs(items, app.out)
         return EXIT_OK
+    if getattr(args, "watch", False) and not args.json:
+        from stageflow.cli.live import live_terminal, watch
+
+        live = live_terminal(app.out)
+        view = await watch(app, args.run, app.out)
+        if live:
+            return EXIT_FAIL if view.status == "failed" else EXIT_OK
     return await show(app, args.run, as_json=args.json)
 
 

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("status", "show one run, or the recent runs", "commands:cmd_status", json_=True)
     sp.add_argument("run", nargs="?")
     sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the run until it needs a human or ends (a live table on a terminal)",
+    )
 
     def driving(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--wait", action="store_true", help="execute until the run ends")
