@@ -215,6 +215,7 @@ def test_approval_stages_bound_their_rework(path: Path) -> None:
         if stage.approval is not None:
             assert "max_rework" in raw_stage, stage.id
             assert stage.approval.prompt, stage.id
+            assert stage.approval.by == "human", stage.id  # no model passes a built-in gate
 
 
 def test_feature_development_shape() -> None:
