@@ -174,8 +174,9 @@ class DebateRunner:
             attempt=request.attempt,
             round=round_no,
             agreement=answer.agreement,
-            positions=answer.positions,
-            open_points=answer.open_points,
+            # bounded: a verdict is a log entry, whatever the model wrote
+            positions={k[:80]: v[:200] for k, v in list(answer.positions.items())[:16]},
+            open_points=[p[:300] for p in answer.open_points],
             proposed=answer.action,
             action=action,
             reason=reason[:2000],
