@@ -60,7 +60,8 @@ run's audit log. Approving a stage that is not waiting fails with an error namin
 CONTROL_DESCRIPTION = """\
 Control a run: action='cancel' stops it for good (running subagents are cancelled);
 'pause' stops scheduling new stages (running ones finish); 'resume' continues a paused run,
-with a higher budget_usd if it stopped at its budget; 'retry' reruns the failed stages of a
+with a higher budget_usd if it stopped at its budget (spending more is the user's call: the
+server asks them); 'retry' reruns the failed stages of a
 failed run, or the one named in `stage`. `reason` is recorded in the audit log. Returns the
 run's status and each stage's status after the action."""
 
