@@ -372,13 +372,9 @@ class RunDriver:
     async def _request(self, start: StartAttempt) -> AttemptRequest:
         agent = self._inputs.agent_of(self.state, start)
         meter = self._meters.get(start.stage, start.attempt) or self._meters.open(start, agent)
-        prior = self.state.stages[start.stage].debate
-        journal = StageJournal(prior, sink=self._journal)
-        return await self._inputs.request(self.state, start, meter, journal)
-
-    async def _journal(self, entry: ev.DebateTurn | ev.DebateVerdict) -> None:
-        """Commit what a runner logs mid-attempt (a debate turn), planning on top as usual."""
-        await self._advance([entry])
+        # what a runner logs mid-attempt (a debate turn) is committed like any step
+        sink = StageJournal(self.state.stages[start.stage].debate, lambda e: self._advance([e]))
+        return await self._inputs.request(self.state, start, meter, sink)
 
     async def _attempt(self, start: StartAttempt, scope: anyio.CancelScope) -> None:
         t0 = time.monotonic()

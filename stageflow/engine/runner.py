@@ -166,7 +166,7 @@ class StageJournal:
     def __init__(
         self,
         prior: Sequence[JournalEntry] = (),
-        sink: Callable[[JournalEntry], Awaitable[None]] | None = None,
+        sink: Callable[[JournalEntry], Awaitable[object]] | None = None,
     ) -> None:
         self.entries: list[JournalEntry] = list(prior)
         self._sink = sink

@@ -98,13 +98,9 @@ class Service:
         return agents, self.templates(agents)
 
     def template_descriptions(self) -> dict[str, str]:
-        """Every template that loads, by name, with its description (for ``template="auto"``)."""
-        _, catalog = self._definitions()
-        return {
-            name: entry.spec.description
-            for name, entry in catalog.entries.items()
-            if entry.spec is not None and not entry.problems
-        }
+        """Templates that load, name -> description (``template="auto"`` chooses among them)."""
+        entries = self._definitions()[1].entries.items()
+        return {n: e.spec.description for n, e in entries if e.spec is not None and not e.problems}
 
     def agents(self) -> AgentRegistry:
         if self.definitions is not None:
