@@ -122,7 +122,7 @@ def dashboard_app(
         body = render_run(page, csrf)
         if not full:
             return HTMLResponse(body, status_code=status)
-        live = f"/events?run={run_id}"
+        live = f"/events?run={run_id}&seq={page.view.seq}"
         return HTMLResponse(layout(run_id, body, csrf=csrf, live=live), status_code=status)
 
     async def decide(request: Request) -> Response:
@@ -183,13 +183,15 @@ def dashboard_app(
     async def events(request: Request) -> Response:
         d = get()
         run_id = request.query_params.get("run") or None
+        raw_seq = request.query_params.get("seq", "")
+        seen = int(raw_seq) if raw_seq.isdigit() else None
         if run_id is not None:
             try:
                 await d.store.get_run(run_id)
             except NotFound as exc:
                 return Response(str(exc), status_code=404, media_type="text/plain")
         return StreamingResponse(
-            _sse(d, run_id),
+            _sse(d, run_id, seen),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )
@@ -208,11 +210,11 @@ def dashboard_app(
     return DashboardGuard(app, token=token, host=host, allowed_hosts=allowed_hosts)
 
 
-async def _sse(d: DashboardDeps, run_id: str | None) -> AsyncIterator[str]:
+async def _sse(d: DashboardDeps, run_id: str | None, seen: int | None) -> AsyncIterator[str]:
     """``change`` events (data: a counter) whenever the watched head moves; pings between."""
     yield "retry: 1000\n\n: connected\n\n"
     n = 0
-    async for head in watch_changes(d.store, run_id, poll_s=d.poll_s, idle_s=PING_S):
+    async for head in watch_changes(d.store, run_id, poll_s=d.poll_s, idle_s=PING_S, seen=seen):
         if head is None:
             yield ": ping\n\n"  # finds a client that went away
             continue

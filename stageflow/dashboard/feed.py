@@ -46,12 +46,19 @@ async def _head(store: Store, run_id: str | None) -> object:
 
 
 async def watch_changes(
-    store: Store, run_id: str | None = None, *, poll_s: float = POLL_S, idle_s: float = 15.0
+    store: Store,
+    run_id: str | None = None,
+    *,
+    poll_s: float = POLL_S,
+    idle_s: float = 15.0,
+    seen: object | None = None,
 ) -> AsyncIterator[object | None]:
     """Yield the watched head each time it moves, and ``None`` after ``idle_s`` without a
     change (a keep-alive); forever: the caller stops iterating.
 
     ``run_id`` watches one run (``NotFound`` at once if there is none); ``None`` the run list.
+    ``seen`` is the head the caller's page was rendered from: if the run moved since (between
+    rendering the page and opening the stream), the first change is yielded at once.
     """
     wake = _Wake()
 
@@ -62,6 +69,8 @@ async def watch_changes(
     unsubscribe = store.on_append(listener)
     try:
         last = await _head(store, run_id)
+        if seen is not None and seen != last:
+            yield last
         version = await store.data_version()
         quiet_since = anyio.current_time()
         while True:
