@@ -205,7 +205,8 @@ def dashboard_app(
             Route("/costs", costs),
             Route("/events", events),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
-        ]
+        ],
+        exception_handlers={InvalidState: _unavailable},
     )
     return DashboardGuard(app, token=token, host=host, allowed_hosts=allowed_hosts)
 
@@ -251,6 +252,11 @@ async def _build_page(d: DashboardDeps, run_id: str) -> RunPage:
     except StageflowError as exc:
         page.audit_problems = [str(exc)]
     return page
+
+
+async def _unavailable(_request: Request, exc: Exception) -> Response:
+    """The embedding server is not running (yet): nothing to serve."""
+    return Response(str(exc), status_code=503, media_type="text/plain")
 
 
 def _text(value: object) -> str | None:

@@ -153,6 +153,7 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         from stageflow.knowledge.extras import knowledge_extras
+        from stageflow.server.mcp_server import StageflowMCP
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.workspace.view import workspace_probe
 
@@ -220,9 +221,13 @@ def _lifespan(
                         app.watching.set()
                     package_log = logging.getLogger("stageflow")
                     package_log.addHandler(logs)
+                    if isinstance(server, StageflowMCP):
+                        server.app_context = app
                     try:
                         yield app
                     finally:
+                        if isinstance(server, StageflowMCP):
+                            server.app_context = None
                         package_log.removeHandler(logs)
                         # Drivers stop where they are; every transition is already committed,
                         # and the next process to open the project resumes the runs.

@@ -4,6 +4,7 @@ change events, decisions through ``Service.decide``, and the attacks on each."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import anyio
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.store.rows import RequestRow
 from tests.dashboard.harness import GATED, Served, browser_session, csrf_of, served
 from tests.engine.harness import Env, FakeRunner, engine_env, wait_until
 
@@ -237,3 +239,19 @@ async def test_the_event_stream_announces_a_change_of_the_run(tmp_path: Path) ->
                         lines.append(await it.__anext__())
             missing = await client.get("/events?run=r-nope")
             assert missing.status_code == 404
+
+
+async def test_the_costs_page_sums_the_ledger_and_refuses_bad_arguments(tmp_path: Path) -> None:
+    async with engine_env(tmp_path, GATED) as env:
+        run_id = await _waiting_run(env)
+        row = RequestRow(
+            stage="architecture", attempt=1, model_requested="m", model="claude-x", cost_usd=0.25
+        )
+        await env.store.ledger.record(run_id, row, at=time.time())
+        async with served(env) as s, browser_session(s) as client:
+            page = await client.get("/costs?by=model&since=1d")
+            assert page.status_code == 200
+            assert '<b id="costs-total">$0.2500</b>' in page.text and "claude-x" in page.text
+            for query in ("by=<script>", "since=forever"):
+                bad = await client.get(f"/costs?{query}")
+                assert bad.status_code == 400 and "<script>" not in bad.text
