@@ -66,13 +66,15 @@ class Page:
     async def wait_for(self, expression: str, *, limit: float = 10.0) -> None:
         """Poll ``expression`` in the page until it is truthy (bounded)."""
         with anyio.fail_after(limit):
-            while not await self.evaluate(expression):
+            while True:
+                if await self.evaluate(expression):
+                    return
                 await anyio.sleep(0.05)
 
     async def screenshot(self, path: Path) -> None:
         data = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data["data"]))
+        await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+        await anyio.Path(path).write_bytes(base64.b64decode(data["data"]))
 
 
 @asynccontextmanager
@@ -96,7 +98,8 @@ async def chromium_page(profile: Path) -> AsyncIterator[Page]:
         f"--user-data-dir={profile}",
         "about:blank",
     ]
-    proc = subprocess.Popen(
+    # Popen returns at once; its stderr is read in a worker thread (_devtools_port, _drain)
+    proc = subprocess.Popen(  # noqa: ASYNC220
         args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
