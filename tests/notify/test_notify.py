@@ -4,6 +4,7 @@ logged; the command channel; ``[notify]`` mistakes named with their key."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -160,3 +161,23 @@ def test_notify_mistakes_name_the_key(tmp_path: Path, body: str, where: str) -> 
         notify_config(load_settings(tmp_path))
     assert err.value.problem.path == where
     assert "config.toml" in str(err.value)
+
+
+async def test_the_cli_delivers_before_it_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stageflow.cli.main import main
+
+    monkeypatch.setenv("STAGEFLOW_RUNNER", "offline")
+    got: list[dict[str, Any]] = []
+    async with serving(_listener([500], got)) as port, engine_env(tmp_path, GATED) as env:
+        cfg = env.settings.project / ".stageflow" / "config.toml"
+        hook = f"http://127.0.0.1:{port}/hook"
+        cfg.write_text(f'[notify]\nwebhook = "{hook}"\nbackoff_seconds = 0.05\n', encoding="utf-8")
+        project = str(env.settings.project)
+        out = io.StringIO()
+        argv = ["run", "gated", "--task", "t", "--project", project]
+        code = await anyio.to_thread.run_sync(lambda: main(argv, out=out))
+        assert code == 0, out.getvalue()
+    assert [b["kind"] for b in got] == ["human_needed", "human_needed"]  # 500, then delivered
+    assert got[1]["stage"] == "architecture"
