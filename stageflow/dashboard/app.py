@@ -3,7 +3,7 @@
 ``dashboard_app`` serves one project's ``Service``. Pages are rendered on the server (escaped,
 see ``html.py``) and need no build step; ``static/dashboard.js`` listens to ``/events`` and
 swaps in the sections that changed. A decision goes through ``Service.decide`` with the attempt
-the page showed, recorded as ``dashboard:<user>``; ``on_decided`` then lets the embedding
+the page showed, by the OS user ``via="dashboard"``; ``on_decided`` then lets the embedding
 process continue the run (the standalone dashboard and ``serve`` drive it).
 """
 
@@ -75,7 +75,9 @@ def dashboard_app(
         return fixed if fixed is not None else deps()  # type: ignore[operator]
 
     def who() -> str:
-        return f"dashboard:{get().user or _os_user()}"
+        # the person, as the CLI records them (via says "dashboard"): one person approving
+        # from the terminal and the browser is one approver, never two of min_approvals
+        return get().user or _os_user()
 
     async def runs_page(request: Request) -> Response:
         d = get()
@@ -115,7 +117,7 @@ def dashboard_app(
             )
         done = request.query_params.get("done")
         page.notice = notice or (
-            f"recorded: {done} by {who()}" if done in ("approve", "reject") else None
+            f"recorded: {done} by {who()} (dashboard)" if done in ("approve", "reject") else None
         )
         page.error = error
         csrf = _session(request).csrf
@@ -146,6 +148,7 @@ def dashboard_app(
                 feedback=feedback,
                 approver=who(),
                 attempt=attempt,
+                via="dashboard",
             )
         except ValueError:
             return await _run_response(

@@ -94,7 +94,7 @@ async def test_the_run_page_updates_live_and_a_click_approves_the_gate(tmp_path:
                 )
                 await page.wait_for("!!document.getElementById('notice')")
                 notice = await page.evaluate("document.getElementById('notice').textContent")
-                assert notice == "recorded: approve by dashboard:ana"
+                assert notice == "recorded: approve by ana (dashboard)"
                 await page.wait_for(f"{_status('coding')} == 'succeeded'")
                 await page.wait_for(
                     "document.querySelector('#summary .badge').textContent == 'completed'"
@@ -104,7 +104,8 @@ async def test_the_run_page_updates_live_and_a_click_approves_the_gate(tmp_path:
 
         events = await env.store.load_events(run_id)
         [decided] = [e.event for e in events if e.event.type == "approval_decided"]
-        assert decided.approver == "dashboard:ana"  # type: ignore[union-attr]
+        assert decided.approver == "ana"  # type: ignore[union-attr]
+        assert decided.via == "dashboard"  # type: ignore[union-attr]
         assert decided.attempt == 1  # type: ignore[union-attr]
         assert (await env.service.state(run_id)).ended == "completed"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,8 @@ async def test_approving_in_the_dashboard_records_the_session_and_the_attempt(
             await wait_until(finished, limit=10)
         events = await env.store.load_events(run_id)
         [decided] = [e.event for e in events if e.event.type == "approval_decided"]
-        assert decided.approver == "dashboard:ana"  # type: ignore[union-attr]
+        assert decided.approver == "ana"  # type: ignore[union-attr]
+        assert decided.via == "dashboard"  # type: ignore[union-attr]
         assert decided.attempt == 1  # type: ignore[union-attr]
 
 
