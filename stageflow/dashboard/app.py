@@ -228,15 +228,29 @@ async def _sse(d: DashboardDeps, run_id: str | None, seen: int | None) -> AsyncI
 
 async def _waits(service: Service, run_id: str) -> list[Waiting]:
     state = await service.state(run_id)
-    return [
-        Waiting(
-            stage=sid,
-            kind="approval" if st.status == "awaiting_approval" else "gate",
-            attempt=st.attempt if st.status == "awaiting_approval" else None,
+    waits = []
+    for sid, st in state.stages.items():
+        if st.status not in HUMAN_WAIT:
+            continue
+        approval = st.status == "awaiting_approval"
+        policy = state.spec.stage(sid).approval if approval else None
+        who = "a person"
+        if policy is not None:
+            if policy.approvers:
+                who = "one of " + ", ".join(policy.approvers)
+            elif policy.by == "any":
+                who = "a person or the assistant"
+            if policy.min_approvals > 1:
+                who += f" ({len(set(st.approvals))} of {policy.min_approvals} approvals)"
+        waits.append(
+            Waiting(
+                stage=sid,
+                kind="approval" if approval else "gate",
+                attempt=st.attempt if approval else None,
+                who=who,
+            )
         )
-        for sid, st in state.stages.items()
-        if st.status in HUMAN_WAIT
-    ]
+    return waits
 
 
 async def _build_page(d: DashboardDeps, run_id: str) -> RunPage:

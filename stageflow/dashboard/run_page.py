@@ -86,6 +86,11 @@ def _decide(page: RunPage, csrf: str) -> str:
     for w in v.waiting:
         attempt = f'<input type="hidden" name="attempt" value="{w.attempt}">' if w.attempt else ""
         review = ", ".join(esc(r) for r in w.review)
+        policy = "only a person decides" if w.human_only else ""
+        if w.min_approvals > 1:
+            done = ", ".join(esc(a) for a in w.approved_by) or "nobody yet"
+            policy += f"{'; ' if policy else ''}{len(w.approved_by)} of {w.min_approvals} "
+            policy += f"approvals ({done})"
         forms.append(
             f'<form method="post" action="/runs/{esc(v.run_id)}/decide" class="decide" '
             f'data-stage="{esc(w.stage)}">'
@@ -95,6 +100,7 @@ def _decide(page: RunPage, csrf: str) -> str:
             + (f" · attempt {w.attempt}" if w.attempt else "")
             + f"</h3><p>{esc(w.what)}</p>"
             + (f"<p>review first: {review}</p>" if review else "")
+            + (f'<p class="policy">{policy}</p>' if policy else "")
             + '<textarea name="feedback" rows="3" placeholder="feedback (needed to reject)">'
             "</textarea>"
             f'<button type="submit" name="decision" value="approve" '

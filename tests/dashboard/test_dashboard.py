@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.errors import InvalidState
 from stageflow.store.rows import RequestRow
 from tests.dashboard.harness import GATED, Served, browser_session, csrf_of, served
 from tests.engine.harness import Env, FakeRunner, engine_env, wait_until
@@ -256,3 +257,57 @@ async def test_the_costs_page_sums_the_ledger_and_refuses_bad_arguments(tmp_path
             for query in ("by=<script>", "since=forever"):
                 bad = await client.get(f"/costs?{query}")
                 assert bad.status_code == 400 and "<script>" not in bad.text
+
+
+TWO_OF = """
+name: twoof
+stages:
+  - id: architecture
+    agent: worker
+    produces: [design]
+    approval: {by: human, approvers: [ana, bob, cy], min_approvals: 2}
+  - {id: coding, agent: worker, depends_on: [architecture], produces: [patch]}
+"""
+
+
+async def test_two_of_three_one_person_counts_once_across_the_dashboard_and_the_cli(
+    tmp_path: Path,
+) -> None:
+    async with engine_env(tmp_path, TWO_OF) as env:
+        run = await env.service.start_run("twoof", "t")
+        with anyio.fail_after(10):
+            await env.scheduler.drive(run.run_id, until="idle")
+        run_id = run.run_id
+        async with served(env, user="ana", drive=False) as s, browser_session(s) as client:
+            listed = (await client.get("/")).text
+            assert "by one of ana, bob, cy (0 of 2 approvals)" in listed
+            assert (
+                await _decide(client, s, run_id, decision="approve", attempt="1")
+            ).status_code == 303
+            page = (await client.get(f"/runs/{run_id}")).text
+            assert "only a person decides; 1 of 2 approvals (ana)" in page
+            # ana again, now from the terminal: the same person, not a second approval
+            with pytest.raises(InvalidState, match="ana has already approved attempt 1"):
+                await env.service.decide(
+                    run_id, stage="architecture", decision="approve", approver="ana",
+                    attempt=1, via="cli",
+                )  # fmt: skip
+            again = await _decide(client, s, run_id, decision="approve", attempt="1")
+            assert again.status_code == 409
+        await env.service.decide(
+            run_id, stage="architecture", decision="approve", approver="bob", attempt=1, via="cli"
+        )
+        st = (await env.service.state(run_id)).stages["architecture"]
+        assert st.status == "succeeded"
+
+
+async def test_a_dashboard_user_who_is_not_a_named_approver_is_refused(tmp_path: Path) -> None:
+    async with engine_env(tmp_path, TWO_OF) as env:
+        run = await env.service.start_run("twoof", "t")
+        with anyio.fail_after(10):
+            await env.scheduler.drive(run.run_id, until="idle")
+        async with served(env, user="mallory") as s, browser_session(s) as client:
+            r = await _decide(client, s, run.run_id, decision="approve", attempt="1")
+            assert r.status_code == 400 and "is not an approver" in r.text
+        st = (await env.service.state(run.run_id)).stages["architecture"]
+        assert st.status == "awaiting_approval" and st.approvals == ()
