@@ -121,7 +121,9 @@ def dashboard_app(
         )
         page.error = error
         csrf = _session(request).csrf
-        body = render_run(page, csrf)
+        # after a decision the updates keep saying it was recorded
+        query = f"?done={done}" if done in ("approve", "reject") else ""
+        body = render_run(page, csrf, live_query=query)
         if not full:
             return HTMLResponse(body, status_code=status)
         live = f"/events?run={run_id}&seq={page.view.seq}"

@@ -195,11 +195,11 @@ def _audit(page: RunPage) -> str:
     return f'<section id="audit" data-key="{page.view.seq}"><h2>Audit chain</h2>{body}</section>'
 
 
-def render_run(page: RunPage, csrf: str) -> str:
+def render_run(page: RunPage, csrf: str, *, live_query: str = "") -> str:
     """The run page's live part (the whole page's body, and what SSE updates re-fetch)."""
     v = page.view
     return (
-        f'<div id="live" data-src="/runs/{esc(v.run_id)}/live">'
+        f'<div id="live" data-src="/runs/{esc(v.run_id)}/live{esc(live_query)}">'
         + _summary(page)
         + _decide(page, csrf)
         + _dag(v)

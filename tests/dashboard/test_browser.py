@@ -96,6 +96,7 @@ async def test_the_run_page_updates_live_and_a_click_approves_the_gate(tmp_path:
                 notice = await page.evaluate("document.getElementById('notice').textContent")
                 assert notice == "recorded: approve by ana (dashboard)"
                 await page.wait_for(f"{_status('coding')} == 'succeeded'")
+                assert await page.evaluate("!!document.getElementById('notice')")  # still there
                 await page.wait_for(
                     "document.querySelector('#summary .badge').textContent == 'completed'"
                 )
