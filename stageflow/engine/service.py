@@ -264,12 +264,16 @@ class Service:
             raise InvalidArgument("a rejection needs feedback: say what must change")
         if attempt is not None and attempt < 1:
             raise InvalidArgument(f"attempt must be >= 1, got {attempt}")
+        if via == "elicitation" and not stage:
+            raise InvalidArgument("a person's answer must name the stage it decides")
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
             target = _waiting_stage(state, stage)
             st = state.stages[target]
             if st.status == "awaiting_approval":
+                if via == "elicitation" and attempt is None:
+                    raise InvalidArgument("a person's answer must name the attempt it decides")
                 _check_attempt(state.run_id, target, st, attempt)
                 _check_approver(state, target, st, decision, approver, via)
                 return [
@@ -287,6 +291,7 @@ class Service:
                     f"stage '{target}' waits on its gate condition, not on an attempt to "
                     "review; decide it without attempt"
                 )
+            _check_person(state, target, st, via)
             return [
                 ev.GateDecided(
                     stage=target, decision=decision, feedback=feedback, approver=approver
@@ -362,6 +367,20 @@ def _not_ended(state: RunState) -> None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
 
 
+def _check_person(state: RunState, stage: str, st: StageState, via: Via) -> None:
+    """A stage whose approval is ``by: human`` takes decisions (its approval, and overriding
+    its false gate) only from a person."""
+    policy = state.spec.stage(stage).approval
+    if policy is None or policy.by != "human" or via in HUMAN_VIAS:
+        return
+    how = f"--stage {stage}" + (f" --attempt {st.attempt}" if st.status != "blocked" else "")
+    raise InvalidState(
+        f"stage '{stage}' needs a person's decision (approval by: human), which a model "
+        f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
+        "reject with --feedback), or to decide in the dashboard"
+    )
+
+
 def _check_approver(
     state: RunState, stage: str, st: StageState, decision: Decision, approver: str, via: Via
 ) -> None:
@@ -369,13 +388,7 @@ def _check_approver(
     policy = state.spec.stage(stage).approval
     if policy is None:
         return
-    how = f"--stage {stage} --attempt {st.attempt}"
-    if policy.by == "human" and via not in HUMAN_VIAS:
-        raise InvalidState(
-            f"stage '{stage}' needs a person's decision (approval by: human), which a model "
-            f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
-            "reject with --feedback), or to decide in the dashboard"
-        )
+    _check_person(state, stage, st, via)
     if policy.approvers and approver not in policy.approvers:
         raise InvalidArgument(
             f"{approver!r} is not an approver of stage '{stage}' (approvers: "

@@ -35,16 +35,19 @@ class HumanDecision(BaseModel):
     feedback: str = Field("", description="for reject: what must change")
     name: str = Field("", description="your name, recorded as the approver")
     attempt: int = Field(0, description="the attempt you are deciding (as shown)")
+    stage: str = Field("", description="the stage you are deciding (as shown)")
 
 
 @lru_cache(maxsize=256)
-def _form(attempt: int) -> type[HumanDecision]:
-    """The form for one attempt: its number is the default, so the decision is bound to the
-    version the question showed (the engine refuses it if another attempt waits by then)."""
+def _form(stage: str, attempt: int) -> type[HumanDecision]:
+    """The form for one stage's attempt: both are its defaults, so the decision is bound to
+    what the question showed (the engine refuses it if another attempt waits by then, and it
+    never lands on another stage that started waiting meanwhile)."""
     return create_model(
         "HumanDecision",
         __base__=HumanDecision,
         attempt=(int, Field(attempt, description="the attempt you are deciding (as shown)")),
+        stage=(str, Field(stage, description="the stage you are deciding (as shown)")),
     )
 
 
@@ -67,7 +70,9 @@ async def ask_human(
         state = await deps(ctx).service.state(run_id)
     except StageflowError:
         return NOT_ASKED  # the tool body reports the wrong id the usual way
-    waiting = [sid for sid, st in state.stages.items() if st.status == "awaiting_approval"]
+    waiting = [
+        sid for sid, st in state.stages.items() if st.status in ("awaiting_approval", "blocked")
+    ]
     target = stage if stage is not None else (waiting[0] if len(waiting) == 1 else None)
     if target not in waiting or target is None:
         return NOT_ASKED
@@ -80,14 +85,18 @@ async def ask_human(
         return NO_CLIENT_SUPPORT
     st = state.stages[target]
     what = spec.approval.prompt or f"review the output of '{target}'"
+    if st.status == "blocked":
+        what = f"Its gate is false ({spec.gate}): approve to run it anyway, or reject to fail it."
     files = ", ".join(
         f"{target}/{name} v{ref.version}" for name, ref in sorted(st.artifacts.items())
     )
     proposal = f" The assistant proposes: {decision}." if decision else ""
     if feedback:
         proposal += f" Its feedback: {feedback[:300]}"
+    which = "its gate" if st.status == "blocked" else f"attempt {st.attempt}"
     message = (
-        f"stageflow run {run_id}: stage '{target}', attempt {st.attempt}, waits for your "
+        f"stageflow run {run_id}: stage '{target}', {which}, waits for your "
         f"decision. {what} Artifacts: {files or 'none'}.{proposal} Only your answer decides."
     )
-    return Elicit(message, _form(st.attempt))
+    shown = 0 if st.status == "blocked" else st.attempt  # a gate decides no attempt
+    return Elicit(message, _form(target, shown))

@@ -166,7 +166,9 @@ async def workflow_approve(
         if isinstance(asked, HumanDecision):  # the person's answer is the decision
             decision, feedback = asked.decision, asked.feedback.strip() or None
             who, via = asked.name.strip() or "user", "elicitation"
-            attempt = asked.attempt or attempt  # the attempt the question showed
+            # the stage and attempt the question showed, never a later choice of the engine's
+            stage, attempt = asked.stage, asked.attempt or None
+            decided = stage
         state = await app.service.decide(
             run_id,
             stage=stage,
