@@ -31,6 +31,7 @@ from stageflow.engine.costs import GROUP_BY, GroupBy, cost_report, parse_since
 from stageflow.engine.service import Service
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, StageflowError
 from stageflow.store.store import Store
+from stageflow.workspace.view import workspace_patch
 
 __all__ = ["DashboardDeps", "dashboard_app"]
 
@@ -258,6 +259,8 @@ async def _waits(service: Service, run_id: str) -> list[Waiting]:
 async def _build_page(d: DashboardDeps, run_id: str) -> RunPage:
     view = await d.service.view(run_id)
     page = RunPage(view=view)
+    if view.workspace is not None and view.workspace.mode == "worktree":
+        page.patch = await workspace_patch(d.service.settings.project, run_id)
     for s in view.stages:
         for a in s.artifacts:
             try:

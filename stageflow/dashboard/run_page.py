@@ -24,6 +24,7 @@ class RunPage:
     artifacts: dict[tuple[str, str], str] = field(default_factory=dict)
     audit_problems: list[str] | None = None  # None: not checked
     audit_entries: int = 0
+    patch: str | None = None  # the worktree's diff against its base, now
     notice: str | None = None
     error: str | None = None
 
@@ -163,7 +164,24 @@ def _artifacts(page: RunPage) -> str:
     return f'<section id="artifacts" data-key="{v.seq}"><h2>Artifacts</h2>{body}</section>'
 
 
-def _workspace(v: RunView) -> str:
+def _patch_html(patch: str) -> str:
+    lines = []
+    for line in patch.splitlines():
+        cls = ""
+        if line.startswith(("+++", "---", "diff ", "index ")):
+            cls = "meta"
+        elif line.startswith("+"):
+            cls = "add"
+        elif line.startswith("-"):
+            cls = "del"
+        elif line.startswith("@@"):
+            cls = "hunk"
+        lines.append(f'<span class="{cls}">{esc(line)}</span>' if cls else esc(line))
+    return '<pre class="patch">' + "\n".join(lines) + "</pre>"
+
+
+def _workspace(page: RunPage) -> str:
+    v = page.view
     ws = v.workspace
     if ws is None:
         body = "<p class=muted>No workspace.</p>"
@@ -172,6 +190,10 @@ def _workspace(v: RunView) -> str:
         if ws.files_changed is not None:
             stats = f"<p>{ws.files_changed} files, +{ws.insertions} -{ws.deletions}</p>"
         diff = f"<pre class=diff>{esc(ws.diff)}</pre>" if ws.diff else ""
+        if page.patch:
+            diff += _patch_html(page.patch)
+        elif page.patch is not None:
+            diff += "<p class=muted>no changes yet</p>"
         body = (
             f"<p>{esc(ws.mode)} at <code>{esc(ws.path)}</code>"
             + (f" on branch <code>{esc(ws.branch)}</code>" if ws.branch else "")
@@ -205,7 +227,7 @@ def render_run(page: RunPage, csrf: str, *, live_query: str = "") -> str:
         + _dag(v)
         + _stages(v)
         + _artifacts(page)
-        + _workspace(v)
+        + _workspace(page)
         + _audit(page)
         + "</div>"
     )

@@ -311,3 +311,28 @@ async def test_a_dashboard_user_who_is_not_a_named_approver_is_refused(tmp_path:
             assert r.status_code == 400 and "is not an approver" in r.text
         st = (await env.service.state(run.run_id)).stages["architecture"]
         assert st.status == "awaiting_approval" and st.approvals == ()
+
+
+async def test_the_workspace_diff_is_shown_live_and_escaped(tmp_path: Path) -> None:
+    from stageflow.workspace.view import workspace_probe
+    from stageflow.workspace.worktree import prepare_workspace
+
+    async with engine_env(tmp_path, GATED) as env:
+        project = env.settings.project
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+        (project / "app.py").write_text("print('old')\n", encoding="utf-8")
+        for argv in (["init", "-q"], ["add", "app.py"], ["commit", "-qm", "base"]):
+            await anyio.run_process([*git, *argv], cwd=project)
+        run_id = await _waiting_run(env)
+        ws = prepare_workspace(project, run_id, "worktree")
+        (ws.root / "app.py").write_text("print('<script>new</script>')\n", encoding="utf-8")
+        env.service.workspace_probe = workspace_probe(project)
+        async with served(env) as s, browser_session(s) as client:
+            html = (await client.get(f"/runs/{run_id}")).text
+        section = html[html.index('id="workspace"') :]
+        assert f"on branch <code>stageflow/{run_id}</code>" in section
+        assert '<span class="del">-print(&#x27;old&#x27;)</span>' in section
+        assert (
+            '<span class="add">+print(&#x27;&lt;script&gt;new&lt;/script&gt;&#x27;)</span>'
+            in section
+        )
