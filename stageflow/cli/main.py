@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "costs", "model spend across runs, from the cost ledger", "costs:cmd_costs", json_=True
     )
     sp.add_argument("--since", default="7d", help="how far back: 90m, 12h, 7d, 2w (default 7d)")
-    sp.add_argument("--by", choices=("template", "agent", "model"), default="template")
+    sp.add_argument("--by", choices=("template", "agent", "model", "category"), default="template")
     add("templates", "list workflow templates", "commands:cmd_templates", json_=True)
     add("agents", "list agent definitions", "commands:cmd_agents", json_=True)
     sp = add("validate", "validate template files", "commands:cmd_validate", json_=True)

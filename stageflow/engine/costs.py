@@ -16,8 +16,8 @@ from stageflow.store.store import Store
 
 __all__ = ["CostGroup", "CostReport", "GroupBy", "cost_report", "parse_since"]
 
-GroupBy = Literal["template", "agent", "model"]
-GROUP_BY: tuple[GroupBy, ...] = ("template", "agent", "model")
+GroupBy = Literal["template", "agent", "model", "category"]
+GROUP_BY: tuple[GroupBy, ...] = ("template", "agent", "model", "category")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
@@ -67,6 +67,8 @@ async def cost_report(store: Store, *, since: float, by: GroupBy = "template") -
             key = t.template
         elif by == "model":
             key = t.model or "(unknown)"
+        elif by == "category":  # agent work or orchestration (moderators, the orchestrator)
+            key = t.category
         else:
             key = agents.get(t.run_id, {}).get(t.stage, f"(stage {t.stage})")
         runs, counts, cost = groups.get(key, (set(), [0, 0, 0, 0, 0], 0.0))

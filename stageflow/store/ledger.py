@@ -20,6 +20,7 @@ class CostTotal:
     template: str
     stage: str
     model: str
+    category: str  # agent | orchestration
     requests: int
     input_tokens: int
     output_tokens: int
@@ -74,7 +75,7 @@ class LedgerStore:
         return [request_from_row(r) for r in rows]
 
     async def totals(self, since: float) -> CostTotals:
-        """Spend since ``since`` (epoch seconds) per run, stage and model, across all runs.
+        """Spend since ``since`` (epoch seconds) per run, stage, model and category.
         A request whose usage is not known yet counts its reservation."""
         async with self._db.read() as conn:
             rows = await fetch_all(conn, q.COST_TOTALS, (since,))
@@ -84,12 +85,13 @@ class LedgerStore:
                 template=r[1],
                 stage=r[2],
                 model=r[3],
-                requests=int(r[4]),
-                input_tokens=int(r[5] or 0),
-                output_tokens=int(r[6] or 0),
-                cache_read_tokens=int(r[7] or 0),
-                cache_write_tokens=int(r[8] or 0),
-                cost_usd=float(r[9] or 0),
+                category=r[4],
+                requests=int(r[5]),
+                input_tokens=int(r[6] or 0),
+                output_tokens=int(r[7] or 0),
+                cache_read_tokens=int(r[8] or 0),
+                cache_write_tokens=int(r[9] or 0),
+                cost_usd=float(r[10] or 0),
             )
             for r in rows
         ]

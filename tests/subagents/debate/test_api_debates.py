@@ -66,6 +66,10 @@ def test_consensus_building_on_the_api_runner(project: ApiProject) -> None:
     assert {r.category for r in rows if r.model != CHEAP} == {"agent"}
     cheap = sum(r.spent_usd for r in orchestration)
     assert view.orchestration_usd == pytest.approx(cheap, abs=1e-9) and cheap > 0
+    costs = project("costs", "--by", "category", "--json").json()
+    by_category = {g["key"]: g["cost_usd"] for g in costs["groups"]}
+    assert by_category["orchestration"] == pytest.approx(cheap, abs=1e-6)
+    assert set(by_category) == {"agent", "orchestration"}
     assert view.spent_usd <= 3
     found = project("knowledge", "search", "ORM hand-written SQL", "--json").json()
     assert any(hit["type"] == "decision" for hit in found["results"][:3]), found
