@@ -22,7 +22,17 @@ from pydantic_core import ErrorDetails
 
 from stageflow.errors import Problem, SpecErrors
 from stageflow.workflows.locations import DocPath, LineMap, dotted, suggest
-from stageflow.workflows.spec import Approval, InputSpec, Limits, OnFailure, StageSpec, WorkflowSpec
+from stageflow.workflows.spec import (
+    Approval,
+    Escalation,
+    InputSpec,
+    Limits,
+    OnFailure,
+    PlanRules,
+    ReworkRule,
+    StageSpec,
+    WorkflowSpec,
+)
 from stageflow.workflows.validate import check_spec
 
 Format = Literal["yaml", "toml"]
@@ -323,6 +333,9 @@ _MODELS_AT: dict[DocPath, type[BaseModel]] = {
     ("stages", "*"): StageSpec,
     ("stages", "*", "on_failure"): OnFailure,
     ("stages", "*", "approval"): Approval,
+    ("stages", "*", "plan"): PlanRules,
+    ("stages", "*", "on_changes_requested"): ReworkRule,
+    ("stages", "*", "escalate"): Escalation,
 }
 
 

@@ -14,6 +14,7 @@ from stageflow.errors import Problem
 from stageflow.workflows.conditions import ConditionError, parse_condition
 from stageflow.workflows.locations import DocPath, LineMap, dotted, suggest
 from stageflow.workflows.spec import StageSpec, WorkflowSpec
+from stageflow.workflows.validate_loops import loop_problems
 
 MAX_CYCLES = 20  # enough to show the user what to fix; enumeration is exponential at worst
 _CYCLE_STEPS = 100_000
@@ -56,6 +57,8 @@ class _Checker:
             for kind in ("when", "gate"):
                 self.check_condition(i, stage, kind)
         self.check_cycles()
+        for i, sub, message in loop_problems(self.spec, self.agents):  # plan, rework, escalate
+            self.add(i, sub, message)
         return [p for *_, p in sorted(self.found, key=lambda t: t[:3])]
 
     # -- helpers ---------------------------------------------------------------------------
