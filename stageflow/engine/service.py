@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow import events as ev
+from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
+from stageflow.engine.adjust import Adjustment, adjustment_events
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.driver import summarize
 from stageflow.engine.state import RunState, fold, initial_state, preview
@@ -32,6 +34,7 @@ from stageflow.errors import (
 from stageflow.ids import new_run_id
 from stageflow.store.store import Store
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
+from stageflow.workflows.spec import WorkflowSpec
 
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
@@ -132,7 +135,7 @@ class Service:
             resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
-        used = sorted({s.agent for s in spec.stages if s.agent})
+        used = sorted(_agents_used(spec))
         snapshot = {}
         for name in used:
             snapshot[name] = agents.get(name).model_dump(mode="json")
@@ -230,6 +233,12 @@ class Service:
             _not_ended(state)
             target = _waiting_stage(state, stage)
             st = state.stages[target]
+            if st.escalation is not None:  # escalated to a human: only this decides it
+                return [
+                    ev.EscalationDecided(
+                        stage=target, decision=decision, feedback=feedback, approver=approver
+                    )
+                ]
             if st.status == "awaiting_approval":
                 return [
                     ev.ApprovalDecided(
@@ -288,6 +297,23 @@ class Service:
 
         return await self._command(run_id, build, actor)
 
+    async def adjust(
+        self, run_id: str, adjustment: Adjustment, *, actor: str = "human"
+    ) -> RunState:
+        """Apply a run-time adjustment (add or skip a stage, raise the concurrency, escalate a
+        blocked stage), checked against the run's current DAG (see ``engine.adjust``)."""
+        registry = self.agents()
+
+        def lookup(name: str) -> AgentDefinition | None:
+            return registry.get(name) if name in registry.names() else None
+
+        def build(state: RunState) -> list[ev.Event]:
+            return adjustment_events(
+                state, adjustment, by=actor, agents=lookup, known_agents=registry.names()
+            )
+
+        return await self._command(run_id, build, actor)
+
     async def audit(self, run_id: str) -> AuditReport:
         """Recompute the hash chain and check the head recorded with the run."""
         try:
@@ -304,6 +330,18 @@ class Service:
         if envs and row.last_seq != envs[-1].seq:
             problems.append(f"the run records {row.last_seq} entries but {envs[-1].seq} remain")
         return AuditReport(run_id=run_id, events=envs, problems=problems)
+
+
+def _agents_used(spec: WorkflowSpec) -> set[str]:
+    """Every agent a run of ``spec`` may start: stage agents, the agents plan items may name,
+    and decision agents (all snapshotted when the run is created)."""
+    used = {s.agent for s in spec.stages if s.agent}
+    for s in spec.stages:
+        if s.plan is not None:
+            used.update(s.plan.agents)
+        if s.escalate is not None and s.escalate.agent:
+            used.add(s.escalate.agent)
+    return used
 
 
 def _not_ended(state: RunState) -> None:

@@ -39,6 +39,15 @@ class AttemptView(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
+class EscalationView(BaseModel):
+    """An open escalation: to whom, why, and the findings still open."""
+
+    to: str
+    kind: str  # gate | rework
+    reason: str
+    findings: str = ""
+
+
 class StageView(BaseModel):
     id: str
     kind: str  # agent | command
@@ -57,13 +66,18 @@ class StageView(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     approval_expires_at: float | None = None
     history: list[AttemptView] = Field(default_factory=list)
+    parent: str | None = None  # the for_each stage this item belongs to
+    items: list[str] = Field(default_factory=list)  # a for_each stage's items (sub-stages)
+    title: str | None = None  # an item's title
+    files: list[str] = Field(default_factory=list)
+    escalation: EscalationView | None = None
 
 
 class WaitingView(BaseModel):
     """A stage that needs a human, and what to review."""
 
     stage: str
-    kind: str  # approval | gate
+    kind: str  # approval | gate | escalation
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
@@ -101,6 +115,7 @@ class RunView(BaseModel):
     owner: str | None = None
     seq: int
     workspace: WorkspaceView | None = None
+    adjustments: list[str] = Field(default_factory=list)  # run-time changes, oldest first
 
 
 class RunListItem(BaseModel):
@@ -114,7 +129,7 @@ class RunListItem(BaseModel):
 
 
 def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str], str]) -> StageView:
-    spec = state.spec.stage(st.id)
+    spec = state.stage_spec(st.id)
     cur = st.current
     model = None
     mismatch = False
@@ -176,7 +191,25 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
             )
             for a in st.attempts
         ],
+        parent=state.parent_of.get(st.id),
+        items=list(state.children.get(st.id, ())),
+        title=_title(spec.description) if st.id in state.parent_of else None,
+        files=list(spec.files),
+        escalation=EscalationView(
+            to=st.escalation.to,
+            kind=st.escalation.kind,
+            reason=st.escalation.reason,
+            findings=st.escalation.findings,
+        )
+        if st.escalation is not None
+        else None,
     )
+
+
+def _title(description: str) -> str:
+    """An item's title: its description's first line is ``Work item `t1` of the plan: T``."""
+    first = description.split("\n", 1)[0]
+    return first.split(": ", 1)[1] if ": " in first else first
 
 
 def next_action(state: RunState, waiting: list[WaitingView]) -> str:
@@ -199,7 +232,11 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
         return f"paused; `stageflow resume {rid}` to continue"
     if waiting:
         w = waiting[0]
-        verb = "approve the result of" if w.kind == "approval" else "decide the gate of"
+        verb = {
+            "approval": "approve the result of",
+            "gate": "decide the gate of",
+            "escalation": "decide the escalation of",
+        }.get(w.kind, "decide")
         return (
             f"{verb} '{w.stage}': `stageflow approve {rid} --stage {w.stage}` or "
             f'`stageflow reject {rid} --stage {w.stage} --feedback "..."`'
@@ -213,13 +250,15 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
 def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = None) -> RunView:
     """The dashboard of one run."""
     previews = previews or {}
-    stages = [_stage_view(state, state.stages[s.id], previews) for s in state.spec.stages]
+    stages = [_stage_view(state, st, previews) for st in state.stages.values()]
     waiting: list[WaitingView] = []
     blockers: list[str] = []
-    for s in state.spec.stages:
-        st = state.stages[s.id]
+    for st in state.stages.values():
+        s = state.stage_spec(st.id)
         open_ = state.ended is None  # an ended run waits for nobody, whatever its stages say
-        if open_ and st.status == "awaiting_approval":
+        if open_ and st.status == "blocked" and st.escalation is not None:
+            waiting.append(_escalation_wait(state, st))
+        elif open_ and st.status == "awaiting_approval":
             what = (
                 s.approval.prompt
                 if s.approval and s.approval.prompt
@@ -266,4 +305,24 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         next_action=next_action(state, waiting),
         owner=state.owner,
         seq=state.seq,
+        adjustments=list(state.adjustments),
+    )
+
+
+def _escalation_wait(state: RunState, st: StageState) -> WaitingView:
+    esc = st.escalation
+    assert esc is not None
+    if esc.kind == "gate":
+        options = "approve to run the stage anyway, reject to fail it"
+    else:
+        options = "approve to accept the result as it is, reject with feedback for one more round"
+    findings = f"; open findings:\n{esc.findings}" if esc.findings else ""
+    review = (
+        sorted(st.artifacts) if esc.kind == "rework" else list(state.stage_spec(st.id).depends_on)
+    )
+    return WaitingView(
+        stage=st.id,
+        kind="escalation",
+        what=f"escalated to a human: {esc.reason}; {options}{findings}",
+        review=review,
     )
