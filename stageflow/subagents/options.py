@@ -10,6 +10,7 @@ context_tokens = 4000   # project context and knowledge per attempt
 mode = "auto"           # auto | worktree | in_place (a template's ``workspace`` wins)
 bash = ["pytest*", "ruff check*"]   # commands Bash may run, added to the template's list
 bash_timeout = 120
+test_command = "pytest -q"          # the project's tests, for command stages that run them
 ```
 """
 
@@ -35,6 +36,7 @@ class RunnerOptions:
     workspace_mode: WorkspaceMode = "auto"
     bash: tuple[str, ...] = field(default_factory=tuple)
     bash_timeout: float = 120.0
+    test_command: str | None = None  # ``$STAGEFLOW_TEST_COMMAND`` of command stages
 
 
 def _section(settings: Settings, name: str) -> dict[str, Any]:
@@ -86,6 +88,15 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
                 path="workspace.bash",
             )
         )
+    test = ws.get("test_command")
+    if test is not None and not (isinstance(test, str) and test.strip()):
+        raise SpecError(
+            Problem(
+                'must be the command that runs the project\'s tests, e.g. "pytest -q"',
+                file=str(settings.config_file),
+                path="workspace.test_command",
+            )
+        )
     return RunnerOptions(
         max_turns=int(_positive(settings, runner, "subagents", "max_turns", 30)),
         max_tokens=int(_positive(settings, runner, "subagents", "max_tokens", 8192)),
@@ -93,4 +104,13 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
         workspace_mode=cast(WorkspaceMode, mode),
         bash=tuple(bash),
         bash_timeout=_positive(settings, ws, "workspace", "bash_timeout", 120.0),
+        test_command=test.strip() if isinstance(test, str) else None,
     )
+
+
+def project_test_command(settings: Settings) -> str | None:
+    """``[workspace] test_command``, read leniently (a wrong value is reported by
+    ``load_runner_options``): what ``$STAGEFLOW_TEST_COMMAND`` is in command stages."""
+    ws = settings.extra.get("workspace")
+    value = ws.get("test_command") if isinstance(ws, dict) else None
+    return value.strip() if isinstance(value, str) and value.strip() else None

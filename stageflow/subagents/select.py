@@ -33,6 +33,9 @@ from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
 from stageflow.subagents.command import CommandRunner
 from stageflow.subagents.offline.runner import OfflineRunner
+from stageflow.subagents.options import project_test_command
+
+TEST_COMMAND_ENV = "STAGEFLOW_TEST_COMMAND"  # ``[workspace] test_command`` in command stages
 
 if TYPE_CHECKING:
     from stageflow.subagents.context import ContextSource
@@ -237,9 +240,13 @@ def make_runner(
     offline = None
     if resolve_runner_name(settings) == "offline":
         offline = OfflineRunner.from_env(delay=offline_delay)
+    test = project_test_command(settings)
     return StageRunner(
         settings,
-        command=CommandRunner(default_timeout=settings.command_timeout),
+        command=CommandRunner(
+            default_timeout=settings.command_timeout,
+            env={TEST_COMMAND_ENV: test} if test else None,
+        ),
         offline=offline,
         extras=extras,
     )

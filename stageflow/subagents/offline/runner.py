@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from stageflow.engine.runner import AttemptRequest, AttemptResult, AttemptStatus
 from stageflow.errors import BudgetExceeded, ModelError, Problem, SpecError
 from stageflow.subagents.offline.docs import render_artifact, role_of, structured_outputs
+from stageflow.subagents.offline.plans import offline_plan
 from stageflow.subagents.offline.text import OFFLINE_MARKER, Dice, DocContext, one_line, seed_for
 from stageflow.usage import Usage
 
@@ -54,6 +55,7 @@ class StageScript(BaseModel):
     delay: float | None = Field(None, ge=0)
     hang: bool = False
     raise_error: ScriptedError | None = None
+    plan: Any = None  # a plan stage's plan, as handed to the engine (tests: a malformed one)
 
     def misbehaves(self, attempt: int) -> bool:
         """Whether this attempt number is one of the scripted bad ones."""
@@ -149,7 +151,7 @@ class OfflineRunner:
             outputs=outputs,
         )
         artifacts: dict[str, str] = {}
-        for name in request.stage.produces:
+        for name in request.stage.required_artifacts:  # the engine writes a plan stage's plan
             text = render_artifact(ctx, name)
             prev = next((p for p in request.previous if p.name == name), None)
             if prev is not None and prev.content == text:
@@ -161,6 +163,9 @@ class OfflineRunner:
         if request.feedback:
             summary += " (reworked after review)"
         out_chars = sum(len(t) for t in artifacts.values()) + len(summary)
+        plan = None
+        if request.plan_limits is not None:
+            plan = script.plan if script.plan is not None else offline_plan(request)
         return AttemptResult(
             status=script.status or "passed",
             summary=summary,
@@ -171,6 +176,7 @@ class OfflineRunner:
             ),
             model="offline",
             runner=self.name,
+            plan=plan,
         )
 
 
