@@ -27,6 +27,7 @@ from stageflow.cli.app import (
     open_app,
 )
 from stageflow.cli.commands import (
+    cmd_adjust,
     cmd_agents,
     cmd_approve,
     cmd_artifact,
@@ -44,6 +45,7 @@ from stageflow.cli.commands import (
     cmd_validate,
 )
 from stageflow.cli.knowledge import add_knowledge_parser
+from stageflow.engine.adjust import ACTIONS
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 
 # -- parser --------------------------------------------------------------------------------
@@ -143,6 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--stage")
     sp.add_argument("--reason")
+    driving(sp)
+    sp = add(
+        "adjust",
+        "change a run while it runs: add_stage, skip_stage, set_concurrency, escalate",
+        cmd_adjust,
+        json_=True,
+    )
+    sp.add_argument("run")
+    sp.add_argument("action", choices=ACTIONS)
+    sp.add_argument("--stage", help="the stage to add, skip or escalate")
+    sp.add_argument("--agent", help="add_stage: who runs it; escalate: the decision agent")
+    sp.add_argument("--depends-on", action="append", metavar="STAGE", help="repeatable")
+    sp.add_argument("--needs", action="append", metavar="STAGE.ARTIFACT", help="repeatable")
+    sp.add_argument("--produces", action="append", metavar="NAME", help="repeatable")
+    sp.add_argument(
+        "--before", action="append", metavar="STAGE", help="a stage that waits for it; repeatable"
+    )
+    sp.add_argument("--description", help="add_stage: the stage's goal")
+    sp.add_argument("--max", type=int, help="set_concurrency: the new max_concurrent_agents")
+    sp.add_argument("--reason")
+    sp.add_argument("--by", default="cli", help="who asked (recorded in the audit log)")
     driving(sp)
     sp = add(
         "artifact", "print an artifact (latest version unless --version)", cmd_artifact, json_=True

@@ -2,8 +2,8 @@
 (structured content with an output schema) plus a short text summary.
 
 ``register_tools(mcp)`` adds the contract tools: ``workflow_templates``, ``workflow_start``,
-``workflow_status``, ``workflow_approve``, ``workflow_control``, ``workflow_artifact``,
-``knowledge_lookup``.
+``workflow_status``, ``workflow_approve``, ``workflow_control``, ``workflow_adjust``,
+``workflow_artifact``, ``knowledge_lookup``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
-from stageflow.tools import artifacts, catalog, knowledge, runs, status
+from stageflow.tools import adjust, artifacts, catalog, knowledge, runs, status
 
 __all__ = ["TOOL_NAMES", "register_tools"]
 
@@ -23,6 +23,7 @@ TOOL_NAMES = (
     "workflow_status",
     "workflow_approve",
     "workflow_control",
+    "workflow_adjust",
     "workflow_artifact",
     "knowledge_lookup",
 )
@@ -69,6 +70,13 @@ def register_tools(mcp: MCPServer[Any]) -> None:
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=True, open_world_hint=False
         ),
+    )
+    mcp.add_tool(
+        adjust.workflow_adjust,
+        name="workflow_adjust",
+        title="Adjust a running workflow",
+        description=adjust.DESCRIPTION,
+        annotations=_WRITE,
     )
     mcp.add_tool(
         artifacts.workflow_artifact,

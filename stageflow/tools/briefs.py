@@ -31,6 +31,17 @@ def short(text: str, limit: int = TEXT_BRIEF) -> str:
 # -- runs -----------------------------------------------------------------------------------
 
 
+class ItemBrief(BaseModel):
+    """One item (sub-stage) of a for_each stage, compact: ``id`` is the item's own (``t1``)."""
+
+    id: str
+    status: str
+    after: list[str] = Field(default_factory=list, description="items it waits for")
+    cost_usd: float = 0.0
+    attempts: int = 0
+    reason: str | None = None
+
+
 class StageBrief(BaseModel):
     id: str
     status: str
@@ -41,13 +52,19 @@ class StageBrief(BaseModel):
     reworks: int = 0
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
+    items: list[ItemBrief] | None = Field(
+        None, description="a for_each stage's items (one sub-stage each, id <stage>.<item>)"
+    )
 
 
 class GateBrief(BaseModel):
     """A stage waiting for a human, and what to show them."""
 
     stage: str
-    kind: str = Field(description="approval (review the result) or gate (a condition is false)")
+    kind: str = Field(
+        description="approval (review the result), gate (a condition is false) or escalation "
+        "(a stage a human must decide: open findings in what)"
+    )
     what: str
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
@@ -68,23 +85,54 @@ class RunBrief(BaseModel):
     waiting: list[GateBrief] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)
     reason: str | None = None
+    adjustments: list[str] = Field(default_factory=list, description="run-time changes")
     owner: str | None = Field(None, description="the process executing the run")
     next_action: str = Field(description="what the assistant should do next")
     seq: int = Field(description="log position; it changes whenever the run does")
 
 
-def _stage_brief(s: StageView) -> StageBrief:
+def _reason(s: StageView) -> str | None:
+    return short(s.reason) if s.reason and s.status != "succeeded" else None
+
+
+def _stage_brief(s: StageView, by_id: dict[str, StageView]) -> StageBrief:
+    items = [by_id[i] for i in s.items if i in by_id]
+    cost = s.usage.cost_usd + sum(i.usage.cost_usd for i in items)
+    prefix = f"{s.id}."
     return StageBrief(
         id=s.id,
         status=s.status,
         agent=s.agent,
-        model=s.model,
-        cost_usd=round(s.usage.cost_usd, 6),
+        model=s.model if not items else None,
+        cost_usd=round(cost, 6),
         attempts=s.attempts,
         reworks=s.reworks,
         artifacts=[a.name for a in s.artifacts],
-        reason=short(s.reason) if s.reason and s.status != "succeeded" else None,
+        reason=_reason(s),
+        items=[
+            ItemBrief(
+                id=i.id.removeprefix(prefix),
+                status=i.status,
+                after=[d.removeprefix(prefix) for d in i.depends_on],
+                cost_usd=round(i.usage.cost_usd, 6),
+                attempts=i.attempts,
+                reason=_reason(i),
+            )
+            for i in items
+        ]
+        if s.items
+        else None,
     )
+
+
+def _shown(view: RunView, stage: str) -> list[str]:
+    """``stage/artifact`` of a stage, or of each item of a for_each stage."""
+    by_id = {s.id: s for s in view.stages}
+    found = by_id.get(stage)
+    if found is None:
+        return []
+    sources = [by_id[i] for i in found.items if i in by_id] or [found]
+    return [f"{src.id}/{a.name}" for src in sources for a in src.artifacts]
 
 
 def _gates(view: RunView) -> list[GateBrief]:
@@ -93,9 +141,12 @@ def _gates(view: RunView) -> list[GateBrief]:
         stage = next(s for s in view.stages if s.id == w.stage)
         if w.kind == "approval":
             show = [f"{w.stage}/{a.name}" for a in stage.artifacts]
+        elif w.kind == "escalation":  # what the findings are about
+            show = [f"{w.stage}/{a.name}" for a in stage.artifacts] or [
+                f for d in stage.depends_on for f in _shown(view, d)
+            ]
         else:  # a false gate: the upstream stages' results explain it
-            upstream = {s.id: s for s in view.stages}
-            show = [f"{d}/{a.name}" for d in stage.depends_on for a in upstream[d].artifacts]
+            show = [f for d in stage.depends_on for f in _shown(view, d)]
         out.append(GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show))
     return out
 
@@ -121,6 +172,11 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         shown = f" (artifacts to show: {', '.join(g.show)})" if g.show else ""
         if g.kind == "approval":
             ask = f"ask the human whether to approve stage {g.stage}{shown}"
+        elif g.kind == "escalation":
+            ask = (
+                f"stage {g.stage} was escalated to a human ({short(g.what, 120)}): ask the human "
+                f"to decide{shown}; only they may"
+            )
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
         return (
@@ -144,8 +200,9 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
 
 
 def run_brief(view: RunView) -> RunBrief:
-    """The compact form of ``view``."""
+    """The compact form of ``view``: a for_each stage carries its items, compactly."""
     gates = _gates(view)
+    by_id = {s.id: s for s in view.stages}
     return RunBrief(
         run_id=view.run_id,
         template=view.template,
@@ -154,10 +211,11 @@ def run_brief(view: RunView) -> RunBrief:
         runner=view.runner,
         spent_usd=round(view.spent_usd, 6),
         budget_usd=view.budget_usd,
-        stages=[_stage_brief(s) for s in view.stages],
+        stages=[_stage_brief(s, by_id) for s in view.stages if s.parent is None],
         waiting=gates,
         blockers=[short(b) for b in view.blockers],
         reason=short(view.reason) if view.reason else None,
+        adjustments=[short(a, 120) for a in view.adjustments],
         owner=view.owner,
         next_action=next_step(view, gates),
         seq=view.seq,

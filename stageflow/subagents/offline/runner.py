@@ -44,6 +44,8 @@ class StageScript(BaseModel):
     raise. When ``hang`` or ``raise_error`` is set and ``fail_times`` is 0, every attempt
     misbehaves. ``status`` and ``outputs`` apply to the attempts that do not misbehave
     (``outputs`` is merged over the role's outputs); ``delay`` replaces the runner's delay.
+    ``changes_times`` makes attempts 1..n request changes; ``plan`` replaces a plan stage's
+    plan (the engine checks it like any runner's).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,6 +58,7 @@ class StageScript(BaseModel):
     hang: bool = False
     raise_error: ScriptedError | None = None
     plan: Any = None  # a plan stage's plan, as handed to the engine (tests: a malformed one)
+    changes_times: int = Field(0, ge=0)  # attempts 1..n request changes (a reviewer's rounds)
 
     def misbehaves(self, attempt: int) -> bool:
         """Whether this attempt number is one of the scripted bad ones."""
@@ -166,8 +169,11 @@ class OfflineRunner:
         plan = None
         if request.plan_limits is not None:
             plan = script.plan if script.plan is not None else offline_plan(request)
+        status = script.status or "passed"
+        if request.attempt <= script.changes_times:
+            status = "changes_requested"
         return AttemptResult(
-            status=script.status or "passed",
+            status=status,
             summary=summary,
             artifacts=artifacts,
             outputs=outputs,
