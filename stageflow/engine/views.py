@@ -7,14 +7,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
 
 
-class ArtifactView(BaseModel):
+def untitled(schema: dict[str, Any]) -> None:
+    """Drop the per-property titles pydantic adds to a published JSON schema: they repeat the
+    property names, and the schemas go out with every tools/list."""
+    for prop in schema.get("properties", {}).values():
+        if isinstance(prop, dict):
+            prop.pop("title", None)
+
+
+class ReadModel(BaseModel):
+    """A read model whose JSON schema is published (MCP output schemas): no property titles."""
+
+    model_config = ConfigDict(json_schema_extra=untitled)
+
+
+class ArtifactView(ReadModel):
     stage: str
     name: str
     version: int
@@ -22,7 +36,7 @@ class ArtifactView(BaseModel):
     preview: str = ""
 
 
-class AttemptView(BaseModel):
+class AttemptView(ReadModel):
     number: int
     kind: str
     started_at: float | None = None
@@ -39,8 +53,8 @@ class AttemptView(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
-class EscalationView(BaseModel):
-    """An open escalation: to whom, why, and the findings still open."""
+class EscalationView(ReadModel):
+    """An open escalation."""
 
     to: str
     kind: str  # gate | rework
@@ -48,7 +62,7 @@ class EscalationView(BaseModel):
     findings: str = ""
 
 
-class StageView(BaseModel):
+class StageView(ReadModel):
     id: str
     kind: str  # agent | command
     agent: str | None
@@ -73,7 +87,7 @@ class StageView(BaseModel):
     escalation: EscalationView | None = None
 
 
-class WaitingView(BaseModel):
+class WaitingView(ReadModel):
     """A stage that needs a human, and what to review."""
 
     stage: str
@@ -83,7 +97,7 @@ class WaitingView(BaseModel):
     expires_at: float | None = None
 
 
-class WorkspaceView(BaseModel):
+class WorkspaceView(ReadModel):
     """Where a run's stages work (a git worktree and branch), and what they changed."""
 
     path: str
@@ -96,7 +110,7 @@ class WorkspaceView(BaseModel):
     diff: str | None = None  # one line per file
 
 
-class RunView(BaseModel):
+class RunView(ReadModel):
     run_id: str
     template: str
     task: str
@@ -118,7 +132,7 @@ class RunView(BaseModel):
     adjustments: list[str] = Field(default_factory=list)  # run-time changes, oldest first
 
 
-class RunListItem(BaseModel):
+class RunListItem(ReadModel):
     run_id: str
     template: str
     task: str

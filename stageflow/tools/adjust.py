@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from mcp.types import CallToolResult
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from stageflow.engine.adjust import Adjustment
-from stageflow.engine.views import build_view
+from stageflow.engine.views import ReadModel, build_view
 from stageflow.tools.briefs import next_step
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
@@ -29,7 +29,7 @@ stages are refused, naming what is valid) and recorded in the audit log."""
 Names = Annotated[list[str] | None, Field(description="stage ids")]
 
 
-class AdjustResult(BaseModel):
+class AdjustResult(ReadModel):
     """The run after an adjustment."""
 
     run_id: str
@@ -57,7 +57,9 @@ async def workflow_adjust(
     produces: Annotated[list[str] | None, Field(description="add_stage: artifact names")] = None,
     before: Names = None,
     description: Annotated[str | None, Field(description="add_stage: its goal")] = None,
-    max_concurrent_agents: Annotated[int | None, Field(ge=1, le=64)] = None,
+    max_concurrent_agents: Annotated[
+        int | None, Field(description="set_concurrency: the new limit", ge=1, le=64)
+    ] = None,
     reason: Annotated[str | None, Field(description="why (recorded in the audit log)")] = None,
 ) -> Annotated[CallToolResult, AdjustResult]:
     """Adjust a running workflow."""

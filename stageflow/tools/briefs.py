@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from stageflow.engine.catalog_view import TemplateInfo, TemplatesResult
-from stageflow.engine.views import RunView, StageView
+from stageflow.engine.views import ReadModel, RunView, StageView
 
 TEXT_BRIEF = 200  # characters of a task, reason or gate text a brief carries
 DESCRIPTION_BRIEF = 160
@@ -31,18 +31,24 @@ def short(text: str, limit: int = TEXT_BRIEF) -> str:
 # -- runs -----------------------------------------------------------------------------------
 
 
-class ItemBrief(BaseModel):
-    """One item (sub-stage) of a for_each stage, compact: ``id`` is the item's own (``t1``)."""
+class ItemBrief(ReadModel):
+    """An item of a for_each stage (sub-stage <stage>.<id>)."""
 
+    # ``after`` and ``reason`` are left out when empty
     id: str
     status: str
-    after: list[str] = Field(default_factory=list, description="items it waits for")
+    after: list[str] = Field(default_factory=list)
     cost_usd: float = 0.0
     attempts: int = 0
     reason: str | None = None
 
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v or k not in ("after", "reason")}
 
-class StageBrief(BaseModel):
+
+class StageBrief(ReadModel):
     id: str
     status: str
     agent: str | None = Field(None, description="the agent; absent for a command stage")
@@ -52,26 +58,21 @@ class StageBrief(BaseModel):
     reworks: int = 0
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
-    items: list[ItemBrief] | None = Field(
-        None, description="a for_each stage's items (one sub-stage each, id <stage>.<item>)"
-    )
+    items: list[ItemBrief] | None = None
 
 
-class GateBrief(BaseModel):
+class GateBrief(ReadModel):
     """A stage waiting for a human, and what to show them."""
 
     stage: str
-    kind: str = Field(
-        description="approval (review the result), gate (a condition is false) or escalation "
-        "(a stage a human must decide: open findings in what)"
-    )
+    kind: str = Field(description="approval, gate (a condition is false) or escalation")
     what: str
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
     )
 
 
-class RunBrief(BaseModel):
+class RunBrief(ReadModel):
     """One run, compact: what to tell the human and what to do next."""
 
     run_id: str
@@ -85,7 +86,7 @@ class RunBrief(BaseModel):
     waiting: list[GateBrief] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)
     reason: str | None = None
-    adjustments: list[str] = Field(default_factory=list, description="run-time changes")
+    adjustments: list[str] = Field(default_factory=list)
     owner: str | None = Field(None, description="the process executing the run")
     next_action: str = Field(description="what the assistant should do next")
     seq: int = Field(description="log position; it changes whenever the run does")
@@ -99,11 +100,14 @@ def _stage_brief(s: StageView, by_id: dict[str, StageView]) -> StageBrief:
     items = [by_id[i] for i in s.items if i in by_id]
     cost = s.usage.cost_usd + sum(i.usage.cost_usd for i in items)
     prefix = f"{s.id}."
+    model = s.model
+    if items:  # the items' model(s)
+        model = "|".join(dict.fromkeys(i.model for i in items if i.model)) or s.model
     return StageBrief(
         id=s.id,
         status=s.status,
         agent=s.agent,
-        model=s.model if not items else None,
+        model=model,
         cost_usd=round(cost, 6),
         attempts=s.attempts,
         reworks=s.reworks,
@@ -225,21 +229,28 @@ def run_brief(view: RunView) -> RunBrief:
 # -- the catalog ----------------------------------------------------------------------------
 
 
-class StageOutline(BaseModel):
+class StageOutline(ReadModel):
+    # fields that are false or empty are left out
     id: str
     agent: str | None = Field(None, description="absent for a command stage")
     after: list[str] = Field(default_factory=list, description="depends_on")
     approval: bool = Field(False, description="a human approves or rejects its result")
     gate: bool = Field(False, description="has a gate condition (when false a human decides)")
+    each: str | None = Field(None, description="one sub-stage per item of this plan stage's plan")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if k == "id" or v}
 
 
-class InputOutline(BaseModel):
+class InputOutline(ReadModel):
     type: str
     required: bool = False
     default: Any = None
 
 
-class TemplateBrief(BaseModel):
+class TemplateBrief(ReadModel):
     name: str
     description: str = ""
     inputs: dict[str, InputOutline] = Field(default_factory=dict)
@@ -247,13 +258,13 @@ class TemplateBrief(BaseModel):
     problems: list[str] = Field(default_factory=list, description="why the file failed to load")
 
 
-class AgentBrief(BaseModel):
+class AgentBrief(ReadModel):
     name: str
     model: str
     description: str = ""
 
 
-class CatalogBrief(BaseModel):
+class CatalogBrief(ReadModel):
     templates: list[TemplateBrief]
     agents: list[AgentBrief]
     errors: list[str] = Field(default_factory=list, description="files that failed to load")
@@ -276,6 +287,7 @@ def _template_brief(t: TemplateInfo) -> TemplateBrief:
                 after=s.depends_on,
                 approval=s.approval,
                 gate=s.gate is not None,
+                each=s.for_each,
             )
             for s in t.stages
         ],

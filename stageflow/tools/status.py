@@ -26,9 +26,8 @@ DESCRIPTION = f"""\
 Show one workflow run, or the {RECENT_RUNS} most recent runs when run_id is omitted.
 
 A run shows each stage's status (pending, running, awaiting_approval, blocked, retry_wait,
-succeeded, failed, skipped, cancelled; expanded: a plan's items run; escalated: a decision
-agent decides), agent, model, cost and artifact names, a for_each stage with its `items`
-(sub-stages `<stage>.<item>`); the run's status
+succeeded, failed, skipped, cancelled, expanded: its items run), agent, model, cost, artifact
+names and `items` (planned sub-stages); the run's status
 (running, waiting, paused, completed, failed, cancelled), spend and budget; `waiting`: the gates
 that need a human, with the artifacts to show them; `blockers`; and `next_action`: what to do
 next. Read artifacts with workflow_artifact. detail="full" adds every attempt with its tokens,
