@@ -41,6 +41,8 @@ def finished_event(
         usage = meter.usage
     artifacts = dict(result.artifacts) if result else {}
     plan: list[dict[str, object]] | None = None
+    if spec.plan is not None:  # a plan stage's ``plan`` artifact is the engine's rendering only
+        artifacts.pop(PLAN_ARTIFACT, None)
     if result is not None and outcome in ("passed", "changes_requested") and spec.plan:
         checked = checked_plan(state, start.stage, result.plan, also_spent=usage.cost_usd)
         if isinstance(checked, list):
