@@ -75,8 +75,16 @@ def reworked(state: RunState, e: ev.ReworkRequested) -> RunState:
         st = stages[sid]
         if sid in state.spec.rollback_targets() or (st.status == "pending" and not st.attempts):
             continue
+        if sid in state.children:  # its items rerun; it follows them (it is never re-expanded)
+            continue
         stages[sid] = replace(
-            st, status="pending", rerun=True, reason=why, feedback=None, escalation=None
+            st,
+            status="pending",
+            rerun=True,
+            reason=why,
+            feedback=None,
+            escalation=None,
+            gate_overridden=False,
         )
     for sid, text in e.feedback.items():
         stages[sid] = replace(
@@ -172,8 +180,9 @@ def decided(state: RunState, e: ev.EscalationDecided) -> RunState:
             )
         return fail_stage(state, st, f"gate rejected by {said}")
     if decision == "approve":
+        # a human accepting the result has also approved it; a decision agent has not
         spec = state.stage_spec(e.stage)
-        approval = spec.approval is not None and spec.approval.required
+        approval = spec.approval is not None and spec.approval.required and e.by_agent
         status: StageStatus = "awaiting_approval" if approval else "succeeded"
         return put(state, replace(st, status=status, escalation=None, reason=None))
     # reject: one more rework round, with the decider's feedback on top of the findings

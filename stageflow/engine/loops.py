@@ -23,7 +23,9 @@ from stageflow.workflows.derived import (
 )
 from stageflow.workflows.spec import StageSpec
 
-_ACTIVE = frozenset({"running", "retry_wait", "escalated", "changes_requested"})
+# downstream work that a rework would redo: wait until it has ended (another stage that asks
+# for changes is not waited for: the rework reruns it, or two such stages would wait forever)
+_ACTIVE = frozenset({"running", "retry_wait", "escalated"})
 
 
 def _item_key(state: RunState, target: str, key: str) -> str | None:

@@ -72,10 +72,19 @@ def _eval(text: str, state: RunState) -> bool:
         return False  # templates are validated before a run starts; a bad snapshot fails closed
 
 
-def _deps_state(spec: StageSpec, state: RunState) -> Literal["wait", "ready", "skip", "never"]:
-    if not spec.depends_on:
+def waits_for(state: RunState, spec: StageSpec) -> list[str]:
+    """What a stage waits for: its depends_on, and for a plan item also its for_each stage's
+    (which a rework upstream of it sends back to pending)."""
+    parent = state.parent_of.get(spec.id)
+    if parent is None:
+        return spec.depends_on
+    return [*state.stage_spec(parent).depends_on, *spec.depends_on]
+
+
+def _deps_state(deps: list[str], state: RunState) -> Literal["wait", "ready", "skip", "never"]:
+    if not deps:
         return "ready"
-    statuses = [state.stages[d] for d in state.stage_spec(spec.id).depends_on]
+    statuses = [state.stages[d] for d in deps]
     if any(s.status not in DONE_STAGE for s in statuses):
         return "wait"
     if any(s.status == "cancelled" or (s.status == "failed" and not s.tolerated) for s in statuses):
@@ -201,6 +210,8 @@ def next_actions(state: RunState, now: float) -> Plan:
         if st.status == "attempt_failed":
             decisions.extend(_failure_decision(s, st, state, now))
         elif st.status == "changes_requested":
+            if any(isinstance(d, ev.ReworkRequested) for d in decisions):
+                continue  # one rework per pass: it may rerun this stage too (next pass sees it)
             decisions.extend(loops.rework(state, st, s))
         elif st.status == "escalated":
             decisions.extend(loops.decided(state, st))
@@ -267,9 +278,10 @@ def next_actions(state: RunState, now: float) -> Plan:
             elif st.attempts:
                 kind = "retry"
             if (not st.attempts or st.rerun) and not st.gate_overridden:
-                if not done.issuperset(s.depends_on):
+                upstream = waits_for(state, s)
+                if not done.issuperset(upstream):
                     continue  # the common case: waiting for upstream work
-                deps = _deps_state(s, state)
+                deps = _deps_state(upstream, state)
                 if deps == "wait":
                     continue
                 if deps == "never":

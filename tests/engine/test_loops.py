@@ -238,3 +238,84 @@ def test_a_human_rejection_at_an_approval_with_on_changes_requested_sends_items_
     starts = settle(log)
     assert [s.stage for s in starts] == ["execute.t1"]
     assert "wrong format" in (starts[0].feedback or "")
+
+
+def test_a_rework_upstream_of_a_for_each_stage_reruns_its_items_without_replanning() -> None:
+    log = Log(
+        {
+            "name": "side",
+            "stages": [
+                {"id": "plan", "agent": "coordinator", "plan": True},
+                {"id": "schema", "agent": "architect", "produces": ["schema"]},
+                {
+                    "id": "execute",
+                    "agent": "developer",
+                    "for_each": "plan",
+                    "depends_on": ["plan", "schema"],
+                    "produces": ["summary"],
+                },
+                {
+                    "id": "review",
+                    "agent": "reviewer",
+                    "depends_on": ["execute"],
+                    "on_changes_requested": {"rework": "schema", "max": 1},
+                },
+            ],
+        }
+    )
+    assert [s.stage for s in settle(log)] == ["plan", "schema"]
+    finish(log, "plan", plan=[item("t1"), item("t2")])
+    finish(log, "schema")
+    settle(log)
+    finish(log, "execute.t1")
+    finish(log, "execute.t2")
+    settle(log)
+    finish(log, "review", "changes_requested", outputs={"findings": ["the schema is wrong"]})
+    assert [(s.stage, s.kind) for s in settle(log)] == [("schema", "rework")]
+    assert log.state.stages["execute"].status == "expanded"  # not pending: no second plan
+    assert [e.event.type for e in log.envs].count("plan_expanded") == 1
+    finish(log, "schema")
+    assert [(s.stage, s.kind) for s in settle(log)] == [
+        ("execute.t1", "rerun"),
+        ("execute.t2", "rerun"),
+    ]
+    assert log.state.stages["execute.t1"].attempt == 2
+
+
+def test_a_human_accepting_an_escalation_passes_the_stages_approval_too() -> None:
+    spec = plan_template()
+    spec["stages"][2].update(
+        approval="required", on_changes_requested={"rework": "execute", "max": 1}
+    )
+    log = Log(spec)
+    planned(log, item("t1"))
+    finish(log, "execute.t1")
+    settle(log)
+    finish(log, "audit", "changes_requested", outputs={"findings": ["x"]})
+    settle(log)
+    finish(log, "execute.t1")
+    settle(log)
+    finish(log, "audit", "changes_requested", outputs={"findings": ["y"]})
+    settle(log)
+    assert log.state.stages["audit"].status == "blocked"
+    log.add(ev.EscalationDecided(stage="audit", decision="approve", approver="alice"))
+    assert log.state.stages["audit"].status == "succeeded"  # the human decided: no second ask
+
+
+def test_two_reviewers_asking_for_changes_at_once_do_not_wait_for_each_other() -> None:
+    spec = review_template(max_rounds=2)
+    second = dict(spec["stages"][2], id="security")
+    spec["stages"].insert(3, second)
+    spec["stages"][-1]["depends_on"] = ["review", "security"]
+    log = Log(spec)
+    for stage in ("implementation", "testing"):
+        settle(log)
+        finish(log, stage)
+    assert sorted(s.stage for s in settle(log)) == ["review", "security"]
+    request_changes(log, "a")
+    finish(log, "security", "changes_requested", outputs={"findings": ["b"]})
+    starts = settle(log)
+    assert [(s.stage, s.kind) for s in starts] == [("implementation", "rework")]
+    rework = [e.event for e in log.envs if isinstance(e.event, ev.ReworkRequested)]
+    assert len(rework) == 1  # one round: the other reviewer reruns after it and judges again
+    assert log.state.stages["security"].status == "pending" and log.state.stages["security"].rerun
