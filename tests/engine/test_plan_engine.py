@@ -123,3 +123,19 @@ def test_a_failed_item_fails_the_run_and_retrying_the_for_each_stage_retries_it(
     assert log.state.stages["execute.t2"].status == "pending"
     assert log.state.stages["execute"].status == "expanded"
     assert [s.stage for s in settle(log)] == ["execute.t2"]
+
+
+def test_template_stages_that_declare_overlapping_files_take_turns() -> None:
+    log = Log(
+        {
+            "name": "files",
+            "stages": [
+                {"id": "a", "agent": "developer", "files": ["src/app.py"]},
+                {"id": "b", "agent": "developer", "files": ["src/"]},
+                {"id": "c", "agent": "developer", "files": ["docs/"]},
+            ],
+        }
+    )
+    assert [s.stage for s in settle(log)] == ["a", "c"]
+    finish(log, "a")
+    assert [s.stage for s in settle(log)] == ["b"]
