@@ -52,7 +52,7 @@ def test_readme_names_every_mcp_tool_and_the_serve_command() -> None:
 
     for name in TOOL_NAMES:
         assert f"`{name}" in README, name
-    assert "claude mcp add stageflow -- stageflow serve" in README
+    assert 'claude mcp add --scope user stageflow -- "$PWD/.venv/bin/stageflow" serve' in README
 
 
 def test_the_readme_test_command_installs_the_lock() -> None:

@@ -27,13 +27,14 @@ from stageflow.agents.parse import parse_agent_file
 from stageflow.agents.registry import AgentRegistry
 from stageflow.config import Settings
 from stageflow.errors import Problem, SpecError, SpecErrors
+from stageflow.workflows.bounds import unexpected_problem
 from stageflow.workflows.catalog import (
     TEMPLATE_SUFFIXES,
     TemplateCatalog,
     TemplateEntry,
     template_files,
 )
-from stageflow.workflows.loader import load_template_text
+from stageflow.workflows.loader import load_template_text, read_template
 from stageflow.workflows.spec import WorkflowSpec
 
 Kind = Literal["agents", "templates"]
@@ -236,6 +237,8 @@ class LiveDefinitions:
             problems = tuple(exc.problems)
         except SpecError as exc:
             problems = (exc.problem,)
+        except Exception as exc:  # a bug in parsing one file must not stop the server
+            problems = (unexpected_problem(path, exc),)
         else:
             self._agents[key] = _AgentSlot(agent, ())
             return
@@ -292,11 +295,9 @@ class LiveDefinitions:
         text: str | None = None
         problem: Problem | None = None
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:  # the messages of ``load_template_file``
-            problem = Problem(f"not UTF-8 text: {exc.reason}", file=str(path))
-        except OSError as exc:
-            problem = Problem(f"cannot read file: {exc.strerror or exc}", file=str(path))
+            text = read_template(path)  # bounded: a huge file or a FIFO is a problem, not a read
+        except SpecErrors as exc:
+            problem = exc.problem
         good = previous.good_text if previous else None
         self._templates[key] = _validate(path, _TemplateSlot(text, problem, good, None, ()), names)
 
@@ -389,6 +390,8 @@ def _validate(path: Path, slot: _TemplateSlot, names: Collection[str]) -> _Templ
             spec = load_template_text(slot.text, source=str(path), fmt=fmt, agent_names=names)
         except SpecErrors as exc:
             problems = tuple(exc.problems)
+        except Exception as exc:  # a bug in loading one file must not stop the server
+            problems = (unexpected_problem(path, exc),)
         else:
             return _TemplateSlot(slot.text, None, slot.text, spec, ())
     fallback: WorkflowSpec | None = None
@@ -397,7 +400,7 @@ def _validate(path: Path, slot: _TemplateSlot, names: Collection[str]) -> _Templ
             fallback = load_template_text(
                 slot.good_text, source=str(path), fmt=fmt, agent_names=names
             )
-        except SpecErrors:
+        except Exception:  # SpecErrors, or a bug: either way there is no fallback
             fallback = None
     return _TemplateSlot(slot.text, slot.read_problem, slot.good_text, fallback, problems)
 

@@ -17,6 +17,10 @@ Known keys are checked (``name``, ``description``, ``tools``, ``model``, and our
 ``max_turns``. An absent or empty ``tools`` means "inherit every tool". Every mistake is reported
 as a ``Problem`` with the file, the line and the reason; all field problems of one file are
 reported together (``SpecErrors``).
+
+A file is read only when it is a regular file of at most ``MAX_FILE_BYTES``, and its front matter
+is composed within the bounds of ``stageflow.workflows.bounds`` (nesting depth, YAML aliases), so
+a hostile file is one problem with its line, never a RecursionError or an alias bomb.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ import yaml
 
 from stageflow.agents.definition import AgentDefinition
 from stageflow.errors import Problem, SpecError, SpecErrors
+from stageflow.workflows.bounds import LimitExceeded, check_text_size, read_bounded
+from stageflow.workflows.yaml_compose import compose_bounded, construct
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$", re.IGNORECASE)
 MODEL_ALIASES: tuple[str, ...] = ("opus", "sonnet", "haiku", "inherit")
 _FENCE = "---"
+_WHAT = "agent files"
 _YAML_FIRST_LINE = 2  # the front matter's YAML starts on the line after the opening fence
 _KNOWN_KEYS = frozenset(
     {
@@ -61,7 +68,9 @@ def parse_agent_file(path: Path, *, layer: str) -> AgentDefinition:
     """Read and parse one agent file; raises ``SpecError`` naming the file on any problem."""
     where = str(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, _WHAT)
+    except LimitExceeded as exc:
+        raise SpecError(Problem(str(exc), file=where)) from None
     except OSError as exc:
         raise SpecError(Problem(f"cannot read file: {exc.strerror or exc}", file=where)) from exc
     try:
@@ -81,6 +90,10 @@ def parse_agent_text(text: str, *, source: str | None, layer: str) -> AgentDefin
     ``SpecError`` for one problem and ``SpecErrors`` for several.
     """
     where = source or "<agent>"
+    try:
+        check_text_size(text, _WHAT)
+    except LimitExceeded as exc:
+        raise SpecError(Problem(str(exc), file=where)) from None
     split = _split(text, where)
     data, key_lines = _load_yaml(split.yaml_text, where)
     problems: list[Problem] = []
@@ -179,11 +192,15 @@ def _split(text: str, where: str) -> _Split:
 
 def _load_yaml(yaml_text: str, where: str) -> tuple[object, dict[str, int]]:
     """The front matter's value and the file line of each top-level key."""
-    loader = yaml.SafeLoader(yaml_text)
     try:
-        node = loader.get_single_node()
+        node = compose_bounded(yaml_text)
         key_lines = _key_lines(node, where)  # before constructing: merges rewrite the node
-        data = loader.construct_document(node) if node is not None else None
+        data = construct(node) if node is not None else None
+    except LimitExceeded as exc:
+        line = _YAML_FIRST_LINE if exc.line is None else exc.line + _YAML_FIRST_LINE - 1
+        raise SpecError(
+            Problem(f"front matter: {exc}", file=where, line=line, path=exc.shown_path())
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + _YAML_FIRST_LINE if mark is not None else _YAML_FIRST_LINE
@@ -198,8 +215,6 @@ def _load_yaml(yaml_text: str, where: str) -> tuple[object, dict[str, int]]:
         raise SpecError(
             Problem(f"invalid YAML in front matter: {exc}", file=where, line=_YAML_FIRST_LINE)
         ) from exc
-    finally:
-        loader.dispose()
     return data, key_lines
 
 

@@ -20,6 +20,7 @@ from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.parse import parse_agent_file
 from stageflow.config import PACKAGE_DIR
 from stageflow.errors import NotFound, Problem, SpecError, SpecErrors
+from stageflow.workflows.bounds import unexpected_problem
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ def load_agents(layers: Sequence[tuple[str, Path]]) -> AgentRegistry:
                 continue
             except SpecError as exc:
                 errors.append(exc.problem)
+                continue
+            except Exception as exc:  # a bug in parsing one file must not hide the others
+                errors.append(unexpected_problem(path, exc))
                 continue
             first = seen.get(agent.name)
             if first is not None:

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from stageflow import events as ev
 from stageflow.agents.live import LiveDefinitions
+from stageflow.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_PAUSED, EXIT_WAITING
 from stageflow.cli.render import describe_event, render_run
 from stageflow.config import Settings, load_settings
 from stageflow.engine.driver import Until
@@ -37,7 +38,7 @@ from stageflow.workspace.view import workspace_probe
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 1, 2, 3, 4
+
 # commands that may execute agent stages here
 DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
 
@@ -51,6 +52,8 @@ class App:
     out: TextIO
     quiet: bool
     knowledge: KnowledgeIndex
+    # messages already printed by this command, so the final dashboard does not repeat them
+    said: set[str] = field(default_factory=set)
 
 
 @asynccontextmanager
@@ -63,10 +66,12 @@ async def open_app(
     store = await Store.open(settings.db_path, access="auto")
     quiet = bool(getattr(args, "json", False) or getattr(args, "quiet", False))
 
+    said: set[str] = set()
+
     def sink(env: ev.Envelope, state: RunState) -> None:
         if quiet:
             return
-        line = describe_event(env, state)
+        line = describe_event(env, state, said)
         if line:
             out.write(line + "\n")
             out.flush()
@@ -101,7 +106,7 @@ async def open_app(
         if driving:
             await _sync_for_stages(settings, knowledge)
         try:
-            yield App(settings, store, service, scheduler, out, quiet, knowledge)
+            yield App(settings, store, service, scheduler, out, quiet, knowledge, said)
         finally:
             await recorder.drain()  # what this process's attempts produced, before it exits
     finally:
@@ -139,19 +144,43 @@ def json_default(o: Any) -> Any:
 
 
 async def drive(app: App, run_id: str, until: Until) -> RunState | None:
-    """Continue the run here unless another live process is executing it."""
+    """Continue the run here unless another live process is executing it (then say which)."""
     try:
         return await app.scheduler.drive(run_id, until=until)
     except RunBusy as exc:
         if not app.quiet:
-            app.out.write(f"note: {exc}\n")
+            app.out.write(f"{describe_owner(run_id, exc.owner)}\n")
         return None
 
 
-async def show(app: App, run_id: str, *, as_json: bool) -> int:
+def describe_owner(run_id: str, owner: str | None) -> str:
+    """Who executes the run, for a human: ``host:pid:nonce`` spelled out."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    who = f"process {pid} on {host}" if pid.isdigit() else f"another process ({owner})"
+    return (
+        f"run {run_id} is executed by {who}, which continues it; follow it with "
+        f"`stageflow status {run_id}`"
+    )
+
+
+async def show(
+    app: App, run_id: str, *, as_json: bool, drove: bool = False, waited: bool = False
+) -> int:
+    """Print the run; exit 1 when it failed. After a command that executed it (``drove``) the
+    code says where it stopped: 1 failed or cancelled, 6 paused (at its budget or by
+    request), with ``waited`` (``--wait``) 5 when a gate needs a human; else 0."""
     view = await app.service.view(run_id)
     if as_json:
         emit(app, view)
     else:
-        render_run(view, app.out)
-    return EXIT_FAIL if view.status == "failed" else EXIT_OK
+        render_run(view, app.out, said=app.said)
+    if view.status == "failed" or (drove and view.status == "cancelled"):
+        return EXIT_FAIL
+    if not drove:
+        return EXIT_OK
+    if view.status == "paused":
+        return EXIT_PAUSED
+    if waited and view.status == "waiting":
+        return EXIT_WAITING
+    return EXIT_OK

@@ -6,17 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 
-from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
+from stageflow.cli.app import App, drive, emit, show
+from stageflow.cli.exits import EXIT_FAIL, EXIT_OK
 from stageflow.cli.render import render_runs
-from stageflow.config import load_settings
+from stageflow.config import Settings, load_settings
 from stageflow.engine.adjust import Adjustment
 from stageflow.engine.catalog_view import agent_info
-from stageflow.errors import InvalidArgument, InvalidState, StageflowError
+from stageflow.engine.state import HUMAN_WAIT
+from stageflow.errors import InvalidArgument, InvalidState, Problem
+from stageflow.workflows.model_names import KnownModels
 from stageflow.workflows.spec import WorkflowSpec
 
 # -- commands ------------------------------------------------------------------------------
@@ -85,8 +89,10 @@ async def cmd_run(app: App, args: argparse.Namespace) -> int:
             f"started run {state.run_id} ({state.template}) with runner "
             f"{app.service.runner_label}\n"
         )
-    await drive(app, state.run_id, "terminal" if args.wait else "idle")
-    return await show(app, state.run_id, as_json=args.json)
+    # --wait: until the run ends, or stops for a human (exit 5 at a gate, 6 paused): nothing
+    # can happen then until someone approves, rejects or resumes, here or elsewhere
+    await drive(app, state.run_id, "idle")
+    return await show(app, state.run_id, as_json=args.json, drove=True, waited=args.wait)
 
 
 def _parse_inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
@@ -114,31 +120,37 @@ async def cmd_status(app: App, args: argparse.Namespace) -> int:
 
 
 async def _after_command(app: App, args: argparse.Namespace, run_id: str) -> int:
-    if not getattr(args, "no_drive", False):
-        await drive(app, run_id, "terminal" if getattr(args, "wait", False) else "idle")
-    return await show(app, run_id, as_json=getattr(args, "json", False))
+    wait = bool(getattr(args, "wait", False))
+    drove = not getattr(args, "no_drive", False)
+    if drove:
+        await drive(app, run_id, "idle")
+    as_json = bool(getattr(args, "json", False))
+    return await show(app, run_id, as_json=as_json, drove=drove, waited=wait)
+
+
+async def _decide(app: App, args: argparse.Namespace, decision: str, feedback: str | None) -> int:
+    before = await app.service.state(args.run)
+    state = await app.service.decide(
+        args.run,
+        stage=args.stage,
+        decision="approve" if decision == "approve" else "reject",
+        feedback=feedback,
+        approver=args.approver,
+    )
+    if not app.quiet:
+        decided = args.stage or next(
+            (sid for sid, st in before.stages.items() if st.status in HUMAN_WAIT), "?"
+        )
+        app.out.write(f"recorded: {decision} of stage '{decided}' by {args.approver}\n")
+    return await _after_command(app, args, state.run_id)
 
 
 async def cmd_approve(app: App, args: argparse.Namespace) -> int:
-    await app.service.decide(
-        args.run,
-        stage=args.stage,
-        decision="approve",
-        feedback=args.comment,
-        approver=args.approver,
-    )
-    return await _after_command(app, args, args.run)
+    return await _decide(app, args, "approve", args.comment)
 
 
 async def cmd_reject(app: App, args: argparse.Namespace) -> int:
-    await app.service.decide(
-        args.run,
-        stage=args.stage,
-        decision="reject",
-        feedback=args.feedback,
-        approver=args.approver,
-    )
-    return await _after_command(app, args, args.run)
+    return await _decide(app, args, "reject", args.feedback)
 
 
 async def cmd_cancel(app: App, args: argparse.Namespace) -> int:
@@ -159,7 +171,7 @@ async def cmd_resume(app: App, args: argparse.Namespace) -> int:
             app.out.write(f"resuming {len(rows)} active run(s)\n")
         async with anyio.create_task_group() as tg:
             for run_id in rows:
-                tg.start_soon(drive, app, run_id, "terminal" if args.wait else "idle")
+                tg.start_soon(drive, app, run_id, "idle")
         stop.set()
         for run_id in rows:
             await show(app, run_id, as_json=args.json)
@@ -253,34 +265,67 @@ async def cmd_audit(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    """Every error and warning of the given template files, in one pass, by file then line.
+
+    Exit 1 when there is an error; warnings alone (an unknown model name) exit 0.
+    """
     from stageflow.agents.registry import load_agents
     from stageflow.workflows.loader import validate_files
 
     settings = load_settings(args.project)
     agents = load_agents(settings.agent_dirs())
     paths = [Path(p) for p in args.files]
-    problems = validate_files(paths, agent_names=agents.names())
+    result = validate_files(paths, agent_names=agents.names(), models=_known_models(settings))
+    errors, warnings = result.errors, result.warnings
     if args.json:
         out.write(
             json.dumps(
                 {
-                    "ok": not problems,
+                    "ok": not errors,
                     "files": [str(p) for p in paths],
-                    "problems": [p.__dict__ for p in problems],
+                    "problems": [p.__dict__ for p in errors],
+                    "warnings": [p.__dict__ for p in warnings],
                 },
                 indent=2,
             )
             + "\n"
         )
     else:
-        for p in problems:
-            out.write(f"{p}\n")
-        if problems:
-            files = len({p.file for p in problems})
-            out.write(f"{len(problems)} problem(s) in {files} file(s)\n")
-        else:
-            out.write(f"ok: {len(paths)} file(s) valid\n")
-    return EXIT_FAIL if problems else EXIT_OK
+        _render_validation(len(paths), errors, warnings, out)
+    return EXIT_FAIL if errors else EXIT_OK
+
+
+def _render_validation(
+    files: int, errors: list[Problem], warnings: list[Problem], out: TextIO
+) -> None:
+    """Errors and warnings of each file together by line, then a summary line."""
+    order = {f: n for n, f in enumerate(dict.fromkeys(p.file for p in (*errors, *warnings)))}
+    tagged = [(p, "") for p in errors] + [
+        (replace(p, message=f"warning: {p.message}"), "w") for p in warnings
+    ]
+    tagged.sort(key=lambda t: (order[t[0].file], t[0].line or 0, t[1]))
+    for problem, _ in tagged:
+        out.write(f"{problem}\n")
+    noted = f"; {len(warnings)} warning(s)" if warnings else ""
+    if errors:
+        with_errors = len({p.file for p in errors})
+        out.write(f"{len(errors)} problem(s) in {with_errors} file(s){noted}\n")
+    else:
+        out.write(f"ok: {files} file(s) valid{noted}\n")
+
+
+def _known_models(settings: Settings) -> KnownModels:
+    """The model names a stage may give: the alias table and the priced ids (config included)."""
+    from stageflow.models.pricing import load_price_table
+    from stageflow.models.routing import load_routes
+
+    routes, prices = load_routes(settings), load_price_table(settings)
+    return KnownModels(
+        aliases=tuple(routes.aliases),
+        ids=tuple(dict.fromkeys([*prices.prices, *routes.aliases.values()])),
+        as_of=prices.as_of,
+        accepts=lambda name: prices.lookup(name) is not None,
+    )
 
 
 def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
@@ -293,53 +338,3 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     if not created:
         out.write(f"{settings.state_dir} already set up; nothing changed\n")
     return EXIT_OK
-
-
-def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve the MCP server for the project (stdio unless ``--transport``).
-
-    mcp and the server modules are imported here, so no other command pays for them. On an
-    HTTP transport the bind is checked (token for non-loopback hosts) before anything opens.
-    """
-    import os
-
-    from stageflow.server.security import TOKEN_ENV, require_token
-    from stageflow.server.transports import prepare_stdio, run_server
-
-    token = os.environ.get(TOKEN_ENV)
-    if args.transport != "stdio":
-        require_token(args.host, token)  # raises InvalidArgument -> exit 2
-    prepare_stdio()
-    from stageflow.server.app import build_server
-
-    server = build_server(load_settings(args.project, db=args.db))
-    try:
-        run_server(
-            server,
-            transport=args.transport,
-            host=args.host,
-            port=args.port,
-            token=token,
-            allowed_hosts=args.allow_host or (),
-        )
-    except KeyboardInterrupt:
-        return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start
-    except BaseExceptionGroup as group:
-        # the lifespan's task group wraps what stopped the server (a damaged database, say):
-        # our own error is one message and exit 1 (cli.main), anything else a traceback
-        cause = _own_error(group)
-        if cause is None:
-            raise
-        raise cause from None
-    return EXIT_OK
-
-
-def _own_error(group: BaseExceptionGroup[BaseException]) -> StageflowError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, StageflowError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _own_error(exc)
-            if found is not None:
-                return found
-    return None

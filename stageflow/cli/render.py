@@ -60,8 +60,12 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
-def render_run(view: RunView, out: TextIO, *, runner_label: str | None = None) -> None:
-    """The run dashboard."""
+def render_run(
+    view: RunView, out: TextIO, *, runner_label: str | None = None, said: set[str] | None = None
+) -> None:
+    """The run dashboard. ``said`` holds messages this command printed already (progress
+    lines): they are not repeated."""
+    said = set() if said is None else said
     label = runner_label or view.runner
     out.write(f"run {view.run_id}  {view.template}  [{view.status}]  runner: {label}\n")
     out.write(f"task: {view.task}\n")
@@ -93,8 +97,12 @@ def render_run(view: RunView, out: TextIO, *, runner_label: str | None = None) -
         )
     _table(rows, out)
     for s in view.stages:
-        if s.status in ("failed", "attempt_failed", "skipped", "blocked", "escalated") and s.reason:
+        shown = (
+            s.status in ("failed", "attempt_failed", "skipped", "blocked", "escalated") and s.reason
+        )
+        if shown and not _said(s.reason, said):
             out.write(f"  {s.id}: {s.reason}\n")
+            said.add(s.reason or "")
         if s.model_mismatch:
             out.write(f"  {s.id}: answered by another model than asked for ({s.model})\n")
     arts = [a for s in view.stages for a in s.artifacts]
@@ -119,7 +127,8 @@ def render_run(view: RunView, out: TextIO, *, runner_label: str | None = None) -
         out.write(f"workspace: {where}\n")
         if ws.diff is not None:
             out.write("".join(f"  {line}\n" for line in ws.diff.splitlines()))
-    if view.reason and view.status in ("failed", "cancelled", "paused"):
+    failed = view.status in ("failed", "cancelled", "paused")
+    if view.reason and failed and not _said(view.reason, said):
         out.write(f"reason: {view.reason}\n")
     out.write(f"next: {view.next_action}\n")
 
@@ -136,8 +145,25 @@ def render_runs(items: list[RunListItem], out: TextIO) -> None:
     _table(rows, out)
 
 
-def describe_event(env: ev.Envelope, state: RunState) -> str | None:
-    """One progress line for an event, or None for bookkeeping events."""
+def _said(text: str | None, said: set[str]) -> bool:
+    """True when ``text`` is, or carries, a message already printed."""
+    return bool(text) and any(m and m in (text or "") for m in said)
+
+
+def describe_event(env: ev.Envelope, state: RunState, said: set[str] | None = None) -> str | None:
+    """One progress line for an event, or None for bookkeeping events. Failure messages go
+    into ``said`` and are not repeated by later lines (a stage failing, then the run)."""
+    said = set() if said is None else said
+    line = _describe(env, state, said)
+    e = env.event
+    if isinstance(e, ev.AttemptFinished) and e.error and e.outcome != "passed":
+        said.add(e.error)
+    elif isinstance(e, ev.StageFailed | ev.RunFailed):
+        said.add(e.reason)
+    return line
+
+
+def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
     e = env.event
     clock = time.strftime("%H:%M:%S", time.localtime(env.at))
     match e:
@@ -149,6 +175,8 @@ def describe_event(env: ev.Envelope, state: RunState) -> str | None:
             arts = ", ".join(f"{a.name}@v{a.version}" for a in e.artifacts)
             extra = f" -> {arts}" if arts else ""
             err = f": {e.error}" if e.error and e.outcome != "passed" else ""
+            if e.error and _said(e.error, said):
+                err = " (as above)"
             return f"{clock}  {e.stage:<18} {e.outcome} in {duration(e.duration_s)}{extra}{err}"
         case ev.StageSkipped():
             return f"{clock}  {e.stage:<18} skipped ({e.reason})"
@@ -164,7 +192,8 @@ def describe_event(env: ev.Envelope, state: RunState) -> str | None:
             return f"{clock}  {e.stage:<18} retry {e.attempt} in {duration(wait)} ({e.reason})"
         case ev.StageFailed():
             tol = " (tolerated: on_failure continue)" if e.tolerated else ""
-            return f"{clock}  {e.stage:<18} FAILED{tol}: {e.reason}"
+            why = "" if _said(e.reason, said) else f": {e.reason}"
+            return f"{clock}  {e.stage:<18} FAILED{tol}{why}"
         case ev.RollbackStarted():
             return f"{clock}  {e.rollback_stage:<18} rollback for '{e.failed_stage}'"
         case ev.RunPaused():
@@ -176,7 +205,8 @@ def describe_event(env: ev.Envelope, state: RunState) -> str | None:
         case ev.RunCompleted():
             return f"{clock}  run completed"
         case ev.RunFailed():
-            return f"{clock}  run FAILED: {e.reason}"
+            why = "" if _said(e.reason, said) else f": {e.reason}"
+            return f"{clock}  run FAILED{why}"
         case ev.PlanExpanded():
             ids = ", ".join(str(i.get("id")) for i in e.items)
             return f"{clock}  {e.stage:<18} expanded into {len(e.items)} item(s): {ids}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -29,6 +28,7 @@ from stageflow.engine.runner import (
     AttemptResult,
     Runner,
 )
+from stageflow.engine.runner_call import call_runner
 from stageflow.engine.slots import HeldSlot, Slots
 from stageflow.engine.state import RunState, apply, preview
 from stageflow.errors import (
@@ -385,13 +385,11 @@ class RunDriver:
             with scope:
                 try:
                     request = await self._request(start)
-                    with anyio.move_on_after(timeout if timeout else math.inf) as deadline:
-                        result = await self.runner.run(request)
-                    if deadline.cancelled_caught:
+                    result = await call_runner(self._tg, self.runner, request, timeout=timeout)
+                    if result is None:  # the deadline passed (runner_call: even a stuck one)
                         outcome, retryable = "timed_out", True
                         error = f"stage timed out after {timeout:g}s"
                     else:
-                        assert result is not None
                         outcome, error = result.status, result.error
                 except StageTimeout as exc:  # a command stage's own timeout
                     outcome, error, retryable = "timed_out", str(exc), True

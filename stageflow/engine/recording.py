@@ -9,7 +9,7 @@ the meter when the runner reported its requests there.
 from __future__ import annotations
 
 from stageflow import events as ev
-from stageflow.engine.attempt_inputs import new_versions
+from stageflow.engine.attempt_inputs import checked_artifacts, new_versions
 from stageflow.engine.planner import StartAttempt
 from stageflow.engine.plans import checked_plan
 from stageflow.engine.runner import AttemptMeter, AttemptResult
@@ -52,11 +52,11 @@ def finished_event(
         else:
             plan = [i.model_dump(mode="json") for i in checked]
             artifacts[PLAN_ARTIFACT] = render_plan(checked)
-    if result is not None and outcome in ("passed", "changes_requested"):
-        missing = [p for p in spec.produces if not artifacts.get(p)]
-        if missing:
-            outcome = "failed"
-            error = f"stage finished without its required artifact(s): {', '.join(missing)}"
+    if result is not None:
+        kept = result.model_copy(update={"artifacts": artifacts})
+        checked_outcome, error, artifacts = checked_artifacts(spec, outcome, kept, error)
+        if checked_outcome != outcome:
+            outcome, plan = checked_outcome, None  # a refused result expands nothing
     refs, new = new_versions(state.stages[start.stage], start, artifacts)
     answered = result.model if result else None
     if answered is None and meter is not None and meter.requests:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from stageflow.base import Model
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
@@ -22,10 +23,10 @@ def untitled(schema: dict[str, Any]) -> None:
             prop.pop("title", None)
 
 
-class ReadModel(BaseModel):
+class ReadModel(Model):
     """A read model whose JSON schema is published (MCP output schemas): no property titles."""
 
-    model_config = ConfigDict(json_schema_extra=untitled)
+    model_config = ConfigDict(defer_build=True, json_schema_extra=untitled)
 
 
 class ArtifactView(ReadModel):
@@ -232,9 +233,7 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
     if state.ended == "completed":
         return f"done: read an artifact with `stageflow artifact {rid} STAGE NAME`"
     if state.ended == "failed":
-        return (
-            f"failed ({state.end_reason}); fix the cause and `stageflow retry {rid}`, or leave it"
-        )
+        return f"fix what failed (above), then `stageflow retry {rid}`; or leave it"
     if state.ended == "cancelled":
         return "cancelled; start a new run if needed"
     if state.paused:
@@ -259,6 +258,23 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
     if running:
         return f"wait: {', '.join(running)} running"
     return "wait: the scheduler is picking the next stages"
+
+
+def runner_in_use(state: RunState) -> str:
+    """The runner of the run's latest agent attempt (a retry may use another runner than the
+    one the run was created with), else the one it was created with."""
+    latest: tuple[float, str] | None = None
+    for st in state.stages.values():
+        for a in st.attempts:
+            agent = a.runner and a.runner != "command" and a.finished_at is not None
+            if agent and (latest is None or (a.finished_at or 0.0) >= latest[0]):
+                latest = (a.finished_at or 0.0, a.runner or "")
+    if latest is None:
+        return state.runner
+    label = state.runner  # e.g. "offline (scripted, no model calls)", "auto -> anthropic"
+    if label.split(" ")[0] == latest[1] or label.endswith(f"-> {latest[1]}"):
+        return label
+    return latest[1]
 
 
 def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = None) -> RunView:
@@ -306,7 +322,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         template=state.template,
         task=state.task,
         status=state.status,
-        runner=state.runner,
+        runner=runner_in_use(state),
         created_at=state.created_at,
         updated_at=state.updated_at,
         stages=stages,

@@ -19,7 +19,13 @@ import aiosqlite
 import anyio
 
 from stageflow.errors import DatabaseError, StageflowError
-from stageflow.store.connection import damaged, is_read_only, open_connection, open_read_only
+from stageflow.store.connection import (
+    damaged,
+    is_damage,
+    is_read_only,
+    open_connection,
+    open_read_only,
+)
 from stageflow.store.migrations import apply_migrations, check_current
 
 log = logging.getLogger(__name__)
@@ -70,4 +76,6 @@ def _database_error(path: Path, exc: sqlite3.DatabaseError) -> DatabaseError:
             path=str(path),
             read_only=True,
         )
-    return damaged(path, exc)
+    if is_damage(exc):
+        return damaged(path, exc)
+    return DatabaseError(f"{path}: {exc}", path=str(path))  # e.g. locked longer than the timeout

@@ -1,15 +1,18 @@
 """The API runner: each stage attempt is a fresh tool-use conversation with the Messages API.
 
 Composition only: the model route (``routing``), the context (``context``), the workspace and
-its tools (``workspace``, ``workspace_tools``, ``shell``), prices (``pricing``) and the loop
-(``tool_loop``). The SDK is reached through ``anthropic_client``, imported on first use so that
-importing stageflow (and starting the MCP server) never pays for it.
+its tools (``workspace``, ``workspace_tools``, ``shell``), the sandbox of its Bash commands
+(``sandbox``), prices (``pricing``) and the loop (``tool_loop``). The SDK is reached through
+``anthropic_client``, imported on first use so that importing stageflow (and starting the MCP
+server) never pays for it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+
+import anyio.to_thread
 
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult
@@ -22,7 +25,7 @@ from stageflow.subagents.context import (
     build_context,
     collect_sections,
 )
-from stageflow.subagents.options import RunnerOptions, load_runner_options
+from stageflow.subagents.options import RunnerOptions, load_runner_options, sandbox_for
 from stageflow.subagents.tool_loop import ExtraTool, LoopLimits, run_tool_loop
 from stageflow.workspace.root import Workspace
 from stageflow.workspace.shell import BashPolicy
@@ -106,11 +109,16 @@ class AnthropicRunner:
         choice = choose_model(self.routes, request)
         policy = bash_policy(self.options, request)
         request = request.model_copy(update={"bash_allow": list(policy.allow)})
+        sandbox = sandbox_for(self.settings, self.options, network=request.stage.network)
+        if policy.enabled and request.writable:  # Bash is offered: say how it is confined
+            where = f"run {request.run_id} stage '{request.stage.id}'"
+            await anyio.to_thread.run_sync(sandbox.require, where)
         workspace = Workspace(
             request.workdir,
             writable=request.writable,
             read_only_reason=request.read_only_reason,
             bash=policy,
+            sandbox=sandbox,
         )
         agent_tools = request.agent.tools if request.agent is not None else []
         tools = normalize_tool_names(agent_tools, bash_allowed=policy.enabled)

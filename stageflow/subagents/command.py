@@ -8,6 +8,12 @@ as ``$(rm -rf ~)`` stays data.
 The command runs in its own session (process group). When it times out, is cancelled, or
 exits while children it started still run, the whole group gets SIGTERM, a short grace, then
 SIGKILL, and the shell is reaped: no process and no zombie of ours outlives the attempt.
+
+Once an agent stage has started in the run's workspace, the command may run code the model
+wrote (``pytest`` imports its ``conftest.py``), so the stage runner hands ``run`` a sandbox:
+the command then runs in bubblewrap (``workspace.sandbox``) with the same time limit and group
+kill, and an allow-listed environment (``shell.bash_env``) plus the ``STAGEFLOW_*`` run
+variables; the server's credentials never reach it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.errors import StageTimeout
 from stageflow.subagents.offline.text import one_line
 from stageflow.workspace.procgroup import collect, stop_group
+from stageflow.workspace.sandbox import Sandbox, sandbox_env
+from stageflow.workspace.shell import bash_env
 
 __all__ = ["DEFAULT_MAX_OUTPUT", "CommandRunner", "command_env"]
 
@@ -101,25 +109,38 @@ class CommandRunner:
         self.kill_grace = kill_grace  # SIGTERM -> SIGKILL
         self.drain_grace = drain_grace  # after the shell exits, how long to read its pipe
 
-    async def run(self, request: AttemptRequest) -> AttemptResult:
-        """Run ``request.stage.run``; raises ``StageTimeout`` when the limit is reached."""
+    async def run(
+        self, request: AttemptRequest, *, sandbox: Sandbox | None = None
+    ) -> AttemptResult:
+        """Run ``request.stage.run`` (in ``sandbox`` when given, confined to the workdir);
+        raises ``StageTimeout`` when the limit is reached."""
         command = request.stage.run
         if not command:
             raise ValueError(f"stage '{request.stage.id}' is not a command stage")
         limit = request.timeout if request.timeout is not None else self.default_timeout
         request.workdir.mkdir(parents=True, exist_ok=True)
+        argv = ["/bin/sh", "-c", command]
+        env = command_env(request, extra=self.env)
+        if sandbox is not None:
+            env = sandbox_env(command_env(request, base=bash_env(), extra=self.env))
+            argv = sandbox.wrap(argv, root=request.workdir, env=env)
         tail = _Tail(self.max_output)
         started = time.monotonic()
         process = await anyio.open_process(
-            ["/bin/sh", "-c", command],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=request.workdir,
-            env=command_env(request, extra=self.env),
+            env=env,
             start_new_session=True,
         )
-        log.info("stage %s: started command pid=%s", request.stage.id, process.pid)
+        log.info(
+            "stage %s: started command pid=%s%s",
+            request.stage.id,
+            process.pid,
+            " in the sandbox" if sandbox is not None else "",
+        )
         try:
             with anyio.move_on_after(limit) as deadline:
                 await collect(process, tail.add, drain_grace=self.drain_grace)

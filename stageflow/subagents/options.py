@@ -1,4 +1,5 @@
-"""Runner options from ``.stageflow/config.toml``: loop bounds, context budget, workspace, Bash.
+"""Runner options from ``.stageflow/config.toml``: loop bounds, context budget, workspace, Bash,
+sandbox.
 
 ```toml
 [subagents]
@@ -11,6 +12,8 @@ mode = "auto"           # auto | worktree | in_place (a template's ``workspace``
 bash = ["pytest*", "ruff check*"]   # commands Bash may run, added to the template's list
 bash_timeout = 120
 test_command = "pytest -q"          # the project's tests, for command stages that run them
+sandbox = "auto"        # auto | bwrap | none: the OS sandbox of agent commands
+bwrap = "bwrap"         # the bubblewrap executable (a name on PATH or a path)
 ```
 """
 
@@ -21,6 +24,7 @@ from typing import Any, Literal, cast
 
 from stageflow.config import Settings
 from stageflow.errors import Problem, SpecError
+from stageflow.workspace.sandbox import SANDBOX_MODES, Sandbox, SandboxMode
 
 WorkspaceMode = Literal["auto", "worktree", "in_place"]
 _MODES = ("auto", "worktree", "in_place")
@@ -37,6 +41,22 @@ class RunnerOptions:
     bash: tuple[str, ...] = field(default_factory=tuple)
     bash_timeout: float = 120.0
     test_command: str | None = None  # ``$STAGEFLOW_TEST_COMMAND`` of command stages
+    sandbox: SandboxMode = "auto"
+    bwrap: str = "bwrap"
+
+
+def sandbox_for(settings: Settings, options: RunnerOptions, *, network: bool) -> Sandbox:
+    """The sandbox of one stage's commands: the configured one, the stage's network choice,
+    and stageflow's own files (state directory, database, user home) hidden from it."""
+    db = settings.db_path
+    hidden = (
+        settings.state_dir,
+        db,
+        db.with_name(db.name + "-wal"),
+        db.with_name(db.name + "-shm"),
+        settings.home,
+    )
+    return Sandbox(mode=options.sandbox, executable=options.bwrap, network=network, hidden=hidden)
 
 
 def _section(settings: Settings, name: str) -> dict[str, Any]:
@@ -97,6 +117,24 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
                 path="workspace.test_command",
             )
         )
+    sandbox = ws.get("sandbox", "auto")
+    if sandbox not in SANDBOX_MODES:
+        raise SpecError(
+            Problem(
+                f"unknown sandbox {sandbox!r}; expected one of {', '.join(SANDBOX_MODES)}",
+                file=str(settings.config_file),
+                path="workspace.sandbox",
+            )
+        )
+    bwrap = ws.get("bwrap", "bwrap")
+    if not isinstance(bwrap, str) or not bwrap.strip():
+        raise SpecError(
+            Problem(
+                'must name the bubblewrap executable, e.g. "bwrap" or "/usr/bin/bwrap"',
+                file=str(settings.config_file),
+                path="workspace.bwrap",
+            )
+        )
     return RunnerOptions(
         max_turns=int(_positive(settings, runner, "subagents", "max_turns", 30)),
         max_tokens=int(_positive(settings, runner, "subagents", "max_tokens", 8192)),
@@ -105,6 +143,8 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
         bash=tuple(bash),
         bash_timeout=_positive(settings, ws, "workspace", "bash_timeout", 120.0),
         test_command=test.strip() if isinstance(test, str) else None,
+        sandbox=cast(SandboxMode, sandbox),
+        bwrap=bwrap.strip(),
     )
 
 

@@ -10,11 +10,13 @@ named by ``STAGEFLOW_RUNNER`` / config (``Settings.runner``):
   on PATH, else a clear non-retryable ``ModelError`` at the first agent stage. ``auto`` never
   falls back to ``offline`` silently.
 
-With a model runner, every stage of a run (agent and command stages alike) works in the run's
+Every stage of a run (agent and command stages alike, with any runner) works in the run's
 workspace: a git worktree of the project on branch ``stageflow/<run>`` (see ``worktree``), or
-the project itself with ``workspace: in_place``. Nothing here fails at import or construction
-for a missing model runner, so the server starts and everything else works; the error comes
-when an agent stage actually needs a model.
+the project itself with ``workspace: in_place``. Before an agent stage starts there the
+workspace is marked (``tainted``); command stages after that run in the OS sandbox
+(``sandbox``), or fail saying how to install it, unless ``sandbox = "none"``. Nothing here
+fails at import or construction for a missing model runner, so the server starts and
+everything else works; the error comes when an agent stage actually needs a model.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ import anyio.to_thread
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
-from stageflow.subagents.command import CommandRunner
-from stageflow.subagents.offline.runner import OfflineRunner
-from stageflow.subagents.options import project_test_command
+from stageflow.workspace.tainted import is_tainted, mark_tainted
 
 TEST_COMMAND_ENV = "STAGEFLOW_TEST_COMMAND"  # ``[workspace] test_command`` in command stages
 
 if TYPE_CHECKING:
+    from stageflow.subagents.command import CommandRunner
     from stageflow.subagents.context import ContextSource
+    from stageflow.subagents.offline.runner import OfflineRunner
     from stageflow.subagents.tool_loop import ExtraTool
+    from stageflow.workspace.sandbox import Sandbox
 
 __all__ = [
     "NO_RUNNER_MESSAGE",
@@ -94,11 +97,13 @@ def _claude_code(settings: Settings, extras: RunnerExtras | None) -> Runner:
     from stageflow.subagents.claude_code.routed import RoutedRunner
     from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
     from stageflow.subagents.context import ProjectFileSource
-    from stageflow.subagents.options import load_runner_options
+    from stageflow.subagents.options import load_runner_options, sandbox_for
 
     executable = os.environ.get("STAGEFLOW_CLAUDE") or "claude"
     prices = load_price_table(settings)
-    context_tokens = load_runner_options(settings).context_tokens
+    options = load_runner_options(settings)
+    context_tokens = options.context_tokens
+    sandbox = sandbox_for(settings, options, network=True)  # the child must reach the API
     sources: list[ContextSource] = [ProjectFileSource(settings.project)]
     if extras is not None:
         sources.extend(extras.sources)
@@ -111,6 +116,7 @@ def _claude_code(settings: Settings, extras: RunnerExtras | None) -> Runner:
             sources=sources,
             context_tokens=context_tokens,
             prices=prices,
+            sandbox=sandbox,
         )
 
     return RoutedRunner(settings, make, name="claude-code")
@@ -158,12 +164,11 @@ class StageRunner:
         self,
         settings: Settings,
         *,
-        command: CommandRunner,
         offline: OfflineRunner | None = None,
         extras: ExtrasFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.command = command
+        self._command: CommandRunner | None = None  # built at the first command stage
         self.extras = extras
         self.agent_runner_name = resolve_runner_name(settings)
         self.name: str = self.agent_runner_name or settings.runner
@@ -195,16 +200,53 @@ class StageRunner:
         if close is not None:
             await close()
 
+    @property
+    def command(self) -> CommandRunner:
+        """The command runner (imported on first use: off the server's start-up path)."""
+        if self._command is None:
+            from stageflow.subagents.command import CommandRunner
+            from stageflow.subagents.options import project_test_command
+
+            test = project_test_command(self.settings)
+            self._command = CommandRunner(
+                default_timeout=self.settings.command_timeout,
+                env={TEST_COMMAND_ENV: test} if test else None,
+            )
+        return self._command
+
     async def run(self, request: AttemptRequest) -> AttemptResult:
         """Dispatch one attempt by stage kind, in the run's workspace."""
+        # every stage of a run works in the run's workspace (its git worktree), whatever the
+        # runner: a command stage of an offline run must not write into the user's tree
         if request.stage.run:
-            if self.agent_runner_name not in (None, "offline"):
-                request = await self._in_workspace(request)
-            return await self.command.run(request)
+            request = await self._in_workspace(request)
+            sandbox = await self._command_sandbox(request)
+            return await self.command.run(request, sandbox=sandbox)
+
         runner = self.agent_runner()
-        if self.agent_runner_name == "offline":  # writes no files: no worktree needed
+        request = await self._in_workspace(request)
+        if self.agent_runner_name == "offline":  # scripted text, no model-written files
             return await runner.run(request)
-        return await runner.run(await self._in_workspace(request))
+        if request.writable:  # from now on the workspace may hold model-written files
+            await anyio.to_thread.run_sync(mark_tainted, self.settings.project, request.run_id)
+        return await runner.run(request)
+
+    async def _command_sandbox(self, request: AttemptRequest) -> Sandbox | None:
+        """The sandbox a command stage runs in: None before any agent stage of the run started
+        in its workspace (the template's command on the user's files) or with
+        ``sandbox = "none"``; ``SandboxError`` when it is needed and cannot be used."""
+        from stageflow.subagents.options import load_runner_options, sandbox_for
+
+        if not await anyio.to_thread.run_sync(is_tainted, self.settings.project, request.run_id):
+            return None
+        options = load_runner_options(self.settings)
+        sandbox = sandbox_for(self.settings, options, network=request.stage.network)
+        what = f"run {request.run_id} command stage '{request.stage.id}'"
+        refusal = await anyio.to_thread.run_sync(sandbox.unconfined_refusal, what)
+        if refusal is not None:
+            raise refusal
+        await anyio.to_thread.run_sync(sandbox.require, what)
+        return sandbox if sandbox.confines else None
 
     async def _in_workspace(self, request: AttemptRequest) -> AttemptRequest:
         """``request`` pointed at the run's workspace (created on the run's first stage)."""
@@ -239,17 +281,10 @@ def make_runner(
     """
     offline = None
     if resolve_runner_name(settings) == "offline":
+        from stageflow.subagents.offline.runner import OfflineRunner
+
         offline = OfflineRunner.from_env(delay=offline_delay)
-    test = project_test_command(settings)
-    return StageRunner(
-        settings,
-        command=CommandRunner(
-            default_timeout=settings.command_timeout,
-            env={TEST_COMMAND_ENV: test} if test else None,
-        ),
-        offline=offline,
-        extras=extras,
-    )
+    return StageRunner(settings, offline=offline, extras=extras)
 
 
 def describe_runner(settings: Settings) -> str:
@@ -258,7 +293,7 @@ def describe_runner(settings: Settings) -> str:
     if name == "offline":
         return "offline (scripted, no model calls)"
     if name is None:
-        return f"auto: {NO_RUNNER_MESSAGE}"
+        return "auto (no runner available)"
     label = name if settings.runner != "auto" else f"auto -> {name}"
     if name not in MODEL_RUNNERS:
         return f"{label} (not available in this version)"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard, get_args
 
-from stageflow.engine.runner import AttemptRequest, AttemptStatus
+from stageflow.engine.runner import AttemptRequest, AttemptStatus, undeclared_artifacts
 from stageflow.workflows.plan import PlanItem, PlanLimits, check_plan, plan_schema
 
 __all__ = [
@@ -140,10 +140,15 @@ def _type_name(value: object) -> str:
 
 
 def check_submission(
-    args: dict[str, Any], produces: Sequence[str], plan: PlanCheck | None = None
+    args: dict[str, Any],
+    produces: Sequence[str],
+    plan: PlanCheck | None = None,
+    *,
+    extra_allowed: bool = False,
 ) -> Submission | str:
     """Validate a ``submit_result`` call; a ``str`` says what is wrong, for the model to fix.
-    With ``plan`` (a plan stage), a passing submission must carry a plan that passes it."""
+    With ``plan`` (a plan stage), a passing submission must carry a plan that passes it.
+    Artifacts the stage does not declare are refused unless ``extra_allowed``."""
     wrong: list[str] = []
     status = args.get("status")
     if not _is_status(status):
@@ -173,6 +178,10 @@ def check_submission(
             f"unknown field(s): {', '.join(unknown)} (the fields are {', '.join(fields)}; "
             "artifacts go inside 'artifacts')"
         )
+    if isinstance(raw_artifacts, dict) and not extra_allowed:
+        extra = sorted(str(k) for k in raw_artifacts if k not in produces)
+        if extra:
+            wrong.append(undeclared_artifacts(extra, produces))
     checked_plan: dict[str, Any] | None = None
     if plan is not None and status in _NEEDS_ARTIFACTS:
         if "plan" not in args:

@@ -160,6 +160,7 @@ class _Loop:
         self.limits = limits
         self.runner_name = runner_name
         self.produces = request.stage.required_artifacts
+        self.produces_extra = request.stage.produces_extra
         self.plan_check = plan_checker(request)
         agent_turns = request.agent.max_turns if request.agent else None
         self.max_turns = agent_turns or limits.max_turns
@@ -317,7 +318,9 @@ class _Loop:
                 continue
             args = block.get("input")
             checked = (
-                check_submission(args, self.produces, self.plan_check)
+                check_submission(
+                    args, self.produces, self.plan_check, extra_allowed=self.produces_extra
+                )
                 if isinstance(args, dict)
                 else "submit_result refused: the input must be a JSON object."
             )

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from stageflow.errors import NotFound, Problem, SpecErrors
+from stageflow.workflows.bounds import unexpected_problem
 from stageflow.workflows.loader import load_template_file
 from stageflow.workflows.spec import WorkflowSpec
 
@@ -81,13 +82,15 @@ def load_catalog(
         for path in files:
             try:
                 spec = load_template_file(path, agent_names=agent_names)
-            except SpecErrors as exc:
-                errors.extend(exc.problems)
+            except Exception as exc:  # SpecErrors; or a bug, which must not hide the others
+                problems = (
+                    exc.problems if isinstance(exc, SpecErrors) else [unexpected_problem(path, exc)]
+                )
+                errors.extend(problems)
                 lower = entries.get(path.stem)
                 if lower is None or lower.spec is None:
-                    entries[path.stem] = TemplateEntry(
-                        path.stem, None, path, layer, tuple(exc.problems)
-                    )
+                    entry = TemplateEntry(path.stem, None, path, layer, tuple(problems))
+                    entries[path.stem] = entry
                 continue
             if spec.name in claimed:  # as for agents: the first file (by name) is kept
                 errors.append(

@@ -1,18 +1,21 @@
 """Template files (YAML or TOML) to ``WorkflowSpec``, with every problem located by line.
 
-YAML is composed into nodes first (``yaml.SafeLoader``), so we can map each document path such
-as ``("stages", 2, "needs", 0)`` to its line and see duplicate keys, which PyYAML would
-otherwise drop silently; the nodes are then constructed with the safe constructor. TOML goes
-through ``tomllib`` and its lines are found by scanning the table headers and keys.
-Pydantic errors become ``Problem`` s with file, line, stage id and dotted path, and a loaded
-spec is then checked as a whole by ``stageflow.workflows.validate.check_spec``.
+YAML is composed into nodes first (``yaml_compose``: bounded, no recursion), so we can map each
+document path such as ``("stages", 2, "needs", 0)`` to its line and see duplicate keys, which
+PyYAML would otherwise drop silently; the nodes are then constructed with the safe constructor.
+TOML goes through ``toml_source``. Pydantic errors become ``Problem`` s with file, line, stage id
+and dotted path, and the template is then checked as a whole by
+``stageflow.workflows.validate.check_refs``: on the spec when it loaded, on the parsed data
+(``refs.refs_from_data``) when its schema failed, so schema and cross-stage errors come out in
+one pass. A file over a bound of ``bounds`` (size, nesting, aliases, stage count) is one
+problem at its line.
 """
 
 from __future__ import annotations
 
-import re
-import tomllib
+import difflib
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +24,16 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from stageflow.errors import Problem, SpecErrors
+from stageflow.workflows.bounds import (
+    MAX_STAGES,
+    LimitExceeded,
+    check_text_size,
+    read_bounded,
+    unexpected_problem,
+)
 from stageflow.workflows.locations import DocPath, LineMap, dotted, suggest
+from stageflow.workflows.model_names import KnownModels, model_warnings
+from stageflow.workflows.refs import refs_from_data, refs_from_spec
 from stageflow.workflows.spec import (
     Approval,
     Escalation,
@@ -33,15 +45,34 @@ from stageflow.workflows.spec import (
     StageSpec,
     WorkflowSpec,
 )
-from stageflow.workflows.validate import check_spec
+from stageflow.workflows.toml_source import TomlSyntaxError, parse_toml
+from stageflow.workflows.validate import check_refs
+from stageflow.workflows.yaml_compose import compose_bounded, construct
 
 Format = Literal["yaml", "toml"]
 Finding = tuple[DocPath, int | None, str]  # path, line (None: look it up), message
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_WHAT = "template files"
 
 
-# libyaml's loader when PyYAML was built with it: same nodes and marks, about 8x faster
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@dataclass(frozen=True)
+class Checked:
+    """One template's outcome: its spec (``None`` when it has errors), errors and warnings.
+
+    Warnings (an unknown model name) never make a template fail.
+    """
+
+    spec: WorkflowSpec | None
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Errors and warnings of several files, each list in file order and by line within a file."""
+
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def load_template_file(
@@ -51,17 +82,44 @@ def load_template_file(
 
     Raises ``SpecErrors`` listing every problem found; each names ``str(path)`` as its file.
     """
+    return _spec_or_raise(check_template_file(path, check=check, agent_names=agent_names))
+
+
+def check_template_file(
+    path: Path,
+    *,
+    check: bool = True,
+    agent_names: Collection[str] | None = None,
+    models: KnownModels | None = None,
+) -> Checked:
+    """Load and check one template file; never raises for a bad file (see ``Checked``)."""
+    try:
+        text = read_template(path)
+    except SpecErrors as exc:
+        return Checked(None, exc.problems)
+    fmt: Format = "toml" if path.suffix.lower() == ".toml" else "yaml"
+    return check_template_text(
+        text, source=str(path), fmt=fmt, check=check, agent_names=agent_names, models=models
+    )
+
+
+def read_template(path: Path) -> str:
+    """The text of a template file, newlines made ``\\n``; at most ``MAX_FILE_BYTES``, read
+    only if it is a regular file. Raises ``SpecErrors`` naming the file."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecErrors([Problem(f"not UTF-8 text: {exc.reason}", file=source)]) from exc
+        raw = read_bounded(path, _WHAT)
+    except LimitExceeded as exc:
+        raise SpecErrors([Problem(str(exc), file=source)]) from None
     except OSError as exc:
         raise SpecErrors(
             [Problem(f"cannot read file: {exc.strerror or exc}", file=source)]
         ) from exc
-    fmt: Format = "toml" if path.suffix.lower() == ".toml" else "yaml"
-    return load_template_text(text, source=source, fmt=fmt, check=check, agent_names=agent_names)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecErrors([Problem(f"not UTF-8 text: {exc.reason}", file=source)]) from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as ``Path.read_text`` reads
 
 
 def load_template_text(
@@ -77,6 +135,65 @@ def load_template_text(
     With ``check=False`` only the structure is validated (no cross-stage checks).
     Raises ``SpecErrors`` listing every problem found.
     """
+    checked = check_template_text(
+        text, source=source, fmt=fmt, check=check, agent_names=agent_names
+    )
+    return _spec_or_raise(checked)
+
+
+def check_template_text(
+    text: str,
+    *,
+    source: str,
+    fmt: Format = "yaml",
+    check: bool = True,
+    agent_names: Collection[str] | None = None,
+    models: KnownModels | None = None,
+) -> Checked:
+    """Load and check a template's text: schema and cross-stage errors together, and, with
+    ``models``, a warning for each stage ``model`` that is not a known name."""
+    try:
+        return _check(text, source, fmt, check, agent_names, models)
+    except SpecErrors as exc:
+        return Checked(None, exc.problems)
+
+
+def validate_files(
+    paths: Sequence[Path],
+    *,
+    agent_names: Collection[str] | None = None,
+    models: KnownModels | None = None,
+) -> Validation:
+    """Load and check each file; errors and warnings of all files. Never raises for bad files."""
+    out = Validation()
+    for path in paths:
+        try:
+            checked = check_template_file(path, agent_names=agent_names, models=models)
+        except Exception as exc:  # a bug in loading one file must not hide the others
+            checked = Checked(None, [unexpected_problem(path, exc)])
+        out.errors.extend(checked.errors)
+        out.warnings.extend(checked.warnings)
+    return out
+
+
+def _spec_or_raise(checked: Checked) -> WorkflowSpec:
+    if checked.spec is None:
+        raise SpecErrors(checked.errors)
+    return checked.spec
+
+
+def _check(
+    text: str,
+    source: str,
+    fmt: Format,
+    check: bool,
+    agent_names: Collection[str] | None,
+    models: KnownModels | None,
+) -> Checked:
+    try:
+        check_text_size(text, _WHAT)
+    except LimitExceeded as exc:
+        raise SpecErrors([Problem(str(exc), source)]) from None
     if fmt == "toml":
         data, lines, found = _parse_toml(text, source)
     else:
@@ -88,34 +205,29 @@ def load_template_text(
         raise SpecErrors([Problem(message, source, lines.line(()))])
     data, stripped = _strip_internal(data)
     found += stripped
+    stages = data.get("stages")
+    if isinstance(stages, list) and len(stages) > MAX_STAGES:
+        message = f"too many stages: {len(stages)}; a template may have at most {MAX_STAGES}"
+        raise SpecErrors([Problem(message, source, lines.line(("stages",)), path="stages")])
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        found += [(tuple(e["loc"]), None, _message(e)) for e in exc.errors(include_url=False)]
-        raise SpecErrors(_by_line([_locate(f, data, lines, source) for f in found])) from None
+        errors = exc.errors(include_url=False)
+        found += [(tuple(e["loc"]), None, _message(e)) for e in errors]
+        refs = refs_from_data(data, source, _misspelled(errors))
+        loaded = None
+    else:
+        stages = [
+            s.model_copy(update={"line": lines.line(("stages", i))})
+            for i, s in enumerate(spec.stages)
+        ]
+        loaded = spec.model_copy(update={"stages": stages, "source": source})
+        refs = refs_from_spec(loaded)
     problems = [_locate(f, data, lines, source) for f in found]
-    stages = [
-        s.model_copy(update={"line": lines.line(("stages", i))}) for i, s in enumerate(spec.stages)
-    ]
-    spec = spec.model_copy(update={"stages": stages, "source": source})
     if check:
-        problems += check_spec(spec, agent_names=agent_names, lines=lines)
-    if problems:
-        raise SpecErrors(_by_line(problems))
-    return spec
-
-
-def validate_files(
-    paths: Sequence[Path], *, agent_names: Collection[str] | None = None
-) -> list[Problem]:
-    """Load and check each file; problems of all files together. Never raises for bad files."""
-    problems: list[Problem] = []
-    for path in paths:
-        try:
-            load_template_file(path, agent_names=agent_names)
-        except SpecErrors as exc:
-            problems.extend(exc.problems)
-    return problems
+        problems += check_refs(refs, agent_names=agent_names, lines=lines, spec=loaded)
+    warnings = model_warnings(refs, models, lines) if models is not None else []
+    return Checked(None if problems else loaded, _by_line(problems), warnings)
 
 
 def _by_line(problems: list[Problem]) -> list[Problem]:
@@ -135,32 +247,26 @@ def _locate(finding: Finding, data: dict[str, Any], lines: LineMap, source: str)
     return Problem(message, source, line, stage, dotted(path) or None)
 
 
+def _limit_problem(exc: LimitExceeded, source: str) -> Problem:
+    return Problem(str(exc), source, exc.line, path=exc.shown_path())
+
+
 # --- YAML ----------------------------------------------------------------------------------
-
-
-def _compose(text: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=_LOADER)
-    except yaml.YAMLError:
-        if _LOADER is yaml.SafeLoader:
-            raise
-    # libyaml words its errors differently; the pure loader gives the messages users see
-    return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, LineMap, list[Finding]]:
     try:
-        node = _compose(text)
+        node = compose_bounded(text)
         if node is None:
             return None, LineMap(), []
         lines, found = _walk(node)
-        data = yaml.constructor.SafeConstructor().construct_document(node)
+        data = construct(node)
+    except LimitExceeded as exc:
+        raise SpecErrors([_limit_problem(exc, source)]) from None
     except yaml.MarkedYAMLError as exc:
         raise SpecErrors([_yaml_problem(exc, source)]) from None
     except yaml.YAMLError as exc:
         raise SpecErrors([Problem(f"invalid YAML: {exc}", source)]) from None
-    except RecursionError:
-        raise SpecErrors([Problem("invalid YAML: nested too deeply", source)]) from None
     return data, lines, found
 
 
@@ -179,18 +285,14 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, source: str) -> Problem:
 
 
 def _walk(root: yaml.Node) -> tuple[LineMap, list[Finding]]:
-    """Lines of every document path, duplicate keys and recursive aliases (no recursion)."""
+    """Lines of every document path and the duplicate keys (iterative; the composer refused
+    recursive aliases, so the nodes form no cycle)."""
     lines: dict[DocPath, int] = {(): root.start_mark.line + 1}
     found: list[Finding] = []
     seen: set[int] = set()  # an alias shares its anchor's node: walk each node once
-    todo: list[tuple[DocPath, yaml.Node, frozenset[int]]] = [((), root, frozenset())]
+    todo: list[tuple[DocPath, yaml.Node]] = [((), root)]
     while todo:
-        path, node, above = todo.pop()
-        if id(node) in above:
-            # an alias node *is* its anchor's node, so take the line of the key holding it
-            holder = path[:-1] if path and isinstance(path[-1], int) else path
-            found.append((path, lines.get(holder), "an alias may not contain itself"))
-            continue
+        path, node = todo.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
@@ -212,69 +314,21 @@ def _walk(root: yaml.Node) -> tuple[LineMap, list[Finding]]:
             for i, item in enumerate(node.value):
                 lines.setdefault((*path, i), item.start_mark.line + 1)
                 children.append(((*path, i), item))
-        inner = above | {id(node)}
-        todo.extend((sub, child, inner) for sub, child in reversed(children))
+        todo.extend(reversed(children))
     return LineMap(lines), found
 
 
 # --- TOML ----------------------------------------------------------------------------------
 
-_TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
-_TOML_ARRAY = re.compile(r"^\s*\[\[\s*([^\]]+?)\s*\]\]")
-_TOML_TABLE = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
-_TOML_KEY = re.compile(r"""^\s*([A-Za-z0-9_\-."' ]+?)\s*=""")
-
 
 def _parse_toml(text: str, source: str) -> tuple[Any, LineMap, list[Finding]]:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message, line = str(exc), None
-        m = _TOML_POS.search(message)
-        if m:
-            line = int(m.group(1))
-            message = f"{message[: m.start()]} (column {m.group(2)})"
-        raise SpecErrors([Problem(f"invalid TOML: {message}", source, line)]) from None
-    return data, _toml_lines(text), []
-
-
-def _toml_parts(name: str) -> list[str]:
-    return [p.strip().strip("\"'") for p in name.split(".")]
-
-
-def _toml_lines(text: str) -> LineMap:
-    """Best-effort lines: table headers, ``[[array]]`` entries and the keys under them."""
-    lines: dict[DocPath, int] = {(): 1}
-    arrays: dict[DocPath, int] = {}  # array-of-tables path -> index of its latest entry
-    current: DocPath = ()
-    in_multiline = False
-
-    def resolve(parts: list[str]) -> DocPath:
-        path: DocPath = ()
-        for part in parts:
-            path = (*path, part)
-            if path in arrays:
-                path = (*path, arrays[path])
-        return path
-
-    for number, raw in enumerate(text.splitlines(), start=1):
-        toggles = raw.count('"""') + raw.count("'''")
-        if in_multiline:
-            in_multiline = toggles % 2 == 0
-            continue
-        if (m := _TOML_ARRAY.match(raw)) is not None:
-            parts = _toml_parts(m.group(1))
-            base = (*resolve(parts[:-1]), parts[-1])
-            arrays[base] = arrays.get(base, -1) + 1
-            current = (*base, arrays[base])
-            lines.setdefault(current, number)
-        elif (m := _TOML_TABLE.match(raw)) is not None:
-            current = resolve(_toml_parts(m.group(1)))
-            lines.setdefault(current, number)
-        elif (m := _TOML_KEY.match(raw)) is not None:
-            lines.setdefault((*current, *_toml_parts(m.group(1))), number)
-        in_multiline = toggles % 2 == 1
-    return LineMap(lines)
+        data, lines = parse_toml(text)
+    except TomlSyntaxError as exc:
+        raise SpecErrors([Problem(f"invalid TOML: {exc.message}", source, exc.line)]) from None
+    except LimitExceeded as exc:
+        raise SpecErrors([_limit_problem(exc, source)]) from None
+    return data, lines, []
 
 
 # --- pydantic errors -----------------------------------------------------------------------
@@ -324,6 +378,25 @@ def _message(err: ErrorDetails) -> str:
     if (kind == "literal_error" or kind.endswith("_parsing")) and isinstance(value, str | int):
         msg += f"; got {value!r}"
     return msg
+
+
+_REFERENCE_FIELDS = ("depends_on", "produces", "inputs")
+
+
+def _misspelled(errors: list[ErrorDetails]) -> set[DocPath]:
+    """The reference fields an unknown field may be a misspelling of (``dependson`` ->
+    ``("stages", 1, "depends_on")``): the cross-stage checks treat them as unknown."""
+    out: set[DocPath] = set()
+    for err in errors:
+        loc = tuple(err["loc"])
+        model = _model_at(loc[:-1]) if err["type"] == "extra_forbidden" else None
+        if model is None:
+            continue
+        fields = [f for f in _REFERENCE_FIELDS if f in model.model_fields]
+        close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)
+        if close:
+            out.add((*loc[:-1], close[0]))
+    return out
 
 
 _MODELS_AT: dict[DocPath, type[BaseModel]] = {

@@ -18,8 +18,16 @@ import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
+from stageflow.base import Model
 from stageflow.workflows.durations import parse_duration
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -36,7 +44,7 @@ OptDuration = Annotated[float | None, BeforeValidator(_duration)]
 InputType = Literal["string", "integer", "number", "boolean", "list", "object"]
 
 
-class _Model(BaseModel):
+class _Model(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -194,6 +202,9 @@ class StageSpec(_Model):
     depends_on: list[str] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)
     produces: list[str] = Field(default_factory=list)
+    # may the stage hand back artifacts it does not declare? (refused by default: a model's
+    # stray names would otherwise become artifacts nobody asked for)
+    produces_extra: bool = False
     approval: Annotated[Approval | None, BeforeValidator(_approval)] = None
     when: str | None = None
     gate: str | None = None
@@ -203,6 +214,8 @@ class StageSpec(_Model):
     budget_usd: float | None = Field(None, ge=0)
     max_rework: int = Field(2, ge=0, le=20)
     bash: list[str] = Field(default_factory=list)  # extra command patterns for this stage
+    # the stage's commands (Bash, a `run:` command) may use the network; off by default
+    network: StrictBool = False
     knowledge_tokens: int | None = Field(None, ge=0)  # knowledge injected per attempt; 0: none
     # run-time decomposition and loops (see ``stageflow.workflows.plan``)
     plan: Annotated[PlanRules | None, BeforeValidator(_no_plan)] = None  # returns work items

@@ -13,18 +13,23 @@ inside ``.stageflow`` (run state, templates and the Bash allow list live there) 
 names are compared ignoring case at any depth: on a case-insensitive file system (macOS,
 Windows) ``.GIT/hooks`` *is* ``.git/hooks``, and stageflow cannot know the file system. Text
 tools refuse files over ``max_file_bytes`` and binary files (a NUL byte in the first 8 KiB).
+Every file tool works on regular files only: a FIFO, socket or device is refused, never opened
+to block (``files``), and Grep skips one that appears during its search.
 
 Glob and Grep walk the tree themselves: they skip ``.git``, never descend into symlinked
-directories, and leave out symlinks that resolve outside the root. Their regular expressions
-(the model's, or compiled from its glob) run in a child process bounded by ``search_timeout``
-and killed when the caller is cancelled (``workspace_search``): ``re`` cannot be interrupted
-and holds the GIL while it backtracks, so a pattern like ``(a+)+$`` would otherwise stall the
-whole server for as long as it runs.
+directories, and leave out symlinks that resolve outside the root. Their patterns (the model's
+regular expression, its glob with ``{a,b}`` groups, Grep's ``glob`` filter) are expanded,
+compiled and matched in a child process (``search_child``) bounded by ``search_timeout`` and
+killed when the caller is cancelled: ``re`` cannot be interrupted and holds the GIL while it
+backtracks, and brace expansion is exponential in the number of groups (it is bounded there),
+so either would otherwise stall or exhaust the whole server.
 
 Bash (``shell.BashPolicy``) is off unless the policy lists patterns, and is also refused on a
 read-only workspace: a command can write anywhere, so read-only must mean no commands. An
 allowed command line is refused when an argument names a path outside the root or inside a
-protected directory (``shell.check_arguments``).
+protected directory (``shell.check_arguments``). It then runs in the OS sandbox
+(``sandbox.Sandbox``: bubblewrap, only the root writable); with ``sandbox = "auto"`` and no
+sandbox available, a command that can run code is refused instead.
 
 Messages name paths relative to the root so the model can correct itself. Every method is
 synchronous except ``bash``.
@@ -34,21 +39,25 @@ from __future__ import annotations
 
 import logging
 import os
-import re
+import shlex
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from stageflow.errors import InvalidArgument, ToolError
-from stageflow.workspace.search import SearchStop, glob_parts, glob_regex, run_search
+from stageflow.workspace.files import kind_of, read_regular, write_regular
+from stageflow.workspace.sandbox import Sandbox, sandbox_env
+from stageflow.workspace.search import SearchStop, run_search
 from stageflow.workspace.shell import (
     BashPolicy,
     bash_disabled_message,
+    bash_env,
     check_arguments,
     protected_part,
     run_argv,
 )
 
-__all__ = ["PROTECTED_DIRS", "SearchStop", "Workspace", "glob_regex"]
+__all__ = ["PROTECTED_DIRS", "SearchStop", "Workspace"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +82,7 @@ class Workspace:
         max_file_bytes: int = 512_000,
         bash: BashPolicy | None = None,
         search_timeout: float = 30.0,
+        sandbox: Sandbox | None = None,
     ) -> None:
         resolved = Path(root).resolve()
         if not resolved.is_dir():
@@ -83,6 +93,7 @@ class Workspace:
         self.max_file_bytes = max_file_bytes
         self.search_timeout = search_timeout  # seconds of regex matching per Grep or Glob
         self.bash_policy = bash if bash is not None and bash.enabled else None
+        self.sandbox = sandbox  # None: commands run as they are (the caller confines them)
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -134,22 +145,13 @@ class Workspace:
         return target
 
     def _text_file(self, path: str, tool: str) -> tuple[Path, str]:
-        """Resolve, check existence, size and binary-ness, and read a text file."""
+        """Resolve, check existence, kind, size and binary-ness, and read a text file
+        (``files.read_regular``: a FIFO or device is refused, never opened to block)."""
         target = self.resolve(path)
         shown = self.rel(target)
-        if not target.exists():
-            raise ToolError(f"`{shown}` does not exist; use Glob to find the right path")
         if target.is_dir():
             raise ToolError(f"`{shown}` is a directory; use Glob to list its files")
-        if not target.is_file():  # a FIFO or device would block the read (or never end)
-            raise ToolError(f"`{shown}` is not a regular file; {tool} reads regular files only")
-        size = target.stat().st_size
-        if size > self.max_file_bytes:
-            raise ToolError(
-                f"`{shown}` is {size} bytes, over the {self.max_file_bytes}-byte limit for "
-                f"{tool}; use Grep to find the lines you need"
-            )
-        data = target.read_bytes()
+        data = read_regular(target, shown=shown, tool=tool, limit=self.max_file_bytes)
         if b"\x00" in data[:_SNIFF_BYTES]:
             raise ToolError(f"`{shown}` is a binary file; {tool} works on text files only")
         return target, data.decode("utf-8", errors="replace")
@@ -178,8 +180,9 @@ class Workspace:
             out.append(f"(lines {offset}-{end} of {len(lines)}; read on with offset={end + 1})")
         return "\n".join(out)
 
-    def write(self, path: str, content: str) -> str:
-        """Create or replace a text file, creating parent directories inside the root."""
+    def write(self, path: str, content: str, *, cancelled: threading.Event | None = None) -> str:
+        """Create or replace a regular text file, creating parent directories inside the root;
+        nothing is written once ``cancelled`` is set (see ``files.write_regular``)."""
         target = self._writable_path(path)
         shown = self.rel(target)
         if target.is_dir():
@@ -190,17 +193,23 @@ class Workspace:
                 f"the content for `{shown}` is {len(data)} bytes, over the "
                 f"{self.max_file_bytes}-byte limit; write it in smaller files"
             )
-        existed = target.exists()
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        existed = write_regular(target, data, shown=shown, tool="Write", cancelled=cancelled)
         lines = content.count("\n") + (1 if content and not content.endswith("\n") else 0)
         verb = "Replaced" if existed else "Created"
         return f"{verb} `{shown}` ({_count(lines, 'line')}, {_count(len(data), 'byte')})"
 
     def edit(
-        self, path: str, old_string: str, new_string: str, *, replace_all: bool = False
+        self,
+        path: str,
+        old_string: str,
+        new_string: str,
+        *,
+        replace_all: bool = False,
+        cancelled: threading.Event | None = None,
     ) -> str:
-        """Replace ``old_string`` (which must be unique unless ``replace_all``) in a text file."""
+        """Replace ``old_string`` (which must be unique unless ``replace_all``) in a text file;
+        nothing is written once ``cancelled`` is set."""
         target = self._writable_path(path)
         target, text = self._text_file(path, "Edit")
         shown = self.rel(target)
@@ -231,7 +240,7 @@ class Workspace:
                 f"the edit would make `{shown}` {len(data)} bytes, over the "
                 f"{self.max_file_bytes}-byte limit"
             )
-        target.write_bytes(data)
+        write_regular(target, data, shown=shown, tool="Edit", cancelled=cancelled)
         return f"Edited `{shown}`: replaced {_count(count, 'occurrence')}"
 
     def glob(self, pattern: str, *, path: str = ".", stop: SearchStop | None = None) -> str:
@@ -239,11 +248,10 @@ class Workspace:
         base = self._search_base(path)
         if not base.is_dir():
             raise ToolError(f"`{self.rel(base)}` is not a directory; give a directory to search")
-        regexes = [glob_regex(p) for p in glob_parts(pattern)]
         entries = list(self._walk(base, dirs=True))
         job = {
             "mode": "glob",
-            "globs": [rx.pattern for rx in regexes],
+            "globs": [pattern],  # expanded, translated and matched in the child
             "names": [[entry.relative_to(base).as_posix()] for entry, _ in entries],
         }
         found = [
@@ -270,24 +278,25 @@ class Workspace:
         stop: SearchStop | None = None,
     ) -> str:
         """Lines matching the regular expression ``pattern``, as ``path:line: text``."""
-        try:
-            re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-        except re.error as exc:
-            raise ToolError(f"`{pattern}` is not a valid regular expression: {exc}") from None
         if max_matches < 1:
             raise ToolError("`max_matches` must be at least 1")
         base = self._search_base(path)
-        filters: list[re.Pattern[str]] = []
+        globs: list[str] = []
         if base.is_dir():
-            filters = [glob_regex(p) for p in glob_parts(glob)] if glob else []
+            globs = [glob] if glob else []
             files = sorted(f for f, _ in self._walk(base, dirs=False))
-        else:
+        elif base.is_file():
             files = [base]
+        else:  # a FIFO would block the search's read until its time limit
+            raise ToolError(
+                f"`{self.rel(base)}` is not a regular file ({kind_of(base.stat().st_mode)}); "
+                "Grep searches regular files only"
+            )
         job = {
             "mode": "grep",
             "pattern": pattern,
             "ignore_case": ignore_case,
-            "globs": [rx.pattern for rx in filters],
+            "globs": globs,
             # Grep's file filter: a pattern with `/` matches the path, otherwise the file name
             "names": [[f.relative_to(base).as_posix(), f.name] for f in files],
             "files": [os.fsencode(f).decode("latin-1") for f in files],
@@ -362,12 +371,31 @@ class Workspace:
         argv = policy.check(command)
         check_arguments(argv, root=self.root, protected=PROTECTED_DIRS)
         limit = policy.timeout if timeout is None or timeout <= 0 else min(timeout, policy.timeout)
+        command_argv, env = self._confined(argv)
         code, output = await run_argv(
-            argv, cwd=self.root, timeout=limit, max_output_bytes=policy.max_output_bytes
+            command_argv,
+            cwd=self.root,
+            timeout=limit,
+            max_output_bytes=policy.max_output_bytes,
+            env=env,
         )
         status = f"exit code {code}" if code >= 0 else f"killed by signal {-code}"
         body = output if output.endswith("\n") or not output else output + "\n"
         return f"{body}({status})"
+
+    def _confined(self, argv: list[str]) -> tuple[list[str], dict[str, str] | None]:
+        """The argv and environment that run ``argv`` in the sandbox, or ToolError when it
+        may not run unconfined (``sandbox = "auto"`` without a sandbox)."""
+        sandbox = self.sandbox
+        if sandbox is None:
+            return argv, None
+        refusal = sandbox.refusal(argv)
+        if refusal is not None:
+            raise ToolError(f"refused `{shlex.join(argv)}`: {refusal}")
+        if not sandbox.confines:
+            return argv, None  # read-only under "auto", or "none" (warned at the stage start)
+        env = sandbox_env(bash_env())
+        return sandbox.wrap(argv, root=self.root, env=env), env
 
 
 def _count(n: int, noun: str) -> str:

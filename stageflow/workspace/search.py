@@ -1,14 +1,15 @@
-"""Glob and Grep matching in a killable child process, and glob patterns as regexes.
+"""Glob and Grep matching in a killable child process (``search_child``).
 
 Python's ``re`` holds the GIL while it backtracks and cannot be interrupted, so a pattern such
-as ``(a+)+$`` would stall the whole server; a child process can be killed, on a timeout or when
-the caller is cancelled (``SearchStop``).
+as ``(a+)+$`` would stall the whole server, and expanding ``{a,b}`` groups is exponential in
+their number; so the child does all of it (brace expansion, bounded; glob translation; regex
+compilation and matching) and can be killed, on a timeout or when the caller is cancelled
+(``SearchStop``). A problem with the model's pattern comes back as a ToolError.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -17,46 +18,11 @@ from typing import Any
 
 from stageflow.errors import ToolError
 
-__all__ = ["SearchStop", "glob_parts", "glob_regex", "run_search"]
+__all__ = ["CHILD", "SearchStop", "run_search"]
 
 
-# Grep and Glob run their regular expressions here, in a child process: Python's `re` holds
-# the GIL while it backtracks, so a pattern such as `(a+)+$` would freeze the event loop (and
-# a worker thread could not be cancelled); a child can be killed. Paths go as latin-1 text of
-# their bytes, so any file name survives the JSON.
-_SEARCH_CHILD = r"""
-import json, re, sys
-job = json.loads(sys.stdin.buffer.read())
-globs = [re.compile(p) for p in job["globs"]]
-def wanted(texts):
-    return any(rx.fullmatch(t) for rx in globs for t in texts)
-if job["mode"] == "glob":
-    out = {"found": [i for i, texts in enumerate(job["names"]) if wanted(texts)]}
-else:
-    rx = re.compile(job["pattern"], re.IGNORECASE if job["ignore_case"] else 0)
-    hits, skipped, truncated, cap = [], 0, False, job["line_chars"]
-    for i, name in enumerate(job["files"]):
-        if globs and not wanted(job["names"][i]):
-            continue
-        try:
-            with open(name.encode("latin-1"), "rb") as f:
-                data = f.read(job["max_bytes"] + 1)
-        except OSError:
-            data = None
-        if data is None or len(data) > job["max_bytes"] or b"\0" in data[: job["sniff"]]:
-            skipped += 1
-            continue
-        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            if rx.search(line):
-                if len(hits) >= job["max_matches"]:
-                    truncated = True
-                    break
-                hits.append([i, number, line if len(line) <= cap else line[:cap] + " [...]"])
-        if truncated:
-            break
-    out = {"hits": hits, "skipped": skipped, "truncated": truncated}
-sys.stdout.write(json.dumps(out))
-"""
+# the child script: stdlib only, run by path without site-packages (see its docstring)
+CHILD = Path(__file__).with_name("search_child.py")
 
 
 class SearchStop:
@@ -87,10 +53,10 @@ class SearchStop:
 
 
 def run_search(job: dict[str, Any], tool: str, stop: SearchStop | None, timeout: float) -> Any:
-    """Run the regular expressions of ``job`` in a child process bounded by ``timeout``;
-    see ``SearchStop``."""
+    """Run ``job`` (globs, regular expressions, files) in a child process bounded by
+    ``timeout``; see ``SearchStop``. A pattern the child refuses raises ToolError saying why."""
     child = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _SEARCH_CHILD],
+        [sys.executable, "-I", "-S", str(CHILD)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -115,65 +81,7 @@ def run_search(job: dict[str, Any], tool: str, stop: SearchStop | None, timeout:
             raise ToolError(f"{tool} was cancelled")
         detail = err.decode("utf-8", errors="replace").strip().splitlines()[-1:]
         raise ToolError(f"{tool} failed: {''.join(detail) or f'exit {child.returncode}'}")
-    return json.loads(out)
-
-
-def glob_parts(pattern: str) -> list[str]:
-    """Check a glob pattern and expand one level of ``{a,b}`` alternatives."""
-    if not pattern or not pattern.strip():
-        raise ToolError("the glob pattern is empty; e.g. `**/*.py`")
-    if pattern.startswith("/") or ".." in Path(pattern).parts:
-        raise ToolError(
-            f"glob pattern `{pattern}` must be relative (no leading `/`, no `..`); "
-            "pass the directory to search as `path`"
-        )
-    match = re.search(r"\{([^{}]*)\}", pattern)
-    if match is None:
-        return [pattern]
-    head, tail = pattern[: match.start()], pattern[match.end() :]
-    out: list[str] = []
-    for alt in match.group(1).split(","):
-        out.extend(glob_parts(head + alt + tail))
-    return out
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A compiled regex for a glob over POSIX relative paths.
-
-    ``**/`` matches zero or more directories, ``**`` anything, ``*`` and ``?`` stay inside one
-    path segment, ``[...]`` is a character class.
-    """
-    out = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            close = pattern.find("]", i + 2)
-            if close == -1:
-                out.append(re.escape(ch))
-            else:
-                body = pattern[i + 1 : close]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-                i = close + 1
-                continue
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    try:
-        return re.compile("".join(out))
-    except re.error as exc:
-        raise ToolError(f"glob pattern `{pattern}` is not valid: {exc}") from None
+    answer = json.loads(out)
+    if isinstance(answer, dict) and "error" in answer:
+        raise ToolError(f"{tool}: {answer['error']}")
+    return answer

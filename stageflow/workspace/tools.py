@@ -7,7 +7,9 @@ for Claude Code should still load and run here. Argument names follow Claude Cod
 (``file_path``, ``old_string``, ``replace_all`` ...) because models know them.
 
 ``call_workspace_tool`` checks the arguments before calling ``Workspace``: a missing or
-wrong-typed argument becomes a ToolError that names it, so the model can fix its call. So does
+wrong-typed argument becomes a ToolError that names it, so the model can fix its call. Any
+other failure inside a tool is a ToolError too. File tools run in worker threads that a stage
+timeout or cancel abandons at once, with a flag that stops a write not yet made. So does
 a string that cannot be encoded as UTF-8: JSON may carry a lone surrogate escape (``\ud800``),
 which no file name, file content or command line can hold.
 """
@@ -15,6 +17,7 @@ which no file name, file content or command line can hold.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -239,26 +242,46 @@ def _check_encodable(name: str, key: str, value: str) -> None:
 
 
 async def call_workspace_tool(ws: Workspace, name: str, args: dict[str, Any]) -> str:
-    """Validate ``args`` for tool ``name`` and run it on ``ws``; ToolError for the model."""
+    """Validate ``args`` for tool ``name`` and run it on ``ws``; ToolError for the model.
+
+    Whatever goes wrong inside a tool reaches the model as a ToolError it can react to (a bug
+    of ours is logged with its traceback too), never as an exception that fails the stage.
+    """
     if name not in _DEFINITIONS:
         raise ToolError(f"unknown tool `{name}`; the workspace tools are {', '.join(TOOL_NAMES)}")
     a = _checked(name, args)
+    try:
+        return await _dispatch(ws, name, a)
+    except (ToolError, OSError, UnicodeError):
+        raise  # the tool loop words these itself
+    except Exception as exc:
+        log.exception("workspace tool %s failed unexpectedly", name)
+        raise ToolError(
+            f"{name} failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}); try the call "
+            "another way"
+        ) from None
+
+
+async def _dispatch(ws: Workspace, name: str, a: dict[str, Any]) -> str:
     if name == "Bash":
         return await ws.bash(a["command"], timeout=a.get("timeout"))
     # file tools touch the disk; keep the event loop free while they walk or read
     if name == "Read":
-        return await anyio.to_thread.run_sync(
-            lambda: ws.read(a["file_path"], offset=a.get("offset", 1), limit=a.get("limit", 2000))
+        return await _in_thread(
+            lambda _: ws.read(a["file_path"], offset=a.get("offset", 1), limit=a.get("limit", 2000))
         )
     if name == "Write":
-        return await anyio.to_thread.run_sync(lambda: ws.write(a["file_path"], a["content"]))
+        return await _in_thread(
+            lambda cancelled: ws.write(a["file_path"], a["content"], cancelled=cancelled)
+        )
     if name == "Edit":
-        return await anyio.to_thread.run_sync(
-            lambda: ws.edit(
+        return await _in_thread(
+            lambda cancelled: ws.edit(
                 a["file_path"],
                 a["old_string"],
                 a["new_string"],
                 replace_all=a.get("replace_all", False),
+                cancelled=cancelled,
             )
         )
     stop = SearchStop()
@@ -277,6 +300,22 @@ async def call_workspace_tool(ws: Workspace, name: str, args: dict[str, Any]) ->
             stop=stop,
         ),
     )
+
+
+async def _in_thread(work: Callable[[threading.Event], str]) -> str:
+    """Run a file tool in a worker thread that gives way to cancellation at once.
+
+    A thread cannot be interrupted: one stuck in the kernel (a hung network file system, a
+    special file the checks missed) would hold the stage's timeout and a cancel until it
+    returns. So the thread is abandoned on cancel (its late result is dropped) and ``cancelled``
+    is set, so a thread that has not written yet never writes.
+    """
+    cancelled = threading.Event()
+    try:
+        return await anyio.to_thread.run_sync(work, cancelled, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        cancelled.set()
+        raise
 
 
 async def _search(stop: SearchStop, search: Callable[[], str]) -> str:

@@ -57,9 +57,9 @@ class Cli:
     def run(self, template: str, *extra: str, task: str = "Add CSV export") -> RunView:
         """``run TEMPLATE --task ... --json``; the run may end failed (exit 1) but not error."""
         result = self("run", template, "--task", task, "--json", *extra)
-        assert result.code in (0, 1), (result.err, result.out[-2000:])
+        assert result.code in (0, 1, 5, 6), (result.err, result.out[-2000:])
         view = result.view()
-        assert result.code == (1 if view.status == "failed" else 0)
+        assert result.code == exit_code(view.status, waited="--wait" in extra), result.err
         return view
 
     def status(self, run_id: str) -> RunView:
@@ -97,6 +97,15 @@ class Cli:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return path
+
+
+def exit_code(status: str, *, waited: bool = False) -> int:
+    """The documented exit code of a command that leaves a run in ``status``."""
+    if status in ("failed", "cancelled"):  # run, approve, resume...: the commands that drive
+        return 1
+    if status == "paused":
+        return 6
+    return 5 if waited and status == "waiting" else 0
 
 
 def stage(view: RunView, stage_id: str) -> StageView:

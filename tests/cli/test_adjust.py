@@ -91,3 +91,11 @@ def test_skipping_an_optional_stage_and_escalating_a_false_gate(cli: Cli, script
     assert stage(view, "ship").status == "succeeded"  # the offline decision agent approved
     assert stage(view, "ship.decision1").agent == "decision-maker"
     assert [w.stage for w in view.waiting] == ["docs"]
+
+
+def test_the_parser_offers_exactly_the_engines_actions() -> None:
+    # the parser spells them out so that building it imports no engine module
+    from stageflow.cli.main import ADJUST_ACTIONS
+    from stageflow.engine.adjust import ACTIONS
+
+    assert ADJUST_ACTIONS == ACTIONS

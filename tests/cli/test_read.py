@@ -170,7 +170,7 @@ def test_approving_when_nothing_waits_exits_4_and_names_the_state(cli: Cli) -> N
     assert "waiting: architecture" in wrong_stage.err
 
     cli.ok("pause", view.run_id)
-    cli.ok("approve", view.run_id)
+    assert cli("approve", view.run_id).code == 6  # recorded; the run stays paused
     nothing = cli("approve", view.run_id)
     assert nothing.code == 4
     assert "no stage waiting" in nothing.err

@@ -1,13 +1,15 @@
 """SIGKILL real ``stageflow`` processes mid-run, then resume from a new process.
 
-Run A is killed in the middle of a slow stage; run B is killed while its process waits at an
-approval gate. A third process resumes both without waiting for their leases to expire (the
-killed owners' pids are gone), records the killed attempt as interrupted, re-runs it as a
-``resume`` attempt, redoes nothing that had finished, and leaves the gate waiting for a human.
+Run A is killed in the middle of a slow stage; run B is killed while the process holding it (a
+server) waits at its approval gate. A third process resumes both without waiting for their
+leases to expire (the killed owners' pids are gone), records the killed attempt as
+interrupted, re-runs it as a ``resume`` attempt, redoes nothing that had finished, and leaves
+the gate waiting for a human.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,6 +47,12 @@ CONFIG = """
 [engine]
 lease_seconds = 120
 """
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _run_id(cli: Cli, template: str) -> str | None:
@@ -86,10 +94,17 @@ def test_sigkilled_runs_resume_in_a_new_process_without_redoing_finished_work(
             "run A's implementation to be running",
             lambda: cli.state(run_a).stages["implementation"].status == "running",
         )
-        # -- run B: its process waits (--wait) at the approval gate --------------------------
-        proc_b = cli.start("run-b", "run", "gated", "--task", "add a flag", "--wait")
-        run_b = cli.poll("run B to be created", lambda: _run_id(cli, "gated"))
-        cli.poll("run B to wait at its gate", lambda: cli.state(run_b).status == "waiting")
+        # -- run B: it waits at its approval gate, held by a server -----------------------------
+        code, created = cli.call("run-b", "run", "gated", "--task", "add a flag")
+        assert code == 0, created.output()
+        found = _run_id(cli, "gated")
+        assert found is not None and cli.state(found).status == "waiting"
+        run_b = found
+        proc_b = cli.start("serve-b", "serve", "--transport", "http", "--port", str(_port()))
+        cli.poll(
+            "the server to hold run B",
+            lambda: owner_pid(cli.run_row(run_b).owner or "x:0:x") == proc_b.pid,
+        )
         assert proc_a.popen.poll() is None and proc_b.popen.poll() is None, cli.dump()
         assert owner_pid(cli.run_row(run_a).owner) == proc_a.pid
         assert owner_pid(cli.run_row(run_b).owner) == proc_b.pid
@@ -97,7 +112,8 @@ def test_sigkilled_runs_resume_in_a_new_process_without_redoing_finished_work(
         # While its owner lives, another process must not take the run over.
         code, busy = cli.call("resume-busy", "resume", run_a)
         assert code == 0, busy.output()
-        assert "being executed by another process" in busy.stdout_path.read_text("utf-8")
+        busy_text = busy.stdout_path.read_text("utf-8")
+        assert f"run {run_a} is executed by process {proc_a.pid} on " in busy_text
         assert len(of_type(cli.events(run_a), ev.LeaseTaken)) == 1
 
         proc_a.sigkill()

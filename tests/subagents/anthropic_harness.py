@@ -29,7 +29,7 @@ from stageflow.cli.main import main
 from stageflow.engine.views import RunView, StageView
 from stageflow.store.rows import RequestRow
 from stageflow.store.store import Store
-from tests.cli.harness import Outcome
+from tests.cli.harness import Outcome, exit_code
 from tests.standin import StandIn, Turn
 from tests.standin.project import TASK
 from tests.standin.server import Recorded
@@ -62,11 +62,16 @@ class ApiProject:
         return Outcome(code, out.getvalue(), err.getvalue())
 
     def view(self, *argv: str) -> RunView:
-        """A command with ``--json`` that prints a run; it may end failed (exit 1)."""
+        """A command with ``--json`` that prints a run; its exit code says where the run
+        stopped (1 failed, 6 paused...; ``tests.cli.harness.exit_code``)."""
         result = self(*argv, "--json")
-        assert result.code in (0, 1), (argv, result.err, result.out[-2000:])
+        assert result.code in (0, 1, 5, 6), (argv, result.err, result.out[-2000:])
         view = result.view()
-        assert result.code == (1 if view.status == "failed" else 0), result.err
+        drove = argv[0] in ("run", "approve", "reject", "resume", "retry")
+        want = exit_code(view.status, waited="--wait" in argv) if drove else None
+        if not drove:
+            want = 1 if view.status == "failed" else 0
+        assert result.code == want, result.err
         return view
 
     def run(self, template: str, *extra: str, task: str = TASK) -> RunView:

@@ -8,7 +8,7 @@ import pytest
 
 from stageflow.config import load_settings
 from stageflow.errors import SpecError
-from stageflow.subagents.options import RunnerOptions, load_runner_options
+from stageflow.subagents.options import RunnerOptions, load_runner_options, sandbox_for
 
 
 def _options(tmp_path: Path, toml: str) -> RunnerOptions:
@@ -26,7 +26,7 @@ def test_values_are_read_from_the_subagents_and_workspace_tables(tmp_path: Path)
         tmp_path,
         'runner = "offline"\n[subagents]\nmax_turns = 5\nmax_tokens = 1000\n'
         'context_tokens = 10\n[workspace]\nmode = "in_place"\nbash = ["make test"]\n'
-        "bash_timeout = 2.5\n",
+        'bash_timeout = 2.5\nsandbox = "bwrap"\nbwrap = "/opt/bin/bwrap"\n',
     )
     assert opts == RunnerOptions(
         max_turns=5,
@@ -35,6 +35,8 @@ def test_values_are_read_from_the_subagents_and_workspace_tables(tmp_path: Path)
         workspace_mode="in_place",
         bash=("make test",),
         bash_timeout=2.5,
+        sandbox="bwrap",
+        bwrap="/opt/bin/bwrap",
     )
 
 
@@ -47,6 +49,9 @@ def test_values_are_read_from_the_subagents_and_workspace_tables(tmp_path: Path)
         ("[subagents]\nmax_turns = 0", "subagents.max_turns", "positive number, got 0"),
         ("[subagents]\nmax_tokens = true", "subagents.max_tokens", "positive number"),
         ('workspace = "x"', "workspace", "must be a table"),
+        ('[workspace]\nsandbox = "docker"', "workspace.sandbox", "unknown sandbox 'docker'"),
+        ("[workspace]\nsandbox = false", "workspace.sandbox", "expected one of auto, bwrap"),
+        ('[workspace]\nbwrap = ""', "workspace.bwrap", "name the bubblewrap executable"),
     ],
 )
 def test_mistakes_name_the_file_and_key(tmp_path: Path, toml: str, path: str, words: str) -> None:
@@ -55,3 +60,13 @@ def test_mistakes_name_the_file_and_key(tmp_path: Path, toml: str, path: str, wo
     assert info.value.problem.path == path
     assert info.value.problem.file == str(tmp_path / ".stageflow" / "config.toml")
     assert words in str(info.value)
+
+
+def test_the_sandbox_hides_stageflows_own_files_and_takes_the_stages_network(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(tmp_path)
+    sandbox = sandbox_for(settings, RunnerOptions(sandbox="none", bwrap="bw"), network=True)
+    assert (sandbox.mode, sandbox.executable, sandbox.network) == ("none", "bw", True)
+    assert settings.state_dir in sandbox.hidden and settings.db_path in sandbox.hidden
+    assert settings.home in sandbox.hidden

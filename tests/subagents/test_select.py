@@ -142,7 +142,7 @@ async def test_auto_without_any_model_never_falls_back_to_offline(
         ("claude-code", False, False, "claude-code"),
         ("auto", True, True, "auto -> anthropic"),
         ("auto", False, True, "auto -> claude-code"),
-        ("auto", False, False, f"auto: {NO_RUNNER_MESSAGE}"),
+        ("auto", False, False, "auto (no runner available)"),
     ],
 )
 def test_describe_runner_labels(

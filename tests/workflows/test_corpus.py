@@ -42,5 +42,17 @@ def test_validate_files_reports_the_whole_corpus_without_raising(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(CORPUS)
-    problems = validate_files([Path(n) for n in FILES], agent_names=AGENTS)
+    problems = validate_files([Path(n) for n in FILES], agent_names=AGENTS).errors
     assert [str(p) for p in problems] == [line for n in FILES for line in EXPECTED[n]]
+
+
+def test_schema_errors_no_longer_hide_the_cross_stage_errors() -> None:
+    """Seven schema errors used to be all a user saw of this file; the six cross-stage errors
+    behind them come out in the same pass, every problem in line order."""
+    problems = EXPECTED["schema_and_cross_stage.yaml"]
+    cross_stage = ("unknown agent", "unknown stage", "does not produce", "undeclared input")
+    cross = [p for p in problems if any(word in p for word in cross_stage)]
+    cross += [p for p in problems if "rollback stage 'cleanup' does not exist" in p]
+    assert (len(problems), len(cross)) == (13, 6)
+    lines = [int(p.split(":")[1]) for p in problems]
+    assert lines == sorted(lines)

@@ -219,7 +219,7 @@ stages:
 def test_recursive_alias_is_a_problem_not_a_hang() -> None:
     text = "name: x\ninputs:\n  a: &d\n    default: [*d]\nstages: [{id: a, agent: tester}]\n"
     assert [str(p) for p in problems_of(text)] == [
-        "t.yaml:4: inputs.a.default[0]: an alias may not contain itself"
+        "t.yaml:4: inputs.a.default[0]: an alias may not contain itself at column 15"
     ]
 
 

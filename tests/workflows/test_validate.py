@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stageflow.errors import Problem
-from stageflow.workflows.loader import validate_files
+from stageflow.workflows.loader import Validation, validate_files
 from stageflow.workflows.locations import LineMap, dotted, suggest
 from stageflow.workflows.spec import WorkflowSpec
 from stageflow.workflows.validate import MAX_CYCLES, check_spec
@@ -200,15 +200,15 @@ def test_validate_files_collects_problems_of_every_file(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text("name = \n", encoding="utf-8")
     missing = tmp_path / "missing.yaml"
-    problems = validate_files([good, bad, broken, missing], agent_names=AGENTS)
+    problems = validate_files([good, bad, broken, missing], agent_names=AGENTS).errors
     assert [(p.file, p.line) for p in problems] == [
         (str(bad), 3),
         (str(broken), 1),
         (str(missing), None),
     ]
-    assert validate_files([good], agent_names=AGENTS) == []
+    assert validate_files([good], agent_names=AGENTS).errors == []
 
 
 @pytest.mark.parametrize("agents", [None, AGENTS])
 def test_validate_files_with_no_paths_is_empty(agents: list[str] | None) -> None:
-    assert validate_files([], agent_names=agents) == []
+    assert validate_files([], agent_names=agents) == Validation()

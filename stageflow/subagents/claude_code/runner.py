@@ -1,7 +1,7 @@
 """The Claude Code runner: one fresh ``claude -p`` process per stage attempt.
 
-For users without an API key: the child runs with the user's own environment and Claude Code
-login, as it is. Per attempt it gets (argv, never a shell):
+For users without an API key: the child runs with the user's own environment (less stageflow's
+``STAGEFLOW_*`` variables) and Claude Code login. Per attempt it gets (argv, never a shell):
 
 - the stage brief as the prompt (after ``--``, or on stdin when too long for one argument) and
   the agent's system prompt with ``--system-prompt`` (replacing Claude Code's own, so the
@@ -31,7 +31,10 @@ login, as it is. Per attempt it gets (argv, never a shell):
   usage is recorded on the attempt's meter as soon as the request ends (``claude_code_stream``),
   so a timeout or a cancel keeps the spend of the requests already made;
 - the run's worktree as working directory, in its own process group: a timeout or an anyio
-  cancellation kills the whole group.
+  cancellation kills the whole group;
+- with a ``sandbox``, the whole child runs in bubblewrap (network on, for the API) and gets
+  only the Bash patterns the sandbox allows (``claude_code.confine`` says what differs from
+  the Bash tool's profile and what risk remains).
 
 At the end the result object (``claude_code_result``) gives the final text, and its per-model
 usage and cost top the ledger up where the CLI counted more than the stream showed
@@ -66,6 +69,7 @@ from stageflow.subagents.claude_code.call import (
     claude_tools,
     permission_rules,
 )
+from stageflow.subagents.claude_code.confine import child_env, confine_child, patterns_for
 from stageflow.subagents.claude_code.result import (
     CliResult,
     classify_cli_error,
@@ -82,6 +86,7 @@ from stageflow.subagents.context import (
 )
 from stageflow.subagents.submit import plan_checker
 from stageflow.workspace.procgroup import stop_group
+from stageflow.workspace.sandbox import Sandbox
 
 __all__ = [
     "EMPTY_MCP_CONFIG",
@@ -125,6 +130,8 @@ class ClaudeCodeRunner:
     passes ``os.environ`` through unchanged. ``sources`` offer project context for the brief
     (default: the worktree's ``CLAUDE.md`` and friends); ``context_builder`` replaces the whole
     context building (tests). ``prices`` price each request as the stream shows it.
+    ``sandbox`` confines the child (None: it runs as it is; the stage runner always passes the
+    configured one).
     """
 
     name = "claude-code"
@@ -146,8 +153,10 @@ class ClaudeCodeRunner:
         drain_grace: float = 1.0,
         arg_limit: int = ARG_LIMIT,
         plan_corrections: int = PLAN_CORRECTIONS,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.executable = executable
+        self.sandbox = sandbox
         self.fallback_model = fallback_model
         self.timeout = timeout
         self.max_turns = max_turns
@@ -221,9 +230,16 @@ class ClaudeCodeRunner:
         executable = self._resolve_executable()
         agent = request.agent
         max_turns = agent.max_turns if agent is not None and agent.max_turns else self.max_turns
+        bash_allow = list(request.bash_allow)
+        if self.sandbox is not None and bash_allow and request.writable:
+            where = self._where(request)
+            await anyio.to_thread.run_sync(self.sandbox.require, where)
+            bash_allow = await anyio.to_thread.run_sync(
+                patterns_for, self.sandbox, bash_allow, where
+            )
         tools = claude_tools(
             agent.tools if agent is not None else [],
-            bash_allow=request.bash_allow,
+            bash_allow=bash_allow,
             writable=request.writable,
         )
         if request.bash_allow and not request.writable:
@@ -254,7 +270,7 @@ class ClaudeCodeRunner:
                 model=request.model,
                 fallback_model=self.fallback_model,
                 tools=tools,
-                allowed=permission_rules(tools, request.bash_allow),
+                allowed=permission_rules(tools, bash_allow),
                 max_turns=max_turns,
                 max_budget_usd=share,
                 writable=request.writable,
@@ -286,14 +302,20 @@ class ClaudeCodeRunner:
         """
         limit = request.timeout if request.timeout is not None else self.timeout
         request.workdir.mkdir(parents=True, exist_ok=True)
+        argv = call.argv
+        env = child_env(self.env if self.env is not None else os.environ)
+        if self.sandbox is not None and self.sandbox.confines:
+            argv, env = confine_child(
+                self.sandbox, argv, workdir=request.workdir, env=env, files=list(call.files)
+            )
         try:
             process = await anyio.open_process(
-                call.argv,
+                argv,
                 stdin=subprocess.PIPE if call.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=request.workdir,
-                env=self.env if self.env is not None else dict(os.environ),
+                env=env,
                 start_new_session=True,
             )
         except (FileNotFoundError, PermissionError) as exc:
