@@ -26,6 +26,10 @@ AdjustAction = Literal["add_stage", "skip_stage", "set_concurrency", "escalate"]
 ACTIONS: tuple[AdjustAction, ...] = ("add_stage", "skip_stage", "set_concurrency", "escalate")
 DEFAULT_DECIDER = "decision-maker"
 MAX_CONCURRENCY = 64
+MAX_ID = 64  # characters of a stage id added at run time
+MAX_DESCRIPTION = 4000
+MAX_REASON = 500
+MAX_PRODUCES = 20
 _ARTIFACT = IDENT
 
 AgentLookup = Callable[[str], AgentDefinition | None]
@@ -54,6 +58,10 @@ def adjustment_events(
     ``NotFound`` (with the known names) when it does not fit the run as it is now."""
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has ended ({state.ended}); nothing to adjust")
+    if adj.reason is not None and len(adj.reason) > MAX_REASON:
+        raise InvalidArgument(
+            f"reason is {len(adj.reason)} characters; at most {MAX_REASON} (it goes in the log)"
+        )
     if adj.action == "set_concurrency":
         return [_concurrency(state, adj, by)]
     if not adj.stage:
@@ -160,9 +168,11 @@ def _add(
 ) -> ev.RunAdjusted:
     sid = adj.stage
     assert sid is not None
-    if not IDENT.match(sid):
+    if len(sid) > MAX_ID or not IDENT.fullmatch(sid):
+        shown = sid if len(sid) <= MAX_ID else sid[: MAX_ID - 3] + "..."
         raise InvalidArgument(
-            f"stage id {sid!r} must start with a letter or _ and contain only letters, digits and _"
+            f"stage id {shown!r} must start with a letter or _ and contain only letters, digits "
+            f"and _ (at most {MAX_ID} characters)"
         )
     if sid in state.stages:
         raise InvalidArgument(f"stage '{sid}' already exists; choose another id")
@@ -205,9 +215,16 @@ def _add(
             raise InvalidArgument(
                 f"needs '{item}': stage '{src}' produces {', '.join(produces) or 'nothing'}"
             )
-    bad = [p for p in adj.produces if not _ARTIFACT.match(p)]
+    bad = [p for p in adj.produces if len(p) > MAX_ID or not _ARTIFACT.fullmatch(p)]
     if bad:
-        raise InvalidArgument(f"artifact names must be identifiers, got {', '.join(bad)}")
+        shown = ", ".join(repr(b if len(b) <= MAX_ID else b[: MAX_ID - 3] + "...") for b in bad[:5])
+        raise InvalidArgument(f"artifact names must be short identifiers, got {shown}")
+    if len(set(adj.produces)) > MAX_PRODUCES:
+        raise InvalidArgument(f"a stage produces at most {MAX_PRODUCES} artifacts")
+    if len(adj.description) > MAX_DESCRIPTION:
+        raise InvalidArgument(
+            f"description is {len(adj.description)} characters; at most {MAX_DESCRIPTION}"
+        )
     spec = StageSpec(
         id=sid,
         agent=adj.agent,

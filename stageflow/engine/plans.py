@@ -37,7 +37,11 @@ def plan_limits(state: RunState, plan_stage: str) -> PlanLimits | None:
         if item_usd is None and default in state.agents:
             item_usd = state.agents[default].budget_usd
     return PlanLimits(
-        max_items=rules.max_items, agents=agents, default_agent=default, item_usd=item_usd
+        max_items=rules.max_items,
+        agents=agents,
+        default_agent=default,
+        item_usd=item_usd,
+        models=tuple(rules.models),
     )
 
 

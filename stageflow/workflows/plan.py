@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stageflow.workflows.spec import PLAN_MODELS
+
 __all__ = [
     "ITEM_ID",
     "PlanItem",
@@ -29,12 +31,15 @@ __all__ = [
 ]
 
 ITEM_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,99}$")
 MAX_TITLE = 200
 MAX_DESCRIPTION = 4000
 MAX_LIST = 50  # files or acceptance criteria per item
 MAX_ENTRY = 500  # characters of one file path or criterion
 _KEYS = ("id", "title", "description", "depends_on", "files", "acceptance", "agent", "model")
+MAX_PROBLEMS = 20  # problems told to the model; the rest are counted
+MAX_SHOWN = 60  # characters of a value the model wrote, quoted back in a problem
+MAX_NAMES = 12  # names listed in one problem (unknown fields, known item ids)
+HARD_ITEMS = 200  # past this many items (4x the highest max_items), no item is read at all
 
 
 class PlanItem(BaseModel):
@@ -55,7 +60,8 @@ class PlanItem(BaseModel):
 class PlanLimits(BaseModel):
     """What a plan may contain, resolved by the engine from the plan stage and its ``for_each``
     stage: at most ``max_items`` items, agents from ``agents`` (``default_agent`` when an item
-    names none), and ``item_usd`` per item for the budget check (None: no estimate)."""
+    names none), ``item_usd`` per item for the budget check (None: no estimate) and the
+    ``models`` an item may name."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -63,6 +69,7 @@ class PlanLimits(BaseModel):
     agents: tuple[str, ...] = ()
     default_agent: str | None = None
     item_usd: float | None = None
+    models: tuple[str, ...] = PLAN_MODELS
 
 
 def plan_schema(limits: PlanLimits) -> dict[str, Any]:
@@ -87,7 +94,11 @@ def plan_schema(limits: PlanLimits) -> dict[str, Any]:
             },
             "acceptance": {**listed, "description": "acceptance criteria"},
             "agent": agent,
-            "model": {"type": "string", "description": "optional model override"},
+            "model": {
+                "type": "string",
+                "enum": list(limits.models),
+                "description": "optional model override",
+            },
         },
         "required": ["id", "title", "description", "depends_on", "files", "acceptance"],
         "additionalProperties": False,
@@ -104,6 +115,27 @@ def plan_schema(limits: PlanLimits) -> dict[str, Any]:
         "required": ["items"],
         "additionalProperties": False,
     }
+
+
+def _shown(value: object) -> str:
+    """``value`` quoted back to the model, cut to ``MAX_SHOWN`` characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``names`` joined, at most ``MAX_NAMES`` of them (each cut), then how many more."""
+    shown = [n if len(n) <= MAX_SHOWN else n[: MAX_SHOWN - 3] + "..." for n in names[:MAX_NAMES]]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _bounded(wrong: list[str]) -> list[str]:
+    """At most ``MAX_PROBLEMS`` problems, the last saying how many were left out."""
+    if len(wrong) <= MAX_PROBLEMS:
+        return wrong
+    left = len(wrong) - (MAX_PROBLEMS - 1)
+    return [*wrong[: MAX_PROBLEMS - 1], f"... and {left} more problem(s) of the same kinds"]
 
 
 def _kind(value: object) -> str:
@@ -147,10 +179,10 @@ def _item(raw: object, n: int, limits: PlanLimits, wrong: list[str]) -> PlanItem
         return None
     before = len(wrong)
     item_id = raw.get("id")
-    if not isinstance(item_id, str) or not ITEM_ID.match(item_id):
+    if not isinstance(item_id, str) or not ITEM_ID.fullmatch(item_id):
         wrong.append(
             f"{where}.id must be a short identifier such as 't1' (a letter, then letters, "
-            f"digits or _, at most 40), got {item_id!r}"
+            f"digits or _, at most 40), got {_shown(item_id)}"
         )
         item_id = None
     else:
@@ -158,7 +190,7 @@ def _item(raw: object, n: int, limits: PlanLimits, wrong: list[str]) -> PlanItem
     unknown = sorted(str(k) for k in raw if k not in _KEYS)
     if unknown:
         fields = ", ".join(_KEYS)
-        wrong.append(f"{where}: unknown field(s) {', '.join(unknown)}; the fields are {fields}")
+        wrong.append(f"{where}: unknown field(s) {_listed(unknown)}; the fields are {fields}")
     title = _text(raw, "title", where, MAX_TITLE, wrong)
     if not title and isinstance(raw.get("title", ""), str):
         wrong.append(f"{where}.title is required: one line saying what the item delivers")
@@ -167,15 +199,20 @@ def _item(raw: object, n: int, limits: PlanLimits, wrong: list[str]) -> PlanItem
     files = _strings(raw, "files", where, wrong)
     for path in files:
         if path.startswith(("/", "~")) or ".." in path.replace("\\", "/").split("/"):
-            wrong.append(f"{where}.files: {path!r} must be a path inside the project")
+            wrong.append(f"{where}.files: {_shown(path)} must be a path inside the project")
     acceptance = _strings(raw, "acceptance", where, wrong)
     agent = raw.get("agent")
     if agent is not None and (not isinstance(agent, str) or agent not in limits.agents):
         allowed = ", ".join(limits.agents) or "none"
-        wrong.append(f"{where}.agent {agent!r} is not allowed; allowed agents: {allowed}")
+        wrong.append(f"{where}.agent {_shown(agent)} is not allowed; allowed agents: {allowed}")
     model = raw.get("model")
-    if model is not None and (not isinstance(model, str) or not _MODEL_NAME.match(model)):
-        wrong.append(f"{where}.model must be a model name or alias such as 'sonnet'")
+    allowed_models = {m.lower() for m in limits.models}
+    if model is not None and (not isinstance(model, str) or model.lower() not in allowed_models):
+        listed = ", ".join(limits.models) or "none (leave model out)"
+        wrong.append(
+            f"{where}.model {_shown(model)} is not allowed; allowed models: {listed} "
+            "(leave it out for the stage's model)"
+        )
     if len(wrong) > before or item_id is None:
         return None
     return PlanItem(
@@ -231,7 +268,7 @@ def check_plan(
     wrong: list[str] = []
     extra = sorted(str(k) for k in raw if k != "items")
     if extra:
-        wrong.append(f"unknown plan field(s) {', '.join(extra)}; a plan has only 'items'")
+        wrong.append(f"unknown plan field(s) {_listed(extra)}; a plan has only 'items'")
     raw_items: list[object] = raw["items"]
     if not raw_items:
         return ["the plan has no items; a plan needs at least one work item"]
@@ -240,6 +277,8 @@ def check_plan(
             f"the plan has {len(raw_items)} items; this stage allows at most {limits.max_items} "
             "(max_items): merge related items"
         )
+        if len(raw_items) > max(HARD_ITEMS, limits.max_items):
+            return wrong  # far too many: reading each would only bury the one problem
     checked = [_item(raw_item, n, limits, wrong) for n, raw_item in enumerate(raw_items)]
     items = [it for it in checked if it is not None]
     seen: dict[str, int] = {}
@@ -248,16 +287,18 @@ def check_plan(
         if isinstance(item_id, str):
             if item_id in seen:
                 first = seen[item_id]
-                wrong.append(f"duplicate item id '{item_id}' (items[{first}] and items[{n}])")
+                wrong.append(
+                    f"duplicate item id {_shown(item_id)} (items[{first}] and items[{n}])"
+                )
             seen.setdefault(item_id, n)
+    known = _listed(list(seen)) or "none"
     for item in items:
         for dep in item.depends_on:
             if dep == item.id:
                 wrong.append(f"item '{item.id}' depends on itself")
             elif dep not in seen:
-                known = ", ".join(seen) or "none"
                 wrong.append(
-                    f"item '{item.id}' depends on unknown item '{dep}'; the items are {known}"
+                    f"item '{item.id}' depends on unknown item {_shown(dep)}; the items are {known}"
                 )
     if not wrong:
         cycle = _cycle(items)
@@ -272,7 +313,7 @@ def check_plan(
                 f"${need:.2f}, but the run has ${remaining_usd:.2f} left: plan at most {fits} "
                 "item(s), or the run needs a higher budget"
             )
-    return wrong if wrong else tuple(items)
+    return _bounded(wrong) if wrong else tuple(items)
 
 
 def render_plan(items: Sequence[PlanItem]) -> str:

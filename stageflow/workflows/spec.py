@@ -31,6 +31,7 @@ from stageflow.base import Model
 from stageflow.workflows.durations import parse_duration
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PLAN_MODELS = ("opus", "sonnet", "haiku")  # what a plan's items may name unless the template says
 PLAN_ARTIFACT = "plan"  # the artifact the engine writes for a plan stage
 
 
@@ -154,6 +155,9 @@ class PlanRules(_Model):
 
     max_items: int = Field(8, ge=1, le=50)
     agents: list[str] = Field(default_factory=list)
+    # the models an item may name: aliases by default, never an id the price table may not
+    # know (an unpriced model's requests would cost nothing against the caps)
+    models: list[str] = Field(default_factory=lambda: list(PLAN_MODELS))
     item_budget_usd: float | None = Field(None, ge=0)
 
     @model_validator(mode="before")
@@ -229,7 +233,7 @@ class StageSpec(_Model):
     @field_validator("id")
     @classmethod
     def _ident(cls, v: str) -> str:
-        if not IDENT.match(v):
+        if not IDENT.fullmatch(v):
             raise ValueError(
                 f"stage id {v!r} must start with a letter or _ and contain only letters, "
                 "digits and _"

@@ -99,3 +99,15 @@ def test_the_parser_offers_exactly_the_engines_actions() -> None:
     from stageflow.engine.adjust import ACTIONS
 
     assert ADJUST_ACTIONS == ACTIONS
+
+
+def test_unknown_and_ended_runs_are_refused(cli: Cli) -> None:
+    unknown = cli("adjust", "r-nope", "set_concurrency", "--max", "5", "--no-drive")
+    assert unknown.code == 3 and "unknown run 'r-nope'" in unknown.err
+    view = cli.run("feature_development")
+    cli.ok("cancel", view.run_id)
+    ended = cli("adjust", view.run_id, "set_concurrency", "--max", "5", "--no-drive")
+    assert ended.code == 4 and "has ended (cancelled); nothing to adjust" in ended.err
+    flood = cli("adjust", view.run_id, "add_stage", "--stage", "x" * 100_000, "--no-drive")
+    assert flood.code == 4 and len(flood.err) < 1000  # ended first; nothing echoed back
+    assert of_type(cli.events(view.run_id), "run_adjusted") == []

@@ -108,7 +108,7 @@ def test_the_budget_check_says_how_many_items_fit() -> None:
         ({"items": [item("t1", owner="me")]}, "unknown field(s) owner"),
         ({"items": [item("t1", title="x" * 201)]}, "title is 201 characters; at most 200"),
         ({"items": [item("t1")], "notes": "x"}, "unknown plan field(s) notes"),
-        ({"items": [item("t1", model="rm -rf /")]}, "model must be a model name or alias"),
+        ({"items": [item("t1", model="rm -rf /")]}, "model 'rm -rf /' is not allowed"),
     ],
 )
 def test_malformed_plans_are_refused_with_a_clear_message(raw: object, expected: str) -> None:
@@ -121,6 +121,7 @@ def test_the_schema_offered_to_the_model_declares_the_limits() -> None:
     items = schema["properties"]["items"]
     assert (items["minItems"], items["maxItems"]) == (1, 4)
     assert items["items"]["properties"]["agent"]["enum"] == ["developer", "tester"]
+    assert items["items"]["properties"]["model"]["enum"] == ["opus", "sonnet", "haiku"]
     assert set(items["items"]["required"]) == {
         "id",
         "title",
