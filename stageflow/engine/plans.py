@@ -83,6 +83,10 @@ def expansion(state: RunState, spec: StageSpec) -> list[ev.Event]:
             return []
         reason = f"stage '{spec.id}' not expanded: {'; '.join(fits)}; resume with a higher budget"
         return [ev.RunPaused(reason=reason, by="engine", budget_exceeded=True)]
+    taken = [f"{spec.id}.{i.id}" for i in fits if f"{spec.id}.{i.id}" in state.stages]
+    if taken:  # never two stages under one id (a decision agent's, say)
+        why = f"plan refused: item stage(s) {', '.join(taken)} already exist in this run"
+        return [ev.StageFailed(stage=spec.id, reason=why)]
     items = [i.model_dump(mode="json") for i in fits]
     return [ev.PlanExpanded(stage=spec.id, source=spec.for_each, items=items)]
 

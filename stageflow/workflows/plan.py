@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 ITEM_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
+_RESERVED = re.compile(r"decision[0-9]+")  # <stage>.decisionN are decision agents' stages
 MAX_TITLE = 200
 MAX_DESCRIPTION = 4000
 MAX_LIST = 50  # files or acceptance criteria per item
@@ -183,6 +184,11 @@ def _item(raw: object, n: int, limits: PlanLimits, wrong: list[str]) -> PlanItem
         wrong.append(
             f"{where}.id must be a short identifier such as 't1' (a letter, then letters, "
             f"digits or _, at most 40), got {_shown(item_id)}"
+        )
+        item_id = None
+    elif _RESERVED.fullmatch(item_id):
+        wrong.append(
+            f"{where}.id {item_id!r} is reserved for the stage's decision agent; choose another"
         )
         item_id = None
     else:

@@ -142,3 +142,24 @@ def test_an_ended_run_is_not_adjusted() -> None:
         {"action": "skip_stage", "stage": "audit"},
     ):
         assert "has ended (cancelled); nothing to adjust" in refused(log, InvalidState, **kw)
+
+
+def test_an_item_cannot_take_the_id_of_its_stages_decision_agent() -> None:
+    # a gated for_each stage escalates before it expands: its decision agent's stage is
+    # execute.decision1, which an item 'decision1' would have shared (and never run)
+    from stageflow.workflows.derived import RULING
+
+    log = Log(plan_template(gate="plan.outputs.ok == true", escalate={"agent": "reviewer"}))
+    assert [s.stage for s in settle(log)] == ["plan"]
+    raw = [item("decision1"), item("t2")]
+    finish(log, "plan", plan=raw, outputs={"ok": False})  # a runner that skipped the check
+    assert [s.stage for s in settle(log)] == ["execute.decision1"]
+    finish(log, "execute.decision1", outputs={RULING: "approve"})
+    settle(log)
+    execute = log.state.stages["execute"]
+    assert execute.status == "failed" and "'decision1' is reserved" in (execute.reason or "")
+    assert "execute.t2" not in log.state.stages  # nothing of the plan ran
+    from stageflow.workflows.plan import PlanLimits, check_plan
+
+    got = check_plan({"items": raw}, PlanLimits(max_items=4))
+    assert isinstance(got, list) and "'decision1' is reserved" in got[0]
