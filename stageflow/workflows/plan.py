@@ -293,9 +293,7 @@ def check_plan(
         if isinstance(item_id, str):
             if item_id in seen:
                 first = seen[item_id]
-                wrong.append(
-                    f"duplicate item id {_shown(item_id)} (items[{first}] and items[{n}])"
-                )
+                wrong.append(f"duplicate item id {_shown(item_id)} (items[{first}] and items[{n}])")
             seen.setdefault(item_id, n)
     known = _listed(list(seen)) or "none"
     for item in items:
