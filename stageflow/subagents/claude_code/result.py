@@ -131,7 +131,7 @@ def _result_object(stdout: str) -> dict[str, Any] | None:
             continue
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # nested past the parser's depth too
             continue
         if isinstance(data, dict) and data.get("type") == "result":
             return data
@@ -331,9 +331,10 @@ def parse_final_answer(
     for body in reversed(json_blocks(text)):
         try:
             data = json.loads(body)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             if any(f'"{key}"' in body for key in _RESULT_KEYS):
-                return _failed(f"the final ```json block is not valid JSON ({exc})")
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                return _failed(f"the final ```json block is not valid JSON ({why})")
             continue  # some other snippet the agent quoted
         if isinstance(data, dict) and _RESULT_KEYS & data.keys():
             return _from_block(data, produces, plan)

@@ -94,6 +94,16 @@ def test_the_final_blocks_plan_is_checked() -> None:
     assert parse_final_answer(final(None, "failed"), [], check).plan_problems == ()
 
 
+def test_json_nested_past_the_parsers_depth_is_a_refused_answer_not_a_crash() -> None:
+    from stageflow.subagents.claude_code.result import parse_cli_output
+
+    deep = "[" * 200_000 + "]" * 200_000
+    answer = parse_final_answer(f'```json\n{{"status": "passed", "plan": {deep}}}\n```', [], check)
+    assert answer.status == "failed"
+    assert answer.error == "the final ```json block is not valid JSON (nested too deeply)"
+    assert parse_cli_output(f'{{"type": "result", "result": {deep}}}') is None
+
+
 async def run(runner: ClaudeCodeRunner, req: AttemptRequest) -> Any:
     with anyio.fail_after(30):
         return await runner.run(req)
