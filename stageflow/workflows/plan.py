@@ -41,6 +41,7 @@ MAX_PROBLEMS = 20  # problems told to the model; the rest are counted
 MAX_SHOWN = 60  # characters of a value the model wrote, quoted back in a problem
 MAX_NAMES = 12  # names listed in one problem (unknown fields, known item ids)
 HARD_ITEMS = 200  # past this many items (4x the highest max_items), no item is read at all
+MAX_PLAN_CHARS = 100_000  # the whole plan's text: it is in the log twice and in every brief
 
 
 class PlanItem(BaseModel):
@@ -304,6 +305,14 @@ def check_plan(
                 wrong.append(
                     f"item '{item.id}' depends on unknown item {_shown(dep)}; the items are {known}"
                 )
+    size = sum(
+        len(i.title) + len(i.description) + sum(map(len, (*i.files, *i.acceptance))) for i in items
+    )
+    if size > MAX_PLAN_CHARS:
+        wrong.append(
+            f"the plan is {size} characters of text; at most {MAX_PLAN_CHARS}: shorten the "
+            "descriptions and criteria (the agents read the code themselves)"
+        )
     if not wrong:
         cycle = _cycle(items)
         if cycle is not None:

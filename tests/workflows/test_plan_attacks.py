@@ -137,3 +137,16 @@ def test_what_passes_is_only_validated_items() -> None:
     ok = check_plan({"items": [item("t1", files=["./src/a.py", "./src/a.py"])]}, LIMITS)
     assert isinstance(ok, tuple) and all(isinstance(i, PlanItem) for i in ok)
     assert ok[0].files == ["./src/a.py"]  # duplicates dropped
+
+
+def test_a_plan_of_maximal_items_is_refused_past_its_total_size() -> None:
+    from stageflow.workflows.plan import MAX_DESCRIPTION, MAX_ENTRY, MAX_LIST, MAX_PLAN_CHARS
+
+    wide = LIMITS.model_copy(update={"max_items": 50})
+    fat = {
+        "description": "d" * MAX_DESCRIPTION,
+        "acceptance": ["a" * MAX_ENTRY] * MAX_LIST,
+    }
+    got = refused({"items": [item(f"t{n}", **fat) for n in range(50)]}, wide)
+    assert len(got) == 1 and f"characters of text; at most {MAX_PLAN_CHARS}" in got[0]
+    assert isinstance(check_plan({"items": [item("t1", **fat)]}, wide), tuple)
