@@ -149,6 +149,7 @@ class ApprovalDecided(_Event):
     feedback: str | None = None
     approver: str = "human"
     automatic: bool = False  # decided by an approval timeout
+    attempt: int | None = None  # the attempt (version) the decision was about
 
 
 class RetryScheduled(_Event):

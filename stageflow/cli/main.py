@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--stage")
     sp.add_argument("--comment")
+    sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
     sp.add_argument("--approver", default="cli")
     driving(sp)
     sp = add(
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--feedback", required=True)
     sp.add_argument("--stage")
+    sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
     sp.add_argument("--approver", default="cli")
     driving(sp)
     sp = add(

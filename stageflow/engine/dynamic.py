@@ -119,7 +119,11 @@ def _open(
     st = state.stages[stage]
     if esc.to == "human":
         blocked = replace(
-            st, status="blocked", escalation=esc, reason=f"a human decides: {esc.reason}"
+            st,
+            status="blocked",
+            escalation=esc,
+            reason=f"a human decides: {esc.reason}",
+            shown=st.shown + 1,  # put to a human: a decision binds to this version
         )
         return put(state, blocked)
     agents = state.agents if agent_def is None else {**state.agents, esc.to: agent_def}
@@ -170,6 +174,7 @@ def decided(state: RunState, e: ev.EscalationDecided) -> RunState:
                 status="blocked",
                 escalation=replace(esc, to="human", decider=None, reason=reason),
                 reason=f"a human decides: {reason}",
+                shown=st.shown + (esc.to != "human"),  # newly put to a human
             ),
         )
     if esc.kind == "gate":
@@ -184,7 +189,8 @@ def decided(state: RunState, e: ev.EscalationDecided) -> RunState:
         spec = state.stage_spec(e.stage)
         approval = spec.approval is not None and spec.approval.required and e.by_agent
         status: StageStatus = "awaiting_approval" if approval else "succeeded"
-        return put(state, replace(st, status=status, escalation=None, reason=None))
+        shown = st.shown + 1 if approval else st.shown
+        return put(state, replace(st, status=status, escalation=None, reason=None, shown=shown))
     # reject: one more rework round, with the decider's feedback on top of the findings
     return put(
         state,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from stageflow import events as ev
 from stageflow.engine.attempt_inputs import checked_artifacts, new_versions
+from stageflow.engine.metering import attempt_usage
 from stageflow.engine.planner import StartAttempt
 from stageflow.engine.plans import checked_plan
 from stageflow.engine.runner import AttemptMeter, AttemptResult
@@ -37,8 +38,8 @@ def finished_event(
     # the meter saw every request, also of an attempt that raised or was cancelled;
     # runners that report no requests (offline, command) hand their usage back instead
     usage = result.usage if result else Usage()
-    if meter is not None and meter.requests:
-        usage = meter.usage
+    if meter is not None and (meter.requests or meter.in_flight):
+        usage = attempt_usage(meter)  # with the reservations of requests abandoned in flight
     artifacts = dict(result.artifacts) if result else {}
     plan: list[dict[str, object]] | None = None
     if spec.plan is not None:  # a plan stage's ``plan`` artifact is the engine's rendering only

@@ -86,6 +86,7 @@ class StageState:
     feedback: str | None = None  # reviewer feedback waiting to be used by the next attempt
     not_before: float | None = None  # retry backoff
     approval_expires_at: float | None = None
+    shown: int = 0  # times a version of this stage was put to a human for approval
     gate_overridden: bool = False
     artifacts: dict[str, ev.ArtifactRef] = field(default_factory=dict)  # latest version by name
     outputs: dict[str, Any] = field(default_factory=dict)

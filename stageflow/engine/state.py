@@ -243,7 +243,13 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
         if spec.approval is not None and spec.approval.required:
             expires = env.at + spec.approval.timeout if spec.approval.timeout else None
             return _set(
-                state, replace(done, status="awaiting_approval", approval_expires_at=expires)
+                state,
+                replace(
+                    done,
+                    status="awaiting_approval",
+                    approval_expires_at=expires,
+                    shown=st.shown + 1,
+                ),
             )
         return _set(state, replace(done, status="succeeded"))
     if e.outcome == "interrupted":

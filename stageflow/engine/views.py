@@ -96,6 +96,7 @@ class WaitingView(ReadModel):
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
+    attempt: int | None = None  # the attempt under review: a decision names it
 
 
 class WorkspaceView(ReadModel):
@@ -250,9 +251,10 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
             "gate": "decide the gate of",
             "escalation": "decide the escalation of",
         }.get(w.kind, "decide")
+        which = f"--stage {w.stage}" + (f" --attempt {w.attempt}" if w.attempt else "")
         return (
-            f"{verb} '{w.stage}': `stageflow approve {rid} --stage {w.stage}` or "
-            f'`stageflow reject {rid} --stage {w.stage} --feedback "..."`'
+            f"{verb} '{w.stage}': `stageflow approve {rid} {which}` or "
+            f'`stageflow reject {rid} {which} --feedback "..."`'
         )
     running = state.running()
     if running:
@@ -275,6 +277,25 @@ def runner_in_use(state: RunState) -> str:
     if label.split(" ")[0] == latest[1] or label.endswith(f"-> {latest[1]}"):
         return label
     return latest[1]
+
+
+def with_live_spend(view: RunView, live: dict[str, Usage]) -> RunView:
+    """``view`` with the spend of running attempts (from the ledger, by stage) added to their
+    attempt, stage and run: what they have spent and hold for requests in flight so far."""
+    if not live:
+        return view
+    extra = Usage()
+    for stage in view.stages:
+        usage = live.get(stage.id)
+        if usage is None:
+            continue
+        extra = extra + usage
+        stage.usage = stage.usage + usage
+        if stage.history and stage.history[-1].outcome is None:
+            stage.history[-1].usage = stage.history[-1].usage + usage
+    view.usage = view.usage + extra
+    view.spent_usd = round(view.spent_usd + extra.cost_usd, 10)
+    return view
 
 
 def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = None) -> RunView:
@@ -301,6 +322,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
                     what=what,
                     review=sorted(st.artifacts),
                     expires_at=st.approval_expires_at,
+                    attempt=st.attempt,
                 )
             )
         elif open_ and st.status == "blocked":
@@ -355,4 +377,5 @@ def _escalation_wait(state: RunState, st: StageState) -> WaitingView:
         kind="escalation",
         what=f"escalated to a human: {esc.reason}; {options}{findings}",
         review=review,
+        attempt=st.attempt if esc.kind == "rework" else None,
     )

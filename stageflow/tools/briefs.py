@@ -70,6 +70,7 @@ class GateBrief(ReadModel):
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
     )
+    attempt: int | None = Field(None, description="the attempt under review; pass it back")
 
 
 class RunBrief(ReadModel):
@@ -151,7 +152,9 @@ def _gates(view: RunView) -> list[GateBrief]:
             ]
         else:  # a false gate: the upstream stages' results explain it
             show = [f for d in stage.depends_on for f in _shown(view, d)]
-        out.append(GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show))
+        out.append(
+            GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show, attempt=w.attempt)
+        )
     return out
 
 
@@ -183,8 +186,9 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
             )
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
+        which = f", attempt={g.attempt}" if g.attempt else ""
         return (
-            f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}', "
+            f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}'{which}, "
             "decision='approve'), or decision='reject' with their feedback"
         )
     if view.status == "completed":

@@ -139,3 +139,29 @@ def test_a_review_requesting_changes_reworks_the_implementation_then_a_human_dec
         "cli",
         False,
     )
+
+
+def test_a_decision_on_an_escalation_binds_to_the_round_the_human_read(
+    cli: Cli, script: Script
+) -> None:
+    script({"review": {"changes_times": 10, "outputs": {"findings": ["still wrong"]}}})
+    view = cli.run("feature_development", task=TASK)
+    view = cli.ok("approve", view.run_id, "--stage", "architecture", "--json").view()
+    rid = view.run_id
+    first = stage(view, "review").attempts
+    assert [(w.stage, w.kind, w.attempt) for w in view.waiting] == [("review", "escalation", first)]
+    # the human asks for one more round; the review asks for changes again and escalates again
+    view = cli.ok(
+        "reject", rid, "--stage", "review", "--attempt", str(first), "--feedback", "once more",
+        "--json",
+    ).view()  # fmt: skip
+    now = stage(view, "review").attempts
+    assert now > first and [(w.kind, w.attempt) for w in view.waiting] == [("escalation", now)]
+    # a decision typed for the first escalation does not land on the second one
+    stale = cli("approve", rid, "--stage", "review", "--attempt", str(first))
+    assert stale.code == 4 and f"attempt {first} was replaced" in stale.err
+    unbound = cli("approve", rid, "--stage", "review")
+    assert unbound.code == 2 and "has been put up for approval 2 times" in unbound.err
+    assert f"--attempt {now}" in cli.ok("status", rid).out
+    done = cli.ok("approve", rid, "--stage", "review", "--attempt", str(now), "--json").view()
+    assert stage(done, "review").status == "succeeded"
