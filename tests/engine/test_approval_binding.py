@@ -19,8 +19,6 @@ from stageflow.errors import InvalidArgument, InvalidState
 from stageflow.store.store import Store
 from tests.engine.harness import Env, engine_env
 
-pytestmark = pytest.mark.anyio
-
 GATED = """
 name: gated
 stages:
@@ -41,6 +39,7 @@ async def _waiting(env: Env, run_id: str) -> int:
     return st.attempt
 
 
+@pytest.mark.anyio
 async def test_a_stale_approval_is_refused_after_a_rework_and_the_current_one_passes(
     tmp_path: Path,
 ) -> None:
@@ -115,6 +114,7 @@ async def test_a_stale_approval_is_refused_after_a_rework_and_the_current_one_pa
         ]
 
 
+@pytest.mark.anyio
 async def test_a_decision_without_an_attempt_applies_while_one_version_was_shown(
     tmp_path: Path,
 ) -> None:
@@ -127,6 +127,7 @@ async def test_a_decision_without_an_attempt_applies_while_one_version_was_shown
         assert decided.attempt == 1  # recorded with the attempt it applied to
 
 
+@pytest.mark.anyio
 async def test_the_race_a_reject_and_a_stale_approve_from_two_connections(
     tmp_path: Path,
 ) -> None:
@@ -186,3 +187,29 @@ async def test_the_race_a_reject_and_a_stale_approve_from_two_connections(
             assert outcomes["B"] != "recorded"
             assert state.stages["architecture"].status == "awaiting_approval"
             assert state.stages["architecture"].attempt == 2
+
+
+def test_a_decision_logged_before_attempts_were_recorded_still_verifies() -> None:
+    # the payload an earlier version stored: no "attempt" key
+    old = {
+        "type": "approval_decided",
+        "stage": "architecture",
+        "decision": "approve",
+        "feedback": None,
+        "approver": "human",
+        "automatic": False,
+    }
+    sealed = ev.chain_hash(ev.GENESIS_HASH, "r-old", 1, 1.0, "cli", old)
+    entry = ev.Envelope(
+        run_id="r-old",
+        seq=1,
+        at=1.0,
+        actor="cli",
+        event=ev.EVENT_ADAPTER.validate_python(old),
+        prev_hash=ev.GENESIS_HASH,
+        hash=sealed,
+    )
+    assert ev.verify_chain([entry]) == []
+    bound = ev.ApprovalDecided(stage="a", decision="approve", attempt=2)
+    assert ev.event_payload(bound)["attempt"] == 2
+    assert ev.EVENT_ADAPTER.validate_python(ev.event_payload(bound)) == bound
