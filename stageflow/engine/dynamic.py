@@ -190,7 +190,10 @@ def decided(state: RunState, e: ev.EscalationDecided) -> RunState:
         approval = spec.approval is not None and spec.approval.required and e.by_agent
         status: StageStatus = "awaiting_approval" if approval else "succeeded"
         shown = st.shown + 1 if approval else st.shown
-        return put(state, replace(st, status=status, escalation=None, reason=None, shown=shown))
+        return put(
+            state,
+            replace(st, status=status, escalation=None, reason=None, shown=shown, approvals=()),
+        )
     # reject: one more rework round, with the decider's feedback on top of the findings
     return put(
         state,

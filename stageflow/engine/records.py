@@ -87,6 +87,7 @@ class StageState:
     not_before: float | None = None  # retry backoff
     approval_expires_at: float | None = None
     shown: int = 0  # times a version of this stage was put to a human for approval
+    approvals: tuple[str, ...] = ()  # distinct approvers of the attempt waiting (N-of-M)
     gate_overridden: bool = False
     artifacts: dict[str, ev.ArtifactRef] = field(default_factory=dict)  # latest version by name
     outputs: dict[str, Any] = field(default_factory=dict)

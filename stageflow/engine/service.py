@@ -19,9 +19,10 @@ from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
 from stageflow.engine.adjust import Adjustment, adjustment_events
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
+from stageflow.engine.decisions import Decision, Via, decision_events
 from stageflow.engine.driver import summarize
 from stageflow.engine.metering import ledger_usage
-from stageflow.engine.state import RunState, StageState, fold, initial_state, preview
+from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import (
     RunListItem,
     RunView,
@@ -47,7 +48,6 @@ from stageflow.workflows.spec import WorkflowSpec
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
 
-Decision = Literal["approve", "reject"]
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
 WorkspaceProbe = Callable[[str, bool], Awaitable[WorkspaceView | None]]
 ControlAction = Literal["cancel", "pause", "resume", "retry"]
@@ -248,13 +248,18 @@ class Service:
         feedback: str | None = None,
         approver: str = "human",
         attempt: int | None = None,
+        via: Via = "tool",
     ) -> RunState:
         """Approve or reject the stage waiting for a human (approval or gate).
 
         An approval is bound to the attempt the reviewer read (``attempt``): a decision naming
         another attempt than the one waiting is refused, saying what changed. Without one it
         applies only when the stage has been put up for approval once, so a decision meant
-        for an earlier version never lands on a new one nobody has read."""
+        for an earlier version never lands on a new one nobody has read.
+
+        ``via`` says how the decision arrived; a stage with ``approval: {by: human}`` takes it
+        only from a person (``HUMAN_VIAS``), never from the assistant's tool call. Named
+        ``approvers`` and ``min_approvals`` distinct approvals are enforced here."""
         if decision == "reject" and not (feedback and feedback.strip()):
             raise InvalidArgument("a rejection needs feedback: say what must change")
         if attempt is not None and attempt < 1:
@@ -262,42 +267,15 @@ class Service:
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
-            target = _waiting_stage(state, stage)
-            st = state.stages[target]
-            if st.escalation is not None:  # escalated to a human: only this decides it
-                if st.escalation.kind == "rework":  # bound to the result the human read
-                    _check_attempt(state.run_id, target, st, attempt)
-                elif attempt is not None:
-                    raise InvalidArgument(
-                        f"stage '{target}' was escalated on its gate condition, not on an "
-                        "attempt to review; decide it without attempt"
-                    )
-                return [
-                    ev.EscalationDecided(
-                        stage=target, decision=decision, feedback=feedback, approver=approver
-                    )
-                ]
-            if st.status == "awaiting_approval":
-                _check_attempt(state.run_id, target, st, attempt)
-                return [
-                    ev.ApprovalDecided(
-                        stage=target,
-                        decision=decision,
-                        feedback=feedback,
-                        approver=approver,
-                        attempt=st.attempt,
-                    )
-                ]
-            if attempt is not None:
-                raise InvalidArgument(
-                    f"stage '{target}' waits on its gate condition, not on an attempt to "
-                    "review; decide it without attempt"
-                )
-            return [
-                ev.GateDecided(
-                    stage=target, decision=decision, feedback=feedback, approver=approver
-                )
-            ]
+            return decision_events(
+                state,
+                stage=stage,
+                decision=decision,
+                feedback=feedback,
+                approver=approver,
+                attempt=attempt,
+                via=via,
+            )
 
         return await self._command(run_id, build, approver)
 
@@ -395,54 +373,6 @@ def _agents_used(spec: WorkflowSpec) -> set[str]:
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
-
-
-def _check_attempt(run_id: str, stage: str, st: StageState, attempt: int | None) -> None:
-    """Refuse a decision about another attempt than the one waiting (see ``decide``)."""
-    if attempt is None:
-        if st.shown > 1:
-            raise InvalidArgument(
-                f"stage '{stage}' has been put up for approval {st.shown} times; attempt "
-                f"{st.attempt} waits now. Read it (workflow_status {run_id}) and decide with "
-                f"attempt={st.attempt} (CLI: --attempt {st.attempt})"
-            )
-        return
-    if attempt != st.attempt:
-        what = (
-            f"attempt {attempt} was replaced: the stage ran again and attempt {st.attempt} "
-            "waits now, which you have not read"
-            if attempt < st.attempt
-            else f"stage '{stage}' has no attempt {attempt}; attempt {st.attempt} waits"
-        )
-        raise InvalidState(
-            f"decision refused: {what}. Read attempt {st.attempt} (workflow_status {run_id}) "
-            f"and decide with attempt={st.attempt} (CLI: --attempt {st.attempt})"
-        )
-
-
-def _waiting_stage(state: RunState, stage: str | None) -> str:
-    waiting = [
-        sid for sid, st in state.stages.items() if st.status in ("awaiting_approval", "blocked")
-    ]
-    if stage is None:
-        if len(waiting) == 1:
-            return waiting[0]
-        if not waiting:
-            raise InvalidState(
-                f"run {state.run_id} has no stage waiting for a decision (run is {state.status})"
-            )
-        raise InvalidArgument(
-            f"several stages are waiting ({', '.join(waiting)}); name one with stage"
-        )
-    if stage not in state.stages:
-        raise NotFound("stage", stage, known=list(state.stages))
-    st = state.stages[stage]
-    if stage not in waiting:
-        extra = f"; waiting: {', '.join(waiting)}" if waiting else ""
-        raise InvalidState(
-            f"stage '{stage}' is not waiting for a decision (it is {st.status}){extra}"
-        )
-    return stage
 
 
 def _retry_events(

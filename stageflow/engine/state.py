@@ -125,7 +125,15 @@ def _apply(state: RunState, env: ev.Envelope) -> RunState:
         case ev.ApprovalDecided():
             st = state.stages[e.stage]
             if e.decision == "approve":
-                return _set(state, replace(st, status="succeeded", approval_expires_at=None))
+                approval = state.stage_spec(e.stage).approval
+                needed = approval.min_approvals if approval is not None else 1
+                approvals = (*st.approvals, e.approver)
+                if not e.automatic and len(set(approvals)) < needed:
+                    return _set(state, replace(st, approvals=approvals))  # still waiting
+                return _set(
+                    state,
+                    replace(st, status="succeeded", approval_expires_at=None, approvals=approvals),
+                )
             if state.stage_spec(e.stage).on_changes_requested is not None:
                 return _set(state, dynamic.rejected(st, e.feedback or "", e.approver))
             limit = state.stage_spec(e.stage).max_rework
@@ -249,6 +257,7 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
                     status="awaiting_approval",
                     approval_expires_at=expires,
                     shown=st.shown + 1,
+                    approvals=(),
                 ),
             )
         return _set(state, replace(done, status="succeeded"))

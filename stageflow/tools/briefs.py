@@ -71,6 +71,7 @@ class GateBrief(ReadModel):
         default_factory=list, description="artifacts to read first, as stage/name"
     )
     attempt: int | None = Field(None, description="the attempt under review; pass it back")
+    human_only: bool = Field(False, description="only the person decides; the server asks them")
 
 
 class RunBrief(ReadModel):
@@ -153,7 +154,14 @@ def _gates(view: RunView) -> list[GateBrief]:
         else:  # a false gate: the upstream stages' results explain it
             show = [f for d in stage.depends_on for f in _shown(view, d)]
         out.append(
-            GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show, attempt=w.attempt)
+            GateBrief(
+                stage=w.stage,
+                kind=w.kind,
+                what=short(w.what),
+                show=show,
+                attempt=w.attempt,
+                human_only=w.human_only,
+            )
         )
     return out
 
@@ -187,6 +195,11 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
         which = f", attempt={g.attempt}" if g.attempt else ""
+        if g.human_only:
+            return (
+                f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}'{which}, "
+                "decision=<their answer>): the server asks them for the decision itself"
+            )
         return (
             f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}'{which}, "
             "decision='approve'), or decision='reject' with their feedback"

@@ -16,6 +16,7 @@ from mcp.types import CallToolResult, TextContent
 from stageflow.config import load_settings
 from stageflow.server.app import build_server
 from stageflow.subagents.offline.runner import SCRIPT_ENV
+from tests.server.human import Person
 
 pytestmark = pytest.mark.anyio
 
@@ -221,12 +222,29 @@ async def test_an_escalation_that_reached_a_human_cannot_be_handed_to_a_model(
             stages(ok(await client.call_tool("workflow_status", {"run_id": rid}))["run"])["ship"]
             == "blocked"
         )
-        # the human decides: approve runs the stage
-        ok(
-            await client.call_tool(
-                "workflow_approve",
-                {"run_id": rid, "stage": "ship", "decision": "approve", "approver": "alice"},
-            )
+        # the assistant's own workflow_approve cannot decide it: there is nobody to ask here
+        decide = {"run_id": rid, "stage": "ship", "decision": "approve", "approver": "alice"}
+        nobody = refused(await client.call_tool("workflow_approve", decide))
+        assert "needs a person's decision" in nobody and "stageflow approve" in nobody
+        assert (
+            stages(ok(await client.call_tool("workflow_status", {"run_id": rid}))["run"])["ship"]
+            == "blocked"
         )
-        run = await status(client, rid, lambda r: r["status"] == "completed")
-    assert stages(run)["ship"] == "succeeded"
+    # a person at the client answers the question: their answer decides (a rejection here,
+    # whatever the model proposed), and it is recorded as theirs
+    person = Person("bob", decision="reject", feedback="not this week")
+    server = build_server(load_settings(project))
+    async with Client(server, mode=mode, elicitation_callback=person) as client:
+        ok(await client.call_tool("workflow_approve", decide))
+        assert (
+            "escalated to you" in person.asked[0]
+            and "Only your answer decides" in (person.asked[0])
+        )
+        run = await status(client, rid, lambda r: r["status"] == "failed")
+    assert stages(run)["ship"] == "failed"
+    decided = [e for e in await _events(project, rid) if e["type"] == "escalation_decided"]
+    assert [(d["decision"], d["approver"], d["by_agent"]) for d in decided][-1] == (
+        "reject",
+        "bob",
+        False,
+    )
