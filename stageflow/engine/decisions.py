@@ -58,6 +58,8 @@ def decision_events(
             )
         ]
     if st.status == "awaiting_approval":
+        if via == "elicitation" and attempt is None:
+            raise InvalidArgument("a person's answer must name the attempt it decides")
         _check_attempt(state.run_id, target, st, attempt)
         _check_approver(state, target, st, decision, approver, via)
         return [
@@ -75,7 +77,22 @@ def decision_events(
             f"stage '{target}' waits on its gate condition, not on an attempt to "
             "review; decide it without attempt"
         )
+    _check_person(state, target, st, via)
     return [ev.GateDecided(stage=target, decision=decision, feedback=feedback, approver=approver)]
+
+
+def _check_person(state: RunState, stage: str, st: StageState, via: Via) -> None:
+    """A stage whose approval is ``by: human`` takes decisions (its approval, and overriding
+    its false gate) only from a person."""
+    policy = state.stage_spec(stage).approval
+    if policy is None or policy.by != "human" or via in HUMAN_VIAS:
+        return
+    how = f"--stage {stage}" + (f" --attempt {st.attempt}" if st.status != "blocked" else "")
+    raise InvalidState(
+        f"stage '{stage}' needs a person's decision (approval by: human), which a model "
+        f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
+        "reject with --feedback), or to decide in the dashboard"
+    )
 
 
 def _check_approver(
@@ -85,13 +102,7 @@ def _check_approver(
     policy = state.stage_spec(stage).approval
     if policy is None:
         return
-    how = f"--stage {stage} --attempt {st.attempt}"
-    if policy.by == "human" and via not in HUMAN_VIAS:
-        raise InvalidState(
-            f"stage '{stage}' needs a person's decision (approval by: human), which a model "
-            f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
-            "reject with --feedback), or to decide in the dashboard"
-        )
+    _check_person(state, stage, st, via)
     if policy.approvers and approver not in policy.approvers:
         raise InvalidArgument(
             f"{approver!r} is not an approver of stage '{stage}' (approvers: "

@@ -38,8 +38,10 @@ def finished_event(
     # the meter saw every request, also of an attempt that raised or was cancelled;
     # runners that report no requests (offline, command) hand their usage back instead
     usage = result.usage if result else Usage()
-    if meter is not None and (meter.requests or meter.in_flight):
-        usage = attempt_usage(meter)  # with the reservations of requests abandoned in flight
+    cut_short = result is None and outcome in ("timed_out", "cancelled")
+    if meter is not None and (meter.requests or meter.in_flight or (cut_short and meter.reserved)):
+        # with the reservations of requests abandoned in flight, and of a runner cut short
+        usage = attempt_usage(meter, cut_short=cut_short)
     artifacts = dict(result.artifacts) if result else {}
     plan: list[dict[str, object]] | None = None
     if spec.plan is not None:  # a plan stage's ``plan`` artifact is the engine's rendering only
