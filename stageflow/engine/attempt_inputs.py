@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.planner import StartAttempt
+from stageflow.engine.plans import needed_refs, plan_limits
 from stageflow.engine.runner import (
     AttemptMeter,
     AttemptRequest,
@@ -62,7 +63,7 @@ class AttemptInputs:
         key = (start.stage, start.attempt)
         if key in self._agents_by_attempt:
             return self._agents_by_attempt[key]
-        name = st.spec.stage(start.stage).agent
+        name = st.stage_spec(start.stage).agent
         return st.agents.get(name) if name else None
 
     def forget(self, start: StartAttempt) -> None:
@@ -89,7 +90,7 @@ class AttemptInputs:
         When the agent's definition differs from the run's current one (it was edited since),
         the record carries it, so folding the log reproduces what every attempt used.
         """
-        spec = st.spec.stage(start.stage)
+        spec = st.stage_spec(start.stage)
         agent = self._agent_for(st, spec.agent)
         own = st.agents.get(spec.agent) if spec.agent else None
         newer = agent is not None and (own is None or own.content_hash != agent.content_hash)
@@ -103,7 +104,7 @@ class AttemptInputs:
                     "size": ref.size,
                     "tokens_est": estimate_tokens(ref.size),
                 }
-                for s, a in spec.needed()
+                for s, a in needed_refs(st, start.stage)
                 if (ref := st.stages[s].artifacts.get(a)) is not None
             ],
             "feedback_chars": len(start.feedback or ""),
@@ -144,10 +145,10 @@ class AttemptInputs:
     ) -> AttemptRequest:
         """The runner's request: only the ``needs`` artifacts (and on a rework the feedback
         and the stage's previous artifacts), the agent the attempt started with."""
-        spec = st.spec.stage(start.stage)
+        spec = st.stage_spec(start.stage)
         agent = self.agent_of(st, start)
         needed: list[InputArtifact] = []
-        for s, a in spec.needed():
+        for s, a in needed_refs(st, start.stage):
             ref = st.stages[s].artifacts.get(a)
             if ref is None:
                 continue
@@ -179,6 +180,7 @@ class AttemptInputs:
             timeout=spec.timeout,
             bash_allow=[*st.spec.bash, *spec.bash],
             workspace_mode=st.spec.workspace,
+            plan_limits=plan_limits(st, start.stage),
             meter=meter,
             journal=journal or StageJournal(),
             panel={n: st.agents[n] for n in spec.agent_names() if n in st.agents}

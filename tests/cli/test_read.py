@@ -67,6 +67,7 @@ def test_templates_and_agents_json_list_the_built_in_catalog(cli: Cli) -> None:
         "documentation_update",
         "security_audit",
         "feature_parallel",
+        "plan_execute_audit",
         "simple_debate",
         "complex_debate",
         "consensus_building",
@@ -74,10 +75,12 @@ def test_templates_and_agents_json_list_the_built_in_catalog(cli: Cli) -> None:
     }
     assert templates["errors"] == []
     assert all(t["problems"] == [] and t["stages"] for t in templates["templates"])
-    assert len(agents["agents"]) == 17  # 12 stage agents, 4 debaters and the moderator
+    assert len(agents["agents"]) == 20  # 15 stage agents, 4 debaters and the moderator
     assert agents["errors"] == []
     assert {a["layer"] for a in agents["agents"]} == {"builtin"}
-    assert {"architect", "developer", "tester", "reviewer"} <= {a["name"] for a in agents["agents"]}
+    names = {a["name"] for a in agents["agents"]}
+    assert {"architect", "developer", "tester", "reviewer"} <= names
+    assert {"coordinator", "auditor", "decision-maker"} <= names
 
 
 def test_audit_verify_confirms_an_intact_chain(cli: Cli) -> None:
