@@ -173,7 +173,7 @@ def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
     clock = time.strftime("%H:%M:%S", time.localtime(env.at))
     match e:
         case ev.AttemptStarted():
-            kind = state.spec.stage(e.stage).kind if e.stage in state.stages else "command"
+            kind = state.stage_spec(e.stage).kind if e.stage in state.stages else "command"
             who = e.agent or kind
             model = f", {e.model}" if e.model else ""
             return f"{clock}  {e.stage:<18} started attempt {e.attempt} ({e.kind}; {who}{model})"
