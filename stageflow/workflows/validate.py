@@ -154,15 +154,19 @@ class _Checker:
                 )
 
     def check_agent(self, i: int, stage: StageRefs) -> None:
-        if self.agents is None or stage.agent is None or stage.agent in self.agents:
+        if self.agents is None:
             return
+        # a list of candidates is checked name by name, each at its own place in the list
+        named = list(enumerate(stage.agents)) if stage.agents else [(None, stage.agent)]
         known = ", ".join(sorted(self.agents)) or "none"
-        self.add(
-            i,
-            ("agent",),
-            f"unknown agent '{stage.agent}'{self.suggest(stage.agent, self.agents)}; "
-            f"known agents: {known}",
-        )
+        for j, name in named:
+            if name is None or name in self.agents:
+                continue
+            self.add(
+                i,
+                ("agent",) if j is None else ("agent", j),
+                f"unknown agent '{name}'{self.suggest(name, self.agents)}; known agents: {known}",
+            )
 
     def check_needs(self, i: int, stage: StageRefs) -> None:
         for j, item in enumerate(stage.needs):
