@@ -8,16 +8,25 @@ other a clear error naming the stage's new state.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow import events as ev
+from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.driver import summarize
+from stageflow.engine.forecasts import (
+    CONFIRM_GATE,
+    Estimator,
+    RunForecast,
+    confirm_threshold,
+    needs_confirmation,
+)
 from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import RunListItem, RunView, WorkspaceView, build_view
 from stageflow.errors import (
@@ -32,9 +41,12 @@ from stageflow.errors import (
 from stageflow.ids import new_run_id
 from stageflow.store.store import Store
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
+from stageflow.workflows.spec import WorkflowSpec
 
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
+
+log = logging.getLogger(__name__)
 
 Decision = Literal["approve", "reject"]
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
@@ -66,12 +78,14 @@ class Service:
         clock: Callable[[], float] = time.time,
         workspace_probe: WorkspaceProbe | None = None,
         definitions: LiveDefinitions | None = None,
+        estimator: Estimator | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.runner_label = runner_label
         self.clock = clock
         self.workspace_probe = workspace_probe
+        self.estimator = estimator  # the cost forecast of a run before it starts
         # kept current by the file watcher; without it every call reads the folders
         self.definitions = definitions
 
@@ -105,20 +119,13 @@ class Service:
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def start_run(
-        self,
-        template: str,
-        task: str,
-        *,
-        inputs: dict[str, Any] | None = None,
-        budget_usd: float | None = None,
-        actor: str = "cli",
-    ) -> RunState:
-        """Validate and record a new run; it does not execute anything."""
+    def _prepared(
+        self, template: str, task: str, inputs: dict[str, Any] | None
+    ) -> tuple[WorkflowSpec, str, dict[str, Any], dict[str, AgentDefinition]]:
+        """The template's spec, the task, the resolved inputs and every agent the run may use
+        (all candidates of every stage); raises on an unknown template or a bad input."""
         if not task or not task.strip():
             raise InvalidArgument("task must be a non-empty description of the work")
-        if budget_usd is not None and budget_usd < 0:
-            raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
         agents, catalog = self._definitions()
         entry = catalog.entries.get(template)
         if entry is None:
@@ -132,19 +139,68 @@ class Service:
             resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
-        used = sorted({s.agent for s in spec.stages if s.agent})
-        snapshot = {}
-        for name in used:
-            snapshot[name] = agents.get(name).model_dump(mode="json")
+        used = sorted({name for s in spec.stages for name in s.agents})
+        return spec, task.strip(), resolved, {name: agents.get(name) for name in used}
+
+    async def estimate(
+        self, template: str, task: str, *, inputs: dict[str, Any] | None = None
+    ) -> RunForecast:
+        """The cost forecast of a run of ``template`` for ``task``, without starting it.
+
+        Raises ``InvalidState`` when this process has no estimator (nothing to forecast with).
+        """
+        spec, text, resolved, used = self._prepared(template, task, inputs)
+        if self.estimator is None:
+            raise InvalidState("no cost forecasts here: this process has no learning profiles")
+        return await self.estimator.estimate(spec, text, used, inputs=resolved)
+
+    async def _forecast(
+        self,
+        spec: WorkflowSpec,
+        task: str,
+        used: dict[str, AgentDefinition],
+        inputs: dict[str, Any],
+    ) -> RunForecast | None:
+        if self.estimator is None:
+            return None
+        try:
+            return await self.estimator.estimate(spec, task, used, inputs=inputs)
+        except Exception:  # no forecast: a set threshold then asks for confirmation anyway
+            log.warning("could not forecast a run of %s", spec.name, exc_info=True)
+            return None
+
+    async def start_run(
+        self,
+        template: str,
+        task: str,
+        *,
+        inputs: dict[str, Any] | None = None,
+        budget_usd: float | None = None,
+        actor: str = "cli",
+    ) -> RunState:
+        """Validate and record a new run, with its cost forecast; it does not execute anything.
+
+        When the forecast's p90 is above ``[budget] confirm_above_usd`` (or a threshold is set
+        and there is no forecast), the run is recorded waiting for a human's confirmation:
+        nothing starts until ``decide`` confirms it.
+        """
+        if budget_usd is not None and budget_usd < 0:
+            raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
+        threshold = confirm_threshold(self.settings)  # a bad [budget] fails before anything
+        spec, text, resolved, used = self._prepared(template, task, inputs)
+        forecast = await self._forecast(spec, text, used, resolved)
+        confirm = needs_confirmation(forecast, threshold)
         created = ev.RunCreated(
             template=spec.name,
-            task=task.strip(),
+            task=text,
             inputs=resolved,
             spec=spec.model_dump(mode="json"),
-            agents=snapshot,
+            agents={name: agent.model_dump(mode="json") for name, agent in used.items()},
             budget_usd=budget_usd if budget_usd is not None else spec.limits.budget_usd,
             runner=self.runner_label,
             workdir=str(self.settings.project),
+            forecast=forecast.model_dump(mode="json") if forecast is not None else None,
+            confirm_above_usd=threshold if confirm else None,
         )
         run_id = new_run_id()
         now = self.clock()
@@ -228,6 +284,15 @@ class Service:
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
+            if state.confirmation == "pending":  # before anything else, the cost forecast
+                if stage not in (None, CONFIRM_GATE):
+                    raise InvalidState(
+                        f"run {run_id} waits for a human to confirm its cost forecast before "
+                        f"any stage runs; decide that first (stage '{CONFIRM_GATE}' or none)"
+                    )
+                return [
+                    ev.ConfirmationDecided(decision=decision, feedback=feedback, approver=approver)
+                ]
             target = _waiting_stage(state, stage)
             st = state.stages[target]
             if st.status == "awaiting_approval":

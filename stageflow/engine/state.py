@@ -55,6 +55,7 @@ class AttemptInfo:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     context: dict[str, Any] = field(default_factory=dict)
+    choice: dict[str, Any] | None = None  # how agent and model were chosen (attempt_started)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,11 @@ class RunState:
     rollback: str | None = None  # the rollback stage running for ``failing``
     owner: str | None = None
     spent: float = 0.0  # USD over every attempt, kept as events are applied (read spent_usd)
+    forecast: dict[str, Any] | None = None  # the cost forecast made at creation
+    # "pending": a human must confirm the forecast before anything starts (confirm_above_usd)
+    confirmation: Literal["pending", "confirmed"] | None = None
+    confirm_above_usd: float | None = None
+    started_at: float = 0.0  # creation, or the confirmation: the run's timeout counts from it
 
     @property
     def status(self) -> RunStatus:
@@ -133,6 +139,8 @@ class RunState:
             return self.ended
         if self.paused:
             return "paused"
+        if self.confirmation == "pending":
+            return "waiting"
         human = False
         for st in self.stages.values():
             if st.status in _BUSY:
@@ -177,6 +185,10 @@ def initial_state(run_id: str, env: ev.Envelope) -> RunState:
         budget_usd=created.budget_usd,
         seq=env.seq,
         head_hash=env.hash,
+        forecast=dict(created.forecast) if created.forecast is not None else None,
+        confirmation="pending" if created.confirm_above_usd is not None else None,
+        confirm_above_usd=created.confirm_above_usd,
+        started_at=env.at,
     )
 
 
@@ -214,6 +226,7 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
                 agent_hash=e.agent_hash,
                 model_requested=e.model,
                 context=dict(e.context),
+                choice=dict(e.choice) if e.choice is not None else None,
             )
             return _set(
                 state,
@@ -247,6 +260,15 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
                     approval_expires_at=None,
                 ),
             )
+        case ev.ConfirmationDecided():
+            if state.confirmation != "pending":
+                return state  # decided already (a second decision changes nothing)
+            if e.decision == "approve":
+                return replace(state, confirmation="confirmed", started_at=env.at)
+            why = f"cost forecast declined by {e.approver}" + (
+                f": {e.feedback}" if e.feedback else ""
+            )
+            return replace(state, ended="cancelled", end_reason=why)
         case ev.GateBlocked():
             st = state.stages[e.stage]
             return _set(state, replace(st, status="blocked", reason=f"gate false: {e.condition}"))

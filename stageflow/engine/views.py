@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from stageflow.engine.forecasts import CONFIRM_GATE, ForecastCheck, forecast_check
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
@@ -35,14 +36,20 @@ class AttemptView(BaseModel):
     duration_s: float | None
     usage: Usage
     error: str | None = None
+    agent: str | None = None
     agent_hash: str | None = None
     context: dict[str, Any] = Field(default_factory=dict)
+    choice: dict[str, Any] | None = Field(
+        None, description="how agent and model were chosen: task type, scores, the rule"
+    )
 
 
 class StageView(BaseModel):
     id: str
     kind: str  # agent | command
-    agent: str | None
+    agent: str | None  # the agent of the latest attempt (a candidate the profiles chose)
+    candidates: list[str] = Field(default_factory=list)  # agent: [a, b]
+    why: str | None = None  # why this agent and model, when the stage left a choice
     status: str
     attempts: int
     reworks: int
@@ -62,8 +69,8 @@ class StageView(BaseModel):
 class WaitingView(BaseModel):
     """A stage that needs a human, and what to review."""
 
-    stage: str
-    kind: str  # approval | gate
+    stage: str  # the stage, or ``cost_confirmation`` for the run's forecast
+    kind: str  # approval | gate | confirm (the run's cost forecast, before anything starts)
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
@@ -101,6 +108,7 @@ class RunView(BaseModel):
     owner: str | None = None
     seq: int
     workspace: WorkspaceView | None = None
+    forecast: ForecastCheck | None = None  # the forecast made at the start, against the spend
 
 
 class RunListItem(BaseModel):
@@ -128,10 +136,14 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
         model = f"{asked}>{answered}" if mismatch else (answered or asked)
     elif spec.agent and spec.agent in state.agents:
         model = spec.model or state.agents[spec.agent].model
+    choice = cur.choice if cur is not None else None
+    why = choice.get("why") if choice is not None else None
     return StageView(
         id=st.id,
         kind=spec.kind,
-        agent=spec.agent,
+        agent=(cur.agent if cur is not None and cur.agent else spec.agent),
+        candidates=list(spec.candidates),
+        why=why if isinstance(why, str) else None,
         status=st.status,
         attempts=st.attempt,
         reworks=st.reworks,
@@ -171,8 +183,10 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
                 else round(a.finished_at - a.started_at, 3),
                 usage=a.usage,
                 error=a.error,
+                agent=a.agent,
                 agent_hash=a.agent_hash,
                 context=a.context,
+                choice=a.choice,
             )
             for a in st.attempts
         ],
@@ -195,6 +209,11 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
                 f"continue with a higher budget, or `stageflow cancel {rid}`"
             )
         return f"paused; `stageflow resume {rid}` to continue"
+    if waiting and waiting[0].kind == "confirm":
+        return (
+            f"confirm the cost forecast to start: `stageflow approve {rid}`, or decline with "
+            f'`stageflow reject {rid} --feedback "..."`'
+        )
     if waiting:
         w = waiting[0]
         verb = "approve the result of" if w.kind == "approval" else "decide the gate of"
@@ -231,6 +250,15 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
     stages = [_stage_view(state, state.stages[s.id], previews) for s in state.spec.stages]
     waiting: list[WaitingView] = []
     blockers: list[str] = []
+    check = forecast_check(
+        state.forecast,
+        spent_usd=state.spent_usd,
+        stage_costs={sid: (st.usage.cost_usd, st.status) for sid, st in state.stages.items()},
+        confirm_above_usd=state.confirm_above_usd,
+        confirmation=state.confirmation,
+    )
+    if state.ended is None and state.confirmation == "pending":
+        waiting.append(_confirmation(state, check))
     for s in state.spec.stages:
         st = state.stages[s.id]
         open_ = state.ended is None  # an ended run waits for nobody, whatever its stages say
@@ -281,4 +309,21 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         next_action=next_action(state, waiting),
         owner=state.owner,
         seq=state.seq,
+        forecast=check,
     )
+
+
+def _confirmation(state: RunState, check: ForecastCheck | None) -> WaitingView:
+    """The run's wait for a human to confirm its cost forecast."""
+    limit = f"${state.confirm_above_usd:.2f}" if state.confirm_above_usd is not None else "?"
+    if check is None:
+        what = (
+            f"no cost forecast could be made and [budget] confirm_above_usd is {limit}: "
+            "confirm to start the run, reject to cancel it"
+        )
+    else:
+        what = (
+            f"the forecast cost is ${check.p50_usd:.2f} (p50) to ${check.p90_usd:.2f} (p90), "
+            f"above confirm_above_usd {limit}: confirm to start the run, reject to cancel it"
+        )
+    return WaitingView(stage=CONFIRM_GATE, kind="confirm", what=what)

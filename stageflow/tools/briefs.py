@@ -41,13 +41,17 @@ class StageBrief(BaseModel):
     reworks: int = 0
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
+    why: str | None = Field(None, description="why this agent and model (learning profiles)")
 
 
 class GateBrief(BaseModel):
     """A stage waiting for a human, and what to show them."""
 
     stage: str
-    kind: str = Field(description="approval (review the result) or gate (a condition is false)")
+    kind: str = Field(
+        description="approval (review the result), gate (a condition is false) or confirm "
+        "(the run's cost forecast, before it starts)"
+    )
     what: str
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
@@ -68,6 +72,8 @@ class RunBrief(BaseModel):
     waiting: list[GateBrief] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)
     reason: str | None = None
+    forecast_p50_usd: float | None = Field(None, description="the forecast made at the start")
+    forecast_p90_usd: float | None = None
     owner: str | None = Field(None, description="the process executing the run")
     next_action: str = Field(description="what the assistant should do next")
     seq: int = Field(description="log position; it changes whenever the run does")
@@ -84,12 +90,16 @@ def _stage_brief(s: StageView) -> StageBrief:
         reworks=s.reworks,
         artifacts=[a.name for a in s.artifacts],
         reason=short(s.reason) if s.reason and s.status != "succeeded" else None,
+        why=short(s.why, 120) if s.why else None,
     )
 
 
 def _gates(view: RunView) -> list[GateBrief]:
     out = []
     for w in view.waiting:
+        if w.kind == "confirm":  # the run's forecast: no stage to look at
+            out.append(GateBrief(stage=w.stage, kind=w.kind, what=short(w.what)))
+            continue
         stage = next(s for s in view.stages if s.id == w.stage)
         if w.kind == "approval":
             show = [f"{w.stage}/{a.name}" for a in stage.artifacts]
@@ -115,6 +125,12 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         return (
             f"paused ({view.reason or 'by request'}){also}: ask the human whether to continue; "
             f"then call workflow_control(run_id='{rid}', action='resume')"
+        )
+    if gates and gates[0].kind == "confirm":
+        return (
+            f"ask the human whether to spend this much ({gates[0].what}); then call "
+            f"workflow_approve(run_id='{rid}', decision='approve'), or decision='reject' with "
+            "their reason (the run is cancelled)"
         )
     if gates:
         g = gates[0]
@@ -158,6 +174,8 @@ def run_brief(view: RunView) -> RunBrief:
         waiting=gates,
         blockers=[short(b) for b in view.blockers],
         reason=short(view.reason) if view.reason else None,
+        forecast_p50_usd=view.forecast.p50_usd if view.forecast is not None else None,
+        forecast_p90_usd=view.forecast.p90_usd if view.forecast is not None else None,
         owner=view.owner,
         next_action=next_step(view, gates),
         seq=view.seq,
