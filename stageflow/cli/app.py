@@ -4,7 +4,10 @@ index), output helpers and exit codes.
 Attempts this process runs feed the knowledge base like the server's do: their artifacts are
 indexed and marked decisions written (``KnowledgeRecorder``), before the command returns. The
 CLI does not watch files; commands that execute agent stages with the API runner first bring
-the knowledge index up to date, so the stages get current knowledge.
+the knowledge index up to date, so the stages get current knowledge. They feed the learning
+profiles too (``stageflow.learning``): the profiles choose where a stage leaves a choice, the
+service forecasts each new run, and before the command returns the profile tables catch up
+with every run's log.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from stageflow.engine.driver import Until
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
+from stageflow.errors import SpecError
 from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.extras import knowledge_extras
 from stageflow.knowledge.index import KnowledgeIndex
+from stageflow.learning.setup import Learning, build_learning
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
 from stageflow.workspace.view import workspace_probe
@@ -42,6 +47,8 @@ EXIT_WAITING = 5  # --wait stopped at a gate: a human must approve or reject
 EXIT_PAUSED = 6  # the run is paused (at its budget, or by request)
 # commands that may execute agent stages here
 DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
+# commands that cannot do without the learning profiles (a bad [learning] fails them)
+LEARNING_COMMANDS = frozenset({"estimate", "profiles"})
 
 
 @dataclass
@@ -55,6 +62,7 @@ class App:
     knowledge: KnowledgeIndex
     # messages already printed by this command, so the final dashboard does not repeat them
     said: set[str] = field(default_factory=set)
+    learning: Learning | None = None
 
 
 @asynccontextmanager
@@ -80,8 +88,10 @@ async def open_app(
     knowledge = KnowledgeIndex(store, settings)
     recorder = KnowledgeRecorder(store, knowledge, settings)
     runner = None
-    driving = getattr(args, "command", None) in DRIVING_COMMANDS
+    command = getattr(args, "command", None)
+    driving = command in DRIVING_COMMANDS
     try:
+        learning = _learning(settings, store, required=command in LEARNING_COMMANDS)
         runner = make_runner(
             settings,
             offline_delay=offline_delay,
@@ -95,27 +105,52 @@ async def open_app(
             runner,
             max_concurrent_agents=settings.max_concurrent_agents,
             lease_seconds=settings.lease_seconds,
-            sink=compose_sinks(sink, recorder.sink),
+            sink=compose_sinks(sink, recorder.sink, learning.updater.sink if learning else None),
             agents=live.agent if live is not None else None,
+            chooser=learning.chooser if learning is not None else None,
         )
         service = Service(
             settings,
             store,
             runner_label=describe_runner(settings),
             workspace_probe=workspace_probe(settings.project),
+            estimator=learning.estimator if learning is not None else None,
         )
         if driving:
             await _sync_for_stages(settings, knowledge)
         try:
-            yield App(settings, store, service, scheduler, out, quiet, knowledge, said)
+            yield App(settings, store, service, scheduler, out, quiet, knowledge, said, learning)
         finally:
             await recorder.drain()  # what this process's attempts produced, before it exits
+            if learning is not None:
+                await _catch_up(learning)
     finally:
         try:
             if runner is not None:
                 await runner.aclose()  # the model client's connections, on this event loop
         finally:
             await store.close()
+
+
+def _learning(settings: Settings, store: Store, *, required: bool) -> Learning | None:
+    """The learning profiles; a mistake in their config fails the commands that need them
+    and is a warning for the others (they run on the defaults)."""
+    try:
+        return build_learning(settings, store)
+    except SpecError as exc:
+        if required:
+            raise
+        log.warning("learning profiles are off: %s", exc)
+        return None
+
+
+async def _catch_up(learning: Learning) -> None:
+    """Bring the profile tables up to date with every run's log (what this command ran, and
+    anything a process that died left behind); a failure costs only the profiles."""
+    try:
+        await learning.updater.drain()
+    except Exception:
+        log.warning("could not update the learning profiles", exc_info=True)
 
 
 async def _sync_for_stages(settings: Settings, knowledge: KnowledgeIndex) -> None:

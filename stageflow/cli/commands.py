@@ -12,10 +12,11 @@ from typing import Any, TextIO
 
 import anyio
 
-from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
+from stageflow.cli.app import EXIT_FAIL, EXIT_OK, EXIT_WAITING, App, drive, emit, show
 from stageflow.cli.render import render_runs
 from stageflow.config import Settings, load_settings
 from stageflow.engine.catalog_view import agent_info
+from stageflow.engine.forecasts import CONFIRM_GATE
 from stageflow.engine.state import HUMAN_WAIT
 from stageflow.errors import InvalidArgument, InvalidState, Problem, StageflowError
 from stageflow.workflows.model_names import KnownModels
@@ -77,7 +78,9 @@ async def cmd_agents(app: App, args: argparse.Namespace) -> int:
 
 
 async def cmd_run(app: App, args: argparse.Namespace) -> int:
-    inputs = _parse_inputs(args.input)
+    from stageflow.cli.learning import confirm_run
+
+    inputs = parse_inputs(args.input)
     state = await app.service.start_run(
         args.template, args.task, inputs=inputs, budget_usd=args.budget, actor="cli"
     )
@@ -86,13 +89,18 @@ async def cmd_run(app: App, args: argparse.Namespace) -> int:
             f"started run {state.run_id} ({state.template}) with runner "
             f"{app.service.runner_label}\n"
         )
+    state = await confirm_run(app, state, yes=args.yes)  # when its forecast needs a human
     # --wait: until the run ends, or stops for a human (exit 5 at a gate, 6 paused): nothing
     # can happen then until someone approves, rejects or resumes, here or elsewhere
     await drive(app, state.run_id, "idle")
-    return await show(app, state.run_id, as_json=args.json, drove=True, waited=args.wait)
+    code = await show(app, state.run_id, as_json=args.json, drove=True, waited=args.wait)
+    if code == EXIT_OK and (await app.service.state(state.run_id)).confirmation == "pending":
+        return EXIT_WAITING  # nothing ran: a human must confirm the forecast first
+    return code
 
 
-def _parse_inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
+def parse_inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``--input NAME=VALUE`` pairs (JSON values accepted) as a dict."""
     out: dict[str, Any] = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
@@ -135,9 +143,9 @@ async def _decide(app: App, args: argparse.Namespace, decision: str, feedback: s
         approver=args.approver,
     )
     if not app.quiet:
-        decided = args.stage or next(
-            (sid for sid, st in before.stages.items() if st.status in HUMAN_WAIT), "?"
-        )
+        waits = (sid for sid, st in before.stages.items() if st.status in HUMAN_WAIT)
+        pending = before.confirmation == "pending"
+        decided = args.stage or (CONFIRM_GATE if pending else next(waits, "?"))
         app.out.write(f"recorded: {decision} of stage '{decided}' by {args.approver}\n")
     return await _after_command(app, args, state.run_id)
 

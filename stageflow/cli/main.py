@@ -44,6 +44,7 @@ from stageflow.cli.commands import (
     cmd_validate,
 )
 from stageflow.cli.knowledge import add_knowledge_parser
+from stageflow.cli.learning import add_learning_parsers
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 
 # -- parser --------------------------------------------------------------------------------
@@ -103,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep executing until the run ends; exit 5 when a gate waits for a human, 6 when "
         "the run pauses (at its budget)",
     )
+    sp.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm the run's cost forecast when it is above [budget] confirm_above_usd "
+        "(otherwise a terminal asks, and elsewhere the run waits for `stageflow approve`)",
+    )
     sp = add("status", "show one run, or the recent runs", cmd_status, json_=True)
     sp.add_argument("run", nargs="?")
     sp.add_argument("--limit", type=int, default=20)
@@ -156,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--verify", action="store_true", help="recompute the hash chain")
     add_knowledge_parser(sub, common)
+    add_learning_parsers(add)
     add("init", "create .stageflow/ with an example agent, template and note", cmd_init)
     add(
         "doctor",

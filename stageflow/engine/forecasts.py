@@ -127,32 +127,23 @@ class StageCheck(BaseModel):
     p50_usd: float
     p90_usd: float
     actual_usd: float
-    status: str
 
 
 class ForecastCheck(BaseModel):
-    """The forecast against what the run has spent so far (status shows it)."""
-
+    # the forecast against what the run has spent so far (status shows it); ``verdict``: under
+    # p50, between p50 and p90, or above p90. No docstring: it goes into workflow_status's
+    # output schema, which every client lists.
     p50_usd: float
     p90_usd: float
     spent_usd: float
-    verdict: str = Field(description="under p50, between p50 and p90, or above p90 (so far)")
-    expected_stages: float
-    expected_reworks: float
-    confirm_above_usd: float | None = None
-    confirmation: str | None = Field(None, description="pending or confirmed, when required")
+    verdict: str
     stages: list[StageCheck] = Field(default_factory=list)
 
 
 def forecast_check(
-    data: dict[str, Any] | None,
-    *,
-    spent_usd: float,
-    stage_costs: Mapping[str, tuple[float, str]],
-    confirm_above_usd: float | None = None,
-    confirmation: str | None = None,
+    data: dict[str, Any] | None, *, spent_usd: float, stage_costs: Mapping[str, float]
 ) -> ForecastCheck | None:
-    """``data`` (a stored ``RunForecast``) compared with the spend: per stage (cost, status)."""
+    """``data`` (a stored ``RunForecast``) compared with the spend, per stage and in all."""
     if data is None:
         return None
     try:
@@ -170,17 +161,12 @@ def forecast_check(
         p90_usd=fc.p90_usd,
         spent_usd=round(spent_usd, 6),
         verdict=verdict,
-        expected_stages=fc.expected_stages,
-        expected_reworks=fc.expected_reworks,
-        confirm_above_usd=confirm_above_usd,
-        confirmation=confirmation,
         stages=[
             StageCheck(
                 stage=s.stage,
                 p50_usd=s.p50_usd,
                 p90_usd=s.p90_usd,
-                actual_usd=round(stage_costs.get(s.stage, (0.0, ""))[0], 6),
-                status=stage_costs.get(s.stage, (0.0, "pending"))[1],
+                actual_usd=round(stage_costs.get(s.stage, 0.0), 6),
             )
             for s in fc.stages
         ],

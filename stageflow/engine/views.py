@@ -39,9 +39,7 @@ class AttemptView(BaseModel):
     agent: str | None = None
     agent_hash: str | None = None
     context: dict[str, Any] = Field(default_factory=dict)
-    choice: dict[str, Any] | None = Field(
-        None, description="how agent and model were chosen: task type, scores, the rule"
-    )
+    choice: dict[str, Any] | None = None  # how agent and model were chosen (scores, rule)
 
 
 class StageView(BaseModel):
@@ -253,9 +251,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
     check = forecast_check(
         state.forecast,
         spent_usd=state.spent_usd,
-        stage_costs={sid: (st.usage.cost_usd, st.status) for sid, st in state.stages.items()},
-        confirm_above_usd=state.confirm_above_usd,
-        confirmation=state.confirmation,
+        stage_costs={sid: st.usage.cost_usd for sid, st in state.stages.items()},
     )
     if state.ended is None and state.confirmation == "pending":
         waiting.append(_confirmation(state, check))

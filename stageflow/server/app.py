@@ -11,7 +11,9 @@ them from it and the scheduler gives each new attempt its agent's current versio
 watcher re-parses what changed and swaps them, and ``ReloadAnnouncer`` tells the clients (see
 ``stageflow.server.reload``). The knowledge index is brought up to date with the files in the
 background at start (``KnowledgeIndex.sync``), kept current by the watcher, and fed by the
-``KnowledgeRecorder`` (past runs' artifacts, recorded decisions).
+``KnowledgeRecorder`` (past runs' artifacts, recorded decisions). The learning profiles
+(``stageflow.learning``) follow the runs' logs in the background, choose agents and models where
+a stage leaves a choice, and forecast each run before it starts.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from stageflow.config import Settings
 from stageflow.engine.runner import Runner
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
-from stageflow.knowledge.decisions import KnowledgeRecorder
+from stageflow.errors import SpecError
+from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.index import KnowledgeIndex
+from stageflow.learning.setup import Learning, build_learning
 from stageflow.server.client_log import ClientLogForwarder, RememberClients
 from stageflow.server.notify import RunNotifier
 from stageflow.server.reload import ClientSessions, ReloadAnnouncer, RememberSessions
@@ -80,6 +84,7 @@ class AppContext:
     definitions: LiveDefinitions
     knowledge: KnowledgeIndex
     recorder: KnowledgeRecorder
+    learning: Learning | None = None  # None: its config is wrong (logged at start)
     announcer: ReloadAnnouncer | None = None
     stop: anyio.Event = field(default_factory=anyio.Event)
     task_group: TaskGroup | None = None
@@ -156,13 +161,15 @@ def _lifespan(
                 )
             else:
                 used = runner
+            learning = _learning(settings, store)
             scheduler = Scheduler(
                 store,
                 used,
                 max_concurrent_agents=settings.max_concurrent_agents,
                 lease_seconds=settings.lease_seconds,
-                sink=recorder.sink,
+                sink=compose_sinks(recorder.sink, learning.updater.sink if learning else None),
                 agents=live.agent,
+                chooser=learning.chooser if learning is not None else None,
             )
             label = describe_runner(settings)
             notifier = RunNotifier(store, bus)
@@ -175,6 +182,7 @@ def _lifespan(
                     runner_label=label,
                     workspace_probe=workspace_probe(settings.project),
                     definitions=live,
+                    estimator=learning.estimator if learning is not None else None,
                 ),
                 scheduler=scheduler,
                 runner_label=label,
@@ -182,6 +190,7 @@ def _lifespan(
                 definitions=live,
                 knowledge=knowledge,
                 recorder=recorder,
+                learning=learning,
                 announcer=ReloadAnnouncer(
                     server, settings, live, knowledge, notifier, bus, sessions
                 ),
@@ -194,6 +203,8 @@ def _lifespan(
                     await tg.start(app.notifier.run, app.stop)
                     await tg.start(logs.run, app.stop)
                     await tg.start(recorder.run, app.stop)
+                    if learning is not None:  # catches up with every log, then follows them
+                        await tg.start(learning.updater.run, app.stop)
                     tg.start_soon(_sync_knowledge, app)
                     if watch_files:
                         # in the background: a stdio client's ``initialize`` need not wait
@@ -219,6 +230,16 @@ def _lifespan(
             await store.close()
 
     return lifespan
+
+
+def _learning(settings: Settings, store: Store) -> Learning | None:
+    """The learning profiles, or None (logged) when their config is wrong: runs then start
+    on the defaults, and a set confirm_above_usd asks for every run's confirmation."""
+    try:
+        return build_learning(settings, store)
+    except SpecError as exc:
+        log.error("learning profiles are off: %s", exc)
+        return None
 
 
 def _editable_dirs(app: AppContext) -> list[Path]:

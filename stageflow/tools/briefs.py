@@ -41,7 +41,7 @@ class StageBrief(BaseModel):
     reworks: int = 0
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
-    why: str | None = Field(None, description="why this agent and model (learning profiles)")
+    why: str | None = Field(None, description="why this agent and model")
 
 
 class GateBrief(BaseModel):
@@ -50,7 +50,7 @@ class GateBrief(BaseModel):
     stage: str
     kind: str = Field(
         description="approval (review the result), gate (a condition is false) or confirm "
-        "(the run's cost forecast, before it starts)"
+        "(the run's cost forecast)"
     )
     what: str
     show: list[str] = Field(
@@ -72,7 +72,7 @@ class RunBrief(BaseModel):
     waiting: list[GateBrief] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)
     reason: str | None = None
-    forecast_p50_usd: float | None = Field(None, description="the forecast made at the start")
+    forecast_p50_usd: float | None = None
     forecast_p90_usd: float | None = None
     owner: str | None = Field(None, description="the process executing the run")
     next_action: str = Field(description="what the assistant should do next")

@@ -7,13 +7,15 @@ from typing import Annotated, Any, Literal
 from mcp.types import CallToolResult
 from pydantic import Field
 
+from stageflow.engine.forecasts import CONFIRM_GATE, RunForecast
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
 from stageflow.prompts.templates import refresh_prompts
 from stageflow.tools.briefs import next_step
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
-from stageflow.tools.models import CommandResult, StartResult
+from stageflow.tools.forecast import dry_run_result, waits_for_confirmation
+from stageflow.tools.models import CommandResult, ForecastBrief, StartResult
 from stageflow.tools.results import run_uri, tool_result
 
 DEFAULT_ACTOR = "mcp-client"
@@ -25,8 +27,10 @@ contexts) run in the background and never block this call.
 
 Next: poll workflow_status(run_id, wait_seconds=30) until it reports a waiting approval gate
 or the end of the run. Extra template inputs go in `inputs` (e.g. {"severity": "high"});
-budget_usd caps the run's model spend (defaults to the template's limit). Unknown templates
-are reported with the list of known names; missing required inputs with the reason."""
+budget_usd caps the run's model spend (defaults to the template's limit). dry_run=true only
+forecasts the cost (p50/p90). A run forecast above the project's confirm_above_usd waits for
+the human's confirmation (workflow_approve). Unknown templates are reported with the list of
+known names; missing required inputs with the reason."""
 
 APPROVE_DESCRIPTION = """\
 Approve, or reject with feedback, a stage that waits for a human decision: an approval gate
@@ -36,7 +40,9 @@ on your own. `stage` may be omitted when exactly one stage is waiting.
 decision='approve' lets the run continue. decision='reject' needs `feedback` saying what must
 change: for an approval gate the stage reruns (rework) with the feedback and its previous
 artifacts, then waits again; for a blocked gate the stage fails. The approver is recorded in the
-run's audit log. Approving a stage that is not waiting fails with an error naming its state."""
+run's audit log. Approving a stage that is not waiting fails with an error naming its state.
+A run waiting for its cost confirmation (a 'confirm' wait) is decided the same way: approve
+starts it, reject cancels it."""
 
 CONTROL_DESCRIPTION = """\
 Control a run: action='cancel' stops it for good (running subagents are cancelled);
@@ -82,15 +88,21 @@ async def workflow_start(
     budget_usd: Annotated[
         float | None, Field(description="USD cap for the whole run", ge=0)
     ] = None,
+    dry_run: Annotated[bool, Field(description="only forecast the cost; start nothing")] = False,
 ) -> Annotated[CallToolResult, StartResult]:
     """Start a run; returns its id at once."""
     app = deps(ctx)
     await refresh_prompts(ctx, app.settings)  # the template may be new since the last listing
+    if dry_run:
+        return await dry_run_result(app.service, template, task, inputs, app.runner_label)
     with tool_errors():
         state = await app.service.start_run(
             template, task, inputs=inputs, budget_usd=budget_usd, actor=DEFAULT_ACTOR
         )
     app.start_driving(state.run_id)
+    forecast = RunForecast.model_validate(state.forecast) if state.forecast else None
+    if state.confirmation == "pending":
+        return waits_for_confirmation(state, forecast, app.runner_label)
     result = StartResult(
         run_id=state.run_id,
         template=state.template,
@@ -101,6 +113,7 @@ async def workflow_start(
             f"poll workflow_status(run_id='{state.run_id}', wait_seconds=30) until a gate "
             "waits for approval or the run ends"
         ),
+        forecast=ForecastBrief.of(forecast) if forecast is not None else None,
     )
     summary = (
         f"Started run {state.run_id} ({state.template}: {' -> '.join(result.stages)}) with "
@@ -142,6 +155,8 @@ async def workflow_approve(
         )
     app.start_driving(run_id)
     decided = stage or (waiting[0] if len(waiting) == 1 else None)
+    if before.confirmation == "pending":  # the run's cost forecast, not a stage
+        decided = CONFIRM_GATE
     return _command_result(state, decision, decided, who)
 
 
