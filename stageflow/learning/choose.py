@@ -3,9 +3,10 @@
 **Agents** (``rank_agents``, ``pick_agent``): every candidate is scored with
 ``stageflow.learning.scoring`` on its executions of the task type (all models pooled); the
 highest score wins, ties going to the template's order. When no candidate has executions of
-the task type, the first candidate runs (the template's default). The ranking takes any list of
-names, so a caller that leaves the agent open (a coordinator's work item) can pass the whole
-registry.
+the task type, the first candidate runs (the template's default). A candidate that already
+failed in the stage is unavailable for its retries while another one is left. The ranking
+takes any list of names, so a caller that leaves the agent open (a coordinator's work item) can
+pass the whole registry.
 
 **Models** (``model_options``, ``choose_model``, for ``model: auto``): each model of ``[learning]
 models`` (and the agent's own) gets its expected success for this agent and task type
@@ -115,6 +116,8 @@ def pick_agent(scores: Sequence[AgentScore]) -> tuple[AgentScore, str]:
     """The candidate to run and the rule that chose it."""
     runnable = [s for s in scores if s.parts.base > 0] or list(scores)
     if all(s.parts.executions == 0 for s in runnable):
+        if runnable[0] is not scores[0]:
+            return runnable[0], "the first candidate that has not failed here"
         return runnable[0], "no history for the task type: the first candidate"
     best = max(runnable, key=lambda s: (round(s.score, 9), -scores.index(s)))
     return best, "the highest score"

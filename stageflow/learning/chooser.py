@@ -91,14 +91,18 @@ def plan_choice(
 ) -> Decided:
     """The agent and model for one attempt of ``stage`` (``rng`` None: no exploration).
 
-    ``failed(agent)`` names the model ids that already failed in this stage for that agent.
+    ``failed(agent)`` names the model ids that already failed in this stage for that agent; a
+    candidate with such failures counts as unavailable (base 0) while another one is left, so
+    a retry tries another candidate.
     """
     names = list(candidates)
     task_types = {n: task_type_of(spec, stage, n, task, candidates[n]) for n in names}
     record: dict[str, Any] = {}
     who = names[0]
     if len(names) > 1:
-        scores = rank_agents(book, names, task_types, now=now, loads=loads)
+        tried = {n: not failed(n) for n in names}
+        available = tried if any(tried.values()) else None
+        scores = rank_agents(book, names, task_types, now=now, loads=loads, available=available)
         best, rule = pick_agent(scores)
         agent = best.agent
         record["agent"] = {

@@ -7,8 +7,8 @@ the stage's wins. Otherwise a small keyword classifier infers it:
    investigator -> ``investigate``, tester -> ``test``, reviewer -> ``review``, documenter and
    editor -> ``docs``, security-auditor and pentester -> ``security``, devops and
    release-manager -> ``release``, developer and frontend-developer -> ``implement``); another
-   agent is matched by the words of its name and description against the same roles
-   (``ROLE_WORDS``, in that order), and is ``implement`` when nothing matches.
+   agent gets the role whose words (``ROLE_WORDS``) its name and description hit most, ties
+   going to the one listed first, and is ``implement`` when nothing matches.
 2. An ``implement`` role is refined by the **task text**: the category with the most keyword
    hits (``TASK_WORDS``: ``bugfix``, ``refactor``, ``performance``, ``security``, ``docs``)
    wins, ties going to the one listed first, and ``feature`` when none matches.
@@ -82,18 +82,24 @@ def _hits(text: str, words: tuple[str, ...]) -> int:
 
 
 def role_of(agent: str, definition: AgentDefinition | None = None) -> str:
-    """The agent's role: its built-in name's, else the first role its words match."""
+    """The agent's role: its built-in name's, else the role its words hit most."""
     known = ROLE_BY_NAME.get(agent)
     if known is not None:
         return known
     text = " ".join(
         [agent.replace("-", " ").replace("_", " "), definition.description if definition else ""]
     )
-    text = text.lower()
-    for role, words in ROLE_WORDS:
-        if _hits(text, words):
-            return role
-    return "implement"
+    return _most(text.lower(), ROLE_WORDS, "implement")
+
+
+def _most(text: str, table: tuple[tuple[str, tuple[str, ...]], ...], otherwise: str) -> str:
+    """The entry of ``table`` whose words ``text`` hits most (ties: the first listed)."""
+    best, most = otherwise, 0
+    for kind, words in table:
+        n = _hits(text, words)
+        if n > most:
+            best, most = kind, n
+    return best
 
 
 def classify(agent: str, task: str, definition: AgentDefinition | None = None) -> str:
@@ -101,13 +107,7 @@ def classify(agent: str, task: str, definition: AgentDefinition | None = None) -
     role = role_of(agent, definition)
     if role != "implement":
         return role
-    text = task.lower()
-    best, most = "feature", 0
-    for kind, words in TASK_WORDS:
-        n = _hits(text, words)
-        if n > most:
-            best, most = kind, n
-    return best
+    return _most(task.lower(), TASK_WORDS, "feature")
 
 
 def task_type_of(
