@@ -11,44 +11,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import anyio.to_thread
 
-from stageflow.cli.app import EXIT_OK, App, emit
+from stageflow.cli.app import App, emit
+from stageflow.cli.exits import EXIT_OK
+from stageflow.cli.inputs import parse_inputs
 from stageflow.cli.render import money
 from stageflow.engine.forecasts import CONFIRM_GATE, RunForecast
 from stageflow.engine.state import RunState
 from stageflow.errors import InvalidState
 
-__all__ = ["add_learning_parsers", "cmd_estimate", "cmd_profiles", "confirm_run"]
-
-
-def add_learning_parsers(add: Callable[..., argparse.ArgumentParser]) -> None:
-    """The two commands, on the main parser's ``add`` helper."""
-    sp = add(
-        "estimate",
-        "forecast a run's cost (p50/p90 per stage) without starting it",
-        cmd_estimate,
-        json_=True,
-    )
-    sp.add_argument("template")
-    sp.add_argument("--task", required=True, help="what the workflow should achieve")
-    sp.add_argument(
-        "--input", action="append", metavar="NAME=VALUE", help="template input; repeatable"
-    )
-    sp = add(
-        "profiles",
-        "show the learning profiles (agent x task type x model)",
-        cmd_profiles,
-        json_=True,
-    )
-    sp.add_argument("--agent", help="only this agent")
-    sp.add_argument("--task-type", dest="task_type", help="only this task type")
-    sp.add_argument(
-        "--rebuild", action="store_true", help="rebuild the profiles from every run's log first"
-    )
+__all__ = ["cmd_estimate", "cmd_profiles", "confirm_run"]
 
 
 def render_forecast(fc: RunForecast, out: TextIO) -> None:
@@ -79,8 +54,6 @@ def render_forecast(fc: RunForecast, out: TextIO) -> None:
 
 
 async def cmd_estimate(app: App, args: argparse.Namespace) -> int:
-    from stageflow.cli.commands import parse_inputs
-
     fc = await app.service.estimate(args.template, args.task, inputs=parse_inputs(args.input))
     if args.json:
         emit(app, fc)

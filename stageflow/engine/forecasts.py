@@ -16,9 +16,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from stageflow.agents.definition import AgentDefinition
+from stageflow.base import Model
 from stageflow.config import Settings
 from stageflow.errors import Problem, SpecError
 from stageflow.workflows.spec import WorkflowSpec
@@ -28,7 +29,7 @@ CONFIRM_GATE = "cost_confirmation"  # how status names the confirmation a run wa
 Basis = Literal["history", "profile", "prior", "none"]
 
 
-class StageForecast(BaseModel):
+class StageForecast(Model):
     """One stage's expected cost: when it runs, its cost's median and 90th percentile."""
 
     stage: str
@@ -48,7 +49,7 @@ class StageForecast(BaseModel):
     samples: int = Field(0, description="past attempts the figures come from")
 
 
-class RunForecast(BaseModel):
+class RunForecast(Model):
     """The forecast of a whole run (totals are percentiles of the run's cost, not sums)."""
 
     template: str
@@ -122,14 +123,14 @@ def needs_confirmation(forecast: RunForecast | None, threshold: float | None) ->
     return forecast is None or forecast.p90_usd > threshold
 
 
-class StageCheck(BaseModel):
+class StageCheck(Model):
     stage: str
     p50_usd: float
     p90_usd: float
     actual_usd: float
 
 
-class ForecastCheck(BaseModel):
+class ForecastCheck(Model):
     # the forecast against what the run has spent so far (status shows it); ``verdict``: under
     # p50, between p50 and p90, or above p90. No docstring: it goes into workflow_status's
     # output schema, which every client lists.

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from stageflow.base import Model
 from stageflow.engine.forecasts import CONFIRM_GATE, ForecastCheck, forecast_check
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
 
 
-class ArtifactView(BaseModel):
+class ArtifactView(Model):
     stage: str
     name: str
     version: int
@@ -23,7 +24,7 @@ class ArtifactView(BaseModel):
     preview: str = ""
 
 
-class AttemptView(BaseModel):
+class AttemptView(Model):
     number: int
     kind: str
     started_at: float | None = None
@@ -42,7 +43,7 @@ class AttemptView(BaseModel):
     choice: dict[str, Any] | None = None  # how agent and model were chosen (scores, rule)
 
 
-class StageView(BaseModel):
+class StageView(Model):
     id: str
     kind: str  # agent | command
     agent: str | None  # the agent of the latest attempt (a candidate the profiles chose)
@@ -64,7 +65,7 @@ class StageView(BaseModel):
     history: list[AttemptView] = Field(default_factory=list)
 
 
-class WaitingView(BaseModel):
+class WaitingView(Model):
     """A stage that needs a human, and what to review."""
 
     stage: str  # the stage, or ``cost_confirmation`` for the run's forecast
@@ -74,7 +75,7 @@ class WaitingView(BaseModel):
     expires_at: float | None = None
 
 
-class WorkspaceView(BaseModel):
+class WorkspaceView(Model):
     """Where a run's stages work (a git worktree and branch), and what they changed."""
 
     path: str
@@ -87,7 +88,7 @@ class WorkspaceView(BaseModel):
     diff: str | None = None  # one line per file
 
 
-class RunView(BaseModel):
+class RunView(Model):
     run_id: str
     template: str
     task: str
@@ -109,7 +110,7 @@ class RunView(BaseModel):
     forecast: ForecastCheck | None = None  # the forecast made at the start, against the spend
 
 
-class RunListItem(BaseModel):
+class RunListItem(Model):
     run_id: str
     template: str
     task: str

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from stageflow.base import Model
 from stageflow.learning import scoring
 from stageflow.learning.book import ProfileBook
 from stageflow.learning.config import LearningConfig
@@ -22,7 +23,7 @@ from stageflow.store.profiles import ProfileRow
 __all__ = ["ProfileView", "ProfilesResult", "profiles_result"]
 
 
-class ProfileView(BaseModel):
+class ProfileView(Model):
     agent: str
     task_type: str
     model: str
@@ -45,7 +46,7 @@ class ProfileView(BaseModel):
     why: str
 
 
-class ProfilesResult(BaseModel):
+class ProfilesResult(Model):
     profiles: list[ProfileView]
     success_threshold: float
     explore_share: float

@@ -19,14 +19,16 @@ a stage leaves a choice, and forecast each run before it starts.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 
@@ -39,11 +41,13 @@ from stageflow.engine.service import Service
 from stageflow.errors import SpecError
 from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.index import KnowledgeIndex
-from stageflow.learning.setup import Learning, build_learning
 from stageflow.server.client_log import ClientLogForwarder, RememberClients
 from stageflow.server.notify import RunNotifier
 from stageflow.server.reload import ClientSessions, ReloadAnnouncer, RememberSessions
 from stageflow.store.store import Store
+
+if TYPE_CHECKING:
+    from stageflow.learning.setup import Learning
 
 __all__ = ["INSTRUCTIONS", "AppContext", "build_server"]
 
@@ -51,6 +55,10 @@ log = logging.getLogger(__name__)
 
 KNOWLEDGE_SYNC_WAIT_S = 5.0
 WATCH_START_WAIT_S = 5.0
+# background work (adopting runs, the knowledge sync, the file watcher) starts once a client's
+# first request arrived, so it does not compete with answering ``initialize`` on a busy
+# machine; at the latest after this long (an HTTP server may see no request for a while)
+FIRST_REQUEST_WAIT_S = 1.0
 
 INSTRUCTIONS = """\
 stageflow runs a big coding task as a durable workflow of short-lived subagents (design,
@@ -92,6 +100,13 @@ class AppContext:
     knowledge_synced: anyio.Event = field(default_factory=anyio.Event)
     #: set once the file watcher is in place (or will not run)
     watching: anyio.Event = field(default_factory=anyio.Event)
+    #: set by the first request a client sends (see ``FIRST_REQUEST_WAIT_S``)
+    first_request: anyio.Event = field(default_factory=anyio.Event)
+
+    async def warmed_up(self) -> None:
+        """Wait for a client's first request, at most ``FIRST_REQUEST_WAIT_S``."""
+        with anyio.move_on_after(FIRST_REQUEST_WAIT_S):
+            await self.first_request.wait()
 
     def start_driving(self, run_id: str) -> None:
         """Execute ``run_id`` in the background now (not at the scheduler's next poll).
@@ -138,13 +153,13 @@ def _lifespan(
     bus: SubscriptionBus,
     logs: ClientLogForwarder,
     sessions: ClientSessions,
+    requests: FirstRequest,
     *,
     watch_files: bool,
 ) -> Callable[[MCPServer[AppContext]], AbstractAsyncContextManager[AppContext]]:
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         from stageflow.knowledge.extras import knowledge_extras
-        from stageflow.prompts.templates import sync_prompts
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.workspace.view import workspace_probe
 
@@ -162,6 +177,11 @@ def _lifespan(
             else:
                 used = runner
             learning = _learning(settings, store)
+            # the prompts of the live catalog (the server's own slash commands), as they stand
+            # when it starts; tools and resources come on first use (StageflowMCP)
+            from stageflow.prompts.templates import sync_prompts
+
+            sync_prompts(server, settings, live.catalog)
             scheduler = Scheduler(
                 store,
                 used,
@@ -195,20 +215,20 @@ def _lifespan(
                     server, settings, live, knowledge, notifier, bus, sessions
                 ),
             )
-            sync_prompts(server, settings, live.catalog)  # the prompts of the live catalog
             try:
                 async with anyio.create_task_group() as tg:
                     app.task_group = tg
-                    tg.start_soon(scheduler.serve, app.stop)
+                    requests.seen = app.first_request
+                    tg.start_soon(_after_first_request, app, scheduler.serve, app.stop)
                     await tg.start(app.notifier.run, app.stop)
                     await tg.start(logs.run, app.stop)
                     await tg.start(recorder.run, app.stop)
                     if learning is not None:  # catches up with every log, then follows them
-                        await tg.start(learning.updater.run, app.stop)
-                    tg.start_soon(_sync_knowledge, app)
+                        tg.start_soon(_after_first_request, app, learning.updater.run, app.stop)
+                    tg.start_soon(_after_first_request, app, _sync_knowledge, app)
                     if watch_files:
                         # in the background: a stdio client's ``initialize`` need not wait
-                        tg.start_soon(_watch, app)
+                        tg.start_soon(_after_first_request, app, _watch, app)
                     else:
                         app.watching.set()
                     package_log = logging.getLogger("stageflow")
@@ -235,11 +255,34 @@ def _lifespan(
 def _learning(settings: Settings, store: Store) -> Learning | None:
     """The learning profiles, or None (logged) when their config is wrong: runs then start
     on the defaults, and a set confirm_above_usd asks for every run's confirmation."""
+    from stageflow.learning.setup import build_learning  # on the lifespan, not at import
+
     try:
         return build_learning(settings, store)
     except SpecError as exc:
         log.error("learning profiles are off: %s", exc)
         return None
+
+
+async def _after_first_request(
+    app: AppContext, fn: Callable[..., Awaitable[None]], *args: Any
+) -> None:
+    await app.warmed_up()
+    await fn(*args)
+
+
+class FirstRequest:
+    """Middleware: marks the server's first request (``AppContext.first_request``)."""
+
+    def __init__(self) -> None:
+        self.seen: anyio.Event | None = None  # the lifespan's event, once it runs
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if self.seen is not None:
+            self.seen.set()
+        return await call_next(ctx)
 
 
 def _editable_dirs(app: AppContext) -> list[Path]:
@@ -307,29 +350,37 @@ def build_server(
     ``runner`` replaces the runner chosen by ``settings`` (tests pass scripted ones);
     ``watch_files=False`` serves without the file watcher (no hot reload).
     """
-    from stageflow.prompts.templates import register_prompts
-    from stageflow.server.knowledge_resource import register_knowledge_resource
     from stageflow.server.mcp_server import StageflowMCP
     from stageflow.server.notify import register_subscriptions
-    from stageflow.server.resources import register_resources
-    from stageflow.tools import register_tools
+
+    def register(mcp: MCPServer[Any]) -> None:
+        # on first use (a listing or a call), not before ``initialize`` is answered
+        from stageflow.prompts.templates import register_prompts
+        from stageflow.server.knowledge_resource import register_knowledge_resource
+        from stageflow.server.resources import register_resources
+        from stageflow.tools import register_tools
+
+        register_tools(mcp)
+        register_resources(mcp)
+        register_knowledge_resource(mcp)
+        register_prompts(mcp, settings, sync=False)  # the lifespan synced them with the files
 
     # our own bus, so the lifespan can announce run changes outside any request
     bus = InMemorySubscriptionBus()
     logs = ClientLogForwarder()  # WARNING+ from stageflow also reaches clients as MCP logs
     sessions = ClientSessions()  # handshake-era clients, told when the prompt list changes
+    requests = FirstRequest()
     mcp: MCPServer[AppContext] = StageflowMCP(
         "stageflow",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=_lifespan(settings, runner, bus, logs, sessions, watch_files=watch_files),
+        lifespan=_lifespan(
+            settings, runner, bus, logs, sessions, requests, watch_files=watch_files
+        ),
         subscriptions=bus,
         log_level="WARNING",
-        middleware=[RememberClients(logs), RememberSessions(sessions)],
+        middleware=[requests, RememberClients(logs), RememberSessions(sessions)],
+        register=register,
     )
-    register_tools(mcp)
-    register_resources(mcp)
-    register_knowledge_resource(mcp)
     register_subscriptions(mcp)
-    register_prompts(mcp, settings)
     return mcp

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from stageflow.base import Model
 from stageflow.engine.catalog_view import (  # the catalog models live with the engine's views
     AgentInfo,
     InputInfo,
@@ -29,14 +30,14 @@ __all__ = [
 ]
 
 
-class StageCost(BaseModel):
+class StageCost(Model):
     stage: str
     p50_usd: float
     p90_usd: float
     basis: str  # history, profile, prior or none
 
 
-class ForecastBrief(BaseModel):
+class ForecastBrief(Model):
     # a run's forecast, compact (``stageflow estimate --json`` has every figure); no
     # docstring: it would go into workflow_start's output schema
 
@@ -60,7 +61,7 @@ class ForecastBrief(BaseModel):
         )
 
 
-class StartResult(BaseModel):
+class StartResult(Model):
     run_id: str | None = Field(None, description="null for a dry run")
     template: str
     status: str = Field(description="the run's status, or 'dry_run'")
@@ -71,7 +72,7 @@ class StartResult(BaseModel):
     confirm: str | None = Field(None, description="what the human must confirm first")
 
 
-class StatusResult(BaseModel):
+class StatusResult(Model):
     run: RunBrief | None = Field(None, description="the run, when run_id was given")
     full: RunView | None = Field(
         None, description='with detail="full": every attempt, its usage and context manifest'
@@ -89,7 +90,7 @@ class TemplatesBrief(CatalogBrief):
     )
 
 
-class CommandResult(BaseModel):
+class CommandResult(Model):
     """The outcome of an approval, rejection or control action."""
 
     run_id: str
@@ -101,7 +102,7 @@ class CommandResult(BaseModel):
     next_action: str
 
 
-class ArtifactPage(BaseModel):
+class ArtifactPage(Model):
     run_id: str
     stage: str
     name: str
