@@ -26,7 +26,7 @@ from stageflow.workflows.spec import WorkflowSpec
 
 CONFIRM_GATE = "cost_confirmation"  # how status names the confirmation a run waits for
 
-Basis = Literal["history", "profile", "prior", "none"]
+Basis = Literal["history", "profile", "prior", "unpriced", "none"]
 
 
 class StageForecast(Model):
@@ -44,7 +44,8 @@ class StageForecast(Model):
     basis: Basis = Field(
         "prior",
         description="history: this stage of this template; profile: the agent, task type and "
-        "model elsewhere; prior: tokens per role x the price table; none: a command",
+        "model elsewhere; prior: tokens per role x the price table; unpriced: a model with no "
+        "price and no history (its cost is unknown, counted as 0 here); none: a command",
     )
     samples: int = Field(0, description="past attempts the figures come from")
 
@@ -117,10 +118,13 @@ def confirm_threshold(settings: Settings) -> float | None:
 
 def needs_confirmation(forecast: RunForecast | None, threshold: float | None) -> bool:
     """A run needs a human's confirmation when its p90 is above the threshold, or when a
-    threshold is set and there is no forecast to compare."""
+    threshold is set and the forecast cannot be compared with it: none at all, a p90 that is
+    not a finite number, or a stage whose model has no price (its cost is unknown)."""
     if threshold is None:
         return False
-    return forecast is None or forecast.p90_usd > threshold
+    if forecast is None or any(s.basis == "unpriced" for s in forecast.stages):
+        return True
+    return not (math.isfinite(forecast.p90_usd) and forecast.p90_usd <= threshold)
 
 
 class StageCheck(Model):

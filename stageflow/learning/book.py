@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from stageflow.learning.stats import sane
 from stageflow.store.profiles import ProfileStore, SampleRow
 
 __all__ = ["CHECK_INTERVAL_S", "BookCache", "ProfileBook"]
@@ -42,8 +43,9 @@ class ProfileBook:
         return len(self._by_id)
 
     def add(self, samples: Iterable[SampleRow]) -> None:
-        """Take ``samples`` in, replacing earlier versions of the same attempts."""
-        for s in samples:
+        """Take ``samples`` in, replacing earlier versions of the same attempts; samples whose
+        figures cannot be reckoned with are left out (``stats.sane``)."""
+        for s in sane(list(samples)):
             ident = (s.run_id, s.stage, s.attempt)
             old = self._by_id.get(ident)
             if old is not None:

@@ -137,7 +137,10 @@ def _plan_stage(
         draw = _draw_from([s.cost_usd for s in pool])
     else:
         fail, rework = 1.0 - priors.SUCCESS, priors.REWORK
-        draw = _draw_prior(priors.prior_cost(d.task_type, d.model_id, prices) or 0.0)
+        prior = priors.prior_cost(d.task_type, d.model_id, prices)
+        if prior is None:  # no price, no history: unknown (a set threshold then asks)
+            basis = "unpriced"
+        draw = _draw_prior(prior or 0.0)
     out = StageForecast(
         stage=stage.id,
         agent=d.agent,
@@ -212,7 +215,9 @@ def forecast(
                 }
             )
         )
-    counts = {b: sum(1 for o in outs if o.basis == b) for b in ("history", "profile", "prior")}
+    counts = {
+        b: sum(1 for o in outs if o.basis == b) for b in ("history", "profile", "prior", "unpriced")
+    }
     note = ", ".join(f"{k} stage(s) from {b}" for b, k in counts.items() if k)
     return RunForecast(
         template=spec.name,

@@ -17,11 +17,12 @@ for; its task type the one the choice recorded, else ``tasktype.task_type_of``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from stageflow import events as ev
 from stageflow.engine.state import AttemptInfo, RunState
-from stageflow.learning.stats import FAILURE, REWORK, SUCCESS
+from stageflow.learning.stats import FAILURE, REWORK, SUCCESS, sane, usable
 from stageflow.learning.tasktype import task_type_of
 from stageflow.store.profiles import SampleRow
 
@@ -30,6 +31,8 @@ __all__ = ["NOT_LEARNED_RUNNERS", "observe"]
 NOT_LEARNED_RUNNERS = frozenset({"offline", "command"})
 _DONE = ("passed", "changes_requested")
 _FAILED = ("failed", "timed_out", "budget_exceeded")
+
+log = logging.getLogger(__name__)
 
 Resolve = Callable[[str | None], str]  # a model name as asked -> the model id
 
@@ -51,7 +54,22 @@ def _learned(state: RunState, info: AttemptInfo) -> bool:
 
 
 def observe(env: ev.Envelope, state: RunState, resolve: Resolve) -> list[SampleRow]:
-    """The samples ``env`` completes (usually none, at most one)."""
+    """The samples ``env`` completes (usually none, at most one); an attempt whose figures
+    cannot be reckoned with (a cost that is not a finite non-negative number) teaches
+    nothing, and says so in the log."""
+    found = _observe(env, state, resolve)
+    kept = sane(found)
+    if len(kept) < len(found):
+        log.warning(
+            "profiles: run %s entry %d: attempt figures unusable, not learned: %s",
+            env.run_id,
+            env.seq,
+            [(s.stage, s.attempt, s.cost_usd, s.tokens) for s in found if not usable(s)],
+        )
+    return kept
+
+
+def _observe(env: ev.Envelope, state: RunState, resolve: Resolve) -> list[SampleRow]:
     e = env.event
     if isinstance(e, ev.AttemptFinished):
         info = _attempt(state, e.stage, e.attempt)

@@ -69,7 +69,7 @@ class ProfileRow:
     last_at: float
 
 
-Aggregate = Callable[[Sequence[SampleRow]], ProfileRow]
+Aggregate = Callable[[Sequence[SampleRow]], ProfileRow | None]  # None: no usable sample
 
 _SAMPLE_COLUMNS = (
     "run_id, stage, attempt, template, agent, task_type, model, result, tokens, cost_usd, "
@@ -102,6 +102,7 @@ _BEHIND = (
     "LEFT JOIN profile_progress p ON p.run_id = r.run_id "
     "WHERE r.last_seq > COALESCE(p.seq, 0) ORDER BY r.created_at"
 )
+_DROP_PROFILE = "DELETE FROM profiles WHERE agent = ? AND task_type = ? AND model = ?"
 _PROGRESS = "SELECT seq FROM profile_progress WHERE run_id = ?"
 _GENERATION = "SELECT generation FROM profile_state WHERE id = 1"
 _BUMP = "UPDATE profile_state SET generation = generation + 1"
@@ -138,6 +139,15 @@ def _profile(row: Sequence[Any]) -> ProfileRow:
     )
 
 
+async def _put_profile(
+    conn: aiosqlite.Connection, key: tuple[str, str, str], row: ProfileRow | None
+) -> None:
+    if row is None:  # no usable sample left under the key
+        await conn.execute(_DROP_PROFILE, key)
+    else:
+        await conn.execute(_PUT_PROFILE, astuple(row))
+
+
 class ProfileStore:
     """The profile tables on a ``Store``'s database (see the module docstring)."""
 
@@ -157,7 +167,7 @@ class ProfileStore:
             await self._put(conn, samples, progress)
             for key in sorted({s.key for s in samples}):
                 rows = [_sample(r) for r in await fetch_all(conn, _KEY_SAMPLES, key)]
-                await conn.execute(_PUT_PROFILE, astuple(aggregate(rows)))
+                await _put_profile(conn, key, aggregate(rows))
             if samples:  # only a changed sample changes what readers hold
                 await conn.execute(_BUMP)
             return int((await fetch_all(conn, _GENERATION))[0][0])
@@ -175,7 +185,7 @@ class ProfileStore:
             for s in sorted(samples, key=lambda s: (s.at, s.run_id, s.stage, s.attempt)):
                 by_key.setdefault(s.key, []).append(s)
             for key in sorted(by_key):
-                await conn.execute(_PUT_PROFILE, astuple(aggregate(by_key[key])))
+                await _put_profile(conn, key, aggregate(by_key[key]))
             await conn.execute(_BUMP)
             return int((await fetch_all(conn, _GENERATION))[0][0])
 

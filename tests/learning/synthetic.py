@@ -24,6 +24,7 @@ def sample(
     age_days: float = 0.0,
     cost: float = 0.10,
     tokens: int = 1000,
+    duration: float = 1.0,
     template: str = "t",
     stage: str = "s",
     explored: bool = False,
@@ -41,7 +42,7 @@ def sample(
         result=result or ("success" if ok else "failure"),
         tokens=tokens,
         cost_usd=cost,
-        duration_s=1.0,
+        duration_s=duration,
         at=NOW - age_days * DAY,
         explored=explored,
     )
