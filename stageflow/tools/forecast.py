@@ -59,9 +59,10 @@ def waits_for_confirmation(state: RunState, fc: RunForecast | None, runner: str)
         runner=runner,
         stages=[s.id for s in state.spec.stages],
         next_action=(
-            f"nothing runs yet: ask the human whether to spend {_money(fc)}; then call "
-            f"workflow_approve(run_id='{state.run_id}', decision='approve'), or "
-            "decision='reject' with their reason (the run is cancelled). Never decide yourself."
+            f"nothing runs yet: the human must confirm spending {_money(fc)}. Call "
+            f"workflow_approve(run_id='{state.run_id}', decision='approve') and the server asks "
+            "them directly; or decision='reject' with their reason (the run is cancelled). "
+            "Never decide yourself."
         ),
         forecast=ForecastBrief.of(fc) if fc is not None else None,
         confirm=confirm,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from mcp.server.mcpserver import ElicitationResult, Resolve
 from mcp.types import CallToolResult
 from pydantic import Field
 
@@ -12,6 +13,7 @@ from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
 from stageflow.prompts.templates import refresh_prompts
 from stageflow.tools.briefs import next_step
+from stageflow.tools.confirm import ConfirmSpend, ask_the_human, human_confirmed
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
 from stageflow.tools.forecast import dry_run_result, waits_for_confirmation
@@ -29,8 +31,8 @@ Next: poll workflow_status(run_id, wait_seconds=30) until it reports a waiting a
 or the end of the run. Extra template inputs go in `inputs` (e.g. {"severity": "high"});
 budget_usd caps the run's model spend (defaults to the template's limit). dry_run=true only
 forecasts the cost (p50/p90). A run forecast above the project's confirm_above_usd waits for
-the human's confirmation (workflow_approve). Unknown templates are reported with the list of
-known names; missing required inputs with the reason."""
+the human's confirmation (workflow_approve asks them). Unknown templates are reported with
+the list of known names; missing required inputs with the reason."""
 
 APPROVE_DESCRIPTION = """\
 Approve, or reject with feedback, a stage that waits for a human decision: an approval gate
@@ -41,8 +43,9 @@ decision='approve' lets the run continue. decision='reject' needs `feedback` say
 change: for an approval gate the stage reruns (rework) with the feedback and its previous
 artifacts, then waits again; for a blocked gate the stage fails. The approver is recorded in the
 run's audit log. Approving a stage that is not waiting fails with an error naming its state.
-A run waiting for its cost confirmation (a 'confirm' wait) is decided the same way: approve
-starts it, reject cancels it."""
+A run waiting for its cost confirmation (a 'confirm' wait): reject cancels it; approve makes
+the server ask the human directly (a confirmation form in your client) and starts the run
+only if they accept."""
 
 CONTROL_DESCRIPTION = """\
 Control a run: action='cancel' stops it for good (running subagents are cancelled);
@@ -139,12 +142,21 @@ async def workflow_approve(
     approver: Annotated[
         str | None, Field(description="who decided (recorded in the audit log)")
     ] = None,
+    human: Annotated[ElicitationResult[ConfirmSpend], Resolve(ask_the_human)] = None,  # type: ignore[assignment]
 ) -> Annotated[CallToolResult, CommandResult]:
     """Approve or reject a waiting gate."""
     app = deps(ctx)
     who = _actor(approver)
     with tool_errors():
         before = await app.service.state(run_id)
+        if (
+            before.confirmation == "pending"
+            and decision == "approve"
+            and stage in (None, CONFIRM_GATE)
+        ):
+            # the spend is the human's to confirm: they answered the server, not the model
+            human_confirmed(before, human, str(app.settings.project))
+            who = f"{who}, confirmed by the human"
         waiting = [
             sid
             for sid, st in before.stages.items()

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, ElicitResult, TextContent
 
 from stageflow.config import load_settings
 from stageflow.server.app import build_server
@@ -40,6 +40,22 @@ def ok(result: CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
+class Human:
+    """The person behind the client: answers each confirmation form in turn (an action, or
+    the accepted content) and keeps what they were asked."""
+
+    def __init__(self, answers: list[str | dict[str, Any]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def __call__(self, context: Any, params: Any) -> ElicitResult:
+        self.asked.append(params.message)
+        answer = self.answers.pop(0)
+        if isinstance(answer, str):
+            return ElicitResult(action=answer)  # type: ignore[arg-type]
+        return ElicitResult(action="accept", content=answer)
+
+
 def project_with(root: Path, config: str) -> Path:
     (root / ".stageflow" / "workflows").mkdir(parents=True)
     (root / ".stageflow" / "workflows" / "one.yaml").write_text(ONE, encoding="utf-8")
@@ -55,7 +71,8 @@ async def test_over_mcp_only_workflow_approve_starts_a_run_above_the_threshold(
     # the documenter's prior costs a few cents: any threshold below that needs a confirmation
     project = project_with(tmp_path / "p", "[budget]\nconfirm_above_usd = 0.0001\n")
     server = build_server(load_settings(project), watch_files=False)
-    async with Client(server, mode=mode) as client:
+    human = Human(["decline", {"start": False}, {"start": True}])
+    async with Client(server, mode=mode, elicitation_callback=human) as client:
         dry = ok(
             await client.call_tool(
                 "workflow_start", {"template": "one", "task": "Document the CLI", "dry_run": True}
@@ -104,13 +121,27 @@ async def test_over_mcp_only_workflow_approve_starts_a_run_above_the_threshold(
         status = ok(await client.call_tool("workflow_status", {"run_id": rid}))
         assert status["run"]["stages"][0]["status"] == "pending"
 
-        # the explicit decision does
+        assert human.asked == []  # no question for a call that cannot confirm anything
+
+        # the model's approve makes the server ask the human; only their "start" confirms
+        for answer in ("(decline)", "did not confirm"):
+            refused = await client.call_tool(
+                "workflow_approve", {"run_id": rid, "decision": "approve", "approver": "ana"}
+            )
+            assert refused.is_error and answer in text(refused) and "still waits" in text(refused)
+            status = ok(await client.call_tool("workflow_status", {"run_id": rid}))
+            assert status["run"]["status"] == "waiting"
+            assert status["run"]["stages"][0]["status"] == "pending"
         done = ok(
             await client.call_tool(
                 "workflow_approve", {"run_id": rid, "decision": "approve", "approver": "ana"}
             )
         )
         assert done["stage"] == "cost_confirmation"
+        assert done["actor"] == "ana, confirmed by the human"
+        assert len(human.asked) == 3
+        assert rid in human.asked[0] and "confirm_above_usd $0.00" in human.asked[0]
+        assert f"${fc['p90_usd']:.2f} (p90)" in human.asked[0]
         with anyio.fail_after(30):
             while True:
                 status = ok(
@@ -122,6 +153,42 @@ async def test_over_mcp_only_workflow_approve_starts_a_run_above_the_threshold(
         check = full["full"]["forecast"]
         assert check["p90_usd"] == fc["p90_usd"]
         assert check["verdict"] == "under p50"  # the offline runner spends nothing
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_client_that_cannot_ask_the_human_cannot_confirm_a_spend(
+    tmp_path: Path, mode: Any
+) -> None:
+    project = project_with(tmp_path / "p", "[budget]\nconfirm_above_usd = 0.0001\n")
+    server = build_server(load_settings(project), watch_files=False)
+    async with Client(server, mode=mode) as client:  # no elicitation callback: no capability
+        start = ok(
+            await client.call_tool(
+                "workflow_start", {"template": "one", "task": "Document the CLI"}
+            )
+        )
+        rid = start["run_id"]
+        for args in (
+            {"run_id": rid, "decision": "approve"},
+            {"run_id": rid, "decision": "approve", "stage": "cost_confirmation"},
+            {"run_id": rid, "decision": "approve", "approver": "the human, honestly"},
+        ):
+            refused = await client.call_tool("workflow_approve", args)
+            assert refused.is_error
+            assert f"stageflow approve {rid}" in text(refused)  # where the human confirms
+        status = ok(await client.call_tool("workflow_status", {"run_id": rid, "detail": "full"}))
+        assert status["full"]["status"] == "waiting"
+        assert [s["attempts"] for s in status["full"]["stages"]] == [0]
+        # declining spends nothing: the model may do that without asking
+        ok(
+            await client.call_tool(
+                "workflow_approve",
+                {"run_id": rid, "decision": "reject", "feedback": "too dear"},
+            )
+        )
+        status = ok(await client.call_tool("workflow_status", {"run_id": rid}))
+        assert status["run"]["status"] == "cancelled"
 
 
 def test_estimate_prints_the_forecast_per_stage(cli: Cli) -> None:
