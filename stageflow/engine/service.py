@@ -27,8 +27,15 @@ from stageflow.engine.forecasts import (
     confirm_threshold,
     needs_confirmation,
 )
+from stageflow.engine.metering import ledger_usage
 from stageflow.engine.state import RunState, fold, initial_state, preview
-from stageflow.engine.views import RunListItem, RunView, WorkspaceView, build_view
+from stageflow.engine.views import (
+    RunListItem,
+    RunView,
+    WorkspaceView,
+    build_view,
+    with_live_spend,
+)
 from stageflow.errors import (
     ConcurrencyConflict,
     CorruptLog,
@@ -40,6 +47,7 @@ from stageflow.errors import (
 )
 from stageflow.ids import new_run_id
 from stageflow.store.store import Store
+from stageflow.usage import Usage
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
 from stageflow.workflows.spec import WorkflowSpec
 
@@ -227,11 +235,26 @@ class Service:
                 text = head.lstrip() if cut else head.strip()
                 more = cut or len(text) > PREVIEW_CHARS
                 previews[(sid, name)] = text[:PREVIEW_CHARS] + ("..." if more else "")
-        view = build_view(state, previews)
+        view = with_live_spend(build_view(state, previews), await self._live_spend(state))
         if self.workspace_probe is not None:
             ended = state.ended is not None
             view.workspace = await self.workspace_probe(run_id, ended)
         return view
+
+    async def _live_spend(self, state: RunState) -> dict[str, Usage]:
+        """What each running attempt has spent so far, by stage (its ledger rows; a request
+        in flight counts its reservation)."""
+        running = state.running()
+        if not running:
+            return {}
+        rows = await self.store.ledger.list(state.run_id)
+        live: dict[str, Usage] = {}
+        for sid in running:
+            attempt = state.stages[sid].attempt
+            mine = [r for r in rows if r.stage == sid and r.attempt == attempt]
+            if mine:
+                live[sid] = ledger_usage(mine)
+        return live
 
     async def list_runs(self, limit: int = 20) -> list[RunListItem]:
         rows = await self.store.list_runs(limit=limit)

@@ -243,6 +243,25 @@ def runner_in_use(state: RunState) -> str:
     return latest[1]
 
 
+def with_live_spend(view: RunView, live: dict[str, Usage]) -> RunView:
+    """``view`` with the spend of running attempts (from the ledger, by stage) added to their
+    attempt, stage and run: what they have spent and hold for requests in flight so far."""
+    if not live:
+        return view
+    extra = Usage()
+    for stage in view.stages:
+        usage = live.get(stage.id)
+        if usage is None:
+            continue
+        extra = extra + usage
+        stage.usage = stage.usage + usage
+        if stage.history and stage.history[-1].outcome is None:
+            stage.history[-1].usage = stage.history[-1].usage + usage
+    view.usage = view.usage + extra
+    view.spent_usd = round(view.spent_usd + extra.cost_usd, 10)
+    return view
+
+
 def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = None) -> RunView:
     """The dashboard of one run."""
     previews = previews or {}

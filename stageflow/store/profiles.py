@@ -1,4 +1,4 @@
-"""The learning profiles' tables (migration 5): ``store.profiles``.
+"""The learning profiles' tables (migration 6): ``store.profiles``.
 
 Rows only; what a sample means and how a key is summed up is ``stageflow.learning``'s, passed in
 as the ``aggregate`` function, so every write recomputes the keys it touched inside its own
