@@ -28,7 +28,7 @@ from stageflow.engine.forecasts import (
     needs_confirmation,
 )
 from stageflow.engine.metering import ledger_usage
-from stageflow.engine.state import RunState, fold, initial_state, preview
+from stageflow.engine.state import RunState, StageState, fold, initial_state, preview
 from stageflow.engine.views import (
     RunListItem,
     RunView,
@@ -300,10 +300,18 @@ class Service:
         decision: Decision,
         feedback: str | None = None,
         approver: str = "human",
+        attempt: int | None = None,
     ) -> RunState:
-        """Approve or reject the stage waiting for a human (approval or gate)."""
+        """Approve or reject the stage waiting for a human (approval or gate).
+
+        An approval is bound to the attempt the reviewer read (``attempt``): a decision naming
+        another attempt than the one waiting is refused, saying what changed. Without one it
+        applies only when the stage has been put up for approval once, so a decision meant
+        for an earlier version never lands on a new one nobody has read."""
         if decision == "reject" and not (feedback and feedback.strip()):
             raise InvalidArgument("a rejection needs feedback: say what must change")
+        if attempt is not None and attempt < 1:
+            raise InvalidArgument(f"attempt must be >= 1, got {attempt}")
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
@@ -319,11 +327,21 @@ class Service:
             target = _waiting_stage(state, stage)
             st = state.stages[target]
             if st.status == "awaiting_approval":
+                _check_attempt(state.run_id, target, st, attempt)
                 return [
                     ev.ApprovalDecided(
-                        stage=target, decision=decision, feedback=feedback, approver=approver
+                        stage=target,
+                        decision=decision,
+                        feedback=feedback,
+                        approver=approver,
+                        attempt=st.attempt,
                     )
                 ]
+            if attempt is not None:
+                raise InvalidArgument(
+                    f"stage '{target}' waits on its gate condition, not on an attempt to "
+                    "review; decide it without attempt"
+                )
             return [
                 ev.GateDecided(
                     stage=target, decision=decision, feedback=feedback, approver=approver
@@ -397,6 +415,29 @@ class Service:
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
+
+
+def _check_attempt(run_id: str, stage: str, st: StageState, attempt: int | None) -> None:
+    """Refuse a decision about another attempt than the one waiting (see ``decide``)."""
+    if attempt is None:
+        if st.shown > 1:
+            raise InvalidArgument(
+                f"stage '{stage}' has been put up for approval {st.shown} times; attempt "
+                f"{st.attempt} waits now. Read it (workflow_status {run_id}) and decide with "
+                f"attempt={st.attempt} (CLI: --attempt {st.attempt})"
+            )
+        return
+    if attempt != st.attempt:
+        what = (
+            f"attempt {attempt} was replaced: the stage ran again and attempt {st.attempt} "
+            "waits now, which you have not read"
+            if attempt < st.attempt
+            else f"stage '{stage}' has no attempt {attempt}; attempt {st.attempt} waits"
+        )
+        raise InvalidState(
+            f"decision refused: {what}. Read attempt {st.attempt} (workflow_status {run_id}) "
+            f"and decide with attempt={st.attempt} (CLI: --attempt {st.attempt})"
+        )
 
 
 def _waiting_stage(state: RunState, stage: str | None) -> str:

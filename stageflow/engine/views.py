@@ -73,6 +73,7 @@ class WaitingView(Model):
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
+    attempt: int | None = None  # the attempt under review: a decision names it
 
 
 class WorkspaceView(Model):
@@ -216,9 +217,10 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
     if waiting:
         w = waiting[0]
         verb = "approve the result of" if w.kind == "approval" else "decide the gate of"
+        which = f"--stage {w.stage}" + (f" --attempt {w.attempt}" if w.attempt else "")
         return (
-            f"{verb} '{w.stage}': `stageflow approve {rid} --stage {w.stage}` or "
-            f'`stageflow reject {rid} --stage {w.stage} --feedback "..."`'
+            f"{verb} '{w.stage}': `stageflow approve {rid} {which}` or "
+            f'`stageflow reject {rid} {which} --feedback "..."`'
         )
     running = state.running()
     if running:
@@ -291,6 +293,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
                     what=what,
                     review=sorted(st.artifacts),
                     expires_at=st.approval_expires_at,
+                    attempt=st.attempt,
                 )
             )
         elif open_ and st.status == "blocked":

@@ -190,14 +190,19 @@ class PriceTable:
             request_id=request_id,
         )
 
-    def worst_case(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+    def worst_case(
+        self, model: str, input_tokens: int, output_tokens: int, *, long_cache: bool = True
+    ) -> float | None:
         """The most a request of ``model`` can cost with at most ``input_tokens`` in and
-        ``output_tokens`` out: every input token at the dearest input rate (a cache write
-        costs more than plain input), every output token. None when ``model`` has no price."""
+        ``output_tokens`` out: every input token at the dearest input rate it can be billed at
+        (a cache write costs more than plain input; the 1-hour write only when the request
+        asks for it, ``long_cache``), every output token. None when ``model`` has no price."""
         price = self.lookup(model)
         if price is None:
             return None
-        dearest = max(price.input, price.cache_write_5m, price.cache_write_1h)
+        dearest = max(price.input, price.cache_write_5m)
+        if long_cache:
+            dearest = max(dearest, price.cache_write_1h)
         return _usd([(input_tokens, dearest), (output_tokens, price.output)])
 
     def output_tokens_for(self, model: str, usd: float) -> int | None:

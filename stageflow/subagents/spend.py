@@ -1,8 +1,9 @@
 """What a model request may cost, reserved before it is sent.
 
 A cap is only kept if no request can cost more than what is left when it starts. So before
-each request the loop reserves its worst case: every input token at the model's dearest input
-rate (a cache write costs more than plain input) plus ``max_tokens`` of output. The input is
+each request the loop reserves its worst case: every input token at the dearest input rate it
+can be billed at (a cache write costs more than plain input; a 1-hour write only when the
+request asks for one) plus ``max_tokens`` of output. The input is
 bounded by the serialised request's UTF-8 bytes (a token covers at least one byte) plus the
 API's framing; when that bound does not fit, the provider's own token count (with a margin)
 replaces it. ``max_tokens`` is lowered to what the caps still allow, and a request that cannot
@@ -34,11 +35,20 @@ FRAMING_TOKENS = 1024  # the API's rendering of the system prompt, tools and tur
 COUNT_MARGIN = 1.05  # the provider's count is an estimate; billed input may differ a little
 
 
+def _body(call: ModelCall) -> str:
+    return json.dumps([call.system, call.tools, call.messages], ensure_ascii=False, default=str)
+
+
 def input_bound(call: ModelCall) -> int:
     """An upper bound on the input tokens of ``call``: its bytes plus the framing."""
-    body = json.dumps([call.system, call.tools, call.messages], ensure_ascii=False, default=str)
     # a lone surrogate (sent as U+FFFD, see models/anthropic.py) counts as its 3 bytes
-    return len(body.encode("utf-8", errors="surrogatepass")) + FRAMING_TOKENS
+    return len(_body(call).encode("utf-8", errors="surrogatepass")) + FRAMING_TOKENS
+
+
+def long_cache(call: ModelCall) -> bool:
+    """Whether ``call`` may be billed 1-hour cache writes: some block asks for ``ttl: 1h``
+    (the text appearing anywhere counts, which only errs towards a larger reservation)."""
+    return '"1h"' in _body(call)
 
 
 async def _counted(client: ModelClient, call: ModelCall) -> int | None:
@@ -68,9 +78,10 @@ async def reserve(
     model has no price (its cost could not be counted against the cap).
     """
     bound = input_bound(call)
+    hour = long_cache(call)
     remaining = meter.remaining_usd()
     if remaining is not None:
-        worst_in = prices.worst_case(call.model, bound, MIN_OUTPUT_TOKENS)
+        worst_in = prices.worst_case(call.model, bound, MIN_OUTPUT_TOKENS, long_cache=hour)
         if worst_in is None:
             raise BudgetExceeded(
                 f"{where}: {call.model} has no price, so its requests cannot be counted against "
@@ -84,12 +95,12 @@ async def reserve(
                 bound = min(bound, counted)
             remaining = meter.remaining_usd()  # read again: the count was a round trip
         assert remaining is not None
-        floor = prices.worst_case(call.model, bound, 0) or 0.0
+        floor = prices.worst_case(call.model, bound, 0, long_cache=hour) or 0.0
         allowed = prices.output_tokens_for(call.model, remaining - floor) or 0
         max_tokens = min(call.max_tokens, allowed)
         if max_tokens < MIN_OUTPUT_TOKENS:
             spent = meter.usage.cost_usd
-            need = prices.worst_case(call.model, bound, MIN_OUTPUT_TOKENS) or 0.0
+            need = prices.worst_case(call.model, bound, MIN_OUTPUT_TOKENS, long_cache=hour) or 0.0
             raise BudgetExceeded(
                 f"{where}: the next model request was not sent; this attempt has spent "
                 f"${spent:.4f} and the caps allow ${remaining:.4f} more, but the request "
@@ -99,7 +110,7 @@ async def reserve(
                 budget_usd=round(spent + remaining, 10),
             )
         call = replace(call, max_tokens=max_tokens)
-    usd = prices.worst_case(call.model, bound, call.max_tokens) or 0.0
+    usd = prices.worst_case(call.model, bound, call.max_tokens, long_cache=hour) or 0.0
     # no await between reading the caps and holding the room: a concurrent attempt of the run
     # cannot reserve the same dollars (meter.begin appends before it writes the ledger)
     return call, await meter.begin(usd, call.model)

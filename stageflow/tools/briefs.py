@@ -51,12 +51,13 @@ class GateBrief(Model):
     stage: str
     kind: str = Field(
         description="approval (review the result), gate (a condition is false) or confirm "
-        "(the run's cost forecast)"
+        "(the cost forecast)"
     )
     what: str
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
     )
+    attempt: int | None = Field(None, description="the attempt under review; pass it back")
 
 
 class RunBrief(Model):
@@ -107,7 +108,9 @@ def _gates(view: RunView) -> list[GateBrief]:
         else:  # a false gate: the upstream stages' results explain it
             upstream = {s.id: s for s in view.stages}
             show = [f"{d}/{a.name}" for d in stage.depends_on for a in upstream[d].artifacts]
-        out.append(GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show))
+        out.append(
+            GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show, attempt=w.attempt)
+        )
     return out
 
 
@@ -129,9 +132,9 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         )
     if gates and gates[0].kind == "confirm":
         return (
-            f"ask the human whether to spend this much ({gates[0].what}); then call "
-            f"workflow_approve(run_id='{rid}', decision='approve'), or decision='reject' with "
-            "their reason (the run is cancelled)"
+            f"the human must confirm spending this much ({gates[0].what}): call "
+            f"workflow_approve(run_id='{rid}', decision='approve') and the server asks them, "
+            "or decision='reject' with their reason (the run is cancelled)"
         )
     if gates:
         g = gates[0]
@@ -140,8 +143,9 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
             ask = f"ask the human whether to approve stage {g.stage}{shown}"
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
+        which = f", attempt={g.attempt}" if g.attempt else ""
         return (
-            f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}', "
+            f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}'{which}, "
             "decision='approve'), or decision='reject' with their feedback"
         )
     if view.status == "completed":

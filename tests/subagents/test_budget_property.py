@@ -3,9 +3,10 @@
 Random runs of the real scheduler and the real API runner (its tool loop, reservations and
 meters), with parallel stages, retries, stage caps and a model that answers every request with
 random usage up to what the request allowed: any input up to the request's size, split at
-random between plain input and cache writes and reads, and any output up to ``max_tokens``,
-after random delays so concurrent attempts interleave. After every run, the ledger's total and
-the run's spend are within the run's cap, and each stage's within its cap.
+random between plain input, cache writes (1-hour ones only when asked for) and reads, and any
+output up to ``max_tokens``, after random delays so concurrent attempts interleave. After every
+run, the ledger's total and the run's spend are within the run's cap, and each stage's within
+its cap.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from stageflow.engine.service import Service
 from stageflow.models.client import ModelCall, ModelReply, RawUsage
 from stageflow.store.store import Store
 from stageflow.subagents.anthropic_runner import AnthropicRunner
-from stageflow.subagents.spend import input_bound
+from stageflow.subagents.spend import input_bound, long_cache
 from tests.engine.harness import WORKER, write_template
 from tests.subagents.fake_model import submit, tool_use
 
@@ -57,7 +58,8 @@ class RandomModel:
         rng = self.rng
         prompt = rng.randint(0, self.billed_input(call))
         write_5m = rng.randint(0, prompt)
-        write_1h = rng.randint(0, prompt - write_5m)
+        # 1-hour cache writes are billed only for blocks that ask for them
+        write_1h = rng.randint(0, prompt - write_5m) if long_cache(call) else 0
         read = rng.randint(0, prompt - write_5m - write_1h)
         usage = RawUsage(
             input_tokens=prompt - write_5m - write_1h - read,
