@@ -60,7 +60,8 @@ async def one_run(env: LearningEnv, *, reject: bool, sync: bool = True) -> str:
     if reject:
         await env.service.decide(state.run_id, stage=None, decision="reject", feedback="again")
         await env.scheduler.drive(state.run_id, until="idle")
-    await env.service.decide(state.run_id, stage=None, decision="approve")
+    waiting = (await env.service.state(state.run_id)).stages["design"].attempt
+    await env.service.decide(state.run_id, stage=None, decision="approve", attempt=waiting)
     await env.scheduler.drive(state.run_id, until="idle")
     if sync:
         await env.learning.updater.drain()
