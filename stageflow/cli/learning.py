@@ -156,6 +156,7 @@ async def confirm_run(app: App, state: RunState, *, yes: bool) -> RunState:
             decision="approve" if answer else "reject",
             feedback=None if answer else "declined at the prompt",
             approver="cli --yes" if yes else "cli",
+            via="cli",
         )
     except InvalidState:  # decided meanwhile (another terminal): go on with what it says
         return await app.service.state(state.run_id)

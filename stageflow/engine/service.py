@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Decision = Literal["approve", "reject"]
+# how a decision reached stageflow; the first three are a person's
+Via = Literal["cli", "dashboard", "elicitation", "tool"]
+HUMAN_VIAS: frozenset[str] = frozenset({"cli", "dashboard", "elicitation"})
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
 WorkspaceProbe = Callable[[str, bool], Awaitable[WorkspaceView | None]]
 ControlAction = Literal["cancel", "pause", "resume", "retry"]
@@ -301,13 +304,18 @@ class Service:
         feedback: str | None = None,
         approver: str = "human",
         attempt: int | None = None,
+        via: Via = "tool",
     ) -> RunState:
         """Approve or reject the stage waiting for a human (approval or gate).
 
         An approval is bound to the attempt the reviewer read (``attempt``): a decision naming
         another attempt than the one waiting is refused, saying what changed. Without one it
         applies only when the stage has been put up for approval once, so a decision meant
-        for an earlier version never lands on a new one nobody has read."""
+        for an earlier version never lands on a new one nobody has read.
+
+        ``via`` says how the decision arrived; a stage with ``approval: {by: human}`` takes it
+        only from a person (``HUMAN_VIAS``), never from the assistant's tool call. Named
+        ``approvers`` and ``min_approvals`` distinct approvals are enforced here."""
         if decision == "reject" and not (feedback and feedback.strip()):
             raise InvalidArgument("a rejection needs feedback: say what must change")
         if attempt is not None and attempt < 1:
@@ -321,13 +329,22 @@ class Service:
                         f"run {run_id} waits for a human to confirm its cost forecast before "
                         f"any stage runs; decide that first (stage '{CONFIRM_GATE}' or none)"
                     )
+                if decision == "approve" and via not in HUMAN_VIAS:
+                    raise InvalidState(
+                        f"run {run_id}'s cost confirmation takes a person's decision (the "
+                        f"terminal, the dashboard or the MCP client asking the user), not a "
+                        f"{via} call: ask the user to run `stageflow approve {run_id}`"
+                    )
                 return [
-                    ev.ConfirmationDecided(decision=decision, feedback=feedback, approver=approver)
+                    ev.ConfirmationDecided(
+                        decision=decision, feedback=feedback, approver=approver, via=via
+                    )
                 ]
             target = _waiting_stage(state, stage)
             st = state.stages[target]
             if st.status == "awaiting_approval":
                 _check_attempt(state.run_id, target, st, attempt)
+                _check_approver(state, target, st, decision, approver, via)
                 return [
                     ev.ApprovalDecided(
                         stage=target,
@@ -335,6 +352,7 @@ class Service:
                         feedback=feedback,
                         approver=approver,
                         attempt=st.attempt,
+                        via=via,
                     )
                 ]
             if attempt is not None:
@@ -415,6 +433,33 @@ class Service:
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
+
+
+def _check_approver(
+    state: RunState, stage: str, st: StageState, decision: Decision, approver: str, via: Via
+) -> None:
+    """Refuse a decision the stage's approval policy does not take (see ``decide``)."""
+    policy = state.spec.stage(stage).approval
+    if policy is None:
+        return
+    how = f"--stage {stage} --attempt {st.attempt}"
+    if policy.by == "human" and via not in HUMAN_VIAS:
+        raise InvalidState(
+            f"stage '{stage}' needs a person's decision (approval by: human), which a model "
+            f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
+            "reject with --feedback), or to decide in the dashboard"
+        )
+    if policy.approvers and approver not in policy.approvers:
+        raise InvalidArgument(
+            f"{approver!r} is not an approver of stage '{stage}' (approvers: "
+            f"{', '.join(policy.approvers)})"
+        )
+    if decision == "approve" and approver in st.approvals:
+        left = policy.min_approvals - len(set(st.approvals))
+        raise InvalidState(
+            f"{approver} has already approved attempt {st.attempt} of stage '{stage}'; it "
+            f"needs {left} more approval(s) from other approvers"
+        )
 
 
 def _check_attempt(run_id: str, stage: str, st: StageState, attempt: int | None) -> None:

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from mcp.server.mcpserver import ElicitationResult, Resolve
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    CancelledElicitation,
+    DeclinedElicitation,
+    ElicitationResult,
+    Resolve,
+)
 from mcp.types import CallToolResult
 from pydantic import Field
 
 from stageflow.engine.forecasts import CONFIRM_GATE, RunForecast
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
+from stageflow.errors import InvalidState
 from stageflow.prompts.templates import refresh_prompts
 from stageflow.tools.briefs import next_step
 from stageflow.tools.confirm import ConfirmSpend, ask_the_human, human_confirmed
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
 from stageflow.tools.forecast import dry_run_result, waits_for_confirmation
+from stageflow.tools.human import NO_CLIENT_SUPPORT, HumanDecision, ask_human
 from stageflow.tools.models import CommandResult, ForecastBrief, StartResult
 from stageflow.tools.results import run_uri, tool_result
+
+if TYPE_CHECKING:
+    from stageflow.engine.service import Via
 
 DEFAULT_ACTOR = "mcp-client"
 
@@ -37,15 +48,15 @@ the list of known names; missing required inputs with the reason."""
 APPROVE_DESCRIPTION = """\
 Approve, or reject with feedback, a stage that waits for a human decision: an approval gate
 (approval=true) or a gate whose condition was false. Relay the human's decision; do not decide
-on your own. `stage` may be omitted when exactly one stage is waiting.
+on your own. `stage` may be omitted when exactly one stage is waiting. On a gate only a person
+may decide (status: human_only) the server asks the user itself and their answer decides.
 
 decision='approve' lets the run continue. decision='reject' needs `feedback` saying what must
 change: for an approval gate the stage reruns (rework) with the feedback and its previous
 artifacts, then waits again; for a blocked gate the stage fails. The approver is recorded in the
 run's audit log. Approving a stage that is not waiting fails with an error naming its state.
-A run waiting for its cost confirmation (a 'confirm' wait): reject cancels it; approve makes
-the server ask the human directly (a confirmation form in your client) and starts the run
-only if they accept."""
+A 'confirm' wait (the run's cost): reject cancels the run; on approve the server asks the
+user."""
 
 CONTROL_DESCRIPTION = """\
 Control a run: action='cancel' stops it for good (running subagents are cancelled);
@@ -133,6 +144,8 @@ async def workflow_approve(
         Literal["approve", "reject"],
         Field(description="the human's decision: approve, or reject with feedback"),
     ],
+    # filled by the server, never by the model: the person's own answer on a by-human gate
+    human: Annotated[ElicitationResult[HumanDecision], Resolve(ask_human)],
     stage: Annotated[
         str | None, Field(description="the waiting stage; optional if only one waits")
     ] = None,
@@ -145,11 +158,15 @@ async def workflow_approve(
     attempt: Annotated[
         int | None, Field(description="the attempt reviewed (status: waiting[].attempt)")
     ] = None,
-    human: Annotated[ElicitationResult[ConfirmSpend], Resolve(ask_the_human)] = None,  # type: ignore[assignment]
+    # filled by the server, never by the model: the person's confirmation of a run's cost
+    spend: Annotated[ElicitationResult[ConfirmSpend], Resolve(ask_the_human)] = None,  # type: ignore[assignment]
 ) -> Annotated[CallToolResult, CommandResult]:
     """Approve or reject a waiting gate."""
     app = deps(ctx)
     who = _actor(approver)
+    via: Via = "tool"
+    # the resolver's plain markers (NOT_ASKED, NO_CLIENT_SUPPORT) arrive as accepted data too
+    asked: object = human.data if isinstance(human, AcceptedElicitation) else human
     with tool_errors():
         before = await app.service.state(run_id)
         if (
@@ -158,13 +175,24 @@ async def workflow_approve(
             and stage in (None, CONFIRM_GATE)
         ):
             # the spend is the human's to confirm: they answered the server, not the model
-            human_confirmed(before, human, str(app.settings.project))
-            who = f"{who}, confirmed by the human"
+            human_confirmed(before, spend, str(app.settings.project))
+            who, via = f"{who}, confirmed by the human", "elicitation"
         waiting = [
             sid
             for sid, st in before.stages.items()
             if st.status in ("awaiting_approval", "blocked")
         ]
+        decided = stage or (waiting[0] if len(waiting) == 1 else None)
+        if before.confirmation == "pending":  # the run's cost forecast, not a stage
+            decided = CONFIRM_GATE
+        if asked == NO_CLIENT_SUPPORT:
+            raise InvalidState(_ask_the_user(run_id, decided, before))
+        if isinstance(human, DeclinedElicitation | CancelledElicitation):
+            return _not_decided(before, decided, human.action)
+        if isinstance(asked, HumanDecision):  # the person's answer is the decision
+            decision, feedback = asked.decision, asked.feedback.strip() or None
+            who, via = asked.name.strip() or "user", "elicitation"
+            attempt = asked.attempt or attempt  # the attempt the question showed
         state = await app.service.decide(
             run_id,
             stage=stage,
@@ -172,12 +200,35 @@ async def workflow_approve(
             feedback=feedback,
             approver=who,
             attempt=attempt,
+            via=via,
         )
     app.start_driving(run_id)
-    decided = stage or (waiting[0] if len(waiting) == 1 else None)
-    if before.confirmation == "pending":  # the run's cost forecast, not a stage
-        decided = CONFIRM_GATE
     return _command_result(state, decision, decided, who)
+
+
+def _ask_the_user(run_id: str, stage: str | None, state: RunState) -> str:
+    st = state.stages.get(stage or "")
+    which = f" --stage {stage} --attempt {st.attempt}" if stage and st else ""
+    return (
+        f"stage '{stage}' needs a person's decision and this client cannot ask them "
+        f"(no elicitation): ask the user to run `stageflow approve {run_id}{which}` (or "
+        "`stageflow reject ... --feedback`) or to decide in the dashboard; the gate waits"
+    )
+
+
+def _not_decided(state: RunState, stage: str | None, action: str) -> CallToolResult:
+    view = build_view(state)
+    said = "declined to decide" if action == "decline" else "dismissed the question"
+    result = CommandResult(
+        run_id=state.run_id,
+        action="none",
+        stage=stage,
+        actor="user",
+        status=view.status,
+        stages={s.id: s.status for s in view.stages},
+        next_action=f"the user {said}; the gate still waits. {next_step(view)}",
+    )
+    return tool_result(result, f"not decided: the user {said}; stage {stage} still waits")
 
 
 async def workflow_control(

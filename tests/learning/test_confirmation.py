@@ -89,7 +89,11 @@ async def test_a_run_above_the_threshold_waits_with_nothing_started_until_a_huma
         assert view.next_action.startswith("confirm the cost forecast")
         assert view.forecast is not None and view.forecast.p90_usd == 3.0
 
-        await service.decide(state.run_id, stage=None, decision="approve", approver="ana")
+        with pytest.raises(InvalidState, match="takes a person's decision"):  # the assistant
+            await service.decide(state.run_id, stage=None, decision="approve", via="tool")
+        await service.decide(
+            state.run_id, stage=None, decision="approve", approver="ana", via="cli"
+        )
         state = await env.scheduler.drive(state.run_id, until="idle")
         assert state.status == "completed"
         envs = await env.store.load_events(state.run_id)
@@ -100,6 +104,7 @@ async def test_a_run_above_the_threshold_waits_with_nothing_started_until_a_huma
     [decided] = [e for e in envs if isinstance(e.event, ev.ConfirmationDecided)]
     assert isinstance(decided.event, ev.ConfirmationDecided)
     assert (decided.event.decision, decided.event.approver) == ("approve", "ana")
+    assert decided.event.via == "cli"
     starts = [e.seq for e in envs if isinstance(e.event, ev.AttemptStarted)]
     assert len(starts) == 2 and min(starts) > decided.seq  # nothing started before it
 
@@ -137,9 +142,9 @@ async def test_nothing_but_a_decision_passes_the_confirmation(tmp_path: Path) ->
         await env.scheduler.drive(rid, until="idle")
         assert await attempts(env, rid) == 0
         # a second decision after the first changes nothing
-        await service.decide(rid, stage=None, decision="approve")
+        await service.decide(rid, stage=None, decision="approve", via="elicitation")
         with pytest.raises(InvalidState, match="no stage waiting"):
-            await service.decide(rid, stage=None, decision="approve")
+            await service.decide(rid, stage=None, decision="approve", via="cli")
 
 
 @pytest.mark.parametrize("estimator", [None, Fixed(None)], ids=["no estimator", "failing"])

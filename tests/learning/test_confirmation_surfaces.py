@@ -231,7 +231,7 @@ def test_the_cli_run_waits_for_approve_without_yes_or_a_terminal(cli: Cli) -> No
     assert (view.status, [w.kind for w in view.waiting]) == ("waiting", ["confirm"])
     approved = cli("approve", rid)
     assert approved.code == 0, approved.err
-    assert "recorded: approve of stage 'cost_confirmation' by cli" in approved.out
+    assert "recorded: approve of stage 'cost_confirmation' by " in approved.out
     assert cli.status(rid).status == "completed"
 
 

@@ -17,6 +17,7 @@ from mcp import Client
 
 from stageflow.config import load_settings
 from stageflow.server.app import build_server
+from tests.server.human import Person
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +33,7 @@ DEFINITION_BUDGETS = {
     # start: dry_run and the forecast brief (p50/p90 per stage); status: the forecast against
     # the spend, why each agent and model, and the run's cost confirmation (issue 13)
     "workflow_start": (3_400, 800),
-    "workflow_status": (13_300, 800),  # + waiting[].attempt (issue 11.6)
+    "workflow_status": (13_700, 800),  # + waiting[].attempt, human_only, approved_by ...
     "workflow_templates": (6_800, 400),
 }
 
@@ -65,7 +66,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 async def test_status_of_feature_parallel_at_its_gate_fits_the_budget(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         rid = (
             await call(
                 client, "workflow_start", {"template": "feature_parallel", "task": "CSV export"}
@@ -94,6 +95,7 @@ async def test_status_of_feature_parallel_at_its_gate_fits_the_budget(server: An
             "what": run["waiting"][0]["what"],
             "show": ["release/changelog", "release/release_notes"],
             "attempt": 1,
+            "human_only": True,
         }
     ]
     assert run["next_action"].startswith("ask the human whether to approve stage release")
@@ -105,7 +107,7 @@ async def test_status_of_feature_parallel_at_its_gate_fits_the_budget(server: An
 
 
 async def test_templates_fit_the_budget(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         brief = await call(client, "workflow_templates", {})
         full = await call(client, "workflow_templates", {"detail": "full"})
     assert size(brief) <= TEMPLATES_BUDGET, size(brief)
@@ -113,7 +115,7 @@ async def test_templates_fit_the_budget(server: Any) -> None:
 
 
 async def test_every_tool_definition_fits_its_budget(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == set(DEFINITION_BUDGETS)
     for name, (whole, inputs) in DEFINITION_BUDGETS.items():
@@ -123,7 +125,7 @@ async def test_every_tool_definition_fits_its_budget(server: Any) -> None:
 
 
 async def test_next_action_never_gives_a_shell_command(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         rid = (await call(client, "workflow_start", {"template": "bugfix", "task": "crash"}))[
             "run_id"
         ]
