@@ -18,10 +18,11 @@ from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
+from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
 from stageflow.base import Model
 from stageflow.config import Settings
-from stageflow.errors import Problem, SpecError
+from stageflow.errors import InvalidState, Problem, SpecError
 from stageflow.workflows.spec import WorkflowSpec
 
 CONFIRM_GATE = "cost_confirmation"  # how status names the confirmation a run waits for
@@ -125,6 +126,32 @@ def needs_confirmation(forecast: RunForecast | None, threshold: float | None) ->
     if forecast is None or any(s.basis == "unpriced" for s in forecast.stages):
         return True
     return not (math.isfinite(forecast.p90_usd) and forecast.p90_usd <= threshold)
+
+
+def confirmation_decided(
+    run_id: str,
+    stage: str | None,
+    decision: Literal["approve", "reject"],
+    feedback: str | None,
+    approver: str,
+    via: str,
+    by_person: bool,
+) -> ev.ConfirmationDecided:
+    """The decision on a run waiting for its cost confirmation; ``InvalidState`` when it names
+    a stage, or when it approves without a person behind it (``by_person``: the terminal, the
+    dashboard or the MCP client asking the user, never the assistant's own call)."""
+    if stage not in (None, CONFIRM_GATE):
+        raise InvalidState(
+            f"run {run_id} waits for a human to confirm its cost forecast before any stage "
+            f"runs; decide that first (stage '{CONFIRM_GATE}' or none)"
+        )
+    if decision == "approve" and not by_person:
+        raise InvalidState(
+            f"run {run_id}'s cost confirmation takes a person's decision (the terminal, the "
+            f"dashboard or the MCP client asking the user), not a {via} call: ask the user "
+            f"to run `stageflow approve {run_id}`"
+        )
+    return ev.ConfirmationDecided(decision=decision, feedback=feedback, approver=approver, via=via)
 
 
 class StageCheck(Model):

@@ -21,13 +21,14 @@ from stageflow.config import Settings
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.driver import summarize
 from stageflow.engine.forecasts import (
-    CONFIRM_GATE,
     Estimator,
     RunForecast,
     confirm_threshold,
+    confirmation_decided,
     needs_confirmation,
 )
 from stageflow.engine.metering import ledger_usage
+from stageflow.engine.run_start import forecast_or_none, prepare_run
 from stageflow.engine.state import RunState, StageState, fold, initial_state, preview
 from stageflow.engine.views import (
     RunListItem,
@@ -42,8 +43,6 @@ from stageflow.errors import (
     InvalidArgument,
     InvalidState,
     NotFound,
-    Problem,
-    SpecErrors,
 )
 from stageflow.ids import new_run_id
 from stageflow.store.store import Store
@@ -133,25 +132,8 @@ class Service:
     def _prepared(
         self, template: str, task: str, inputs: dict[str, Any] | None
     ) -> tuple[WorkflowSpec, str, dict[str, Any], dict[str, AgentDefinition]]:
-        """The template's spec, the task, the resolved inputs and every agent the run may use
-        (all candidates of every stage); raises on an unknown template or a bad input."""
-        if not task or not task.strip():
-            raise InvalidArgument("task must be a non-empty description of the work")
         agents, catalog = self._definitions()
-        entry = catalog.entries.get(template)
-        if entry is None:
-            raise NotFound("template", template, known=catalog.names())
-        if entry.spec is None or entry.problems:
-            raise SpecErrors(
-                entry.problems or (Problem("template failed to load", file=str(entry.source)),)
-            )
-        spec = entry.spec
-        try:
-            resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        used = sorted({name for s in spec.stages for name in s.agents})
-        return spec, task.strip(), resolved, {name: agents.get(name) for name in used}
+        return prepare_run(agents, catalog, template, task, inputs)
 
     async def estimate(
         self, template: str, task: str, *, inputs: dict[str, Any] | None = None
@@ -164,21 +146,6 @@ class Service:
         if self.estimator is None:
             raise InvalidState("no cost forecasts here: this process has no learning profiles")
         return await self.estimator.estimate(spec, text, used, inputs=resolved)
-
-    async def _forecast(
-        self,
-        spec: WorkflowSpec,
-        task: str,
-        used: dict[str, AgentDefinition],
-        inputs: dict[str, Any],
-    ) -> RunForecast | None:
-        if self.estimator is None:
-            return None
-        try:
-            return await self.estimator.estimate(spec, task, used, inputs=inputs)
-        except Exception:  # no forecast: a set threshold then asks for confirmation anyway
-            log.warning("could not forecast a run of %s", spec.name, exc_info=True)
-            return None
 
     async def start_run(
         self,
@@ -199,7 +166,7 @@ class Service:
             raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
         threshold = confirm_threshold(self.settings)  # a bad [budget] fails before anything
         spec, text, resolved, used = self._prepared(template, task, inputs)
-        forecast = await self._forecast(spec, text, used, resolved)
+        forecast = await forecast_or_none(self.estimator, spec, text, used, resolved)
         confirm = needs_confirmation(forecast, threshold)
         created = ev.RunCreated(
             template=spec.name,
@@ -324,20 +291,9 @@ class Service:
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
             if state.confirmation == "pending":  # before anything else, the cost forecast
-                if stage not in (None, CONFIRM_GATE):
-                    raise InvalidState(
-                        f"run {run_id} waits for a human to confirm its cost forecast before "
-                        f"any stage runs; decide that first (stage '{CONFIRM_GATE}' or none)"
-                    )
-                if decision == "approve" and via not in HUMAN_VIAS:
-                    raise InvalidState(
-                        f"run {run_id}'s cost confirmation takes a person's decision (the "
-                        f"terminal, the dashboard or the MCP client asking the user), not a "
-                        f"{via} call: ask the user to run `stageflow approve {run_id}`"
-                    )
                 return [
-                    ev.ConfirmationDecided(
-                        decision=decision, feedback=feedback, approver=approver, via=via
+                    confirmation_decided(
+                        run_id, stage, decision, feedback, approver, via, via in HUMAN_VIAS
                     )
                 ]
             target = _waiting_stage(state, stage)

@@ -1,0 +1,63 @@
+"""What ``Service.start_run`` and ``Service.estimate`` share: a template made ready for a run
+(its spec, the task, the resolved inputs and every agent the run may use), and its forecast."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from stageflow.agents.definition import AgentDefinition
+from stageflow.agents.registry import AgentRegistry
+from stageflow.engine.forecasts import Estimator, RunForecast
+from stageflow.errors import InvalidArgument, NotFound, Problem, SpecErrors
+from stageflow.workflows.catalog import TemplateCatalog
+from stageflow.workflows.spec import WorkflowSpec
+
+__all__ = ["forecast_or_none", "prepare_run"]
+
+log = logging.getLogger(__name__)
+
+
+def prepare_run(
+    agents: AgentRegistry,
+    catalog: TemplateCatalog,
+    template: str,
+    task: str,
+    inputs: dict[str, Any] | None,
+) -> tuple[WorkflowSpec, str, dict[str, Any], dict[str, AgentDefinition]]:
+    """The template's spec, the task, the resolved inputs and every agent the run may use
+    (all candidates of every stage); raises on an unknown template or a bad input."""
+    if not task or not task.strip():
+        raise InvalidArgument("task must be a non-empty description of the work")
+    entry = catalog.entries.get(template)
+    if entry is None:
+        raise NotFound("template", template, known=catalog.names())
+    if entry.spec is None or entry.problems:
+        raise SpecErrors(
+            entry.problems or (Problem("template failed to load", file=str(entry.source)),)
+        )
+    spec = entry.spec
+    try:
+        resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from exc
+    used = sorted({name for s in spec.stages for name in s.agents})
+    return spec, task.strip(), resolved, {name: agents.get(name) for name in used}
+
+
+async def forecast_or_none(
+    estimator: Estimator | None,
+    spec: WorkflowSpec,
+    task: str,
+    used: dict[str, AgentDefinition],
+    inputs: dict[str, Any],
+) -> RunForecast | None:
+    """The forecast, or None (logged) when there is no estimator or it fails: a set
+    ``confirm_above_usd`` then asks for the confirmation anyway."""
+    if estimator is None:
+        return None
+    try:
+        return await estimator.estimate(spec, task, used, inputs=inputs)
+    except Exception:
+        log.warning("could not forecast a run of %s", spec.name, exc_info=True)
+        return None
