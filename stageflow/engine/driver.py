@@ -77,7 +77,6 @@ class RunDriver:
     ) -> None:
         self.store = store
         self.state = state
-        self.agents = agents
         self.runner = runner
         self.slots = slots
         self.owner = owner
@@ -98,7 +97,6 @@ class RunDriver:
         self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
         self._meters = RunMeters(store, state.run_id, lambda: self.state, clock)  # in flight
-        # what attempts start with: agent definitions, choices, artifact texts (cached)
         self._inputs = AttemptInputs(store, state.run_id, agents, owner, chooser, self._meters)
 
     def wake(self) -> None:
@@ -472,8 +470,11 @@ class RunDriver:
         # the meter saw every request, also of an attempt that raised or was cancelled;
         # runners that report no requests (offline, command) hand their usage back instead
         usage = result.usage if result else Usage()
-        if meter is not None and (meter.requests or meter.in_flight):
-            usage = attempt_usage(meter)
+        cut_short = result is None and outcome in ("timed_out", "cancelled")
+        if meter is not None and (
+            meter.requests or meter.in_flight or (cut_short and meter.reserved)
+        ):
+            usage = attempt_usage(meter, cut_short=cut_short)
         answered = result.model if result else None
         if answered is None and meter is not None and meter.requests:
             answered = meter.requests[-1].model

@@ -9,11 +9,11 @@ from typing import Any
 from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry
 from stageflow.engine.forecasts import Estimator, RunForecast
-from stageflow.errors import InvalidArgument, NotFound, Problem, SpecErrors
+from stageflow.errors import InvalidArgument, InvalidState, NotFound, Problem, SpecErrors
 from stageflow.workflows.catalog import TemplateCatalog
 from stageflow.workflows.spec import WorkflowSpec
 
-__all__ = ["forecast_or_none", "prepare_run"]
+__all__ = ["estimate_run", "forecast_or_none", "prepare_run"]
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +61,19 @@ async def forecast_or_none(
     except Exception:
         log.warning("could not forecast a run of %s", spec.name, exc_info=True)
         return None
+
+
+async def estimate_run(
+    estimator: Estimator | None,
+    agents: AgentRegistry,
+    catalog: TemplateCatalog,
+    template: str,
+    task: str,
+    inputs: dict[str, Any] | None,
+) -> RunForecast:
+    """``Service.estimate``: the forecast of a run that is not started; ``InvalidState``
+    without an estimator (nothing to forecast with)."""
+    spec, text, resolved, used = prepare_run(agents, catalog, template, task, inputs)
+    if estimator is None:
+        raise InvalidState("no cost forecasts here: this process has no learning profiles")
+    return await estimator.estimate(spec, text, used, inputs=resolved)

@@ -8,14 +8,13 @@ other a clear error naming the stage's new state.
 
 from __future__ import annotations
 
-import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow import events as ev
-from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
@@ -28,7 +27,7 @@ from stageflow.engine.forecasts import (
     needs_confirmation,
 )
 from stageflow.engine.metering import ledger_usage
-from stageflow.engine.run_start import forecast_or_none, prepare_run
+from stageflow.engine.run_start import estimate_run, forecast_or_none, prepare_run
 from stageflow.engine.state import RunState, StageState, fold, initial_state, preview
 from stageflow.engine.views import (
     RunListItem,
@@ -48,12 +47,9 @@ from stageflow.ids import new_run_id
 from stageflow.store.store import Store
 from stageflow.usage import Usage
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
-from stageflow.workflows.spec import WorkflowSpec
 
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
-
-log = logging.getLogger(__name__)
 
 Decision = Literal["approve", "reject"]
 # how a decision reached stageflow; the first three are a person's
@@ -129,23 +125,12 @@ class Service:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def _prepared(
-        self, template: str, task: str, inputs: dict[str, Any] | None
-    ) -> tuple[WorkflowSpec, str, dict[str, Any], dict[str, AgentDefinition]]:
-        agents, catalog = self._definitions()
-        return prepare_run(agents, catalog, template, task, inputs)
-
     async def estimate(
         self, template: str, task: str, *, inputs: dict[str, Any] | None = None
     ) -> RunForecast:
-        """The cost forecast of a run of ``template`` for ``task``, without starting it.
-
-        Raises ``InvalidState`` when this process has no estimator (nothing to forecast with).
-        """
-        spec, text, resolved, used = self._prepared(template, task, inputs)
-        if self.estimator is None:
-            raise InvalidState("no cost forecasts here: this process has no learning profiles")
-        return await self.estimator.estimate(spec, text, used, inputs=resolved)
+        """The cost forecast of a run of ``template`` for ``task``, without starting it
+        (``InvalidState`` when this process has no estimator)."""
+        return await estimate_run(self.estimator, *self._definitions(), template, task, inputs)
 
     async def start_run(
         self,
@@ -156,16 +141,13 @@ class Service:
         budget_usd: float | None = None,
         actor: str = "cli",
     ) -> RunState:
-        """Validate and record a new run, with its cost forecast; it does not execute anything.
-
-        When the forecast's p90 is above ``[budget] confirm_above_usd`` (or a threshold is set
-        and there is no forecast), the run is recorded waiting for a human's confirmation:
-        nothing starts until ``decide`` confirms it.
-        """
+        """Validate and record a new run, with its cost forecast; it does not execute anything
+        (above ``[budget] confirm_above_usd``, or with no forecast to compare, it waits for a
+        person's confirmation: ``decide``)."""
         if budget_usd is not None and budget_usd < 0:
             raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
         threshold = confirm_threshold(self.settings)  # a bad [budget] fails before anything
-        spec, text, resolved, used = self._prepared(template, task, inputs)
+        spec, text, resolved, used = prepare_run(*self._definitions(), template, task, inputs)
         forecast = await forecast_or_none(self.estimator, spec, text, used, resolved)
         confirm = needs_confirmation(forecast, threshold)
         created = ev.RunCreated(
@@ -287,18 +269,19 @@ class Service:
             raise InvalidArgument("a rejection needs feedback: say what must change")
         if attempt is not None and attempt < 1:
             raise InvalidArgument(f"attempt must be >= 1, got {attempt}")
+        if via == "elicitation" and not stage:
+            raise InvalidArgument("a person's answer must name the stage it decides")
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
             if state.confirmation == "pending":  # before anything else, the cost forecast
-                return [
-                    confirmation_decided(
-                        run_id, stage, decision, feedback, approver, via, via in HUMAN_VIAS
-                    )
-                ]
+                args = (run_id, stage, decision, feedback, approver, via, via in HUMAN_VIAS)
+                return [confirmation_decided(*args)]
             target = _waiting_stage(state, stage)
             st = state.stages[target]
             if st.status == "awaiting_approval":
+                if via == "elicitation" and attempt is None:
+                    raise InvalidArgument("a person's answer must name the attempt it decides")
                 _check_attempt(state.run_id, target, st, attempt)
                 _check_approver(state, target, st, decision, approver, via)
                 return [
@@ -316,6 +299,7 @@ class Service:
                     f"stage '{target}' waits on its gate condition, not on an attempt to "
                     "review; decide it without attempt"
                 )
+            _check_person(state, target, st, via)
             return [
                 ev.GateDecided(
                     stage=target, decision=decision, feedback=feedback, approver=approver
@@ -333,10 +317,15 @@ class Service:
         reason: str | None = None,
         budget_usd: float | None = None,
         actor: str = "human",
+        via: Via = "tool",
     ) -> RunState:
-        """cancel | pause | resume | retry a run (retry may name a stage)."""
-        if budget_usd is not None and budget_usd < 0:
-            raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
+        """cancel | pause | resume | retry a run (retry may name a stage).
+
+        Letting a run spend more is a person's decision: a resume that sets ``budget_usd``, or
+        resumes a run stopped at a run or stage cap (which opens the stage's cap again), is
+        refused unless ``via`` is a person's channel (``HUMAN_VIAS``)."""
+        if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd >= 0):
+            raise InvalidArgument(f"budget_usd must be a number >= 0, got {budget_usd}")
 
         def build(state: RunState) -> list[ev.Event]:
             if stage is not None and stage not in state.stages:
@@ -353,6 +342,13 @@ class Service:
                 _not_ended(state)
                 if not state.paused:
                     raise InvalidState(f"run {run_id} is not paused (it is {state.status})")
+                if via not in HUMAN_VIAS and (state.budget_paused or budget_usd is not None):
+                    what = "stopped at a budget cap" if state.budget_paused else "has a cap"
+                    raise InvalidState(
+                        f"run {run_id} {what}; only a person may let it spend more: ask the "
+                        f"user to run `stageflow resume {run_id} --budget <USD>`, or to "
+                        "confirm when their client asks them"
+                    )
                 if (
                     state.budget_paused
                     and budget_usd is None
@@ -391,6 +387,20 @@ def _not_ended(state: RunState) -> None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
 
 
+def _check_person(state: RunState, stage: str, st: StageState, via: Via) -> None:
+    """A stage whose approval is ``by: human`` takes decisions (its approval, and overriding
+    its false gate) only from a person."""
+    policy = state.spec.stage(stage).approval
+    if policy is None or policy.by != "human" or via in HUMAN_VIAS:
+        return
+    how = f"--stage {stage}" + (f" --attempt {st.attempt}" if st.status != "blocked" else "")
+    raise InvalidState(
+        f"stage '{stage}' needs a person's decision (approval by: human), which a model "
+        f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
+        "reject with --feedback), or to decide in the dashboard"
+    )
+
+
 def _check_approver(
     state: RunState, stage: str, st: StageState, decision: Decision, approver: str, via: Via
 ) -> None:
@@ -398,13 +408,7 @@ def _check_approver(
     policy = state.spec.stage(stage).approval
     if policy is None:
         return
-    how = f"--stage {stage} --attempt {st.attempt}"
-    if policy.by == "human" and via not in HUMAN_VIAS:
-        raise InvalidState(
-            f"stage '{stage}' needs a person's decision (approval by: human), which a model "
-            f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
-            "reject with --feedback), or to decide in the dashboard"
-        )
+    _check_person(state, stage, st, via)
     if policy.approvers and approver not in policy.approvers:
         raise InvalidArgument(
             f"{approver!r} is not an approver of stage '{stage}' (approvers: "

@@ -22,7 +22,14 @@ from pydantic import BaseModel, Field, create_model
 from stageflow.errors import StageflowError
 from stageflow.tools.deps import ToolContext, deps
 
-__all__ = ["NOT_ASKED", "NO_CLIENT_SUPPORT", "HumanDecision", "ask_human"]
+__all__ = [
+    "NOT_ASKED",
+    "NO_CLIENT_SUPPORT",
+    "BudgetConsent",
+    "HumanDecision",
+    "ask_budget",
+    "ask_human",
+]
 
 NOT_ASKED = "not-asked"  # no person-only gate waits here: the call decides as before
 NO_CLIENT_SUPPORT = "no-elicitation"  # a person must decide, and this client cannot ask them
@@ -35,16 +42,19 @@ class HumanDecision(BaseModel):
     feedback: str = Field("", description="for reject: what must change")
     name: str = Field("", description="your name, recorded as the approver")
     attempt: int = Field(0, description="the attempt you are deciding (as shown)")
+    stage: str = Field("", description="the stage you are deciding (as shown)")
 
 
 @lru_cache(maxsize=256)
-def _form(attempt: int) -> type[HumanDecision]:
-    """The form for one attempt: its number is the default, so the decision is bound to the
-    version the question showed (the engine refuses it if another attempt waits by then)."""
+def _form(stage: str, attempt: int) -> type[HumanDecision]:
+    """The form for one stage's attempt: both are its defaults, so the decision is bound to
+    what the question showed (the engine refuses it if another attempt waits by then, and it
+    never lands on another stage that started waiting meanwhile)."""
     return create_model(
         "HumanDecision",
         __base__=HumanDecision,
         attempt=(int, Field(attempt, description="the attempt you are deciding (as shown)")),
+        stage=(str, Field(stage, description="the stage you are deciding (as shown)")),
     )
 
 
@@ -67,7 +77,9 @@ async def ask_human(
         state = await deps(ctx).service.state(run_id)
     except StageflowError:
         return NOT_ASKED  # the tool body reports the wrong id the usual way
-    waiting = [sid for sid, st in state.stages.items() if st.status == "awaiting_approval"]
+    waiting = [
+        sid for sid, st in state.stages.items() if st.status in ("awaiting_approval", "blocked")
+    ]
     target = stage if stage is not None else (waiting[0] if len(waiting) == 1 else None)
     if target not in waiting or target is None:
         return NOT_ASKED
@@ -80,14 +92,63 @@ async def ask_human(
         return NO_CLIENT_SUPPORT
     st = state.stages[target]
     what = spec.approval.prompt or f"review the output of '{target}'"
+    if st.status == "blocked":
+        what = f"Its gate is false ({spec.gate}): approve to run it anyway, or reject to fail it."
     files = ", ".join(
         f"{target}/{name} v{ref.version}" for name, ref in sorted(st.artifacts.items())
     )
     proposal = f" The assistant proposes: {decision}." if decision else ""
     if feedback:
         proposal += f" Its feedback: {feedback[:300]}"
+    which = "its gate" if st.status == "blocked" else f"attempt {st.attempt}"
     message = (
-        f"stageflow run {run_id}: stage '{target}', attempt {st.attempt}, waits for your "
+        f"stageflow run {run_id}: stage '{target}', {which}, waits for your "
         f"decision. {what} Artifacts: {files or 'none'}.{proposal} Only your answer decides."
     )
-    return Elicit(message, _form(st.attempt))
+    shown = 0 if st.status == "blocked" else st.attempt  # a gate decides no attempt
+    return Elicit(message, _form(target, shown))
+
+
+class BudgetConsent(BaseModel):
+    """The person's answer to "may this run spend more?" (an elicitation form)."""
+
+    resume: bool = Field(description="let the run continue")
+    budget_usd: float = Field(0.0, ge=0, description="the run's new USD cap (0 keeps it)")
+    name: str = Field("", description="your name, recorded as who decided")
+
+
+@lru_cache(maxsize=256)
+def _consent_form(proposed: float) -> type[BudgetConsent]:
+    return create_model(
+        "BudgetConsent",
+        __base__=BudgetConsent,
+        budget_usd=(float, Field(proposed, ge=0, description="the run's new USD cap (0 keeps it)")),
+    )
+
+
+async def ask_budget(
+    run_id: str,
+    action: str,
+    ctx: ToolContext,
+    budget_usd: float | None = None,
+) -> Elicit[BudgetConsent] | str:
+    """Ask the person before a resume lets the run spend more (a new cap, or past a cap it
+    stopped at); a marker when there is nothing to ask."""
+    if action != "resume":
+        return NOT_ASKED
+    try:
+        state = await deps(ctx).service.state(run_id)
+    except StageflowError:
+        return NOT_ASKED
+    if not state.paused or not (state.budget_paused or budget_usd is not None):
+        return NOT_ASKED  # the engine says what is wrong, or nothing needs a person
+    if not _can_elicit(ctx):
+        return NO_CLIENT_SUPPORT
+    cap = f"${state.budget_usd:.2f}" if state.budget_usd is not None else "no cap"
+    where = "stopped at a budget cap" if state.budget_paused else "is paused"
+    asked = f" with a cap of ${budget_usd:.2f}" if budget_usd is not None else ""
+    message = (
+        f"stageflow run {run_id} {where} (spent ${state.spent_usd:.4f}, {cap}). The "
+        f"assistant asks to resume it{asked}. Only your answer lets it spend more."
+    )
+    return Elicit(message, _consent_form(float(budget_usd or 0.0)))

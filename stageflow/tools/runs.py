@@ -24,7 +24,13 @@ from stageflow.tools.confirm import ConfirmSpend, ask_the_human, human_confirmed
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
 from stageflow.tools.forecast import dry_run_result, waits_for_confirmation
-from stageflow.tools.human import NO_CLIENT_SUPPORT, HumanDecision, ask_human
+from stageflow.tools.human import (
+    NO_CLIENT_SUPPORT,
+    BudgetConsent,
+    HumanDecision,
+    ask_budget,
+    ask_human,
+)
 from stageflow.tools.models import CommandResult, ForecastBrief, StartResult
 from stageflow.tools.results import run_uri, tool_result
 
@@ -61,7 +67,8 @@ user."""
 CONTROL_DESCRIPTION = """\
 Control a run: action='cancel' stops it for good (running subagents are cancelled);
 'pause' stops scheduling new stages (running ones finish); 'resume' continues a paused run,
-with a higher budget_usd if it stopped at its budget; 'retry' reruns the failed stages of a
+with a higher budget_usd if it stopped at its budget (spending more is the user's call: the
+server asks them); 'retry' reruns the failed stages of a
 failed run, or the one named in `stage`. `reason` is recorded in the audit log. Returns the
 run's status and each stage's status after the action."""
 
@@ -177,6 +184,7 @@ async def workflow_approve(
             # the spend is the human's to confirm: they answered the server, not the model
             human_confirmed(before, spend, str(app.settings.project))
             who, via = f"{who}, confirmed by the human", "elicitation"
+            stage = CONFIRM_GATE  # what the person's answer decides
         waiting = [
             sid
             for sid, st in before.stages.items()
@@ -192,7 +200,9 @@ async def workflow_approve(
         if isinstance(asked, HumanDecision):  # the person's answer is the decision
             decision, feedback = asked.decision, asked.feedback.strip() or None
             who, via = asked.name.strip() or "user", "elicitation"
-            attempt = asked.attempt or attempt  # the attempt the question showed
+            # the stage and attempt the question showed, never a later choice of the engine's
+            stage, attempt = asked.stage, asked.attempt or None
+            decided = stage
         state = await app.service.decide(
             run_id,
             stage=stage,
@@ -237,6 +247,8 @@ async def workflow_control(
     action: Annotated[
         Literal["cancel", "pause", "resume", "retry"], Field(description="what to do")
     ],
+    # filled by the server: the person's consent before a resume lets the run spend more
+    consent: Annotated[ElicitationResult[BudgetConsent], Resolve(ask_budget)],
     stage: Annotated[str | None, Field(description="for retry: the stage to rerun")] = None,
     reason: Annotated[str | None, Field(description="why (recorded in the audit log)")] = None,
     budget_usd: Annotated[
@@ -245,9 +257,39 @@ async def workflow_control(
 ) -> Annotated[CallToolResult, CommandResult]:
     """Cancel, pause, resume or retry a run."""
     app = deps(ctx)
+    who = DEFAULT_ACTOR
+    via: Via = "tool"
+    asked: object = consent.data if isinstance(consent, AcceptedElicitation) else consent
     with tool_errors():
+        if asked == NO_CLIENT_SUPPORT:
+            raise InvalidState(
+                f"letting run {run_id} spend more is the user's decision and this client "
+                f"cannot ask them: ask them to run `stageflow resume {run_id} --budget <USD>`"
+            )
+        if isinstance(consent, DeclinedElicitation | CancelledElicitation) or (
+            isinstance(asked, BudgetConsent) and not asked.resume
+        ):
+            before = await app.service.state(run_id)
+            return _not_resumed(before)
+        if isinstance(asked, BudgetConsent):  # the person's answer sets the cap
+            budget_usd = asked.budget_usd or None
+            who, via = asked.name.strip() or "user", "elicitation"
         state = await app.service.control(
-            run_id, action, stage=stage, reason=reason, budget_usd=budget_usd, actor=DEFAULT_ACTOR
+            run_id, action, stage=stage, reason=reason, budget_usd=budget_usd, actor=who, via=via
         )
     app.start_driving(run_id)
-    return _command_result(state, action, stage, DEFAULT_ACTOR)
+    return _command_result(state, action, stage, who)
+
+
+def _not_resumed(state: RunState) -> CallToolResult:
+    view = build_view(state)
+    result = CommandResult(
+        run_id=state.run_id,
+        action="none",
+        stage=None,
+        actor="user",
+        status=view.status,
+        stages={s.id: s.status for s in view.stages},
+        next_action="the user did not let the run spend more; it stays paused",
+    )
+    return tool_result(result, f"not resumed: the user said no; run {state.run_id} stays paused")

@@ -105,6 +105,11 @@ class Approval(_Model):
 
     @model_validator(mode="after")
     def _enough_approvers(self) -> Approval:
+        if self.by == "human" and self.on_timeout == "approve":
+            raise ValueError(
+                "on_timeout: approve would pass a by: human gate with nobody deciding; use "
+                "fail or cancel, or by: any"
+            )
         if self.approvers and self.min_approvals > len(set(self.approvers)):
             raise ValueError(
                 f"min_approvals is {self.min_approvals} but only {len(set(self.approvers))} "

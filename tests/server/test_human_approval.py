@@ -216,3 +216,53 @@ async def test_the_model_cannot_fill_in_the_persons_answer_itself(project: Path,
         run = ok(await client.call_tool("workflow_status", {"run_id": run_id}))["run"]
         assert [w["stage"] for w in run["waiting"]] == ["design"]
     assert await _decisions(project, run_id) == []
+
+
+GATED_HUMAN = """\
+name: gated_human
+description: a person-only stage behind a gate that is false
+inputs:
+  release: {type: string, default: "no"}
+stages:
+  - id: ship
+    agent: developer
+    produces: [patch_summary]
+    gate: inputs.release == "yes"
+    approval: {required: true, by: human}
+"""
+
+
+async def test_a_false_gate_of_a_person_only_stage_is_the_persons_too(
+    tmp_path: Path, mode: str
+) -> None:
+    root = tmp_path / "gated"
+    (root / ".stageflow" / "workflows").mkdir(parents=True)
+    (root / ".stageflow" / "workflows" / "g.yaml").write_text(GATED_HUMAN, encoding="utf-8")
+    server = build_server(load_settings(root))
+    async with Client(server, mode=mode) as client:  # cannot elicit: the model alone
+        started = await client.call_tool("workflow_start", {"template": "gated_human", "task": "x"})
+        run_id = str(ok(started)["run_id"])
+        await status_until(client, run_id, lambda r: [w["stage"] for w in r["waiting"]] == ["ship"])
+        refused = await _approve(client, run_id, decision="approve")
+        assert refused.is_error and "needs a person's decision" in text(refused)
+    person = Person("ann")
+    async with Client(server, mode=mode, elicitation_callback=person) as client:
+        ok(await _approve(client, run_id, decision="approve"))
+        assert "its gate" in person.asked[0] and 'inputs.release == "yes"' in person.asked[0]
+        # the gate was overridden: the stage ran, and now its approval waits
+        await status_until(
+            client,
+            run_id,
+            lambda r: (
+                next(s for s in r["stages"] if s["id"] == "ship")["status"] == "awaiting_approval"
+            ),
+        )
+
+
+def test_a_timeout_cannot_approve_a_person_only_gate() -> None:
+    from stageflow.workflows.spec import Approval
+
+    with pytest.raises(ValueError, match="would pass a by: human gate"):
+        Approval(by="human", timeout=60, on_timeout="approve")
+    Approval(by="human", timeout=60, on_timeout="fail")
+    Approval(by="any", timeout=60, on_timeout="approve")
