@@ -142,7 +142,7 @@ async def test_nothing_but_a_decision_passes_the_confirmation(tmp_path: Path) ->
         await env.scheduler.drive(rid, until="idle")
         assert await attempts(env, rid) == 0
         # a second decision after the first changes nothing
-        await service.decide(rid, stage=None, decision="approve", via="elicitation")
+        await service.decide(rid, stage=CONFIRM_GATE, decision="approve", via="elicitation")
         with pytest.raises(InvalidState, match="no stage waiting"):
             await service.decide(rid, stage=None, decision="approve", via="cli")
 
