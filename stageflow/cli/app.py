@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import anyio
 from pydantic import BaseModel
 
 from stageflow import events as ev
@@ -37,6 +38,7 @@ from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.extras import knowledge_extras
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.learning.setup import Learning, build_learning
+from stageflow.notify.dispatch import Notifier, build_notifier
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
 from stageflow.workspace.view import workspace_probe
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
 # commands that cannot do without the learning profiles (a bad [learning] fails them)
 LEARNING_COMMANDS = frozenset({"estimate", "profiles"})
+# commands whose drivers send notifications (``[notify]``)
+NOTIFYING = DRIVING_COMMANDS | {"dashboard"}
+NOTIFY_DRAIN_S = 15.0  # how long a command waits at exit for notifications still retrying
 
 
 @dataclass
@@ -86,6 +91,7 @@ async def open_app(
 
     knowledge = KnowledgeIndex(store, settings)
     recorder = KnowledgeRecorder(store, knowledge, settings)
+    notifier = build_notifier(settings) if getattr(args, "command", None) in NOTIFYING else None
     runner = None
     command = getattr(args, "command", None)
     driving = command in DRIVING_COMMANDS
@@ -104,7 +110,12 @@ async def open_app(
             runner,
             max_concurrent_agents=settings.max_concurrent_agents,
             lease_seconds=settings.lease_seconds,
-            sink=compose_sinks(sink, recorder.sink, learning.updater.sink if learning else None),
+            sink=compose_sinks(
+                sink,
+                recorder.sink,
+                notifier.sink if notifier else None,
+                learning.updater.sink if learning else None,
+            ),
             agents=live.agent if live is not None else None,
             chooser=learning.chooser if learning is not None else None,
         )
@@ -117,12 +128,15 @@ async def open_app(
         )
         if driving:
             await _sync_for_stages(settings, knowledge)
-        try:
-            yield App(settings, store, service, scheduler, out, quiet, knowledge, said, learning)
-        finally:
-            await recorder.drain()  # what this process's attempts produced, before it exits
-            if learning is not None:
-                await _catch_up(learning)
+        async with _notifying(notifier):
+            try:
+                yield App(
+                    settings, store, service, scheduler, out, quiet, knowledge, said, learning
+                )
+            finally:
+                await recorder.drain()  # what this process's attempts produced, before it exits
+                if learning is not None:
+                    await _catch_up(learning)
     finally:
         try:
             if runner is not None:
@@ -150,6 +164,28 @@ async def _catch_up(learning: Learning) -> None:
         await learning.updater.drain()
     except Exception:
         log.warning("could not update the learning profiles", exc_info=True)
+
+
+@asynccontextmanager
+async def _notifying(notifier: Notifier | None) -> AsyncIterator[None]:
+    """Deliver notifications while the block runs, then wait a little for those still
+    retrying (a run waits for nobody; the process exits a little later). The command's own
+    errors come out as themselves, not wrapped in the task group's exception group."""
+    if notifier is None:
+        yield
+        return
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(notifier.run)
+            try:
+                yield
+            finally:
+                await notifier.drain(NOTIFY_DRAIN_S)
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 async def _sync_for_stages(settings: Settings, knowledge: KnowledgeIndex) -> None:

@@ -160,11 +160,14 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         from stageflow.knowledge.extras import knowledge_extras
+        from stageflow.notify.dispatch import build_notifier
+        from stageflow.server.mcp_server import StageflowMCP
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.workspace.view import workspace_probe
 
         store = await Store.open(settings.db_path)
         try:
+            notices = build_notifier(settings)
             live = LiveDefinitions(settings)
             knowledge = KnowledgeIndex(store, settings)
             recorder = KnowledgeRecorder(store, knowledge, settings)
@@ -187,7 +190,11 @@ def _lifespan(
                 used,
                 max_concurrent_agents=settings.max_concurrent_agents,
                 lease_seconds=settings.lease_seconds,
-                sink=compose_sinks(recorder.sink, learning.updater.sink if learning else None),
+                sink=compose_sinks(
+                    recorder.sink,
+                    notices.sink if notices else None,
+                    learning.updater.sink if learning else None,
+                ),
                 agents=live.agent,
                 chooser=learning.chooser if learning is not None else None,
             )
@@ -223,6 +230,8 @@ def _lifespan(
                     await tg.start(app.notifier.run, app.stop)
                     await tg.start(logs.run, app.stop)
                     await tg.start(recorder.run, app.stop)
+                    if notices is not None:
+                        await tg.start(notices.run)
                     if learning is not None:  # catches up with every log, then follows them
                         tg.start_soon(_after_first_request, app, learning.updater.run, app.stop)
                     tg.start_soon(_after_first_request, app, _sync_knowledge, app)
@@ -233,9 +242,13 @@ def _lifespan(
                         app.watching.set()
                     package_log = logging.getLogger("stageflow")
                     package_log.addHandler(logs)
+                    if isinstance(server, StageflowMCP):
+                        server.app_context = app
                     try:
                         yield app
                     finally:
+                        if isinstance(server, StageflowMCP):
+                            server.app_context = None
                         package_log.removeHandler(logs)
                         # Drivers stop where they are; every transition is already committed,
                         # and the next process to open the project resumes the runs.

@@ -10,7 +10,7 @@ import anyio.to_thread
 from stageflow.engine.service import WorkspaceProbe
 from stageflow.engine.views import WorkspaceView
 from stageflow.errors import StageflowError
-from stageflow.workspace.worktree import diff_summary, find_workspace
+from stageflow.workspace.worktree import diff_patch, diff_summary, find_workspace
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +41,19 @@ def workspace_probe(project: Path) -> WorkspaceProbe:
         return await anyio.to_thread.run_sync(_probe, project, run_id, ended)
 
     return probe
+
+
+def _patch(project: Path, run_id: str, max_chars: int) -> str | None:
+    ws = find_workspace(project, run_id)
+    if ws is None:
+        return None
+    try:
+        return diff_patch(ws, max_chars=max_chars)
+    except (StageflowError, OSError) as exc:  # the page must not fail because git did
+        log.warning("run %s: no diff: %s", run_id, exc)
+        return None
+
+
+async def workspace_patch(project: Path, run_id: str, max_chars: int = 200_000) -> str | None:
+    """The run's worktree diff against its base, live (the dashboard's workspace section)."""
+    return await anyio.to_thread.run_sync(_patch, project, run_id, max_chars)
