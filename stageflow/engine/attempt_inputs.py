@@ -27,6 +27,7 @@ from stageflow.engine.choice import (
 )
 from stageflow.engine.metering import RunMeters
 from stageflow.engine.planner import StartAttempt
+from stageflow.engine.plans import needed_refs, plan_limits
 from stageflow.engine.runner import (
     AttemptMeter,
     AttemptRequest,
@@ -84,7 +85,7 @@ class AttemptInputs:
         if key in self._agents_by_attempt:
             return self._agents_by_attempt[key]
         info = _attempt_info(st, start)
-        name = info.agent if info is not None and info.agent else st.spec.stage(start.stage).agent
+        name = info.agent if info is not None and info.agent else st.stage_spec(start.stage).agent
         return st.agents.get(name) if name else None
 
     async def prepare(self, st: RunState) -> None:
@@ -102,7 +103,7 @@ class AttemptInputs:
 
     def _choice(self, st: RunState, start: StartAttempt) -> AttemptChoice | None:
         """The chooser's decision for a stage that leaves a choice (None: nothing to choose)."""
-        spec = st.spec.stage(start.stage)
+        spec = st.stage_spec(start.stage)
         if not leaves_choice(spec, st.agents):
             return None
         candidates = {
@@ -165,7 +166,7 @@ class AttemptInputs:
         When the agent's definition differs from the run's current one (it was edited since),
         the record carries it, so folding the log reproduces what every attempt used.
         """
-        spec = st.spec.stage(start.stage)
+        spec = st.stage_spec(start.stage)
         choice = self._choice(st, start)
         name = choice.agent if choice is not None else spec.agent
         agent = self._agent_for(st, name)
@@ -181,7 +182,7 @@ class AttemptInputs:
                     "size": ref.size,
                     "tokens_est": estimate_tokens(ref.size),
                 }
-                for s, a in spec.needed()
+                for s, a in needed_refs(st, start.stage)
                 if (ref := st.stages[s].artifacts.get(a)) is not None
             ],
             "feedback_chars": len(start.feedback or ""),
@@ -222,14 +223,14 @@ class AttemptInputs:
     ) -> AttemptRequest:
         """The runner's request: only the ``needs`` artifacts (and on a rework the feedback
         and the stage's previous artifacts), the agent the attempt started with."""
-        spec = st.spec.stage(start.stage)
+        spec = st.stage_spec(start.stage)
         agent = self.agent_of(st, start)
         info = _attempt_info(st, start)
         if info is not None and info.choice is not None:
             # the chosen model goes to the runner as the stage's: it wins over the agent's
             spec = spec.model_copy(update={"model": info.model_requested})
         needed: list[InputArtifact] = []
-        for s, a in spec.needed():
+        for s, a in needed_refs(st, start.stage):
             ref = st.stages[s].artifacts.get(a)
             if ref is None:
                 continue
@@ -261,6 +262,7 @@ class AttemptInputs:
             timeout=spec.timeout,
             bash_allow=[*st.spec.bash, *spec.bash],
             workspace_mode=st.spec.workspace,
+            plan_limits=plan_limits(st, start.stage),
             meter=meter,
         )
 

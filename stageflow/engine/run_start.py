@@ -41,7 +41,13 @@ def prepare_run(
         resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from exc
-    used = sorted({name for s in spec.stages for name in s.agents})
+    names = {name for s in spec.stages for name in s.agents}
+    for s in spec.stages:  # the agents plan items may name, and decision agents
+        if s.plan is not None:
+            names.update(s.plan.agents)
+        if s.escalate is not None and s.escalate.agent:
+            names.add(s.escalate.agent)
+    used = sorted(names)
     return spec, task.strip(), resolved, {name: agents.get(name) for name in used}
 
 

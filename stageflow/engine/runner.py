@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field
 from stageflow.agents.definition import AgentDefinition
 from stageflow.base import Model
 from stageflow.usage import RequestUsage, Usage
+from stageflow.workflows.plan import PlanLimits
 from stageflow.workflows.spec import StageSpec
 
 AttemptStatus = Literal["passed", "failed", "changes_requested"]
@@ -164,7 +165,7 @@ class AttemptRequest(Model):
     run_id: str
     stage: StageSpec
     attempt: int
-    kind: Literal["initial", "retry", "rework", "resume"] = "initial"
+    kind: Literal["initial", "retry", "rework", "resume", "rerun"] = "initial"
     task: str
     inputs: dict[str, Any] = Field(default_factory=dict)
     agent: AgentDefinition | None = None  # None for command stages
@@ -179,6 +180,8 @@ class AttemptRequest(Model):
     workspace_mode: Literal["auto", "worktree", "in_place"] | None = None  # the template's
     writable: bool = True  # False: file tools refuse writes, saying ``read_only_reason``
     read_only_reason: str = ""
+    # a plan stage: what its plan may contain (the runner checks it before finishing)
+    plan_limits: PlanLimits | None = None
     meter: AttemptMeter = Field(default_factory=AttemptMeter, exclude=True, repr=False)
 
     def model_post_init(self, __context: Any) -> None:
@@ -199,6 +202,7 @@ class AttemptResult(Model):
     model_requested: str | None = None  # the resolved model id asked for (after aliases)
     runner: str = "unknown"  # offline | anthropic | claude-code | command
     error: str | None = None
+    plan: dict[str, Any] | None = None  # a plan stage's plan, ``{"items": [...]}``
 
 
 class Runner(Protocol):

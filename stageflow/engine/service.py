@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow import events as ev
+from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
+from stageflow.engine.adjust import Adjustment, adjustment_events
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
+from stageflow.engine.decisions import HUMAN_VIAS, Decision, Via, decision_events
 from stageflow.engine.driver import summarize
 from stageflow.engine.forecasts import (
     Estimator,
@@ -28,7 +31,7 @@ from stageflow.engine.forecasts import (
 )
 from stageflow.engine.metering import ledger_usage
 from stageflow.engine.run_start import estimate_run, forecast_or_none, prepare_run
-from stageflow.engine.state import RunState, StageState, fold, initial_state, preview
+from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import (
     RunListItem,
     RunView,
@@ -51,10 +54,6 @@ from stageflow.workflows.catalog import TemplateCatalog, load_catalog
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
 
-Decision = Literal["approve", "reject"]
-# how a decision reached stageflow; the first three are a person's
-Via = Literal["cli", "dashboard", "elicitation", "tool"]
-HUMAN_VIAS: frozenset[str] = frozenset({"cli", "dashboard", "elicitation"})
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
 WorkspaceProbe = Callable[[str, bool], Awaitable[WorkspaceView | None]]
 ControlAction = Literal["cancel", "pause", "resume", "retry"]
@@ -277,34 +276,15 @@ class Service:
             if state.confirmation == "pending":  # before anything else, the cost forecast
                 args = (run_id, stage, decision, feedback, approver, via, via in HUMAN_VIAS)
                 return [confirmation_decided(*args)]
-            target = _waiting_stage(state, stage)
-            st = state.stages[target]
-            if st.status == "awaiting_approval":
-                if via == "elicitation" and attempt is None:
-                    raise InvalidArgument("a person's answer must name the attempt it decides")
-                _check_attempt(state.run_id, target, st, attempt)
-                _check_approver(state, target, st, decision, approver, via)
-                return [
-                    ev.ApprovalDecided(
-                        stage=target,
-                        decision=decision,
-                        feedback=feedback,
-                        approver=approver,
-                        attempt=st.attempt,
-                        via=via,
-                    )
-                ]
-            if attempt is not None:
-                raise InvalidArgument(
-                    f"stage '{target}' waits on its gate condition, not on an attempt to "
-                    "review; decide it without attempt"
-                )
-            _check_person(state, target, st, via)
-            return [
-                ev.GateDecided(
-                    stage=target, decision=decision, feedback=feedback, approver=approver
-                )
-            ]
+            return decision_events(
+                state,
+                stage=stage,
+                decision=decision,
+                feedback=feedback,
+                approver=approver,
+                attempt=attempt,
+                via=via,
+            )
 
         return await self._command(run_id, build, approver)
 
@@ -364,6 +344,23 @@ class Service:
 
         return await self._command(run_id, build, actor)
 
+    async def adjust(
+        self, run_id: str, adjustment: Adjustment, *, actor: str = "human"
+    ) -> RunState:
+        """Apply a run-time adjustment (add or skip a stage, raise the concurrency, escalate a
+        blocked stage), checked against the run's current DAG (see ``engine.adjust``)."""
+        registry = self.agents()
+
+        def lookup(name: str) -> AgentDefinition | None:
+            return registry.get(name) if name in registry.names() else None
+
+        def build(state: RunState) -> list[ev.Event]:
+            return adjustment_events(
+                state, adjustment, by=actor, agents=lookup, known_agents=registry.names()
+            )
+
+        return await self._command(run_id, build, actor)
+
     async def audit(self, run_id: str) -> AuditReport:
         """Recompute the hash chain and check the head recorded with the run."""
         try:
@@ -385,89 +382,6 @@ class Service:
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
-
-
-def _check_person(state: RunState, stage: str, st: StageState, via: Via) -> None:
-    """A stage whose approval is ``by: human`` takes decisions (its approval, and overriding
-    its false gate) only from a person."""
-    policy = state.spec.stage(stage).approval
-    if policy is None or policy.by != "human" or via in HUMAN_VIAS:
-        return
-    how = f"--stage {stage}" + (f" --attempt {st.attempt}" if st.status != "blocked" else "")
-    raise InvalidState(
-        f"stage '{stage}' needs a person's decision (approval by: human), which a model "
-        f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
-        "reject with --feedback), or to decide in the dashboard"
-    )
-
-
-def _check_approver(
-    state: RunState, stage: str, st: StageState, decision: Decision, approver: str, via: Via
-) -> None:
-    """Refuse a decision the stage's approval policy does not take (see ``decide``)."""
-    policy = state.spec.stage(stage).approval
-    if policy is None:
-        return
-    _check_person(state, stage, st, via)
-    if policy.approvers and approver not in policy.approvers:
-        raise InvalidArgument(
-            f"{approver!r} is not an approver of stage '{stage}' (approvers: "
-            f"{', '.join(policy.approvers)})"
-        )
-    if decision == "approve" and approver in st.approvals:
-        left = policy.min_approvals - len(set(st.approvals))
-        raise InvalidState(
-            f"{approver} has already approved attempt {st.attempt} of stage '{stage}'; it "
-            f"needs {left} more approval(s) from other approvers"
-        )
-
-
-def _check_attempt(run_id: str, stage: str, st: StageState, attempt: int | None) -> None:
-    """Refuse a decision about another attempt than the one waiting (see ``decide``)."""
-    if attempt is None:
-        if st.shown > 1:
-            raise InvalidArgument(
-                f"stage '{stage}' has been put up for approval {st.shown} times; attempt "
-                f"{st.attempt} waits now. Read it (workflow_status {run_id}) and decide with "
-                f"attempt={st.attempt} (CLI: --attempt {st.attempt})"
-            )
-        return
-    if attempt != st.attempt:
-        what = (
-            f"attempt {attempt} was replaced: the stage ran again and attempt {st.attempt} "
-            "waits now, which you have not read"
-            if attempt < st.attempt
-            else f"stage '{stage}' has no attempt {attempt}; attempt {st.attempt} waits"
-        )
-        raise InvalidState(
-            f"decision refused: {what}. Read attempt {st.attempt} (workflow_status {run_id}) "
-            f"and decide with attempt={st.attempt} (CLI: --attempt {st.attempt})"
-        )
-
-
-def _waiting_stage(state: RunState, stage: str | None) -> str:
-    waiting = [
-        sid for sid, st in state.stages.items() if st.status in ("awaiting_approval", "blocked")
-    ]
-    if stage is None:
-        if len(waiting) == 1:
-            return waiting[0]
-        if not waiting:
-            raise InvalidState(
-                f"run {state.run_id} has no stage waiting for a decision (run is {state.status})"
-            )
-        raise InvalidArgument(
-            f"several stages are waiting ({', '.join(waiting)}); name one with stage"
-        )
-    if stage not in state.stages:
-        raise NotFound("stage", stage, known=list(state.stages))
-    st = state.stages[stage]
-    if stage not in waiting:
-        extra = f"; waiting: {', '.join(waiting)}" if waiting else ""
-        raise InvalidState(
-            f"stage '{stage}' is not waiting for a decision (it is {st.status}){extra}"
-        )
-    return stage
 
 
 def _retry_events(

@@ -76,7 +76,7 @@ def _observe(env: ev.Envelope, state: RunState, resolve: Resolve) -> list[Sample
         if info is None or not _learned(state, info):
             return []
         if e.outcome in _DONE:
-            approval = state.spec.stage(e.stage).approval
+            approval = state.stage_spec(e.stage).approval
             if approval is not None and approval.required:
                 return []  # its verdict is the human's decision, later
             return [_sample(state, e.stage, info, SUCCESS, resolve)]
@@ -105,7 +105,7 @@ def _sample(
         if isinstance(recorded, str) and recorded
         else task_type_of(
             state.spec,
-            state.spec.stage(stage),
+            state.stage_spec(stage),
             info.agent,
             state.task,
             state.agents.get(info.agent),

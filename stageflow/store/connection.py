@@ -41,7 +41,7 @@ async def open_connection(path: Path) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         for pragma in _PRAGMAS:
-            rows = await fetch_all(conn, pragma)
+            rows = await _retry_locked(conn, pragma)
             if pragma.startswith("PRAGMA journal_mode") and rows and rows[0][0] != "wal":
                 # e.g. some network filesystems: still correct, but readers block writers
                 log.warning("SQLite refused WAL mode for %s (journal_mode=%s)", path, rows[0][0])
@@ -49,6 +49,24 @@ async def open_connection(path: Path) -> aiosqlite.Connection:
         await conn.close()
         raise
     return conn
+
+
+async def _retry_locked(conn: aiosqlite.Connection, pragma: str) -> list[tuple[Any, ...]]:
+    """Run ``pragma``, waiting out another connection's lock. SQLite answers "database is
+    locked" at once, without calling the busy handler, when two connections switch a fresh
+    database to WAL at the same moment (waiting could deadlock them); so wait here, in
+    growing steps, up to the busy timeout."""
+    waited, step = 0.0, 0.01
+    while True:
+        try:
+            return await fetch_all(conn, pragma)
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or waited >= BUSY_TIMEOUT_MS / 1000:
+                raise
+        await anyio.sleep(step)
+        waited += step
+        step = min(step * 2, 0.25)
 
 
 def damaged(path: Path, exc: BaseException) -> DatabaseError:

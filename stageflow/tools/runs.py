@@ -35,7 +35,7 @@ from stageflow.tools.models import CommandResult, ForecastBrief, StartResult
 from stageflow.tools.results import run_uri, tool_result
 
 if TYPE_CHECKING:
-    from stageflow.engine.service import Via
+    from stageflow.engine.decisions import Via
 
 DEFAULT_ACTOR = "mcp-client"
 
