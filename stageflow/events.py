@@ -53,13 +53,19 @@ class RunCreated(_Event):
     # template="auto": the orchestrator's choice {template, reason, by, model, fallback,
     # cost_usd}; absent otherwise
     chosen: dict[str, Any] | None = None
+    # the cost forecast made before the run started (``stageflow.engine.forecasts.RunForecast``)
+    forecast: dict[str, Any] | None = None
+    # set when the run must wait for a human to confirm its forecast (``[budget]
+    # confirm_above_usd``): the threshold the forecast's p90 passed
+    confirm_above_usd: float | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_absent_choice(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # absent stays absent, so runs logged before the field existed still verify
+    def _omit_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # entries logged before these fields existed still hash to what was stored
         data: dict[str, Any] = handler(self)
-        if self.chosen is None:
-            data.pop("chosen", None)
+        for key in ("chosen", "forecast", "confirm_above_usd"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -97,14 +103,19 @@ class AttemptStarted(_Event):
     # the agent's definition when it differs from the run's current one (hot reload): folding
     # the log then reproduces exactly what every attempt used
     agent_def: dict[str, Any] | None = None
+    # how the agent and model were chosen when the stage left a choice (candidates, ``model:
+    # auto``): the task type, every candidate's scores and the rule that decided; replay reads
+    # the choice from here and never recomputes it
+    choice: dict[str, Any] | None = None
 
     @model_serializer(mode="wrap")
     def _omit_absent_definition(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # absent stays absent in the payload, so entries logged before the field existed
         # still hash to what was stored
         data: dict[str, Any] = handler(self)
-        if self.agent_def is None:
-            data.pop("agent_def", None)
+        for key in ("agent_def", "choice"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
 
@@ -173,6 +184,16 @@ class ApprovalDecided(_Event):
             if data.get(name) is None:
                 data.pop(name, None)
         return data
+
+
+class ConfirmationDecided(_Event):
+    """A human confirmed the run's cost forecast (it may start) or declined it (cancelled)."""
+
+    type: Literal["confirmation_decided"] = "confirmation_decided"
+    decision: Literal["approve", "reject"]
+    feedback: str | None = None
+    approver: str = "human"
+    via: str | None = None  # cli, dashboard, elicitation (a person) or tool (the assistant)
 
 
 class RetryScheduled(_Event):
@@ -345,6 +366,7 @@ Event = Annotated[
     | AttemptFinished
     | ApprovalRequested
     | ApprovalDecided
+    | ConfirmationDecided
     | RetryScheduled
     | StageFailed
     | StageRetryRequested

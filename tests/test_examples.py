@@ -50,6 +50,8 @@ def test_every_example_file_is_a_template_an_agent_or_the_mcp_config() -> None:
 
 def test_the_example_config_is_read_by_every_settings_loader(tmp_path: Path) -> None:
     from stageflow.config import load_settings
+    from stageflow.engine.forecasts import confirm_threshold
+    from stageflow.learning.config import load_learning_config
     from stageflow.models.pricing import load_price_table
     from stageflow.models.routing import load_routes
     from stageflow.subagents.options import load_runner_options
@@ -63,6 +65,9 @@ def test_the_example_config_is_read_by_every_settings_loader(tmp_path: Path) -> 
     assert routes.choose(stage_model=None, agent_model="opus").model == "claude-opus-4-7"
     assert routes.fallback == "haiku"
     assert load_price_table(settings).lookup("claude-opus-4-7") is not None
+    learning = load_learning_config(settings)
+    assert (learning.models, learning.success_threshold) == (("haiku", "sonnet", "opus"), 0.8)
+    assert confirm_threshold(settings) == 5.0
 
 
 def test_the_mcp_config_starts_stageflow_serve_over_stdio(cli: Cli) -> None:

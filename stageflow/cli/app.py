@@ -4,7 +4,10 @@ index), output helpers and exit codes.
 Attempts this process runs feed the knowledge base like the server's do: their artifacts are
 indexed and marked decisions written (``KnowledgeRecorder``), before the command returns. The
 CLI does not watch files; commands that execute agent stages with the API runner first bring
-the knowledge index up to date, so the stages get current knowledge.
+the knowledge index up to date, so the stages get current knowledge. They feed the learning
+profiles too (``stageflow.learning``): the profiles choose where a stage leaves a choice, the
+service forecasts each new run, and before the command returns the profile tables catch up
+with every run's log.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from stageflow.engine.driver import Until
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
+from stageflow.errors import SpecError
 from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.extras import knowledge_extras
 from stageflow.knowledge.index import KnowledgeIndex
+from stageflow.learning.setup import Learning, build_learning
 from stageflow.notify.dispatch import Notifier, build_notifier
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
@@ -43,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # commands that may execute agent stages here
 DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
+# commands that cannot do without the learning profiles (a bad [learning] fails them)
+LEARNING_COMMANDS = frozenset({"estimate", "profiles"})
 # commands whose drivers send notifications (``[notify]``)
 NOTIFYING = DRIVING_COMMANDS | {"dashboard"}
 NOTIFY_DRAIN_S = 15.0  # how long a command waits at exit for notifications still retrying
@@ -59,6 +66,7 @@ class App:
     knowledge: KnowledgeIndex
     # messages already printed by this command, so the final dashboard does not repeat them
     said: set[str] = field(default_factory=set)
+    learning: Learning | None = None
 
 
 @asynccontextmanager
@@ -85,8 +93,10 @@ async def open_app(
     recorder = KnowledgeRecorder(store, knowledge, settings)
     notifier = build_notifier(settings) if getattr(args, "command", None) in NOTIFYING else None
     runner = None
-    driving = getattr(args, "command", None) in DRIVING_COMMANDS
+    command = getattr(args, "command", None)
+    driving = command in DRIVING_COMMANDS
     try:
+        learning = _learning(settings, store, required=command in LEARNING_COMMANDS)
         runner = make_runner(
             settings,
             offline_delay=offline_delay,
@@ -100,28 +110,60 @@ async def open_app(
             runner,
             max_concurrent_agents=settings.max_concurrent_agents,
             lease_seconds=settings.lease_seconds,
-            sink=compose_sinks(sink, recorder.sink, notifier.sink if notifier else None),
+            sink=compose_sinks(
+                sink,
+                recorder.sink,
+                notifier.sink if notifier else None,
+                learning.updater.sink if learning else None,
+            ),
             agents=live.agent if live is not None else None,
+            chooser=learning.chooser if learning is not None else None,
         )
         service = Service(
             settings,
             store,
             runner_label=describe_runner(settings),
             workspace_probe=workspace_probe(settings.project),
+            estimator=learning.estimator if learning is not None else None,
         )
         if driving:
             await _sync_for_stages(settings, knowledge)
         async with _notifying(notifier):
             try:
-                yield App(settings, store, service, scheduler, out, quiet, knowledge, said)
+                yield App(
+                    settings, store, service, scheduler, out, quiet, knowledge, said, learning
+                )
             finally:
                 await recorder.drain()  # what this process's attempts produced, before it exits
+                if learning is not None:
+                    await _catch_up(learning)
     finally:
         try:
             if runner is not None:
                 await runner.aclose()  # the model client's connections, on this event loop
         finally:
             await store.close()
+
+
+def _learning(settings: Settings, store: Store, *, required: bool) -> Learning | None:
+    """The learning profiles; a mistake in their config fails the commands that need them
+    and is a warning for the others (they run on the defaults)."""
+    try:
+        return build_learning(settings, store)
+    except SpecError as exc:
+        if required:
+            raise
+        log.warning("learning profiles are off: %s", exc)
+        return None
+
+
+async def _catch_up(learning: Learning) -> None:
+    """Bring the profile tables up to date with every run's log (what this command ran, and
+    anything a process that died left behind); a failure costs only the profiles."""
+    try:
+        await learning.updater.drain()
+    except Exception:
+        log.warning("could not update the learning profiles", exc_info=True)
 
 
 @asynccontextmanager

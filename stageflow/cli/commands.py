@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
 
 from stageflow.cli.app import App, drive, emit, show
-from stageflow.cli.exits import EXIT_FAIL, EXIT_OK
+from stageflow.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_WAITING
+from stageflow.cli.inputs import parse_inputs
 from stageflow.cli.render import render_runs
 from stageflow.config import Settings, load_settings
 from stageflow.engine.adjust import Adjustment
 from stageflow.engine.catalog_view import agent_info
+from stageflow.engine.forecasts import CONFIRM_GATE
 from stageflow.engine.state import HUMAN_WAIT
 from stageflow.errors import InvalidArgument, InvalidState, Problem
 from stageflow.workflows.model_names import KnownModels
@@ -80,7 +81,9 @@ async def cmd_agents(app: App, args: argparse.Namespace) -> int:
 
 
 async def cmd_run(app: App, args: argparse.Namespace) -> int:
-    inputs = _parse_inputs(args.input)
+    from stageflow.cli.learning import confirm_run
+
+    inputs = parse_inputs(args.input)
     template, chosen = args.template, None
     if template.strip() == "auto":
         from stageflow.subagents.orchestrator.choose import choose_template
@@ -97,23 +100,14 @@ async def cmd_run(app: App, args: argparse.Namespace) -> int:
             f"started run {state.run_id} ({state.template}) with runner "
             f"{app.service.runner_label}\n"
         )
+    state = await confirm_run(app, state, yes=args.yes)  # when its forecast needs a human
     # --wait: until the run ends, or stops for a human (exit 5 at a gate, 6 paused): nothing
     # can happen then until someone approves, rejects or resumes, here or elsewhere
     await drive(app, state.run_id, "idle")
-    return await show(app, state.run_id, as_json=args.json, drove=True, waited=args.wait)
-
-
-def _parse_inputs(pairs: Sequence[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidArgument(f"--input expects NAME=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    code = await show(app, state.run_id, as_json=args.json, drove=True, waited=args.wait)
+    if code == EXIT_OK and (await app.service.state(state.run_id)).confirmation == "pending":
+        return EXIT_WAITING  # nothing ran: a human must confirm the forecast first
+    return code
 
 
 async def cmd_status(app: App, args: argparse.Namespace) -> int:
@@ -166,9 +160,9 @@ async def _decide(app: App, args: argparse.Namespace, decision: str, feedback: s
         via="cli",
     )
     if not app.quiet:
-        decided = args.stage or next(
-            (sid for sid, st in before.stages.items() if st.status in HUMAN_WAIT), "?"
-        )
+        waits = (sid for sid, st in before.stages.items() if st.status in HUMAN_WAIT)
+        pending = before.confirmation == "pending"
+        decided = args.stage or (CONFIRM_GATE if pending else next(waits, "?"))
         after = state.stages.get(decided)
         more = ""
         if after is not None and after.status == "awaiting_approval" and decision == "approve":

@@ -21,6 +21,7 @@ import anyio
 from stageflow import __version__
 from stageflow.cli.exits import EXIT_FAIL, EXIT_NOT_FOUND, EXIT_OK, EXIT_STATE, EXIT_USAGE
 from stageflow.cli.knowledge_parser import add_knowledge_parser
+from stageflow.cli.learning_parser import add_learning_parsers
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 
 # stageflow.engine.adjust.ACTIONS, spelled out so the parser imports no engine (a test keeps
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep executing until the run ends; exit 5 when a gate waits for a human, 6 when "
         "the run pauses (at its budget)",
+    )
+    sp.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm the run's cost forecast when it is above [budget] confirm_above_usd "
+        "(otherwise a terminal asks, and elsewhere the run waits for `stageflow approve`)",
     )
     sp = add("status", "show one run, or the recent runs", "commands:cmd_status", json_=True)
     sp.add_argument("run", nargs="?")
@@ -209,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--verify", action="store_true", help="recompute the hash chain")
     add_knowledge_parser(sub, common)
+    add_learning_parsers(add)
     add("init", "create .stageflow/ with an example agent, template and note", "commands:cmd_init")
     add(
         "doctor",

@@ -105,6 +105,8 @@ def render_run(
             said.add(s.reason or "")
         if s.model_mismatch:
             out.write(f"  {s.id}: answered by another model than asked for ({s.model})\n")
+        if s.why:  # the stage left agent or model open: who and which model, and why
+            out.write(f"  {s.id}: {s.why}\n")
     arts = [a for s in view.stages for a in s.artifacts]
     if arts:
         out.write(
@@ -126,6 +128,12 @@ def render_run(
     out.write(
         f"spent: {money(view.spent_usd)}{budget}{orch}  tokens: {tokens(view.usage.total_tokens)}\n"
     )
+    fc = view.forecast
+    if fc is not None:
+        out.write(
+            f"forecast: {money(fc.p50_usd)} (p50) to {money(fc.p90_usd)} (p90); "
+            f"spent {money(fc.spent_usd)}: {fc.verdict}\n"
+        )
     ws = view.workspace
     if ws is not None:
         where = f"{ws.path}" + (f" (branch {ws.branch})" if ws.branch else "")

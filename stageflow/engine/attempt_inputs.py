@@ -4,7 +4,9 @@ the artifact versions it ends with.
 ``AttemptInputs`` picks the agent definition each new attempt uses (the live provider's, or the
 run's own), records it on ``attempt_started`` when it changed, and builds the
 ``AttemptRequest`` with only the ``needs`` artifacts, reading artifact texts from the driver's
-cache or the store.
+cache or the store. When the stage leaves a choice (candidate agents, ``model: auto``), the
+chooser (``stageflow.engine.choice``) decides here and the decision goes on the record; the
+request then carries the chosen agent and model.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from collections.abc import Callable, Mapping
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.choice import (
+    AttemptChoice,
+    ChoiceContext,
+    Chooser,
+    default_choice,
+    leaves_choice,
+)
+from stageflow.engine.metering import RunMeters
 from stageflow.engine.planner import StartAttempt
 from stageflow.engine.plans import needed_refs, plan_limits
 from stageflow.engine.runner import (
@@ -26,10 +36,12 @@ from stageflow.engine.runner import (
     StageJournal,
     undeclared_artifacts,
 )
-from stageflow.engine.state import RunState, StageState
+from stageflow.engine.state import AttemptInfo, RunState, StageState
 from stageflow.store.rows import NewArtifact
 from stageflow.store.store import Store
 from stageflow.workflows.spec import StageSpec
+
+__all__ = ["AgentProvider", "AttemptInputs", "Chooser", "estimate_tokens", "new_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +57,21 @@ def estimate_tokens(chars: int) -> int:
 class AttemptInputs:
     """Per run: the definition each attempt started with, and artifact texts seen."""
 
-    def __init__(self, store: Store, run_id: str, agents: AgentProvider | None, owner: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        agents: AgentProvider | None,
+        owner: str,
+        chooser: Chooser | None = None,
+        meters: RunMeters | None = None,
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.agents = agents
         self.owner = owner
+        self.chooser = chooser
+        self.meters = meters  # the run's attempts in flight: their live spend
         self._artifacts: dict[tuple[str, str, int], str] = {}
         # the definition each attempt started with: later starts may record newer ones
         self._agents_by_attempt: dict[tuple[str, int], AgentDefinition | None] = {}
@@ -63,8 +85,63 @@ class AttemptInputs:
         key = (start.stage, start.attempt)
         if key in self._agents_by_attempt:
             return self._agents_by_attempt[key]
-        name = st.stage_spec(start.stage).agent
+        info = _attempt_info(st, start)
+        name = info.agent if info is not None and info.agent else st.stage_spec(start.stage).agent
         return st.agents.get(name) if name else None
+
+    async def prepare(self, st: RunState) -> None:
+        """Let the chooser refresh what it knows, when this run has stages that leave one
+        (other runs pay nothing). A failing chooser costs the run its learning, not its
+        progress: attempts then start on the defaults."""
+        if self.chooser is None or not any(
+            leaves_choice(s, st.agents) for s in st.spec.stages if s.kind == "agent"
+        ):
+            return
+        try:
+            await self.chooser.prepare()
+        except Exception:
+            log.warning("run %s: the chooser could not refresh", st.run_id, exc_info=True)
+
+    def _choice(self, st: RunState, start: StartAttempt) -> AttemptChoice | None:
+        """The chooser's decision for a stage that leaves a choice (None: nothing to choose)."""
+        spec = st.stage_spec(start.stage)
+        if not leaves_choice(spec, st.agents):
+            return None
+        candidates = {
+            name: agent for name in spec.agents if (agent := self._agent_for(st, name)) is not None
+        }
+        if not candidates:
+            return None
+        ctx = ChoiceContext(
+            state=st,
+            stage=spec,
+            start=start,
+            candidates=candidates,
+            remaining_usd=self._remaining(st, spec.budget_usd, start.stage),
+        )
+        if self.chooser is None:
+            return default_choice(ctx)
+        try:
+            choice = self.chooser.choose(ctx)
+        except Exception:  # a chooser bug must not stop the run: start on the defaults
+            log.exception("run %s stage %s: the chooser failed", st.run_id, start.stage)
+            return default_choice(ctx)
+        if choice.agent not in candidates:
+            log.error("run %s: the chooser picked %r, not a candidate", st.run_id, choice.agent)
+            return default_choice(ctx)
+        return choice
+
+    def _remaining(self, st: RunState, stage_cap: float | None, stage: str) -> float | None:
+        """What the run's and the stage's caps still allow, live spend counted."""
+        left: float | None = None
+        if st.budget_usd is not None:
+            held = self.meters.held_usd() if self.meters is not None else 0.0
+            left = st.budget_usd - st.spent_usd - held
+        if stage_cap is not None:
+            ss = st.stages[stage]
+            stage_left = stage_cap - (ss.usage.cost_usd - ss.budget_base)
+            left = stage_left if left is None else min(left, stage_left)
+        return None if left is None else max(0.0, left)
 
     def forget(self, start: StartAttempt) -> None:
         self._agents_by_attempt.pop((start.stage, start.attempt), None)
@@ -91,8 +168,10 @@ class AttemptInputs:
         the record carries it, so folding the log reproduces what every attempt used.
         """
         spec = st.stage_spec(start.stage)
-        agent = self._agent_for(st, spec.agent)
-        own = st.agents.get(spec.agent) if spec.agent else None
+        choice = self._choice(st, start)
+        name = choice.agent if choice is not None else spec.agent
+        agent = self._agent_for(st, name)
+        own = st.agents.get(name) if name else None
         newer = agent is not None and (own is None or own.content_hash != agent.content_hash)
         self._agents_by_attempt[(start.stage, start.attempt)] = agent
         context = {
@@ -115,16 +194,20 @@ class AttemptInputs:
             if start.kind == "rework"
             else [],
         }
+        model = (
+            choice.model if choice is not None else spec.model or (agent.model if agent else None)
+        )
         return ev.AttemptStarted(
             stage=start.stage,
             attempt=start.attempt,
             kind=start.kind,
-            agent=spec.agent,
+            agent=name,
             agent_hash=agent.content_hash if agent else None,
-            model=spec.model or (agent.model if agent else None),
+            model=model,
             owner=self.owner,
             context=context,
             agent_def=agent.model_dump(mode="json") if newer and agent is not None else None,
+            choice=choice.record if choice is not None else None,
         )
 
     async def _artifact(self, stage: str, name: str, version: int) -> str:
@@ -147,6 +230,10 @@ class AttemptInputs:
         and the stage's previous artifacts), the agent the attempt started with."""
         spec = st.stage_spec(start.stage)
         agent = self.agent_of(st, start)
+        info = _attempt_info(st, start)
+        if info is not None and info.choice is not None:
+            # the chosen model goes to the runner as the stage's: it wins over the agent's
+            spec = spec.model_copy(update={"model": info.model_requested})
         needed: list[InputArtifact] = []
         for s, a in needed_refs(st, start.stage):
             ref = st.stages[s].artifacts.get(a)
@@ -187,6 +274,14 @@ class AttemptInputs:
             if spec.debate is not None
             else {},
         )
+
+
+def _attempt_info(st: RunState, start: StartAttempt) -> AttemptInfo | None:
+    """The logged attempt ``start`` refers to, once its ``attempt_started`` is folded in."""
+    for info in reversed(st.stages[start.stage].attempts):
+        if info.number == start.attempt:
+            return info
+    return None
 
 
 def new_versions(

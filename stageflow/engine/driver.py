@@ -19,7 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from stageflow import events as ev
-from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs
+from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs, Chooser
 from stageflow.engine.metering import RunMeters, ledger_usage
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.recording import finished_event
@@ -63,10 +63,10 @@ class RunDriver:
         sink: EventSink | None = None,
         poll_interval: float = 0.25,
         agents: AgentProvider | None = None,
+        chooser: Chooser | None = None,
     ) -> None:
         self.store = store
         self.state = state
-        self.agents = agents
         self.runner = runner
         self.slots = slots
         self.owner = owner
@@ -87,8 +87,7 @@ class RunDriver:
         self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
         self._meters = RunMeters(store, state.run_id, lambda: self.state, clock)  # in flight
-        # what attempts start with: agent definitions, artifact texts (cached)
-        self._inputs = AttemptInputs(store, state.run_id, agents, owner)
+        self._inputs = AttemptInputs(store, state.run_id, agents, owner, chooser, self._meters)
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
@@ -162,6 +161,7 @@ class RunDriver:
         while True:
             if self._lease_lost:
                 raise LeaseLost(f"run {self.state.run_id}: lease lost")
+            await self._inputs.prepare(self.state)  # the chooser's data, if the run has choices
             now = self.clock()
             events, state, starts, cancels, wake_at = self._plan(list(batch), now)
             self._wake_at = wake_at

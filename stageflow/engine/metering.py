@@ -95,6 +95,10 @@ class RunMeters:
     def get(self, stage: str, attempt: int) -> AttemptMeter | None:
         return self._meters.get((stage, attempt))
 
+    def held_usd(self) -> float:
+        """What the run's attempts in flight hold of its caps (spend or reservation)."""
+        return sum(m.held_usd() for m in self._meters.values())
+
     def close(self, stage: str, attempt: int) -> None:
         """Stop counting the attempt as live (its spend is in the run state now, or lost)."""
         self._meters.pop((stage, attempt), None)

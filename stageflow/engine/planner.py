@@ -181,6 +181,8 @@ def next_actions(state: RunState, now: float) -> Plan:
     """Decide what happens next. Deterministic for a given (state, now)."""
     if state.ended is not None:
         return Plan(cancel=state.running())
+    if state.confirmation == "pending":
+        return Plan()  # nothing starts until a human confirms the cost forecast
 
     spec = state.spec
     decisions: list[ev.Event] = []
@@ -189,7 +191,7 @@ def next_actions(state: RunState, now: float) -> Plan:
     rollback_targets = spec.rollback_targets()
 
     if spec.limits.timeout is not None:
-        deadline = state.created_at + spec.limits.timeout
+        deadline = state.started_at + spec.limits.timeout  # creation, or the confirmation
         if now >= deadline:
             return Plan(
                 decisions=[ev.RunFailed(reason=f"run timed out after {spec.limits.timeout:g}s")],

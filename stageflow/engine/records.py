@@ -60,6 +60,7 @@ class AttemptInfo:
     error: str | None = None
     usage: Usage = field(default_factory=Usage)
     context: dict[str, Any] = field(default_factory=dict)
+    choice: dict[str, Any] | None = None  # how agent and model were chosen (attempt_started)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,11 @@ class RunState:
     spent: float = 0.0  # USD over every attempt, kept as events are applied (read spent_usd)
     orchestration: float = 0.0  # USD spent on orchestration (moderators, template choice)
     chosen: dict[str, Any] | None = None  # template="auto": the orchestrator's choice
+    forecast: dict[str, Any] | None = None  # the cost forecast made at creation
+    # "pending": a human must confirm the forecast before anything starts (confirm_above_usd)
+    confirmation: Literal["pending", "confirmed"] | None = None
+    confirm_above_usd: float | None = None
+    started_at: float = 0.0  # creation, or the confirmation: the run's timeout counts from it
     # specs not in the template (plan items, decision stages, stages added at run time) and
     # template stages as adjusted at run time; read them through ``stage_spec``
     overrides: dict[str, StageSpec] = field(default_factory=dict)
@@ -182,6 +188,8 @@ class RunState:
             return self.ended
         if self.paused:
             return "paused"
+        if self.confirmation == "pending":
+            return "waiting"
         human = False
         for st in self.stages.values():
             if st.status in _BUSY:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import anyio
 
 from stageflow.engine.attempt_inputs import AgentProvider
+from stageflow.engine.choice import Chooser
 from stageflow.engine.driver import EventSink, RunDriver, Until
 from stageflow.engine.leases import owner_is_dead
 from stageflow.engine.runner import Runner
@@ -55,9 +56,11 @@ class Scheduler:
         sink: EventSink | None = None,
         poll_interval: float = 0.25,
         agents: AgentProvider | None = None,
+        chooser: Chooser | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
+        self.chooser = chooser  # decides agent and model where a stage leaves a choice
         self.agents = agents  # each new attempt uses the agent's current definition
         self.slots = Slots(max_concurrent_agents)
         self.lease_seconds = lease_seconds
@@ -120,6 +123,7 @@ class Scheduler:
             sink=self.sink,
             poll_interval=self.poll_interval,
             agents=self.agents,
+            chooser=self.chooser,
         )
         self.drivers[run_id] = driver
         done = anyio.Event()

@@ -22,7 +22,15 @@ from stageflow.engine.adjust import Adjustment, adjustment_events
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.decisions import HUMAN_VIAS, Decision, Via, decision_events
 from stageflow.engine.driver import summarize
+from stageflow.engine.forecasts import (
+    Estimator,
+    RunForecast,
+    confirm_threshold,
+    confirmation_decided,
+    needs_confirmation,
+)
 from stageflow.engine.metering import ledger_usage
+from stageflow.engine.run_start import estimate_run, forecast_or_none, prepare_run
 from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import (
     RunListItem,
@@ -37,14 +45,11 @@ from stageflow.errors import (
     InvalidArgument,
     InvalidState,
     NotFound,
-    Problem,
-    SpecErrors,
 )
 from stageflow.ids import new_run_id
 from stageflow.store.store import Store
 from stageflow.usage import Usage
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
-from stageflow.workflows.spec import WorkflowSpec
 
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
@@ -78,12 +83,14 @@ class Service:
         clock: Callable[[], float] = time.time,
         workspace_probe: WorkspaceProbe | None = None,
         definitions: LiveDefinitions | None = None,
+        estimator: Estimator | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.runner_label = runner_label
         self.clock = clock
         self.workspace_probe = workspace_probe
+        self.estimator = estimator  # the cost forecast of a run before it starts
         # kept current by the file watcher; without it every call reads the folders
         self.definitions = definitions
 
@@ -122,6 +129,13 @@ class Service:
 
     # -- runs --------------------------------------------------------------------------------
 
+    async def estimate(
+        self, template: str, task: str, *, inputs: dict[str, Any] | None = None
+    ) -> RunForecast:
+        """The cost forecast of a run of ``template`` for ``task``, without starting it
+        (``InvalidState`` when this process has no estimator)."""
+        return await estimate_run(self.estimator, *self._definitions(), template, task, inputs)
+
     async def start_run(
         self,
         template: str,
@@ -132,39 +146,28 @@ class Service:
         actor: str = "cli",
         chosen: dict[str, Any] | None = None,
     ) -> RunState:
-        """Validate and record a new run; it does not execute anything. ``chosen``: how
-        ``template="auto"`` picked ``template`` (recorded on ``run_created``)."""
-        if not task or not task.strip():
-            raise InvalidArgument("task must be a non-empty description of the work")
+        """Validate and record a new run, with its cost forecast; it does not execute anything
+        (above ``[budget] confirm_above_usd``, or with no forecast to compare, it waits for a
+        person's confirmation: ``decide``). ``chosen``: how ``template="auto"`` picked
+        ``template`` (recorded on ``run_created``)."""
         if budget_usd is not None and budget_usd < 0:
             raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
-        agents, catalog = self._definitions()
-        entry = catalog.entries.get(template)
-        if entry is None:
-            raise NotFound("template", template, known=catalog.names())
-        if entry.spec is None or entry.problems:
-            raise SpecErrors(
-                entry.problems or (Problem("template failed to load", file=str(entry.source)),)
-            )
-        spec = entry.spec
-        try:
-            resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        used = sorted(_agents_used(spec))
-        snapshot = {}
-        for name in used:
-            snapshot[name] = agents.get(name).model_dump(mode="json")
+        threshold = confirm_threshold(self.settings)  # a bad [budget] fails before anything
+        spec, text, resolved, used = prepare_run(*self._definitions(), template, task, inputs)
+        forecast = await forecast_or_none(self.estimator, spec, text, used, resolved)
+        confirm = needs_confirmation(forecast, threshold)
         created = ev.RunCreated(
             template=spec.name,
-            task=task.strip(),
+            task=text,
             inputs=resolved,
             spec=spec.model_dump(mode="json"),
-            agents=snapshot,
+            agents={name: agent.model_dump(mode="json") for name, agent in used.items()},
             budget_usd=budget_usd if budget_usd is not None else spec.limits.budget_usd,
             runner=self.runner_label,
             workdir=str(self.settings.project),
             chosen=chosen,
+            forecast=forecast.model_dump(mode="json") if forecast is not None else None,
+            confirm_above_usd=threshold if confirm else None,
         )
         run_id = new_run_id()
         now = self.clock()
@@ -278,6 +281,9 @@ class Service:
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
+            if state.confirmation == "pending":  # before anything else, the cost forecast
+                args = (run_id, stage, decision, feedback, approver, via, via in HUMAN_VIAS)
+                return [confirmation_decided(*args)]
             return decision_events(
                 state,
                 stage=stage,
@@ -379,18 +385,6 @@ class Service:
         if envs and row.last_seq != envs[-1].seq:
             problems.append(f"the run records {row.last_seq} entries but {envs[-1].seq} remain")
         return AuditReport(run_id=run_id, events=envs, problems=problems)
-
-
-def _agents_used(spec: WorkflowSpec) -> set[str]:
-    """Every agent a run of ``spec`` may start: stage agents, the agents plan items may name,
-    and decision agents (all snapshotted when the run is created)."""
-    used = {name for s in spec.stages for name in s.agent_names()}  # debaters too
-    for s in spec.stages:
-        if s.plan is not None:
-            used.update(s.plan.agents)
-        if s.escalate is not None and s.escalate.agent:
-            used.add(s.escalate.agent)
-    return used
 
 
 def _not_ended(state: RunState) -> None:

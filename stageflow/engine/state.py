@@ -68,6 +68,10 @@ def initial_state(run_id: str, env: ev.Envelope) -> RunState:
         orchestration=float((created.chosen or {}).get("cost_usd") or 0.0),
         seq=env.seq,
         head_hash=env.hash,
+        forecast=dict(created.forecast) if created.forecast is not None else None,
+        confirmation="pending" if created.confirm_above_usd is not None else None,
+        confirm_above_usd=created.confirm_above_usd,
+        started_at=env.at,
     )
 
 
@@ -108,6 +112,7 @@ def _apply(state: RunState, env: ev.Envelope) -> RunState:
                 agent_hash=e.agent_hash,
                 model_requested=e.model,
                 context=dict(e.context),
+                choice=dict(e.choice) if e.choice is not None else None,
             )
             return _set(
                 state,
@@ -161,6 +166,15 @@ def _apply(state: RunState, env: ev.Envelope) -> RunState:
                     approval_expires_at=None,
                 ),
             )
+        case ev.ConfirmationDecided():
+            if state.confirmation != "pending":
+                return state  # decided already (a second decision changes nothing)
+            if e.decision == "approve":
+                return replace(state, confirmation="confirmed", started_at=env.at)
+            why = f"cost forecast declined by {e.approver}" + (
+                f": {e.feedback}" if e.feedback else ""
+            )
+            return replace(state, ended="cancelled", end_reason=why)
         case ev.GateBlocked():
             st = state.stages[e.stage]
             return _set(state, replace(st, status="blocked", reason=f"gate false: {e.condition}"))

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from stageflow.base import Model
+from stageflow.engine.forecasts import CONFIRM_GATE, ForecastCheck, forecast_check
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
@@ -50,8 +51,10 @@ class AttemptView(ReadModel):
     duration_s: float | None
     usage: Usage
     error: str | None = None
+    agent: str | None = None
     agent_hash: str | None = None
     context: dict[str, Any] = Field(default_factory=dict)
+    choice: dict[str, Any] | None = None  # how agent and model were chosen (scores, rule)
 
 
 class EscalationView(ReadModel):
@@ -66,7 +69,9 @@ class EscalationView(ReadModel):
 class StageView(ReadModel):
     id: str
     kind: str  # agent | command | debate
-    agent: str | None
+    agent: str | None  # the agent of the latest attempt (a candidate the profiles chose)
+    candidates: list[str] = Field(default_factory=list)  # agent: [a, b]
+    why: str | None = None  # why this agent and model, when the stage left a choice
     status: str
     attempts: int
     reworks: int
@@ -91,8 +96,8 @@ class StageView(ReadModel):
 class WaitingView(ReadModel):
     """A stage that needs a human, and what to review."""
 
-    stage: str
-    kind: str  # approval | gate | escalation
+    stage: str  # the stage, or ``cost_confirmation`` for the run's forecast
+    kind: str  # approval | gate | escalation | confirm (the run's cost forecast, first)
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
@@ -135,6 +140,7 @@ class RunView(ReadModel):
     owner: str | None = None
     seq: int
     workspace: WorkspaceView | None = None
+    forecast: ForecastCheck | None = None  # the forecast made at the start, against the spend
     adjustments: list[str] = Field(default_factory=list)  # run-time changes, oldest first
 
 
@@ -163,10 +169,14 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
         model = f"{asked}>{answered}" if mismatch else (answered or asked)
     elif spec.agent and spec.agent in state.agents:
         model = spec.model or state.agents[spec.agent].model
+    choice = cur.choice if cur is not None else None
+    why = choice.get("why") if choice is not None else None
     return StageView(
         id=st.id,
         kind=spec.kind,
-        agent=spec.agent,
+        agent=(cur.agent if cur is not None and cur.agent else spec.agent),
+        candidates=list(spec.candidates),
+        why=why if isinstance(why, str) else None,
         status=st.status,
         attempts=st.attempt,
         reworks=st.reworks,
@@ -206,8 +216,10 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
                 else round(a.finished_at - a.started_at, 3),
                 usage=a.usage,
                 error=a.error,
+                agent=a.agent,
                 agent_hash=a.agent_hash,
                 context=a.context,
+                choice=a.choice,
             )
             for a in st.attempts
         ],
@@ -248,6 +260,11 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
                 f"continue with a higher budget, or `stageflow cancel {rid}`"
             )
         return f"paused; `stageflow resume {rid}` to continue"
+    if waiting and waiting[0].kind == "confirm":
+        return (
+            f"confirm the cost forecast to start: `stageflow approve {rid}`, or decline with "
+            f'`stageflow reject {rid} --feedback "..."`'
+        )
     if waiting:
         w = waiting[0]
         verb = {
@@ -308,6 +325,13 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
     stages = [_stage_view(state, st, previews) for st in state.stages.values()]
     waiting: list[WaitingView] = []
     blockers: list[str] = []
+    check = forecast_check(
+        state.forecast,
+        spent_usd=state.spent_usd,
+        stage_costs={sid: st.usage.cost_usd for sid, st in state.stages.items()},
+    )
+    if state.ended is None and state.confirmation == "pending":
+        waiting.append(_confirmation(state, check))
     for st in state.stages.values():
         s = state.stage_spec(st.id)
         open_ = state.ended is None  # an ended run waits for nobody, whatever its stages say
@@ -365,6 +389,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         next_action=next_action(state, waiting),
         owner=state.owner,
         seq=state.seq,
+        forecast=check,
         adjustments=list(state.adjustments),
     )
 
@@ -388,3 +413,19 @@ def _escalation_wait(state: RunState, st: StageState) -> WaitingView:
         attempt=st.attempt if esc.kind == "rework" else None,
         human_only=True,  # escalated to a person: the assistant's tool call cannot decide it
     )
+
+
+def _confirmation(state: RunState, check: ForecastCheck | None) -> WaitingView:
+    """The run's wait for a human to confirm its cost forecast."""
+    limit = f"${state.confirm_above_usd:.2f}" if state.confirm_above_usd is not None else "?"
+    if check is None:
+        what = (
+            f"no cost forecast could be made and [budget] confirm_above_usd is {limit}: "
+            "confirm to start the run, reject to cancel it"
+        )
+    else:
+        what = (
+            f"the forecast cost is ${check.p50_usd:.2f} (p50) to ${check.p90_usd:.2f} (p90), "
+            f"above confirm_above_usd {limit}: confirm to start the run, reject to cancel it"
+        )
+    return WaitingView(stage=CONFIRM_GATE, kind="confirm", what=what)

@@ -3,9 +3,11 @@
 Names come from three levels, first match wins: the stage's ``model``, the agent's ``model``,
 the config default (``[models] default``, ``sonnet`` unless set). At the stage and agent level,
 ``inherit`` (Claude Code's word) or no value means "not chosen here, ask the next level";
-``default`` means the config default at once. Aliases (``opus``, ``sonnet``, ``haiku``, and any
-added in config) resolve to model ids through a dated table that ``[models.aliases]`` overrides;
-any other name passes through unchanged as a model id::
+``default`` means the config default at once. ``auto`` asks the learning profiles to choose
+(``stageflow.learning``): the attempt's request then carries the chosen name, and an ``auto``
+that reaches routing (no learner in the process) is "not chosen here" too. Aliases (``opus``,
+``sonnet``, ``haiku``, and any added in config) resolve to model ids through a dated table that
+``[models.aliases]`` overrides; any other name passes through unchanged as a model id::
 
     [models]
     default = "sonnet"
@@ -39,7 +41,7 @@ DEFAULT_ALIASES: dict[str, str] = {
     "haiku": "claude-haiku-4-5",
 }
 
-_NOT_CHOSEN = frozenset({"", "inherit"})  # defer to the next level
+_NOT_CHOSEN = frozenset({"", "inherit", "auto"})  # defer to the next level
 _DEFAULT = "default"  # the config default, skipping lower levels
 _MODELS_KEYS = ("default", "fallback", "aliases", "as_of")
 
@@ -132,7 +134,7 @@ def load_routes(settings: Settings) -> ModelRoutes:
                 Problem(f"must be a model name, got {value!r}", file=file, path=f"models.{key}")
             )
             return None
-        if not may_defer and value.strip().lower() in {"inherit", _DEFAULT}:
+        if not may_defer and value.strip().lower() in {"inherit", "auto", _DEFAULT}:
             problems.append(
                 Problem(
                     f"'{value}' cannot be the default; name a model or an alias such as 'sonnet'",

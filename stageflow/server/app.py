@@ -11,7 +11,9 @@ them from it and the scheduler gives each new attempt its agent's current versio
 watcher re-parses what changed and swaps them, and ``ReloadAnnouncer`` tells the clients (see
 ``stageflow.server.reload``). The knowledge index is brought up to date with the files in the
 background at start (``KnowledgeIndex.sync``), kept current by the watcher, and fed by the
-``KnowledgeRecorder`` (past runs' artifacts, recorded decisions).
+``KnowledgeRecorder`` (past runs' artifacts, recorded decisions). The learning profiles
+(``stageflow.learning``) follow the runs' logs in the background, choose agents and models where
+a stage leaves a choice, and forecast each run before it starts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -36,12 +38,16 @@ from stageflow.config import Settings
 from stageflow.engine.runner import Runner
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
+from stageflow.errors import SpecError
 from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.server.client_log import ClientLogForwarder, RememberClients
 from stageflow.server.notify import RunNotifier
 from stageflow.server.reload import ClientSessions, ReloadAnnouncer, RememberSessions
 from stageflow.store.store import Store
+
+if TYPE_CHECKING:
+    from stageflow.learning.setup import Learning
 
 __all__ = ["INSTRUCTIONS", "AppContext", "build_server"]
 
@@ -87,6 +93,7 @@ class AppContext:
     definitions: LiveDefinitions
     knowledge: KnowledgeIndex
     recorder: KnowledgeRecorder
+    learning: Learning | None = None  # None: its config is wrong (logged at start)
     announcer: ReloadAnnouncer | None = None
     stop: anyio.Event = field(default_factory=anyio.Event)
     task_group: TaskGroup | None = None
@@ -173,6 +180,7 @@ def _lifespan(
                 )
             else:
                 used = runner
+            learning = _learning(settings, store)
             # the prompts of the live catalog (the server's own slash commands), as they stand
             # when it starts; tools and resources come on first use (StageflowMCP)
             from stageflow.prompts.templates import sync_prompts
@@ -183,8 +191,13 @@ def _lifespan(
                 used,
                 max_concurrent_agents=settings.max_concurrent_agents,
                 lease_seconds=settings.lease_seconds,
-                sink=compose_sinks(recorder.sink, notices.sink if notices else None),
+                sink=compose_sinks(
+                    recorder.sink,
+                    notices.sink if notices else None,
+                    learning.updater.sink if learning else None,
+                ),
                 agents=live.agent,
+                chooser=learning.chooser if learning is not None else None,
             )
             label = describe_runner(settings)
             notifier = RunNotifier(store, bus)
@@ -197,6 +210,7 @@ def _lifespan(
                     runner_label=label,
                     workspace_probe=workspace_probe(settings.project),
                     definitions=live,
+                    estimator=learning.estimator if learning is not None else None,
                 ),
                 scheduler=scheduler,
                 runner_label=label,
@@ -204,6 +218,7 @@ def _lifespan(
                 definitions=live,
                 knowledge=knowledge,
                 recorder=recorder,
+                learning=learning,
                 announcer=ReloadAnnouncer(
                     server, settings, live, knowledge, notifier, bus, sessions
                 ),
@@ -218,6 +233,8 @@ def _lifespan(
                     await tg.start(recorder.run, app.stop)
                     if notices is not None:
                         await tg.start(notices.run)
+                    if learning is not None:  # catches up with every log, then follows them
+                        tg.start_soon(_after_first_request, app, learning.updater.run, app.stop)
                     tg.start_soon(_after_first_request, app, _sync_knowledge, app)
                     if watch_files:
                         # in the background: a stdio client's ``initialize`` need not wait
@@ -247,6 +264,18 @@ def _lifespan(
             await store.close()
 
     return lifespan
+
+
+def _learning(settings: Settings, store: Store) -> Learning | None:
+    """The learning profiles, or None (logged) when their config is wrong: runs then start
+    on the defaults, and a set confirm_above_usd asks for every run's confirmation."""
+    from stageflow.learning.setup import build_learning  # on the lifespan, not at import
+
+    try:
+        return build_learning(settings, store)
+    except SpecError as exc:
+        log.error("learning profiles are off: %s", exc)
+        return None
 
 
 async def _after_first_request(

@@ -1,4 +1,5 @@
-"""MCP resources: runs, artifacts, templates and agents, addressed by ``stageflow://`` URIs.
+"""MCP resources: runs, artifacts, templates, agents and the learning profiles, addressed by
+``stageflow://`` URIs.
 
 Every resource is a URI template whose handler reaches the server's lifespan state through
 ``ctx.request_context.lifespan_context``. Handlers only need a ``service`` attribute there
@@ -15,10 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 import yaml
+from mcp import MCPError
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import INTERNAL_ERROR
 
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.service import Service
+from stageflow.learning.setup import Learning
 from stageflow.tools.errors import resource_errors
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,8 @@ RUN_URI = SCHEME + "runs/{run_id}"
 ARTIFACT_URI = SCHEME + "runs/{run_id}/artifacts/{stage}/{name}"
 TEMPLATE_URI = SCHEME + "templates/{name}"
 AGENT_URI = SCHEME + "agents/{name}"
+# a template with optional filters: reading stageflow://profiles gives every profile
+PROFILES_URI = SCHEME + "profiles{?agent,task_type}"
 
 
 class _HasService(Protocol):
@@ -37,6 +43,9 @@ class _HasService(Protocol):
     @property
     def service(self) -> Service: ...
 
+    @property
+    def learning(self) -> Learning | None: ...
+
 
 def _service(ctx: Context[Any, Any]) -> Service:
     state = cast(_HasService, ctx.request_context.lifespan_context)
@@ -44,7 +53,7 @@ def _service(ctx: Context[Any, Any]) -> Service:
 
 
 def register_resources(mcp: MCPServer) -> None:
-    """Register the four ``stageflow://`` resource templates on ``mcp``.
+    """Register the ``stageflow://`` resource templates and the profiles resource on ``mcp``.
 
     The artifact template is registered before the run template so the longer URI is matched
     first whatever the SDK's matching rules.
@@ -104,6 +113,30 @@ def register_resources(mcp: MCPServer) -> None:
         with resource_errors():
             agent = _service(ctx).agents().get(name)
         return agent_text(agent)
+
+    @mcp.resource(
+        PROFILES_URI,
+        name="profiles",
+        title="Learning profiles",
+        description=(
+            "The learning profiles as JSON: per agent x task type x model, executions, "
+            "successes, reworks, failures, recency-weighted success, confidence, tokens, cost "
+            "and why model: auto would or would not choose it. Filters: ?agent=A&task_type=T."
+        ),
+        mime_type="application/json",
+    )
+    async def read_profiles(
+        ctx: Context[Any, Any], agent: str | None = None, task_type: str | None = None
+    ) -> str:
+        learning = cast(_HasService, ctx.request_context.lifespan_context).learning
+        if learning is None:
+            raise MCPError(
+                code=INTERNAL_ERROR,
+                message="the learning profiles are off: fix [learning] in .stageflow/config.toml "
+                "(the server log names the problem)",
+            )
+        result = await learning.profiles(agent=agent or None, task_type=task_type or None)
+        return result.model_dump_json(indent=2)
 
 
 def agent_text(agent: AgentDefinition) -> str:

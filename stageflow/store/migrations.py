@@ -169,7 +169,7 @@ ALTER TABLE model_requests ADD COLUMN done INTEGER NOT NULL DEFAULT 1;
 
 # What a request was for: "agent" (a stage's work) or "orchestration" (a debate's moderator,
 # the orchestrator's questions), so spend can be shown by category.
-_0006_REQUEST_CATEGORIES = """
+_0007_REQUEST_CATEGORIES = """
 ALTER TABLE model_requests ADD COLUMN category TEXT NOT NULL DEFAULT 'agent';
 """
 
@@ -200,13 +200,71 @@ CREATE TRIGGER knowledge_docs_ad_keys AFTER DELETE ON knowledge_docs BEGIN
 END;
 """
 
+# Learning profiles (``stageflow.learning``), derived from the event log and the ledger:
+# ``profile_samples`` holds one row per attempt whose verdict is final (passed, approved,
+# reworked, failed), ``profiles`` the aggregate per agent x task type x model (counts, mean and
+# p90 tokens and dollars, mean duration), recomputed for a key as its samples change, and
+# ``profile_progress`` how far each run's log has been read, so a process that died before
+# recording an attempt is caught up from the log. ``profile_state.generation`` changes with
+# every write, so a process holding the profiles in memory knows when to reload them. All of it
+# can be rebuilt from the runs' logs.
+_0006_PROFILES = """
+CREATE TABLE profile_samples (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    template TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    model TEXT NOT NULL,
+    result TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    at REAL NOT NULL,
+    explored INTEGER NOT NULL,
+    PRIMARY KEY (run_id, stage, attempt)
+);
+CREATE INDEX profile_samples_key ON profile_samples(agent, task_type, model);
+CREATE INDEX profile_samples_template ON profile_samples(template, stage);
+
+CREATE TABLE profiles (
+    agent TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    model TEXT NOT NULL,
+    executions INTEGER NOT NULL,
+    successes INTEGER NOT NULL,
+    reworks INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    tokens_mean REAL NOT NULL,
+    tokens_p90 REAL NOT NULL,
+    cost_mean_usd REAL NOT NULL,
+    cost_p90_usd REAL NOT NULL,
+    duration_mean_s REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (agent, task_type, model)
+) WITHOUT ROWID;
+
+CREATE TABLE profile_progress (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL
+);
+
+CREATE TABLE profile_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+INSERT INTO profile_state (id, generation) VALUES (1, 0);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", _0001_INITIAL),
     Migration(2, "model_requests", _0002_MODEL_REQUESTS),
     Migration(3, "knowledge", _0003_KNOWLEDGE),
     Migration(4, "knowledge_vectors", _0004_KNOWLEDGE_VECTORS),
     Migration(5, "request_reservations", _0005_REQUEST_RESERVATIONS),
-    Migration(6, "request_categories", _0006_REQUEST_CATEGORIES),
+    Migration(6, "profiles", _0006_PROFILES),
+    Migration(7, "request_categories", _0007_REQUEST_CATEGORIES),
 )
 
 _CREATE_MIGRATIONS_TABLE = (

@@ -38,6 +38,7 @@ from stageflow.store.knowledge import KnowledgeStore
 from stageflow.store.leases import LeaseStore
 from stageflow.store.ledger import LedgerStore
 from stageflow.store.opening import Access, open_database
+from stageflow.store.profiles import ProfileStore
 from stageflow.store.rows import (
     ArtifactMeta,
     ArtifactRecord,
@@ -127,6 +128,11 @@ class Store:
     def knowledge(self) -> KnowledgeStore:
         """The knowledge base's tables, on this store's connection and lock."""
         return KnowledgeStore(self._db)
+
+    @property
+    def profiles(self) -> ProfileStore:
+        """The learning profiles' tables, on this store's connection and lock."""
+        return ProfileStore(self._db)
 
     def _remember_head(self, run_id: str, seq: int, digest: str) -> None:
         known = self._heads.get(run_id)

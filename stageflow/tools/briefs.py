@@ -58,6 +58,7 @@ class StageBrief(ReadModel):
     reworks: int = 0
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
+    why: str | None = Field(None, description="why this agent and model")
     items: list[ItemBrief] | None = None
 
 
@@ -65,7 +66,10 @@ class GateBrief(ReadModel):
     """A stage waiting for a human, and what to show them."""
 
     stage: str
-    kind: str = Field(description="approval, gate (a condition is false) or escalation")
+    kind: str = Field(
+        description="approval (review the result), gate (a condition is false), escalation, "
+        "or confirm (the cost forecast)"
+    )
     what: str
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
@@ -91,6 +95,8 @@ class RunBrief(ReadModel):
     waiting: list[GateBrief] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)
     reason: str | None = None
+    forecast_p50_usd: float | None = None
+    forecast_p90_usd: float | None = None
     adjustments: list[str] = Field(default_factory=list)
     owner: str | None = Field(None, description="the process executing the run")
     next_action: str = Field(description="what the assistant should do next")
@@ -118,6 +124,7 @@ def _stage_brief(s: StageView, by_id: dict[str, StageView]) -> StageBrief:
         reworks=s.reworks,
         artifacts=[a.name for a in s.artifacts],
         reason=_reason(s),
+        why=short(s.why, 120) if s.why else None,
         items=[
             ItemBrief(
                 id=i.id.removeprefix(prefix),
@@ -147,6 +154,9 @@ def _shown(view: RunView, stage: str) -> list[str]:
 def _gates(view: RunView) -> list[GateBrief]:
     out = []
     for w in view.waiting:
+        if w.kind == "confirm":  # the run's forecast: no stage to look at
+            out.append(GateBrief(stage=w.stage, kind=w.kind, what=short(w.what)))
+            continue
         stage = next(s for s in view.stages if s.id == w.stage)
         if w.kind == "approval":
             show = [f"{w.stage}/{a.name}" for a in stage.artifacts]
@@ -184,6 +194,12 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         return (
             f"paused ({view.reason or 'by request'}){also}: ask the human whether to continue; "
             f"then call workflow_control(run_id='{rid}', action='resume')"
+        )
+    if gates and gates[0].kind == "confirm":
+        return (
+            f"the human must confirm spending this much ({gates[0].what}): call "
+            f"workflow_approve(run_id='{rid}', decision='approve') and the server asks them, "
+            "or decision='reject' with their reason (the run is cancelled)"
         )
     if gates:
         g = gates[0]
@@ -240,6 +256,8 @@ def run_brief(view: RunView) -> RunBrief:
         waiting=gates,
         blockers=[short(b) for b in view.blockers],
         reason=short(view.reason) if view.reason else None,
+        forecast_p50_usd=view.forecast.p50_usd if view.forecast is not None else None,
+        forecast_p90_usd=view.forecast.p90_usd if view.forecast is not None else None,
         adjustments=[short(a, 120) for a in view.adjustments],
         owner=view.owner,
         next_action=next_step(view, gates),

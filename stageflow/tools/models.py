@@ -18,6 +18,7 @@ from stageflow.engine.catalog_view import (  # the catalog models live with the 
     TemplateInfo,
     TemplatesResult,
 )
+from stageflow.engine.forecasts import RunForecast
 from stageflow.engine.views import RunListItem, RunView
 from stageflow.tools.briefs import CatalogBrief, RunBrief
 
@@ -31,16 +32,49 @@ __all__ = [
 ]
 
 
+class StageCost(Model):
+    stage: str
+    p50_usd: float
+    p90_usd: float
+    basis: str  # history, profile, prior or none
+
+
+class ForecastBrief(Model):
+    # a run's forecast, compact (``stageflow estimate --json`` has every figure); no
+    # docstring: it would go into workflow_start's output schema
+
+    p50_usd: float
+    p90_usd: float
+    expected_stages: float
+    expected_reworks: float
+    stages: list[StageCost]
+
+    @classmethod
+    def of(cls, fc: RunForecast) -> ForecastBrief:
+        return cls(
+            p50_usd=fc.p50_usd,
+            p90_usd=fc.p90_usd,
+            expected_stages=fc.expected_stages,
+            expected_reworks=fc.expected_reworks,
+            stages=[
+                StageCost(stage=s.stage, p50_usd=s.p50_usd, p90_usd=s.p90_usd, basis=s.basis)
+                for s in fc.stages
+            ],
+        )
+
+
 class StartResult(Model):
-    run_id: str
+    run_id: str | None = Field(None, description="null for a dry run")
     template: str
-    status: str
+    status: str = Field(description="the run's status, or 'dry_run'")
     runner: str
     stages: list[str]
     chosen: dict[str, Any] | None = Field(
         None, description='template="auto": the template chosen, why, and by model or rules'
     )
     next_action: str
+    forecast: ForecastBrief | None = None
+    confirm: str | None = Field(None, description="what the human must confirm first")
 
 
 class StatusResult(Model):

@@ -14,14 +14,17 @@ from mcp.server.mcpserver import (
 from mcp.types import CallToolResult
 from pydantic import Field
 
+from stageflow.engine.forecasts import CONFIRM_GATE, RunForecast
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
 from stageflow.errors import InvalidState
 from stageflow.prompts.templates import refresh_prompts
 from stageflow.subagents.orchestrator.choose import AUTO, choose_template
 from stageflow.tools.briefs import next_step
+from stageflow.tools.confirm import ConfirmSpend, ask_the_human, human_confirmed
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
+from stageflow.tools.forecast import dry_run_result, waits_for_confirmation
 from stageflow.tools.human import (
     NO_CLIENT_SUPPORT,
     BudgetConsent,
@@ -29,7 +32,7 @@ from stageflow.tools.human import (
     ask_budget,
     ask_human,
 )
-from stageflow.tools.models import CommandResult, StartResult
+from stageflow.tools.models import CommandResult, ForecastBrief, StartResult
 from stageflow.tools.results import run_uri, tool_result
 
 if TYPE_CHECKING:
@@ -44,8 +47,10 @@ contexts) run in the background and never block this call.
 
 Next: poll workflow_status(run_id, wait_seconds=30) until it reports a waiting approval gate
 or the end of the run. Extra template inputs go in `inputs` (e.g. {"severity": "high"});
-budget_usd caps the run's model spend (defaults to the template's limit). Unknown templates
-are reported with the list of known names; missing required inputs with the reason."""
+budget_usd caps the run's model spend (defaults to the template's limit). dry_run=true only
+forecasts the cost (p50/p90). A run forecast above the project's confirm_above_usd waits for
+the human's confirmation (workflow_approve asks them). Unknown templates are reported with
+the list of known names; missing required inputs with the reason."""
 
 APPROVE_DESCRIPTION = """\
 Approve, or reject with feedback, a stage that waits for a human decision: an approval gate
@@ -56,7 +61,9 @@ may decide (status: human_only) the server asks the user itself and their answer
 decision='approve' lets the run continue. decision='reject' needs `feedback` saying what must
 change: for an approval gate the stage reruns (rework) with the feedback and its previous
 artifacts, then waits again; for a blocked gate the stage fails. The approver is recorded in the
-run's audit log. Approving a stage that is not waiting fails with an error naming its state."""
+run's audit log. Approving a stage that is not waiting fails with an error naming its state.
+A 'confirm' wait (the run's cost): reject cancels the run; on approve the server asks the
+user."""
 
 CONTROL_DESCRIPTION = """\
 Control a run: action='cancel' stops it for good (running subagents are cancelled);
@@ -106,15 +113,19 @@ async def workflow_start(
     budget_usd: Annotated[
         float | None, Field(description="USD cap for the whole run", ge=0)
     ] = None,
+    dry_run: Annotated[bool, Field(description="only forecast the cost; start nothing")] = False,
 ) -> Annotated[CallToolResult, StartResult]:
     """Start a run; returns its id at once."""
     app = deps(ctx)
     await refresh_prompts(ctx, app.settings)  # the template may be new since the last listing
     chosen = None
-    with tool_errors():
-        if template.strip() == AUTO:
+    if template.strip() == AUTO:
+        with tool_errors():  # choose first: a dry run forecasts the template chosen
             chosen = await choose_template(app.settings, app.service.template_descriptions(), task)
-            template = str(chosen["template"])
+        template = str(chosen["template"])
+    if dry_run:
+        return await dry_run_result(app.service, template, task, inputs, app.runner_label)
+    with tool_errors():
         state = await app.service.start_run(
             template,
             task,
@@ -124,6 +135,9 @@ async def workflow_start(
             chosen=chosen,
         )
     app.start_driving(state.run_id)
+    forecast = RunForecast.model_validate(state.forecast) if state.forecast else None
+    if state.confirmation == "pending":
+        return waits_for_confirmation(state, forecast, app.runner_label)
     result = StartResult(
         run_id=state.run_id,
         template=state.template,
@@ -135,6 +149,7 @@ async def workflow_start(
             f"poll workflow_status(run_id='{state.run_id}', wait_seconds=30) until a gate "
             "waits for approval or the run ends"
         ),
+        forecast=ForecastBrief.of(forecast) if forecast is not None else None,
     )
     why = f" Chosen by {chosen['by']}: {chosen['reason']}" if chosen else ""
     summary = (
@@ -166,6 +181,8 @@ async def workflow_approve(
     attempt: Annotated[
         int | None, Field(description="the attempt reviewed (status: waiting[].attempt)")
     ] = None,
+    # filled by the server, never by the model: the person's confirmation of a run's cost
+    spend: Annotated[ElicitationResult[ConfirmSpend], Resolve(ask_the_human)] = None,  # type: ignore[assignment]
 ) -> Annotated[CallToolResult, CommandResult]:
     """Approve or reject a waiting gate."""
     app = deps(ctx)
@@ -175,12 +192,23 @@ async def workflow_approve(
     asked: object = human.data if isinstance(human, AcceptedElicitation) else human
     with tool_errors():
         before = await app.service.state(run_id)
+        if (
+            before.confirmation == "pending"
+            and decision == "approve"
+            and stage in (None, CONFIRM_GATE)
+        ):
+            # the spend is the human's to confirm: they answered the server, not the model
+            human_confirmed(before, spend, str(app.settings.project))
+            who, via = f"{who}, confirmed by the human", "elicitation"
+            stage = CONFIRM_GATE  # what the person's answer decides
         waiting = [
             sid
             for sid, st in before.stages.items()
             if st.status in ("awaiting_approval", "blocked")
         ]
         decided = stage or (waiting[0] if len(waiting) == 1 else None)
+        if before.confirmation == "pending":  # the run's cost forecast, not a stage
+            decided = CONFIRM_GATE
         if asked == NO_CLIENT_SUPPORT:
             raise InvalidState(_ask_the_user(run_id, decided, before))
         if isinstance(human, DeclinedElicitation | CancelledElicitation):

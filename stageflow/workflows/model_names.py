@@ -16,8 +16,9 @@ from stageflow.errors import Problem
 from stageflow.workflows.locations import LineMap, dotted, suggest
 from stageflow.workflows.refs import TemplateRefs
 
-# routing's own words: "not chosen here" and "the config default", valid at every level
-ROUTING_WORDS = ("inherit", "default")
+# routing's own words: "not chosen here", "the config default" and "let the learning profiles
+# choose" (``model: auto``), valid at every level
+ROUTING_WORDS = ("inherit", "default", "auto")
 
 
 @dataclass(frozen=True)

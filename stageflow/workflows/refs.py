@@ -27,6 +27,7 @@ class StageRefs:
 
     id: str | None
     agent: str | None = None
+    agents: tuple[str, ...] = ()  # every candidate when ``agent`` is a list, else empty
     depends_on: tuple[str, ...] = ()
     deps_known: bool = True
     needs: tuple[str, ...] = ()
@@ -67,6 +68,7 @@ def _from_stage(stage: StageSpec) -> StageRefs:
     return StageRefs(
         id=stage.id,
         agent=stage.agent,
+        agents=stage.candidates,
         depends_on=tuple(stage.depends_on),
         needs=tuple(stage.needs),
         produces=tuple(stage.produces),
@@ -130,9 +132,12 @@ def _from_raw(stage: dict[str, Any], i: int, unsure: Collection[DocPath]) -> Sta
     produces_known = produces_known and ("stages", i, "produces") not in unsure
     on_failure = stage.get("on_failure")
     rollback = on_failure.get("rollback") if isinstance(on_failure, dict) else None
+    agent = stage.get("agent")
+    candidates = _names(agent)[0] if isinstance(agent, list) else ()
     return StageRefs(
         id=_text(stage.get("id")),
-        agent=_text(stage.get("agent")) or None,
+        agent=_text(agent) or (candidates[0] if candidates else None),
+        agents=candidates,
         depends_on=depends_on,
         deps_known=deps_known,
         needs=needs,

@@ -22,8 +22,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StrictBool,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -32,6 +34,23 @@ from stageflow.workflows.debate_spec import DebateSpec
 from stageflow.workflows.durations import parse_duration
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# a task type a template or stage states (the learning profiles' key): a short lower-case word
+TASK_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+MAX_CANDIDATES = 16  # agents one stage may list
+
+
+def _task_type(v: object) -> object:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not TASK_TYPE.match(v.strip()):
+        raise ValueError(
+            f"task_type must be a short lower-case word (letters, digits, - or _; at most 40), "
+            f"got {v!r}"
+        )
+    return v.strip()
+
+
+TaskType = Annotated[str | None, BeforeValidator(_task_type)]
 PLAN_MODELS = ("opus", "sonnet", "haiku")  # what a plan's items may name unless the template says
 PLAN_ARTIFACT = "plan"  # the artifact the engine writes for a plan stage
 
@@ -233,11 +252,19 @@ def _no_plan(v: object) -> object:
 
 
 class StageSpec(_Model):
-    """One stage: an agent run (``agent``), a command (``run``) or a debate (``debate``)."""
+    """One stage: an agent run (``agent``), a command (``run``) or a debate (``debate``).
+
+    ``agent`` may list candidates (``agent: [backend-developer, developer]``): ``agent`` is then
+    the first, the fallback, and ``candidates`` all of them in order; the learning profiles
+    rank them at each attempt (``stageflow.learning``). Dumped, the list is written back as
+    ``agent``, so a spec snapshot reads as the template did.
+    """
 
     id: str
     description: str = ""
     agent: str | None = None
+    candidates: tuple[str, ...] = ()  # from ``agent: [a, b]``; empty for a single agent
+    task_type: TaskType = None  # the profiles' task type; inferred when absent
     run: str | None = None
     debate: DebateSpec | None = None
     depends_on: list[str] = Field(default_factory=list)
@@ -286,6 +313,28 @@ class StageSpec(_Model):
 
     @model_validator(mode="before")
     @classmethod
+    def _agent_list(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("agent"), list | tuple):
+            return data
+        names = list(data["agent"])
+        if not names:
+            raise ValueError("agent: an empty list names no agent; list one or more")
+        if len(names) > MAX_CANDIDATES:
+            raise ValueError(f"agent: at most {MAX_CANDIDATES} candidates, got {len(names)}")
+        bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+        if bad:
+            raise ValueError(f"agent: every candidate must be an agent name, got {bad[0]!r}")
+        clean = [n.strip() for n in names]
+        twice = sorted({n for n in clean if clean.count(n) > 1})
+        if twice:
+            raise ValueError(f"agent: '{twice[0]}' is listed more than once")
+        rest = {k: v for k, v in data.items() if k != "agent"}
+        if len(clean) == 1:
+            return {**rest, "agent": clean[0]}
+        return {**rest, "agent": clean[0], "candidates": clean}
+
+    @model_validator(mode="before")
+    @classmethod
     def _plan_artifact(cls, data: Any) -> Any:
         # a plan stage produces ``plan``: the engine writes it from the validated items
         if not isinstance(data, dict) or data.get("plan") in (None, False):
@@ -305,7 +354,26 @@ class StageSpec(_Model):
             raise ValueError("a stage needs exactly one of 'agent', 'run' or 'debate'")
         if self.debate is not None and not self.produces:
             raise ValueError("a debate stage must produce an artifact (its decision record)")
+        if self.candidates and (self.candidates[0] != self.agent or len(self.candidates) < 2):
+            raise ValueError("candidates must start with the stage's agent and list two or more")
         return self
+
+    @model_serializer(mode="wrap")
+    def _agent_as_written(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.candidates:
+            data["agent"] = list(self.candidates)
+        data.pop("candidates", None)
+        if self.task_type is None:
+            data.pop("task_type", None)  # absent stays absent: old snapshots keep their shape
+        return data
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        """Every agent that may run this stage, the default first (empty for a command)."""
+        if self.candidates:
+            return self.candidates
+        return (self.agent,) if self.agent else ()
 
     @property
     def kind(self) -> Literal["agent", "command", "debate"]:
@@ -348,8 +416,16 @@ class WorkflowSpec(_Model):
     # where agent stages work: a git worktree per run (auto/worktree), or the project itself
     workspace: Literal["auto", "worktree", "in_place"] | None = None
     bash: list[str] = Field(default_factory=list)  # command patterns Bash may run, e.g. "pytest*"
+    task_type: TaskType = None  # every stage's task type unless the stage states its own
     stages: list[StageSpec] = Field(min_length=1)
     source: str | None = Field(None, exclude=True, repr=False)
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.task_type is None:
+            data.pop("task_type", None)
+        return data
 
     @field_validator("inputs", mode="before")
     @classmethod

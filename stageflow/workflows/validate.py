@@ -171,17 +171,22 @@ class _Checker:
     def check_agent(self, i: int, stage: StageRefs) -> None:
         if self.agents is None:
             return
-        named: list[tuple[DocPath, str]] = list(stage.debate_agents)
-        if stage.agent is not None:
-            named.insert(0, (("agent",), stage.agent))
+        # a list of candidates is checked name by name, each at its own place in the list;
+        # a debate's participants and moderator at theirs
+        named: list[tuple[DocPath, str]] = (
+            [(("agent", j), name) for j, name in enumerate(stage.agents)]
+            if stage.agents
+            else ([(("agent",), stage.agent)] if stage.agent is not None else [])
+        )
+        named += list(stage.debate_agents)
         known = ", ".join(sorted(self.agents)) or "none"
-        for sub, agent in named:
-            if agent in self.agents:
+        for sub, name in named:
+            if name in self.agents:
                 continue
             self.add(
                 i,
                 sub,
-                f"unknown agent '{agent}'{self.suggest(agent, self.agents)}; known agents: {known}",
+                f"unknown agent '{name}'{self.suggest(name, self.agents)}; known agents: {known}",
             )
 
     def check_needs(self, i: int, stage: StageRefs) -> None:

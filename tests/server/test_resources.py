@@ -69,7 +69,7 @@ def _text(result: ReadResourceResult) -> tuple[str, str | None]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", MODES)
-async def test_the_five_resource_templates_are_listed_with_mime_types(
+async def test_the_six_resource_templates_are_listed_with_mime_types(
     project: Project, mode: Mode
 ) -> None:
     async with Client(await make_server(project.settings), mode=mode) as client:
@@ -81,6 +81,7 @@ async def test_the_five_resource_templates_are_listed_with_mime_types(
         "stageflow://templates/{name}": "application/yaml",
         "stageflow://agents/{name}": "text/markdown",
         "stageflow://knowledge/{doc_id}": "text/markdown",
+        "stageflow://profiles{?agent,task_type}": "application/json",
     }
 
 

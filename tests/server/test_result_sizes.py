@@ -34,8 +34,10 @@ DEFINITION_BUDGETS = {
     "workflow_approve": (2_700, 1_000),  # + attempt (issue 11.6)
     "workflow_artifact": (2_500, 1_000),
     "workflow_control": (2_300, 900),
-    "workflow_start": (2_100, 800),
-    "workflow_status": (12_400, 800),  # + waiting[].human_only, approved_by, min_approvals
+    # start: dry_run and the forecast brief (p50/p90 per stage); status: the forecast against
+    # the spend, why each agent and model, and the run's cost confirmation (issue 13)
+    "workflow_start": (3_400, 800),
+    "workflow_status": (13_700, 800),  # + waiting[].attempt, human_only, approved_by ...
     "workflow_templates": (6_800, 400),
 }
 

@@ -105,6 +105,48 @@ CREATE TABLE model_requests (
     request_id TEXT, reserved_usd REAL NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 1, category TEXT NOT NULL DEFAULT 'agent',
     PRIMARY KEY (run_id, stage, attempt, seq)
 );
+CREATE TABLE profile_progress (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE profile_samples (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    stage TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    template TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    model TEXT NOT NULL,
+    result TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    at REAL NOT NULL,
+    explored INTEGER NOT NULL,
+    PRIMARY KEY (run_id, stage, attempt)
+);
+CREATE INDEX profile_samples_key ON profile_samples(agent, task_type, model);
+CREATE INDEX profile_samples_template ON profile_samples(template, stage);
+CREATE TABLE profile_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+CREATE TABLE profiles (
+    agent TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    model TEXT NOT NULL,
+    executions INTEGER NOT NULL,
+    successes INTEGER NOT NULL,
+    reworks INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    tokens_mean REAL NOT NULL,
+    tokens_p90 REAL NOT NULL,
+    cost_mean_usd REAL NOT NULL,
+    cost_p90_usd REAL NOT NULL,
+    duration_mean_s REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (agent, task_type, model)
+) WITHOUT ROWID;
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
     template TEXT NOT NULL,
