@@ -78,11 +78,13 @@ async def open_app(
     # opened read-only: every read command works, and a write says what is wrong
     store = await Store.open(settings.db_path, access="auto")
     quiet = bool(getattr(args, "json", False) or getattr(args, "quiet", False))
+    # `run --wait` on a terminal shows the live table instead of progress lines
+    live_table = not quiet and _live_run(args, out)
 
     said: set[str] = set()
 
     def sink(env: ev.Envelope, state: RunState) -> None:
-        if quiet:
+        if quiet or live_table:
             return
         line = describe_event(env, state, said)
         if line:
@@ -222,6 +224,14 @@ async def drive(app: App, run_id: str, until: Until) -> RunState | None:
         if not app.quiet:
             app.out.write(f"{describe_owner(run_id, exc.owner)}\n")
         return None
+
+
+def _live_run(args: argparse.Namespace, out: TextIO) -> bool:
+    if getattr(args, "command", None) != "run" or not getattr(args, "wait", False):
+        return False
+    from stageflow.cli.live import live_terminal
+
+    return live_terminal(out)
 
 
 def describe_owner(run_id: str, owner: str | None) -> str:

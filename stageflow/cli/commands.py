@@ -103,11 +103,24 @@ async def cmd_run(app: App, args: argparse.Namespace) -> int:
     state = await confirm_run(app, state, yes=args.yes)  # when its forecast needs a human
     # --wait: until the run ends, or stops for a human (exit 5 at a gate, 6 paused): nothing
     # can happen then until someone approves, rejects or resumes, here or elsewhere
-    await drive(app, state.run_id, "idle")
+    await _drive_watched(app, args, state.run_id)
     code = await show(app, state.run_id, as_json=args.json, drove=True, waited=args.wait)
     if code == EXIT_OK and (await app.service.state(state.run_id)).confirmation == "pending":
         return EXIT_WAITING  # nothing ran: a human must confirm the forecast first
     return code
+
+
+async def _drive_watched(app: App, args: argparse.Namespace, run_id: str) -> None:
+    """Execute the run here; with ``--wait`` on a terminal a live table redraws meanwhile."""
+    if args.wait and not args.json and not app.quiet:
+        from stageflow.cli.live import live_terminal, watch
+
+        if live_terminal(app.out):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch, app, run_id, app.out)
+                await drive(app, run_id, "idle")
+            return
+    await drive(app, run_id, "idle")
 
 
 async def cmd_status(app: App, args: argparse.Namespace) -> int:

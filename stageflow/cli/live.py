@@ -1,4 +1,5 @@
-"""``stageflow status RUN --watch``: the run as it changes, until it needs a human or ends.
+"""``stageflow status RUN --watch`` and ``run --wait``: the run as it changes, until it needs a
+human or ends.
 
 On a terminal, with ``rich`` installed (the ``terminal`` extra) and ``NO_COLOR`` unset, one
 table redraws in place with coloured states, each stage's elapsed time (a running one counts

@@ -141,3 +141,16 @@ def test_no_color_on_a_terminal_keeps_plain_lines(tmp_path: Path) -> None:
     assert code == 0
     assert "\x1b[" not in shown
     assert "sign=awaiting_approval" in shown
+
+
+def test_run_wait_on_a_terminal_redraws_the_table_while_it_executes(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    code, shown = _on_a_terminal(
+        _stageflow(root, "run", "slow", "--task", "t", "--wait"),
+        _env(tmp_path, TERM="xterm-256color"),
+    )
+    assert code == 5  # stopped at the gate (--wait)
+    assert "\x1b[" in shown and "elapsed" in shown
+    assert shown.count("run r-") >= 2  # redrawn while the command stage ran
+    assert "started attempt" not in shown  # the table, not progress lines
+    assert "waiting: sign (approval, attempt 1)" in shown  # the full view at the end
