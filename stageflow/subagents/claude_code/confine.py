@@ -86,9 +86,13 @@ def confine_child(
     """
     confined_env = sandbox_env(child_env(env))
     read_only = {f.parent for f in files}
-    executable = Path(argv[0]).resolve()
-    if _hidden_by_sandbox(executable):
-        read_only.add(executable.parent)
+    named = Path(argv[0]).absolute()
+    executable = named.resolve()
+    for path in (named, executable):  # the command as named (a .bin link) and its target
+        if _hidden_by_sandbox(path):
+            # an npm install: the whole node_modules tree (links between its packages)
+            modules = next((p for p in path.parents if p.name == "node_modules"), None)
+            read_only.add(modules if modules is not None else path.parent)
     wrapped = sandbox.wrap(
         argv, root=workdir, env=confined_env, keep=LOGIN_PATHS, read_only=sorted(read_only)
     )

@@ -124,3 +124,25 @@ async def test_without_bwrap_auto_gives_claude_code_no_code_running_pattern(
     ), json.dumps([[t.get("name") for t in b.get("tools") or []] for b in bodies])
     assert not (victim.project / ".stageflow/worktrees/r-test-0001" / REPORT).exists()
     victim.assert_not_touched()
+
+
+def test_an_npm_installed_claude_under_tmp_is_reachable_in_the_sandbox(tmp_path: Path) -> None:
+    """A clone under /tmp installs Claude Code there: the sandbox empties /tmp, so the command
+    as named (node_modules/.bin/claude, a link) and its target must both be bound (found when
+    the suite ran from /tmp: "execvp ... No such file or directory")."""
+    from stageflow.subagents.claude_code.confine import confine_child
+
+    package = tmp_path / "node_modules" / "@anthropic-ai" / "claude-code"
+    package.mkdir(parents=True)
+    (package / "cli.js").write_text("#!/usr/bin/env node\n", encoding="utf-8")
+    bin_dir = tmp_path / "node_modules" / ".bin"
+    bin_dir.mkdir()
+    (bin_dir / "claude").symlink_to(Path("..") / "@anthropic-ai" / "claude-code" / "cli.js")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    sandbox = Sandbox(mode="bwrap", network=True)
+    wrapped, _ = confine_child(sandbox, [str(bin_dir / "claude"), "-p"], workdir=workdir, env={})
+    modules = str(tmp_path / "node_modules")
+    assert any(
+        wrapped[i] == "--ro-bind" and wrapped[i + 1] == modules for i in range(len(wrapped) - 1)
+    ), wrapped
