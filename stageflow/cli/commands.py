@@ -117,7 +117,7 @@ async def _drive_watched(app: App, args: argparse.Namespace, run_id: str) -> Non
 
         if live_terminal(app.out):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(watch, app, run_id, app.out)
+                tg.start_soon(watch, app.service, run_id, app.out)
                 await drive(app, run_id, "idle")
             return
     await drive(app, run_id, "idle")
@@ -135,7 +135,7 @@ async def cmd_status(app: App, args: argparse.Namespace) -> int:
         from stageflow.cli.live import live_terminal, watch
 
         live = live_terminal(app.out)
-        view = await watch(app, args.run, app.out)
+        view = await watch(app.service, args.run, app.out)
         if live:
             return EXIT_FAIL if view.status == "failed" else EXIT_OK
     return await show(app, args.run, as_json=args.json)

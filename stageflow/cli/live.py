@@ -19,7 +19,7 @@ import anyio
 from stageflow.cli.render import duration, money, tokens
 
 if TYPE_CHECKING:
-    from stageflow.cli.app import App
+    from stageflow.engine.service import Service
     from stageflow.engine.views import RunView
 
 __all__ = ["live_terminal", "settled", "watch"]
@@ -99,9 +99,9 @@ def plain_line(view: RunView) -> str:
     return f"{clock} [{view.status}] {states} spent {money(view.spent_usd)}{budget}"
 
 
-async def watch(app: App, run_id: str, out: TextIO, *, interval: float = POLL_S) -> RunView:
+async def watch(service: Service, run_id: str, out: TextIO, *, interval: float = POLL_S) -> RunView:
     """Follow ``run_id`` until it settles (``settled``); returns the last view."""
-    view = await app.service.view(run_id)
+    view = await service.view(run_id)
     if not live_terminal(out):
         last = ""
         while True:
@@ -113,7 +113,7 @@ async def watch(app: App, run_id: str, out: TextIO, *, interval: float = POLL_S)
             if settled(view):
                 return view
             await anyio.sleep(interval)
-            view = await app.service.view(run_id)
+            view = await service.view(run_id)
     from rich.console import Console
     from rich.live import Live
 
@@ -121,6 +121,6 @@ async def watch(app: App, run_id: str, out: TextIO, *, interval: float = POLL_S)
     with Live(table(view, time.time()), console=console, auto_refresh=False) as live:
         while not settled(view):
             await anyio.sleep(interval)
-            view = await app.service.view(run_id)
+            view = await service.view(run_id)
             live.update(table(view, time.time()), refresh=True)
     return view
