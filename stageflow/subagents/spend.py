@@ -39,16 +39,24 @@ def _body(call: ModelCall) -> str:
     return json.dumps([call.system, call.tools, call.messages], ensure_ascii=False, default=str)
 
 
+def _bound(body: str) -> int:
+    # a lone surrogate (sent as U+FFFD, see models/anthropic.py) counts as its 3 bytes
+    return len(body.encode("utf-8", errors="surrogatepass")) + FRAMING_TOKENS
+
+
+def _long_cache(body: str) -> bool:
+    # the text appearing anywhere counts, which only errs towards a larger reservation
+    return '"1h"' in body
+
+
 def input_bound(call: ModelCall) -> int:
     """An upper bound on the input tokens of ``call``: its bytes plus the framing."""
-    # a lone surrogate (sent as U+FFFD, see models/anthropic.py) counts as its 3 bytes
-    return len(_body(call).encode("utf-8", errors="surrogatepass")) + FRAMING_TOKENS
+    return _bound(_body(call))
 
 
 def long_cache(call: ModelCall) -> bool:
-    """Whether ``call`` may be billed 1-hour cache writes: some block asks for ``ttl: 1h``
-    (the text appearing anywhere counts, which only errs towards a larger reservation)."""
-    return '"1h"' in _body(call)
+    """Whether ``call`` may be billed 1-hour cache writes: some block asks for ``ttl: 1h``."""
+    return _long_cache(_body(call))
 
 
 async def _counted(client: ModelClient, call: ModelCall) -> int | None:
@@ -77,8 +85,8 @@ async def reserve(
     Raises ``BudgetExceeded`` when not even a short reply fits, or when a capped request's
     model has no price (its cost could not be counted against the cap).
     """
-    bound = input_bound(call)
-    hour = long_cache(call)
+    body = _body(call)  # serialised once: the conversation can be large
+    bound, hour = _bound(body), _long_cache(body)
     remaining = meter.remaining_usd()
     if remaining is not None:
         worst_in = prices.worst_case(call.model, bound, MIN_OUTPUT_TOKENS, long_cache=hour)
