@@ -80,7 +80,18 @@ def _actor(given: str | None) -> str:
     return given.strip() if given and given.strip() else DEFAULT_ACTOR
 
 
-def _command_result(state: RunState, action: str, stage: str | None, actor: str) -> CallToolResult:
+def _command_result(
+    state: RunState,
+    action: str,
+    stage: str | None,
+    actor: str,
+    *,
+    said: str | None = None,
+    said_only: bool = False,
+    summary: str | None = None,
+) -> CallToolResult:
+    """The outcome of a command; ``said`` (with ``summary``) for one the user turned down:
+    nothing was recorded, and the next action says so first (``said_only``: says only that)."""
     view = build_view(state)
     result = CommandResult(
         run_id=state.run_id,
@@ -89,13 +100,15 @@ def _command_result(state: RunState, action: str, stage: str | None, actor: str)
         actor=actor,
         status=view.status,
         stages={s.id: s.status for s in view.stages},
-        next_action=next_step(view),
+        next_action=said if said and said_only else " ".join(filter(None, (said, next_step(view)))),
     )
-    target = f" stage '{stage}'" if stage else ""
-    summary = (
-        f"{action}{target} of run {state.run_id} recorded (by {actor}); run is now "
-        f"{view.status}. Follow with workflow_status(run_id='{state.run_id}', wait_seconds=30)."
-    )
+    if summary is None:
+        target = f" stage '{stage}'" if stage else ""
+        summary = (
+            f"{action}{target} of run {state.run_id} recorded (by {actor}); run is now "
+            f"{view.status}. Follow with workflow_status(run_id='{state.run_id}', "
+            "wait_seconds=30)."
+        )
     return tool_result(result, summary)
 
 
@@ -243,18 +256,15 @@ def _ask_the_user(run_id: str, stage: str | None, state: RunState) -> str:
 
 
 def _not_decided(state: RunState, stage: str | None, action: str) -> CallToolResult:
-    view = build_view(state)
     said = "declined to decide" if action == "decline" else "dismissed the question"
-    result = CommandResult(
-        run_id=state.run_id,
-        action="none",
-        stage=stage,
-        actor="user",
-        status=view.status,
-        stages={s.id: s.status for s in view.stages},
-        next_action=f"the user {said}; the gate still waits. {next_step(view)}",
+    return _command_result(
+        state,
+        "none",
+        stage,
+        "user",
+        said=f"the user {said}; the gate still waits.",
+        summary=f"not decided: the user {said}; stage {stage} still waits",
     )
-    return tool_result(result, f"not decided: the user {said}; stage {stage} still waits")
 
 
 async def workflow_control(
@@ -298,14 +308,12 @@ async def workflow_control(
 
 
 def _not_resumed(state: RunState) -> CallToolResult:
-    view = build_view(state)
-    result = CommandResult(
-        run_id=state.run_id,
-        action="none",
-        stage=None,
-        actor="user",
-        status=view.status,
-        stages={s.id: s.status for s in view.stages},
-        next_action="the user did not let the run spend more; it stays paused",
+    return _command_result(
+        state,
+        "none",
+        None,
+        "user",
+        said="the user did not let the run spend more; it stays paused",
+        said_only=True,
+        summary=f"not resumed: the user said no; run {state.run_id} stays paused",
     )
-    return tool_result(result, f"not resumed: the user said no; run {state.run_id} stays paused")
