@@ -10,7 +10,8 @@ import anyio.to_thread
 from stageflow.engine.service import WorkspaceProbe
 from stageflow.engine.views import WorkspaceView
 from stageflow.errors import StageflowError
-from stageflow.workspace.worktree import diff_summary, find_workspace
+from stageflow.workspace.diffs import diff_summary
+from stageflow.workspace.worktree import find_workspace
 
 log = logging.getLogger(__name__)
 
