@@ -97,12 +97,14 @@ async def open_app(
             lease_seconds=settings.lease_seconds,
             sink=compose_sinks(sink, recorder.sink),
             agents=live.agent if live is not None else None,
+            lanes=runner.lanes,
         )
         service = Service(
             settings,
             store,
             runner_label=describe_runner(settings),
             workspace_probe=workspace_probe(settings.project),
+            lanes=runner.lanes,
         )
         if driving:
             await _sync_for_stages(settings, knowledge)

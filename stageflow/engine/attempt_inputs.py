@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.gitplan import lane_for, verify_for
+from stageflow.engine.gitstate import CONFLICT_ARTIFACT
 from stageflow.engine.planner import StartAttempt
 from stageflow.engine.runner import AttemptMeter, AttemptRequest, InputArtifact
 from stageflow.engine.state import RunState, StageState
@@ -141,6 +143,16 @@ class AttemptInputs:
                 continue
             content = await self._artifact(s, a, ref.version)
             needed.append(InputArtifact(stage=s, name=a, version=ref.version, content=content))
+        lane = lane_for(st, start.stage)
+        report = st.stages[start.stage].artifacts.get(CONFLICT_ARTIFACT)
+        if lane is not None and lane.kind == "resolve" and report is not None:
+            content = await self._artifact(start.stage, report.name, report.version)
+            needed.append(
+                InputArtifact(
+                    stage=start.stage, name=report.name, version=report.version, content=content
+                )  # the conflict it resolves
+            )
+        verify = verify_for(st, start.stage, start.kind)
         previous: list[InputArtifact] = []
         if start.kind == "rework":
             for name, ref in st.stages[start.stage].artifacts.items():
@@ -167,6 +179,9 @@ class AttemptInputs:
             timeout=spec.timeout,
             bash_allow=[*st.spec.bash, *spec.bash],
             workspace_mode=st.spec.workspace,
+            lane=lane,
+            verify=verify[0] if verify else None,
+            merged=verify[1] if verify else [],
             meter=meter,
         )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stageflow import events as ev
+from stageflow.engine.gitplan import final_merge, git_decisions, start_gate
 from stageflow.engine.state import DONE_STAGE, RunState, StageState
 from stageflow.workflows.conditions import ConditionError, parse_condition
 from stageflow.workflows.spec import StageSpec
@@ -224,6 +225,13 @@ def next_actions(state: RunState, now: float) -> Plan:
             ]
         )
 
+    # git (gitplan): an operation in flight holds every start; commits and conflicts first
+    if state.git.pending is not None:
+        return Plan(wake_at=min(wake) if wake else None)
+    git = git_decisions(state)
+    if git:
+        return Plan(decisions=git, wake_at=min(wake) if wake else None)
+
     # 3. schedule pending work
     slots = spec.limits.max_concurrent_agents - len(running)
     over_budget = state.budget_usd is not None and state.spent_usd >= state.budget_usd
@@ -279,6 +287,12 @@ def next_actions(state: RunState, now: float) -> Plan:
             break
         if slots <= 0:
             continue
+        merge_first = start_gate(state, sid)  # the branches it joins, merged before it starts
+        if merge_first is False:
+            continue
+        if merge_first is not True:
+            decisions.append(merge_first)
+            break
         slots -= 1
         starts.append(
             StartAttempt(
@@ -298,7 +312,10 @@ def next_actions(state: RunState, now: float) -> Plan:
         if s.id not in rollback_targets or state.stages[s.id].triggered
     ]
     if all(st.status in DONE_STAGE for st in normal) and not running:
-        return Plan(decisions=[ev.RunCompleted()])
+        last = final_merge(state)  # isolated branches nothing joined
+        if last is True:
+            return Plan(decisions=[ev.RunCompleted()])
+        return Plan(decisions=[] if last is False else [last], wake_at=min(wake) if wake else None)
     if not state.paused and all(st.status in DONE_STAGE or st.status == "pending" for st in normal):
         # Nothing runs, waits for a human or backs off, yet work remains: it sits behind a
         # stage that failed for good (e.g. one of two failed stages was retried and passed).

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.lanes import Lane
 from stageflow.usage import RequestUsage, Usage
 from stageflow.workflows.spec import StageSpec
 
@@ -124,6 +125,10 @@ class AttemptRequest(BaseModel):
     workspace_mode: Literal["auto", "worktree", "in_place"] | None = None  # the template's
     writable: bool = True  # False: file tools refuse writes, saying ``read_only_reason``
     read_only_reason: str = ""
+    # in a git run: the worktree the attempt works in (None: the run's workspace as it is)
+    lane: Lane | None = None
+    verify: str | None = None  # at a join: the command checking the merges, run first
+    merged: list[str] = Field(default_factory=list)  # the stages merged for this join
     meter: AttemptMeter = Field(default_factory=AttemptMeter, exclude=True, repr=False)
 
     def model_post_init(self, __context: Any) -> None:

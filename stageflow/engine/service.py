@@ -18,6 +18,10 @@ from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
 from stageflow.engine.driver import summarize
+from stageflow.engine.gitops import GitLanes
+from stageflow.engine.gitstate import MERGE_AGENT
+from stageflow.engine.land import Lander, LandStrategy
+from stageflow.engine.lanes import plan_lanes
 from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import RunListItem, RunView, WorkspaceView, build_view
 from stageflow.errors import (
@@ -66,6 +70,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         workspace_probe: WorkspaceProbe | None = None,
         definitions: LiveDefinitions | None = None,
+        lanes: GitLanes | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -74,6 +79,7 @@ class Service:
         self.workspace_probe = workspace_probe
         # kept current by the file watcher; without it every call reads the folders
         self.definitions = definitions
+        self.lander = Lander(store, lanes, clock=clock) if lanes is not None else None
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -136,6 +142,10 @@ class Service:
         snapshot = {}
         for name in used:
             snapshot[name] = agents.get(name).model_dump(mode="json")
+        by_name = {n: agents.get(n) for n in used}
+        if MERGE_AGENT in agents.names() and plan_lanes(spec, by_name).isolated:
+            # stages that write in parallel may conflict when they are merged
+            snapshot.setdefault(MERGE_AGENT, agents.get(MERGE_AGENT).model_dump(mode="json"))
         created = ev.RunCreated(
             template=spec.name,
             task=task.strip(),
@@ -287,6 +297,19 @@ class Service:
             return _retry_events(state, stage, actor, reason)
 
         return await self._command(run_id, build, actor)
+
+    async def land(
+        self,
+        run_id: str,
+        *,
+        strategy: LandStrategy = "squash",
+        into: str | None = None,
+        actor: str = "human",
+    ) -> RunState:
+        """Bring a completed run's branch into the user's branch (``engine.land``)."""
+        if self.lander is None:
+            raise InvalidState("this stageflow process cannot land runs: it has no git lanes")
+        return await self.lander.land(run_id, strategy=strategy, into=into, actor=actor)
 
     async def audit(self, run_id: str) -> AuditReport:
         """Recompute the hash chain and check the head recorded with the run."""

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.gitstate import GitState, fold_git, grow_spec
+from stageflow.engine.lanes import EMPTY_PLAN, LanePlan, plan_lanes
 from stageflow.usage import Usage
 from stageflow.workflows.spec import WorkflowSpec
 
@@ -126,6 +128,8 @@ class RunState:
     rollback: str | None = None  # the rollback stage running for ``failing``
     owner: str | None = None
     spent: float = 0.0  # USD over every attempt, kept as events are applied (read spent_usd)
+    git: GitState = field(default_factory=GitState)  # branches, commits, merges, lands
+    lanes: LanePlan = EMPTY_PLAN  # which stages write in a worktree of their own
 
     @property
     def status(self) -> RunStatus:
@@ -177,6 +181,7 @@ def initial_state(run_id: str, env: ev.Envelope) -> RunState:
         budget_usd=created.budget_usd,
         seq=env.seq,
         head_hash=env.hash,
+        lanes=plan_lanes(spec, agents),
     )
 
 
@@ -292,8 +297,34 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
             return replace(state, ended="failed", end_reason=e.reason)
         case ev.LeaseTaken():
             return replace(state, owner=e.owner)
+        case ev.GitStarted() | ev.GitFinished():
+            return _git_event(state, env, e)
         case ev.RunCreated():
             raise ValueError(f"run {state.run_id}: run_created may only be the first event")
+    return state
+
+
+def _git_event(state: RunState, env: ev.Envelope, e: ev.GitStarted | ev.GitFinished) -> RunState:
+    git, fx = fold_git(state.git, env, e)
+    state = replace(state, git=git)
+    if fx.new_stage is not None:  # a merge stage for a conflict (or its conflict again)
+        sid = fx.new_stage.id
+        known = state.stages.get(sid)
+        spec = state.spec if known is not None else grow_spec(state.spec, fx.new_stage)
+        base = known or StageState(id=sid)
+        arts = {**base.artifacts, **{r.name: r for r in fx.artifacts}}
+        fresh = replace(base, status="pending", artifacts=arts, reason=None)
+        state = replace(state, spec=spec, stages={**state.stages, sid: fresh})
+    if fx.stage_update is not None and fx.stage_update[0] in state.stages:
+        sid, status, reason = fx.stage_update
+        st = state.stages[sid]
+        failures = st.failures + (status == "attempt_failed")
+        state = _set(
+            state,
+            replace(st, status=status, reason=reason, gate_overridden=False, failures=failures),
+        )
+    if fx.pause is not None:
+        state = replace(state, paused=True, pause_reason=fx.pause)
     return state
 
 

@@ -156,6 +156,7 @@ def _lifespan(
                 )
             else:
                 used = runner
+            lanes = used.lanes if isinstance(used, StageRunner) else None
             scheduler = Scheduler(
                 store,
                 used,
@@ -163,6 +164,7 @@ def _lifespan(
                 lease_seconds=settings.lease_seconds,
                 sink=recorder.sink,
                 agents=live.agent,
+                lanes=lanes,
             )
             label = describe_runner(settings)
             notifier = RunNotifier(store, bus)
@@ -175,6 +177,7 @@ def _lifespan(
                     runner_label=label,
                     workspace_probe=workspace_probe(settings.project),
                     definitions=live,
+                    lanes=lanes,
                 ),
                 scheduler=scheduler,
                 runner_label=label,

@@ -34,13 +34,16 @@ from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
 from stageflow.subagents.command import CommandRunner
+from stageflow.subagents.joining import check_resolution, verify_join
 from stageflow.subagents.offline.runner import OfflineRunner
+from stageflow.workspace.lanes import WorktreeLanes
 from stageflow.workspace.sandbox import Sandbox
 from stageflow.workspace.tainted import is_tainted, mark_tainted
 
 if TYPE_CHECKING:
     from stageflow.subagents.context import ContextSource
     from stageflow.subagents.tool_loop import ExtraTool
+    from stageflow.workspace.worktree import WorkspaceMode
 
 __all__ = [
     "NO_RUNNER_MESSAGE",
@@ -172,6 +175,17 @@ class StageRunner:
         self.agent_runner_name = resolve_runner_name(settings)
         self.name: str = self.agent_runner_name or settings.runner
         self._agent: Runner | None = offline if self.agent_runner_name == "offline" else None
+        # with a model runner, stages that write in parallel get worktrees of their own
+        self.lanes = WorktreeLanes(
+            settings.project,
+            enabled=self.agent_runner_name in MODEL_RUNNERS,
+            mode=self._workspace_mode,
+        )
+
+    def _workspace_mode(self) -> WorkspaceMode:
+        from stageflow.subagents.options import load_runner_options
+
+        return load_runner_options(self.settings).workspace_mode
 
     def agent_runner(self) -> Runner:
         """The runner for agent stages, built on first use; raises ``ModelError`` if none."""
@@ -200,10 +214,14 @@ class StageRunner:
             await close()
 
     async def run(self, request: AttemptRequest) -> AttemptResult:
-        """Dispatch one attempt by stage kind, in the run's workspace."""
+        """Dispatch one attempt by stage kind, in its lane of the run's workspace (a join
+        first runs its ``verify`` command; a merge stage must leave no conflict marker)."""
         if request.stage.run:
             if self.agent_runner_name not in (None, "offline"):
                 request = await self._in_workspace(request)
+                failed = await self._verify(request)
+                if failed is not None:
+                    return failed
                 sandbox = await self._command_sandbox(request)
                 return await self.command.run(request, sandbox=sandbox)
             return await self.command.run(request)
@@ -211,9 +229,19 @@ class StageRunner:
         if self.agent_runner_name == "offline":  # writes no files: no worktree needed
             return await runner.run(request)
         request = await self._in_workspace(request)
+        failed = await self._verify(request)
+        if failed is not None:
+            return failed
         if request.writable:  # from now on the workspace may hold model-written files
             await anyio.to_thread.run_sync(mark_tainted, self.settings.project, request.run_id)
-        return await runner.run(request)
+        result = await runner.run(request)
+        return await check_resolution(request, result, self.settings.project)
+
+    async def _verify(self, request: AttemptRequest) -> AttemptResult | None:
+        mode = request.workspace_mode or self._workspace_mode()
+        return await verify_join(
+            request, self.settings.project, mode, self.command, self._command_sandbox
+        )
 
     async def _command_sandbox(self, request: AttemptRequest) -> Sandbox | None:
         """The sandbox a command stage runs in: None before any agent stage of the run started
@@ -233,13 +261,13 @@ class StageRunner:
         return sandbox if sandbox.confines else None
 
     async def _in_workspace(self, request: AttemptRequest) -> AttemptRequest:
-        """``request`` pointed at the run's workspace (created on the run's first stage)."""
-        from stageflow.subagents.options import load_runner_options
-        from stageflow.workspace.worktree import prepare_workspace
+        """``request`` pointed at its lane of the run's workspace (the run's worktree is made
+        on its first stage, a stage's own on its first attempt)."""
+        from stageflow.workspace.worktree import prepare_lane
 
-        mode = request.workspace_mode or load_runner_options(self.settings).workspace_mode
+        mode = request.workspace_mode or self._workspace_mode()
         ws = await anyio.to_thread.run_sync(
-            prepare_workspace, self.settings.project, request.run_id, mode
+            prepare_lane, self.settings.project, request.run_id, request.lane, mode
         )
         return request.model_copy(
             update={

@@ -76,6 +76,7 @@ class Approval(_Model):
     prompt: str = ""  # what the reviewer should look at; shown at the gate
 
 
+OnConflict = Literal["agent", "human"]
 FailureAction = Literal["fail", "continue", "retry", "rollback"]
 
 
@@ -166,6 +167,10 @@ class StageSpec(_Model):
     # the stage's commands (Bash, a `run:` command) may use the network; off by default
     network: StrictBool = False
     knowledge_tokens: int | None = Field(None, ge=0)  # knowledge injected per attempt; 0: none
+    # at a join (this stage's start merged other stages' branches): a command checking the
+    # merge ("" for none; unset: the template's), and who resolves a conflicting merge
+    verify: str | None = None
+    on_conflict: OnConflict | None = None
     line: int | None = Field(None, exclude=True, repr=False)
 
     @field_validator("id")
@@ -216,6 +221,8 @@ class WorkflowSpec(_Model):
     # where agent stages work: a git worktree per run (auto/worktree), or the project itself
     workspace: Literal["auto", "worktree", "in_place"] | None = None
     bash: list[str] = Field(default_factory=list)  # command patterns Bash may run, e.g. "pytest*"
+    verify: str | None = None  # run after the merges at a join, e.g. the test command
+    on_conflict: OnConflict = "agent"  # a conflicting merge: the merge-resolver agent, or a human
     stages: list[StageSpec] = Field(min_length=1)
     source: str | None = Field(None, exclude=True, repr=False)
 
