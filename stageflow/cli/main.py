@@ -33,6 +33,7 @@ from stageflow.cli.commands import (
     cmd_audit,
     cmd_cancel,
     cmd_init,
+    cmd_land,
     cmd_pause,
     cmd_reject,
     cmd_resume,
@@ -145,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stage")
     sp.add_argument("--reason")
     driving(sp)
+    sp = add(
+        "land",
+        "bring a completed run's branch into your branch (squash into the one it started from)",
+        cmd_land,
+        json_=True,
+    )
+    sp.add_argument("run")
+    sp.add_argument("--strategy", choices=("squash", "merge", "rebase"), default="squash")
+    sp.add_argument("--into", metavar="BRANCH", help="the branch to land into (made if missing)")
     sp = add(
         "artifact", "print an artifact (latest version unless --version)", cmd_artifact, json_=True
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from stageflow.engine.gitviews import RunGitView, StageGitView, merge_gate, run_git, stage_git
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
@@ -57,13 +58,14 @@ class StageView(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     approval_expires_at: float | None = None
     history: list[AttemptView] = Field(default_factory=list)
+    git: StageGitView | None = None
 
 
 class WaitingView(BaseModel):
     """A stage that needs a human, and what to review."""
 
     stage: str
-    kind: str  # approval | gate
+    kind: str  # approval | gate | merge (a conflict a human resolves)
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
@@ -101,6 +103,7 @@ class RunView(BaseModel):
     owner: str | None = None
     seq: int
     workspace: WorkspaceView | None = None
+    git: RunGitView | None = None
 
 
 class RunListItem(BaseModel):
@@ -144,6 +147,7 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
         outputs=st.outputs,
         depends_on=spec.depends_on,
         approval_expires_at=st.approval_expires_at,
+        git=stage_git(state, st.id),
         artifacts=[
             ArtifactView(
                 stage=st.id,
@@ -183,6 +187,12 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
     """One sentence telling the human what to do next."""
     rid = state.run_id
     if state.ended == "completed":
+        if state.git.on and not state.git.landed:
+            into = state.git.target or "BRANCH"
+            return (
+                f"done: review the run branch {state.git.branch}, then `stageflow land {rid}` "
+                f"(a squash commit on {into}; --strategy merge|rebase, --into BRANCH)"
+            )
         return f"done: read an artifact with `stageflow artifact {rid} STAGE NAME`"
     if state.ended == "failed":
         return f"fix what failed (above), then `stageflow retry {rid}`; or leave it"
@@ -249,6 +259,9 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
                     expires_at=st.approval_expires_at,
                 )
             )
+        elif open_ and st.status == "blocked" and s.id in state.git.merge_stages:
+            what, review = merge_gate(state, s.id, st.reason)
+            waiting.append(WaitingView(stage=s.id, kind="merge", what=what, review=review))
         elif open_ and st.status == "blocked":
             waiting.append(
                 WaitingView(
@@ -281,4 +294,5 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         next_action=next_action(state, waiting),
         owner=state.owner,
         seq=state.seq,
+        git=run_git(state),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from stageflow.engine.catalog_view import TemplateInfo, TemplatesResult
 from stageflow.engine.views import RunView, StageView
@@ -41,13 +41,24 @@ class StageBrief(BaseModel):
     reworks: int = 0
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
+    git: str | None = Field(None, description="branch, commit, files changed, merge state")
+
+    @model_serializer(mode="wrap")
+    def _omit_no_git(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.git is None:  # runs without a git worktree: keep the brief as small as before
+            data.pop("git", None)
+        return data
 
 
 class GateBrief(BaseModel):
     """A stage waiting for a human, and what to show them."""
 
     stage: str
-    kind: str = Field(description="approval (review the result) or gate (a condition is false)")
+    kind: str = Field(
+        description="approval (review the result), gate (a condition is false) or merge (a "
+        "conflict to resolve)"
+    )
     what: str
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
@@ -84,7 +95,16 @@ def _stage_brief(s: StageView) -> StageBrief:
         reworks=s.reworks,
         artifacts=[a.name for a in s.artifacts],
         reason=short(s.reason) if s.reason and s.status != "succeeded" else None,
+        git=_git_brief(s),
     )
+
+
+def _git_brief(s: StageView) -> str | None:
+    g = s.git
+    if g is None:
+        return None
+    files = f", {g.files_changed} file(s)" if g.files_changed else ""
+    return f"{g.branch} {(g.commit or '-')[:10]}{files}: {g.merge}"
 
 
 def _gates(view: RunView) -> list[GateBrief]:
@@ -93,6 +113,8 @@ def _gates(view: RunView) -> list[GateBrief]:
         stage = next(s for s in view.stages if s.id == w.stage)
         if w.kind == "approval":
             show = [f"{w.stage}/{a.name}" for a in stage.artifacts]
+        elif w.kind == "merge":  # the conflict's report: each file's base and both sides
+            show = list(w.review)
         else:  # a false gate: the upstream stages' results explain it
             upstream = {s.id: s for s in view.stages}
             show = [f"{d}/{a.name}" for d in stage.depends_on for a in upstream[d].artifacts]
@@ -121,6 +143,8 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         shown = f" (artifacts to show: {', '.join(g.show)})" if g.show else ""
         if g.kind == "approval":
             ask = f"ask the human whether to approve stage {g.stage}{shown}"
+        elif g.kind == "merge":
+            ask = f"show the human the merge conflict{shown} and ask them to resolve it ({g.what})"
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
         return (
@@ -130,7 +154,14 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
     if view.status == "completed":
         finals = [f"{s.id}/{a.name}" for s in view.stages[-1:] for a in s.artifacts]
         show = f" ({', '.join(finals)})" if finals else ""
-        return f"done: show the human the results{show}; read them with workflow_artifact"
+        done = f"done: show the human the results{show}; read them with workflow_artifact"
+        if view.git is not None and not view.git.landed:
+            into = view.git.target or "their branch"
+            done += (
+                f"; the work is on branch {view.git.branch}: if the human wants it on {into}, "
+                f"call workflow_control(run_id='{rid}', action='land')"
+            )
+        return done
     if view.status == "failed":
         return (
             f"failed ({short(view.reason or 'see blockers', 120)}): tell the human; to run the "

@@ -39,11 +39,12 @@ artifacts, then waits again; for a blocked gate the stage fails. The approver is
 run's audit log. Approving a stage that is not waiting fails with an error naming its state."""
 
 CONTROL_DESCRIPTION = """\
-Control a run: action='cancel' stops it for good (running subagents are cancelled);
-'pause' stops scheduling new stages (running ones finish); 'resume' continues a paused run,
-with a higher budget_usd if it stopped at its budget; 'retry' reruns the failed stages of a
-failed run, or the one named in `stage`. `reason` is recorded in the audit log. Returns the
-run's status and each stage's status after the action."""
+Control a run: 'cancel' stops it for good; 'pause' stops scheduling new stages; 'resume'
+continues a paused run (`budget_usd`: a new cap if it stopped at its budget); 'retry' reruns a
+failed run's failed stages, or `stage`. 'land', only when the human asks, brings a completed
+run's git branch into theirs (a squash commit on the branch it started from; or `strategy`,
+`into`); refused, saying what to do, when that branch conflicts or is dirty. `reason` goes to
+the audit log. Returns the run's and each stage's status."""
 
 RunId = Annotated[str, Field(description="the run id returned by workflow_start")]
 
@@ -54,6 +55,7 @@ def _actor(given: str | None) -> str:
 
 def _command_result(state: RunState, action: str, stage: str | None, actor: str) -> CallToolResult:
     view = build_view(state)
+    landed = state.git.landed[-1] if action == "land" and state.git.landed else None
     result = CommandResult(
         run_id=state.run_id,
         action=action,
@@ -62,8 +64,11 @@ def _command_result(state: RunState, action: str, stage: str | None, actor: str)
         status=view.status,
         stages={s.id: s.status for s in view.stages},
         next_action=next_step(view),
+        commit=landed.commit if landed else None,
     )
     target = f" stage '{stage}'" if stage else ""
+    if landed is not None:
+        target = f" into {landed.into} as {(landed.commit or '-')[:12]}"
     summary = (
         f"{action}{target} of run {state.run_id} recorded (by {actor}); run is now "
         f"{view.status}. Follow with workflow_status(run_id='{state.run_id}', wait_seconds=30)."
@@ -149,17 +154,28 @@ async def workflow_control(
     ctx: ToolContext,
     run_id: RunId,
     action: Annotated[
-        Literal["cancel", "pause", "resume", "retry"], Field(description="what to do")
+        Literal["cancel", "pause", "resume", "retry", "land"], Field(description="what to do")
     ],
     stage: Annotated[str | None, Field(description="for retry: the stage to rerun")] = None,
     reason: Annotated[str | None, Field(description="why (recorded in the audit log)")] = None,
     budget_usd: Annotated[
         float | None, Field(description="for resume: a new USD cap for the run", ge=0)
     ] = None,
+    strategy: Annotated[
+        Literal["squash", "merge", "rebase"], Field(description="for land")
+    ] = "squash",
+    into: Annotated[
+        str | None, Field(description="for land: the target branch (default: the run's)")
+    ] = None,
 ) -> Annotated[CallToolResult, CommandResult]:
-    """Cancel, pause, resume or retry a run."""
+    """Cancel, pause, resume, retry or land a run."""
     app = deps(ctx)
     with tool_errors():
+        if action == "land":
+            state = await app.service.land(
+                run_id, strategy=strategy, into=into, actor=DEFAULT_ACTOR
+            )
+            return _command_result(state, action, None, DEFAULT_ACTOR)
         state = await app.service.control(
             run_id, action, stage=stage, reason=reason, budget_usd=budget_usd, actor=DEFAULT_ACTOR
         )

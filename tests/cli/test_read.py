@@ -70,7 +70,7 @@ def test_templates_and_agents_json_list_the_built_in_catalog(cli: Cli) -> None:
     }
     assert templates["errors"] == []
     assert all(t["problems"] == [] and t["stages"] for t in templates["templates"])
-    assert len(agents["agents"]) == 12
+    assert len(agents["agents"]) == 13  # with merge-resolver
     assert agents["errors"] == []
     assert {a["layer"] for a in agents["agents"]} == {"builtin"}
     assert {"architect", "developer", "tester", "reviewer"} <= {a["name"] for a in agents["agents"]}
