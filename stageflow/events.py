@@ -12,7 +12,6 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -20,16 +19,17 @@ from pydantic import (
     model_serializer,
 )
 
+from stageflow.base import Model
 from stageflow.usage import Usage
 
 GENESIS_HASH = "0" * 64
 
 
-class _Event(BaseModel):
+class _Event(Model):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ArtifactRef(BaseModel):
+class ArtifactRef(Model):
     """A stored artifact version, as referenced from the log (content lives in the store)."""
 
     model_config = ConfigDict(frozen=True)
@@ -275,10 +275,11 @@ Event = Annotated[
     | GitFinished,
     Field(discriminator="type"),
 ]
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+# built on first use, like the models (stageflow.base)
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event, config=ConfigDict(defer_build=True))
 
 
-class Envelope(BaseModel):
+class Envelope(Model):
     """An event at its place in the log."""
 
     model_config = ConfigDict(frozen=True)

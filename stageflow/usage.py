@@ -6,10 +6,10 @@ engine, which all speak of them.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from stageflow.base import Model
 
 
-class Usage(BaseModel):
+class Usage(Model):
     """Tokens and dollars of one attempt (summed over its model requests)."""
 
     input_tokens: int = 0
@@ -39,7 +39,7 @@ class Usage(BaseModel):
         )
 
 
-class RequestUsage(BaseModel):
+class RequestUsage(Model):
     """One model request as the cost ledger stores it: full usage, and its price in USD.
 
     ``cache_write_5m_tokens`` and ``cache_write_1h_tokens`` split the provider's cache writes by

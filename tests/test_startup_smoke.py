@@ -74,3 +74,45 @@ def test_serve_import_path_does_not_load_anthropic(tmp_path: Path) -> None:
     assert "mcp.server.mcpserver" in imported  # the check sees the server's imports at all
     assert not {m for m in imported if m.split(".")[0] == "anthropic"}
     assert proc.stdout == b""  # nothing but protocol on stdout, and there was none
+
+
+def test_answering_initialize_builds_no_tool_and_imports_no_runner(tmp_path: Path) -> None:
+    """What ``initialize`` waits for stays small: the tools and resources are registered on the
+    first listing or call (after ``initialize``), the runners' modules on the first stage."""
+    init = (
+        '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":'
+        '"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n'
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "stageflow",
+            "serve",
+            "--project",
+            str(tmp_path),
+        ],
+        input=init.encode(),
+        capture_output=True,
+        env={**os.environ, "STAGEFLOW_RUNNER": "offline"},
+        timeout=60,
+        check=False,
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, err[-3000:]
+    assert b'"id":1,"result"' in proc.stdout  # initialize was answered
+    imported = {line.split("|")[-1].strip() for line in err.splitlines() if "|" in line}
+    deferred = {
+        "stageflow.tools.status",  # the tool modules: their schemas are the costly part
+        "stageflow.tools.briefs",
+        "stageflow.server.resources",
+        "stageflow.subagents.command",  # runners and the tool loop: on the first stage
+        "stageflow.subagents.tool_loop",
+        "stageflow.workspace.shell",
+        "stageflow.cli.app",  # the other commands' machinery
+        "stageflow.cli.commands",
+    }
+    assert "stageflow.server.app" in imported
+    assert not deferred & imported, deferred & imported

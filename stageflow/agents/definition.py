@@ -13,10 +13,12 @@ import hashlib
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from stageflow.base import Model
 
 
-class AgentDefinition(BaseModel):
+class AgentDefinition(Model):
     """One agent, as loaded from a file (or built in)."""
 
     model_config = ConfigDict(frozen=True)

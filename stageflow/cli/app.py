@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from stageflow import events as ev
 from stageflow.agents.live import LiveDefinitions
+from stageflow.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_PAUSED, EXIT_WAITING
 from stageflow.cli.render import describe_event, render_run
 from stageflow.config import Settings, load_settings
 from stageflow.engine.driver import Until
@@ -37,9 +38,7 @@ from stageflow.workspace.view import workspace_probe
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 1, 2, 3, 4
-EXIT_WAITING = 5  # --wait stopped at a gate: a human must approve or reject
-EXIT_PAUSED = 6  # the run is paused (at its budget, or by request)
+
 # commands that may execute agent stages here
 DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
 

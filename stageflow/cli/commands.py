@@ -12,12 +12,13 @@ from typing import Any, TextIO
 
 import anyio
 
-from stageflow.cli.app import EXIT_FAIL, EXIT_OK, App, drive, emit, show
+from stageflow.cli.app import App, drive, emit, show
+from stageflow.cli.exits import EXIT_FAIL, EXIT_OK
 from stageflow.cli.render import render_runs
 from stageflow.config import Settings, load_settings
 from stageflow.engine.catalog_view import agent_info
 from stageflow.engine.state import HUMAN_WAIT
-from stageflow.errors import InvalidArgument, InvalidState, Problem, StageflowError
+from stageflow.errors import InvalidArgument, InvalidState, Problem
 from stageflow.workflows.model_names import KnownModels
 from stageflow.workflows.spec import WorkflowSpec
 
@@ -329,53 +330,3 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     if not created:
         out.write(f"{settings.state_dir} already set up; nothing changed\n")
     return EXIT_OK
-
-
-def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    """Serve the MCP server for the project (stdio unless ``--transport``).
-
-    mcp and the server modules are imported here, so no other command pays for them. On an
-    HTTP transport the bind is checked (token for non-loopback hosts) before anything opens.
-    """
-    import os
-
-    from stageflow.server.security import TOKEN_ENV, require_token
-    from stageflow.server.transports import prepare_stdio, run_server
-
-    token = os.environ.get(TOKEN_ENV)
-    if args.transport != "stdio":
-        require_token(args.host, token)  # raises InvalidArgument -> exit 2
-    prepare_stdio()
-    from stageflow.server.app import build_server
-
-    server = build_server(load_settings(args.project, db=args.db))
-    try:
-        run_server(
-            server,
-            transport=args.transport,
-            host=args.host,
-            port=args.port,
-            token=token,
-            allowed_hosts=args.allow_host or (),
-        )
-    except KeyboardInterrupt:
-        return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start
-    except BaseExceptionGroup as group:
-        # the lifespan's task group wraps what stopped the server (a damaged database, say):
-        # our own error is one message and exit 1 (cli.main), anything else a traceback
-        cause = _own_error(group)
-        if cause is None:
-            raise
-        raise cause from None
-    return EXIT_OK
-
-
-def _own_error(group: BaseExceptionGroup[BaseException]) -> StageflowError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, StageflowError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _own_error(exc)
-            if found is not None:
-                return found
-    return None

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from stageflow.cli.app import EXIT_FAIL, EXIT_OK
+from stageflow.base import Model
+from stageflow.cli.exits import EXIT_FAIL, EXIT_OK
 from stageflow.config import Settings, load_settings
 from stageflow.errors import DatabaseError
 from stageflow.store.store import Store
@@ -32,14 +33,14 @@ Status = Literal["ok", "warn", "fail"]
 CLAUDE_TIMEOUT_S = 90.0  # `claude mcp get` starts the server once to check it answers
 
 
-class Check(BaseModel):
+class Check(Model):
     name: str
     status: Status
     detail: str
     fix: str = Field("", description="what to do, when the status is not ok")
 
 
-class DoctorReport(BaseModel):
+class DoctorReport(Model):
     project: str
     checks: list[Check]
 

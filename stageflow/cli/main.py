@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -18,33 +19,8 @@ from typing import Any, TextIO
 import anyio
 
 from stageflow import __version__
-from stageflow.cli.app import (
-    EXIT_FAIL,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_STATE,
-    EXIT_USAGE,
-    open_app,
-)
-from stageflow.cli.commands import (
-    cmd_agents,
-    cmd_approve,
-    cmd_artifact,
-    cmd_audit,
-    cmd_cancel,
-    cmd_init,
-    cmd_land,
-    cmd_pause,
-    cmd_reject,
-    cmd_resume,
-    cmd_retry,
-    cmd_run,
-    cmd_serve,
-    cmd_status,
-    cmd_templates,
-    cmd_validate,
-)
-from stageflow.cli.knowledge import add_knowledge_parser
+from stageflow.cli.exits import EXIT_FAIL, EXIT_NOT_FOUND, EXIT_OK, EXIT_STATE, EXIT_USAGE
+from stageflow.cli.knowledge_parser import add_knowledge_parser
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 
 # -- parser --------------------------------------------------------------------------------
@@ -64,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(
         name: str,
         help_: str,
-        fn: Callable[..., Any],
+        fn: str,
         *,
         json_: bool = False,
     ) -> argparse.ArgumentParser:
@@ -74,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="print JSON")
         return sp
 
-    sp = add("serve", "serve the MCP server (stdio unless --transport)", cmd_serve)
+    sp = add("serve", "serve the MCP server (stdio unless --transport)", "serve:cmd_serve")
     sp.add_argument("--transport", choices=("stdio", "sse", "http"), default="stdio")
     sp.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     sp.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
@@ -84,11 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="extra Host name clients may use on a non-loopback bind; repeatable",
     )
-    add("templates", "list workflow templates", cmd_templates, json_=True)
-    add("agents", "list agent definitions", cmd_agents, json_=True)
-    sp = add("validate", "validate template files", cmd_validate, json_=True)
+    add("templates", "list workflow templates", "commands:cmd_templates", json_=True)
+    add("agents", "list agent definitions", "commands:cmd_agents", json_=True)
+    sp = add("validate", "validate template files", "commands:cmd_validate", json_=True)
     sp.add_argument("files", nargs="+", metavar="FILE")
-    sp = add("run", "start a run and execute it until it needs a human", cmd_run, json_=True)
+    sp = add(
+        "run", "start a run and execute it until it needs a human", "commands:cmd_run", json_=True
+    )
     sp.add_argument("template")
     sp.add_argument("--task", required=True, help="what the workflow should achieve")
     sp.add_argument(
@@ -104,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep executing until the run ends; exit 5 when a gate waits for a human, 6 when "
         "the run pauses (at its budget)",
     )
-    sp = add("status", "show one run, or the recent runs", cmd_status, json_=True)
+    sp = add("status", "show one run, or the recent runs", "commands:cmd_status", json_=True)
     sp.add_argument("run", nargs="?")
     sp.add_argument("--limit", type=int, default=20)
 
@@ -116,32 +94,42 @@ def build_parser() -> argparse.ArgumentParser:
             help="only record; do not continue executing the run here",
         )
 
-    sp = add("approve", "approve the stage waiting for a human", cmd_approve, json_=True)
+    sp = add("approve", "approve the stage waiting for a human", "commands:cmd_approve", json_=True)
     sp.add_argument("run")
     sp.add_argument("--stage")
     sp.add_argument("--comment")
     sp.add_argument("--approver", default="cli")
     driving(sp)
-    sp = add("reject", "reject with feedback; the stage reruns with it", cmd_reject, json_=True)
+    sp = add(
+        "reject",
+        "reject with feedback; the stage reruns with it",
+        "commands:cmd_reject",
+        json_=True,
+    )
     sp.add_argument("run")
     sp.add_argument("--feedback", required=True)
     sp.add_argument("--stage")
     sp.add_argument("--approver", default="cli")
     driving(sp)
-    sp = add("cancel", "cancel a run (running stages are cancelled)", cmd_cancel, json_=True)
-    sp.add_argument("run")
-    sp.add_argument("--reason")
     sp = add(
-        "pause", "pause a run (running stages finish, nothing new starts)", cmd_pause, json_=True
+        "cancel", "cancel a run (running stages are cancelled)", "commands:cmd_cancel", json_=True
     )
     sp.add_argument("run")
     sp.add_argument("--reason")
-    sp = add("resume", "resume a paused or interrupted run", cmd_resume, json_=True)
+    sp = add(
+        "pause",
+        "pause a run (running stages finish, nothing new starts)",
+        "commands:cmd_pause",
+        json_=True,
+    )
+    sp.add_argument("run")
+    sp.add_argument("--reason")
+    sp = add("resume", "resume a paused or interrupted run", "commands:cmd_resume", json_=True)
     sp.add_argument("run", nargs="?")
     sp.add_argument("--budget", type=float, help="raise the run budget (USD)")
     sp.add_argument("--all", action="store_true", help="resume every active run")
     driving(sp)
-    sp = add("retry", "retry failed stages (or one stage)", cmd_retry, json_=True)
+    sp = add("retry", "retry failed stages (or one stage)", "commands:cmd_retry", json_=True)
     sp.add_argument("run")
     sp.add_argument("--stage")
     sp.add_argument("--reason")
@@ -149,31 +137,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "land",
         "bring a completed run's branch into your branch (squash into the one it started from)",
-        cmd_land,
+        "commands:cmd_land",
         json_=True,
     )
     sp.add_argument("run")
     sp.add_argument("--strategy", choices=("squash", "merge", "rebase"), default="squash")
     sp.add_argument("--into", metavar="BRANCH", help="the branch to land into (made if missing)")
     sp = add(
-        "artifact", "print an artifact (latest version unless --version)", cmd_artifact, json_=True
+        "artifact",
+        "print an artifact (latest version unless --version)",
+        "commands:cmd_artifact",
+        json_=True,
     )
     sp.add_argument("run")
     sp.add_argument("stage")
     sp.add_argument("name")
     sp.add_argument("--version", type=int, help="a specific version (reworks add versions)")
-    sp = add("audit", "show the run's event log", cmd_audit, json_=True)
+    sp = add("audit", "show the run's event log", "commands:cmd_audit", json_=True)
     sp.add_argument("run")
     sp.add_argument("--verify", action="store_true", help="recompute the hash chain")
     add_knowledge_parser(sub, common)
-    add("init", "create .stageflow/ with an example agent, template and note", cmd_init)
+    add("init", "create .stageflow/ with an example agent, template and note", "commands:cmd_init")
     add(
         "doctor",
         "check Python, database, runner, Claude Code registration and git",
-        _doctor_entry,
+        "doctor:cmd_doctor",
         json_=True,
     )
-    sp = add("demo", "run feature_development offline in a temporary project", _demo_entry)
+    sp = add("demo", "run feature_development offline in a temporary project", "demo:run_demo")
     sp.add_argument("--yes", action="store_true", help="approve gates without asking")
     sp.add_argument(
         "--delay", type=float, default=0.4, help="simulated seconds of work per stage (default 0.4)"
@@ -182,16 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _doctor_entry(args: argparse.Namespace, out: TextIO) -> int:
-    from stageflow.cli.doctor import cmd_doctor
-
-    return cmd_doctor(args, out)
-
-
-def _demo_entry(args: argparse.Namespace, out: TextIO) -> int:
-    from stageflow.cli.demo import run_demo
-
-    return run_demo(args, out)
+def resolve(fn: str) -> Callable[..., Any]:
+    """``"module:function"`` of ``stageflow.cli``, imported now: a command pays only for
+    what it uses (``serve`` must answer ``initialize`` fast)."""
+    module, _, name = fn.partition(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(f"stageflow.cli.{module}"), name)
+    return found
 
 
 SYNC_COMMANDS = {"validate", "init", "demo", "serve", "doctor"}
@@ -202,12 +189,14 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        fn = resolve(args.fn)
         if args.command in SYNC_COMMANDS:
-            return int(args.fn(args, out))
+            return int(fn(args, out))
+        from stageflow.cli.app import open_app
 
         async def go() -> int:
             async with open_app(args, out=out) as app:
-                return int(await args.fn(app, args))
+                return int(await fn(app, args))
 
         return anyio.run(go)
     except NotFound as exc:

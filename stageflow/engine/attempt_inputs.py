@@ -19,10 +19,17 @@ from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.gitplan import lane_for, verify_for
 from stageflow.engine.gitstate import CONFLICT_ARTIFACT
 from stageflow.engine.planner import StartAttempt
-from stageflow.engine.runner import AttemptMeter, AttemptRequest, InputArtifact
+from stageflow.engine.runner import (
+    AttemptMeter,
+    AttemptRequest,
+    AttemptResult,
+    InputArtifact,
+    undeclared_artifacts,
+)
 from stageflow.engine.state import RunState, StageState
 from stageflow.store.rows import NewArtifact
 from stageflow.store.store import Store
+from stageflow.workflows.spec import StageSpec
 
 log = logging.getLogger(__name__)
 
@@ -212,3 +219,29 @@ def new_versions(
             )
         )
     return refs, new
+
+
+def checked_artifacts(
+    spec: StageSpec, outcome: ev.AttemptOutcome, result: AttemptResult | None, error: str | None
+) -> tuple[ev.AttemptOutcome, str | None, dict[str, str]]:
+    """What the engine keeps of a result's artifacts, whatever the runner checked: a finished
+    stage without a required artifact fails, and artifacts an agent stage does not declare
+    fail it too (unless ``produces_extra``; a command stage's ``output`` is the template's
+    own); the declared ones are kept either way."""
+    artifacts = dict(result.artifacts) if result is not None else {}
+    if result is None:
+        return outcome, error, artifacts
+    if spec.agent and not spec.produces_extra:
+        extra = sorted(set(artifacts) - set(spec.produces))
+        if extra:
+            artifacts = {k: v for k, v in artifacts.items() if k in spec.produces}
+            return "failed", undeclared_artifacts(extra, spec.produces), artifacts
+    if outcome in ("passed", "changes_requested"):
+        missing = [p for p in spec.produces if not artifacts.get(p)]
+        if missing:
+            return (
+                "failed",
+                f"stage finished without its required artifact(s): {', '.join(missing)}",
+                artifacts,
+            )
+    return outcome, error, artifacts

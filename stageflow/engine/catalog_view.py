@@ -8,21 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry
+from stageflow.base import Model
 from stageflow.workflows.catalog import TemplateCatalog, TemplateEntry
 
 
-class InputInfo(BaseModel):
+class InputInfo(Model):
     type: str
     required: bool
     default: Any = None
     description: str = ""
 
 
-class StageInfo(BaseModel):
+class StageInfo(Model):
     id: str
     description: str = ""
     agent: str | None = None
@@ -34,7 +35,7 @@ class StageInfo(BaseModel):
     when: str | None = Field(None, description="condition; when false the stage is skipped")
 
 
-class TemplateInfo(BaseModel):
+class TemplateInfo(Model):
     name: str
     description: str = ""
     source: str
@@ -44,7 +45,7 @@ class TemplateInfo(BaseModel):
     problems: list[str] = Field(default_factory=list, description="why the file failed to load")
 
 
-class AgentInfo(BaseModel):
+class AgentInfo(Model):
     name: str
     model: str
     description: str = ""
@@ -54,7 +55,7 @@ class AgentInfo(BaseModel):
     hash: str = Field("", description="first 12 hex digits of the definition's content hash")
 
 
-class TemplatesResult(BaseModel):
+class TemplatesResult(Model):
     templates: list[TemplateInfo]
     agents: list[AgentInfo]
     errors: list[str] = Field(

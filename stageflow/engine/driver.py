@@ -20,7 +20,12 @@ import anyio
 from anyio.abc import TaskGroup
 
 from stageflow import events as ev
-from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs, new_versions
+from stageflow.engine.attempt_inputs import (
+    AgentProvider,
+    AttemptInputs,
+    checked_artifacts,
+    new_versions,
+)
 from stageflow.engine.gitops import GitLanes, GitOps
 from stageflow.engine.metering import RunMeters, ledger_usage
 from stageflow.engine.planner import StartAttempt, next_actions
@@ -459,16 +464,9 @@ class RunDriver:
         slot: HeldSlot | None = None,
     ) -> None:
         stage = self.state.stages[start.stage]
-        if result is not None and outcome in ("passed", "changes_requested"):
-            missing = [
-                p
-                for p in self.state.spec.stage(start.stage).produces
-                if not result.artifacts.get(p)
-            ]
-            if missing:
-                outcome = "failed"
-                error = f"stage finished without its required artifact(s): {', '.join(missing)}"
-        refs, new = new_versions(stage, start, result.artifacts if result else {})
+        spec = self.state.spec.stage(start.stage)
+        outcome, error, kept = checked_artifacts(spec, outcome, result, error)
+        refs, new = new_versions(stage, start, kept)
         meter = self._meters.get(start.stage, start.attempt)
         # the meter saw every request, also of an attempt that raised or was cancelled;
         # runners that report no requests (offline, command) hand their usage back instead

@@ -4,8 +4,7 @@ lands; the conflict a human is asked to resolve."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
+from stageflow.base import Model
 from stageflow.engine.gitplan import lane_for
 from stageflow.engine.gitstate import CONFLICT_ARTIFACT
 from stageflow.engine.lanes import lane_name
@@ -14,7 +13,7 @@ from stageflow.engine.state import RunState
 __all__ = ["LandView", "RunGitView", "StageGitView", "merge_gate", "run_git", "stage_git"]
 
 
-class StageGitView(BaseModel):
+class StageGitView(Model):
     """Where a stage's work is in git (runs with a worktree)."""
 
     branch: str  # the branch it worked on (its own, or the run branch)
@@ -23,13 +22,13 @@ class StageGitView(BaseModel):
     merge: str  # where its work stands on the run branch
 
 
-class LandView(BaseModel):
+class LandView(Model):
     into: str
     strategy: str
     commit: str | None
 
 
-class RunGitView(BaseModel):
+class RunGitView(Model):
     """The run branch, from the log: where it started, its last commit, its lands."""
 
     branch: str

@@ -8,13 +8,14 @@ The engine knows nothing of models or SDKs. A runner (``stageflow.subagents``) r
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from stageflow.agents.definition import AgentDefinition
+from stageflow.base import Model
 from stageflow.engine.lanes import Lane
 from stageflow.usage import RequestUsage, Usage
 from stageflow.workflows.spec import StageSpec
@@ -93,7 +94,7 @@ class AttemptMeter:
         self.context = manifest
 
 
-class InputArtifact(BaseModel):
+class InputArtifact(Model):
     """An upstream artifact named in ``needs`` (or this stage's previous version on a rework)."""
 
     stage: str
@@ -102,7 +103,7 @@ class InputArtifact(BaseModel):
     content: str
 
 
-class AttemptRequest(BaseModel):
+class AttemptRequest(Model):
     """Everything one fresh-context attempt may see."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -137,7 +138,7 @@ class AttemptRequest(BaseModel):
             self.meter._budget = self.budget_remaining_usd
 
 
-class AttemptResult(BaseModel):
+class AttemptResult(Model):
     """What a runner hands back; artifacts are name -> text."""
 
     status: AttemptStatus
@@ -169,3 +170,12 @@ def same_model(requested: str | None, answered: str | None) -> bool:
     if not requested or not answered or requested == answered:
         return True
     return _SNAPSHOT.sub("", requested) == _SNAPSHOT.sub("", answered)
+
+
+def undeclared_artifacts(names: Sequence[str], declared: Sequence[str]) -> str:
+    """The refusal of artifacts a stage does not declare (``produces``)."""
+    listed = ", ".join(declared) if declared else "none"
+    return (
+        f"undeclared artifact(s): {', '.join(names)}; this stage produces only: {listed} "
+        "(put small values in outputs; a template may allow more with produces_extra: true)"
+    )

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from stageflow.base import Model
 from stageflow.engine.gitviews import RunGitView, StageGitView, merge_gate, run_git, stage_git
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
 
 
-class ArtifactView(BaseModel):
+class ArtifactView(Model):
     stage: str
     name: str
     version: int
@@ -23,7 +24,7 @@ class ArtifactView(BaseModel):
     preview: str = ""
 
 
-class AttemptView(BaseModel):
+class AttemptView(Model):
     number: int
     kind: str
     started_at: float | None = None
@@ -40,7 +41,7 @@ class AttemptView(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
-class StageView(BaseModel):
+class StageView(Model):
     id: str
     kind: str  # agent | command
     agent: str | None
@@ -61,7 +62,7 @@ class StageView(BaseModel):
     git: StageGitView | None = None
 
 
-class WaitingView(BaseModel):
+class WaitingView(Model):
     """A stage that needs a human, and what to review."""
 
     stage: str
@@ -71,7 +72,7 @@ class WaitingView(BaseModel):
     expires_at: float | None = None
 
 
-class WorkspaceView(BaseModel):
+class WorkspaceView(Model):
     """Where a run's stages work (a git worktree and branch), and what they changed."""
 
     path: str
@@ -84,7 +85,7 @@ class WorkspaceView(BaseModel):
     diff: str | None = None  # one line per file
 
 
-class RunView(BaseModel):
+class RunView(Model):
     run_id: str
     template: str
     task: str
@@ -106,7 +107,7 @@ class RunView(BaseModel):
     git: RunGitView | None = None
 
 
-class RunListItem(BaseModel):
+class RunListItem(Model):
     run_id: str
     template: str
     task: str

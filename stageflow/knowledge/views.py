@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from stageflow.base import Model
 from stageflow.knowledge.documents import DOC_TYPES
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def knowledge_uri(doc_id: str) -> str:
     return KNOWLEDGE_URI_PREFIX + quote(doc_id, safe="")
 
 
-class KnowledgeHit(BaseModel):
+class KnowledgeHit(Model):
     """One matching section of a knowledge document."""
 
     id: str = Field(description="document id; read it whole at uri")
@@ -74,7 +75,7 @@ class KnowledgeHit(BaseModel):
     )
 
 
-class LookupResult(BaseModel):
+class LookupResult(Model):
     """What ``knowledge_lookup`` and ``stageflow knowledge search --json`` return."""
 
     query: str
@@ -85,7 +86,7 @@ class LookupResult(BaseModel):
     note: str | None = Field(None, description="why there are no or fewer results, if known")
 
 
-class DocumentView(BaseModel):
+class DocumentView(Model):
     """One whole document (``stageflow knowledge show --json``)."""
 
     id: str
@@ -101,7 +102,7 @@ class DocumentView(BaseModel):
     uri: str
 
 
-class ReindexView(BaseModel):
+class ReindexView(Model):
     """The outcome of a full rebuild (``stageflow knowledge reindex --json``)."""
 
     added: int

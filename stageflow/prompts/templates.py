@@ -148,10 +148,12 @@ def _make_prompt(text: PromptSource) -> Prompt:
     return Prompt.from_function(render, name=text.name, description=text.description)
 
 
-def register_prompts(mcp: MCPServer, settings: Settings) -> None:
-    """Add one prompt per loadable template to ``mcp``; an unknown prompt name (e.g. a template
-    deleted after the client listed the prompts) is invalid params listing the known ones."""
-    sync_prompts(mcp, settings)
+def register_prompts(mcp: MCPServer, settings: Settings, *, sync: bool = True) -> None:
+    """Add one prompt per loadable template to ``mcp`` (unless ``sync`` is False: the caller
+    keeps them in step itself); an unknown prompt name (e.g. a template deleted after the client
+    listed the prompts) is invalid params listing the known ones."""
+    if sync:
+        sync_prompts(mcp, settings)
     original = mcp.get_prompt
 
     async def get_prompt(name: str, arguments: Any = None, context: Any = None) -> Any:

@@ -17,14 +17,16 @@ background at start (``KnowledgeIndex.sync``), kept current by the watcher, and 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 
@@ -47,6 +49,10 @@ log = logging.getLogger(__name__)
 
 KNOWLEDGE_SYNC_WAIT_S = 5.0
 WATCH_START_WAIT_S = 5.0
+# background work (adopting runs, the knowledge sync, the file watcher) starts once a client's
+# first request arrived, so it does not compete with answering ``initialize`` on a busy
+# machine; at the latest after this long (an HTTP server may see no request for a while)
+FIRST_REQUEST_WAIT_S = 1.0
 
 INSTRUCTIONS = """\
 stageflow runs a big coding task as a durable workflow of short-lived subagents (design,
@@ -87,6 +93,13 @@ class AppContext:
     knowledge_synced: anyio.Event = field(default_factory=anyio.Event)
     #: set once the file watcher is in place (or will not run)
     watching: anyio.Event = field(default_factory=anyio.Event)
+    #: set by the first request a client sends (see ``FIRST_REQUEST_WAIT_S``)
+    first_request: anyio.Event = field(default_factory=anyio.Event)
+
+    async def warmed_up(self) -> None:
+        """Wait for a client's first request, at most ``FIRST_REQUEST_WAIT_S``."""
+        with anyio.move_on_after(FIRST_REQUEST_WAIT_S):
+            await self.first_request.wait()
 
     def start_driving(self, run_id: str) -> None:
         """Execute ``run_id`` in the background now (not at the scheduler's next poll).
@@ -133,13 +146,13 @@ def _lifespan(
     bus: SubscriptionBus,
     logs: ClientLogForwarder,
     sessions: ClientSessions,
+    requests: FirstRequest,
     *,
     watch_files: bool,
 ) -> Callable[[MCPServer[AppContext]], AbstractAsyncContextManager[AppContext]]:
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         from stageflow.knowledge.extras import knowledge_extras
-        from stageflow.prompts.templates import sync_prompts
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.workspace.view import workspace_probe
 
@@ -157,6 +170,11 @@ def _lifespan(
             else:
                 used = runner
             lanes = used.lanes if isinstance(used, StageRunner) else None
+            # the prompts of the live catalog (the server's own slash commands), as they stand
+            # when it starts; tools and resources come on first use (StageflowMCP)
+            from stageflow.prompts.templates import sync_prompts
+
+            sync_prompts(server, settings, live.catalog)
             scheduler = Scheduler(
                 store,
                 used,
@@ -189,18 +207,18 @@ def _lifespan(
                     server, settings, live, knowledge, notifier, bus, sessions
                 ),
             )
-            sync_prompts(server, settings, live.catalog)  # the prompts of the live catalog
             try:
                 async with anyio.create_task_group() as tg:
                     app.task_group = tg
-                    tg.start_soon(scheduler.serve, app.stop)
+                    requests.seen = app.first_request
+                    tg.start_soon(_after_first_request, app, scheduler.serve, app.stop)
                     await tg.start(app.notifier.run, app.stop)
                     await tg.start(logs.run, app.stop)
                     await tg.start(recorder.run, app.stop)
-                    tg.start_soon(_sync_knowledge, app)
+                    tg.start_soon(_after_first_request, app, _sync_knowledge, app)
                     if watch_files:
                         # in the background: a stdio client's ``initialize`` need not wait
-                        tg.start_soon(_watch, app)
+                        tg.start_soon(_after_first_request, app, _watch, app)
                     else:
                         app.watching.set()
                     package_log = logging.getLogger("stageflow")
@@ -222,6 +240,27 @@ def _lifespan(
             await store.close()
 
     return lifespan
+
+
+async def _after_first_request(
+    app: AppContext, fn: Callable[..., Awaitable[None]], *args: Any
+) -> None:
+    await app.warmed_up()
+    await fn(*args)
+
+
+class FirstRequest:
+    """Middleware: marks the server's first request (``AppContext.first_request``)."""
+
+    def __init__(self) -> None:
+        self.seen: anyio.Event | None = None  # the lifespan's event, once it runs
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if self.seen is not None:
+            self.seen.set()
+        return await call_next(ctx)
 
 
 def _editable_dirs(app: AppContext) -> list[Path]:
@@ -289,29 +328,37 @@ def build_server(
     ``runner`` replaces the runner chosen by ``settings`` (tests pass scripted ones);
     ``watch_files=False`` serves without the file watcher (no hot reload).
     """
-    from stageflow.prompts.templates import register_prompts
-    from stageflow.server.knowledge_resource import register_knowledge_resource
     from stageflow.server.mcp_server import StageflowMCP
     from stageflow.server.notify import register_subscriptions
-    from stageflow.server.resources import register_resources
-    from stageflow.tools import register_tools
+
+    def register(mcp: MCPServer[Any]) -> None:
+        # on first use (a listing or a call), not before ``initialize`` is answered
+        from stageflow.prompts.templates import register_prompts
+        from stageflow.server.knowledge_resource import register_knowledge_resource
+        from stageflow.server.resources import register_resources
+        from stageflow.tools import register_tools
+
+        register_tools(mcp)
+        register_resources(mcp)
+        register_knowledge_resource(mcp)
+        register_prompts(mcp, settings, sync=False)  # the lifespan synced them with the files
 
     # our own bus, so the lifespan can announce run changes outside any request
     bus = InMemorySubscriptionBus()
     logs = ClientLogForwarder()  # WARNING+ from stageflow also reaches clients as MCP logs
     sessions = ClientSessions()  # handshake-era clients, told when the prompt list changes
+    requests = FirstRequest()
     mcp: MCPServer[AppContext] = StageflowMCP(
         "stageflow",
         version=__version__,
         instructions=INSTRUCTIONS,
-        lifespan=_lifespan(settings, runner, bus, logs, sessions, watch_files=watch_files),
+        lifespan=_lifespan(
+            settings, runner, bus, logs, sessions, requests, watch_files=watch_files
+        ),
         subscriptions=bus,
         log_level="WARNING",
-        middleware=[RememberClients(logs), RememberSessions(sessions)],
+        middleware=[requests, RememberClients(logs), RememberSessions(sessions)],
+        register=register,
     )
-    register_tools(mcp)
-    register_resources(mcp)
-    register_knowledge_resource(mcp)
     register_subscriptions(mcp)
-    register_prompts(mcp, settings)
     return mcp

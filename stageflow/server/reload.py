@@ -38,7 +38,7 @@ from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.knowledge.views import knowledge_uri
 from stageflow.prompts.templates import sync_prompts
 from stageflow.server.notify import RunNotifier, client_key
-from stageflow.server.resources import agent_uri, template_uri
+from stageflow.tools.results import agent_uri, template_uri
 
 __all__ = ["ClientSessions", "ReloadAnnouncer", "RememberSessions"]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any, Protocol, cast
-from urllib.parse import quote
 
 import yaml
 from mcp.server.mcpserver import Context, MCPServer
@@ -24,7 +23,7 @@ from stageflow.tools.errors import resource_errors
 
 log = logging.getLogger(__name__)
 
-# stageflow.tools.results.run_uri / artifact_uri build the links tools return to these templates
+# the URIs of these templates are built in stageflow.tools.results (run_uri, agent_uri ...)
 SCHEME = "stageflow://"
 RUN_URI = SCHEME + "runs/{run_id}"
 ARTIFACT_URI = SCHEME + "runs/{run_id}/artifacts/{stage}/{name}"
@@ -37,16 +36,6 @@ class _HasService(Protocol):
 
     @property
     def service(self) -> Service: ...
-
-
-def template_uri(name: str) -> str:
-    """The resource URI of a workflow template."""
-    return TEMPLATE_URI.format(name=quote(name, safe=""))
-
-
-def agent_uri(name: str) -> str:
-    """The resource URI of an agent definition."""
-    return AGENT_URI.format(name=quote(name, safe=""))
 
 
 def _service(ctx: Context[Any, Any]) -> Service:

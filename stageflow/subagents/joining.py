@@ -3,8 +3,8 @@
 - At a join (a stage whose start merged other stages' branches into the run branch), the
   template's ``verify:`` command runs first, in the run's worktree, exactly like a command
   stage (in the OS sandbox once agents have written there). If it fails, the attempt fails
-  with its output, so the stage's ``on_failure`` applies; the output is also kept as the
-  stage's ``verify_output`` artifact.
+  with its output's tail in the error, so the stage's ``on_failure`` applies (it is no
+  artifact: the stage did not declare one).
 - A merge stage (``<source>.merge``, the ``merge-resolver`` agent) must leave no conflict
   marker in the files that conflicted: an attempt that says it passed while one remains fails,
   naming the files.
@@ -55,7 +55,6 @@ async def verify_join(
     return AttemptResult(
         status="failed",
         summary=f"verification `{one_line(request.verify, 60)}` failed after merging {merged}",
-        artifacts={"verify_output": output},
         outputs={"verify_exit_code": code},
         runner="command",
         error=f"verification `{one_line(request.verify, 80)}` exited {code} after merging "

@@ -10,7 +10,7 @@ named by ``STAGEFLOW_RUNNER`` / config (``Settings.runner``):
   on PATH, else a clear non-retryable ``ModelError`` at the first agent stage. ``auto`` never
   falls back to ``offline`` silently.
 
-With a model runner, every stage of a run (agent and command stages alike) works in the run's
+Every stage of a run (agent and command stages alike, with any runner) works in the run's
 workspace: a git worktree of the project on branch ``stageflow/<run>`` (see ``worktree``), or
 the project itself with ``workspace: in_place``. Before an agent stage starts there the
 workspace is marked (``tainted``); command stages after that run in the OS sandbox
@@ -33,16 +33,15 @@ import anyio.to_thread
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
-from stageflow.subagents.command import CommandRunner
-from stageflow.subagents.joining import check_resolution, verify_join
-from stageflow.subagents.offline.runner import OfflineRunner
 from stageflow.workspace.lanes import WorktreeLanes
-from stageflow.workspace.sandbox import Sandbox
 from stageflow.workspace.tainted import is_tainted, mark_tainted
 
 if TYPE_CHECKING:
+    from stageflow.subagents.command import CommandRunner
     from stageflow.subagents.context import ContextSource
+    from stageflow.subagents.offline.runner import OfflineRunner
     from stageflow.subagents.tool_loop import ExtraTool
+    from stageflow.workspace.sandbox import Sandbox
     from stageflow.workspace.worktree import WorkspaceMode
 
 __all__ = [
@@ -165,12 +164,11 @@ class StageRunner:
         self,
         settings: Settings,
         *,
-        command: CommandRunner,
         offline: OfflineRunner | None = None,
         extras: ExtrasFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.command = command
+        self._command: CommandRunner | None = None  # built at the first command stage
         self.extras = extras
         self.agent_runner_name = resolve_runner_name(settings)
         self.name: str = self.agent_runner_name or settings.runner
@@ -213,31 +211,44 @@ class StageRunner:
         if close is not None:
             await close()
 
+    @property
+    def command(self) -> CommandRunner:
+        """The command runner (imported on first use: off the server's start-up path)."""
+        if self._command is None:
+            from stageflow.subagents.command import CommandRunner
+
+            self._command = CommandRunner(default_timeout=self.settings.command_timeout)
+        return self._command
+
     async def run(self, request: AttemptRequest) -> AttemptResult:
         """Dispatch one attempt by stage kind, in its lane of the run's workspace (a join
         first runs its ``verify`` command; a merge stage must leave no conflict marker)."""
+        # every stage of a run works in the run's workspace (its git worktree), whatever the
+        # runner: a command stage of an offline run must not write into the user's tree
         if request.stage.run:
-            if self.agent_runner_name not in (None, "offline"):
-                request = await self._in_workspace(request)
-                failed = await self._verify(request)
-                if failed is not None:
-                    return failed
-                sandbox = await self._command_sandbox(request)
-                return await self.command.run(request, sandbox=sandbox)
-            return await self.command.run(request)
+            request = await self._in_workspace(request)
+            failed = await self._verify(request)
+            if failed is not None:
+                return failed
+            sandbox = await self._command_sandbox(request)
+            return await self.command.run(request, sandbox=sandbox)
         runner = self.agent_runner()
-        if self.agent_runner_name == "offline":  # writes no files: no worktree needed
-            return await runner.run(request)
         request = await self._in_workspace(request)
         failed = await self._verify(request)
         if failed is not None:
             return failed
+        if self.agent_runner_name == "offline":  # scripted text, no model-written files
+            return await runner.run(request)
         if request.writable:  # from now on the workspace may hold model-written files
             await anyio.to_thread.run_sync(mark_tainted, self.settings.project, request.run_id)
         result = await runner.run(request)
+        from stageflow.subagents.joining import check_resolution
+
         return await check_resolution(request, result, self.settings.project)
 
     async def _verify(self, request: AttemptRequest) -> AttemptResult | None:
+        from stageflow.subagents.joining import verify_join
+
         mode = request.workspace_mode or self._workspace_mode()
         return await verify_join(
             request, self.settings.project, mode, self.command, self._command_sandbox
@@ -293,13 +304,10 @@ def make_runner(
     """
     offline = None
     if resolve_runner_name(settings) == "offline":
+        from stageflow.subagents.offline.runner import OfflineRunner
+
         offline = OfflineRunner.from_env(delay=offline_delay)
-    return StageRunner(
-        settings,
-        command=CommandRunner(default_timeout=settings.command_timeout),
-        offline=offline,
-        extras=extras,
-    )
+    return StageRunner(settings, offline=offline, extras=extras)
 
 
 def describe_runner(settings: Settings) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard, get_args
 
-from stageflow.engine.runner import AttemptStatus
+from stageflow.engine.runner import AttemptStatus, undeclared_artifacts
 
 __all__ = ["SUBMIT_TOOL", "Submission", "check_submission", "submit_tool_definition"]
 
@@ -95,8 +95,11 @@ def _type_name(value: object) -> str:
     return type(value).__name__ if value is not None else "null"
 
 
-def check_submission(args: dict[str, Any], produces: Sequence[str]) -> Submission | str:
-    """Validate a ``submit_result`` call; a ``str`` says what is wrong, for the model to fix."""
+def check_submission(
+    args: dict[str, Any], produces: Sequence[str], *, extra_allowed: bool = False
+) -> Submission | str:
+    """Validate a ``submit_result`` call; a ``str`` says what is wrong, for the model to fix.
+    Artifacts the stage does not declare are refused unless ``extra_allowed``."""
     wrong: list[str] = []
     status = args.get("status")
     if not _is_status(status):
@@ -125,6 +128,10 @@ def check_submission(args: dict[str, Any], produces: Sequence[str]) -> Submissio
             f"unknown field(s): {', '.join(unknown)} (the fields are {', '.join(_FIELDS)}; "
             "artifacts go inside 'artifacts')"
         )
+    if isinstance(raw_artifacts, dict) and not extra_allowed:
+        extra = sorted(str(k) for k in raw_artifacts if k not in produces)
+        if extra:
+            wrong.append(undeclared_artifacts(extra, produces))
     if status in _NEEDS_ARTIFACTS and isinstance(raw_artifacts, dict):
         missing = [p for p in produces if p not in raw_artifacts]
         empty = [p for p in produces if p in artifacts and not artifacts[p].strip()]

@@ -157,6 +157,7 @@ class _Loop:
         self.limits = limits
         self.runner_name = runner_name
         self.produces = list(request.stage.produces)
+        self.produces_extra = request.stage.produces_extra
         agent_turns = request.agent.max_turns if request.agent else None
         self.max_turns = agent_turns or limits.max_turns
         self.tools = build_tools(
@@ -308,7 +309,7 @@ class _Loop:
                 continue
             args = block.get("input")
             checked = (
-                check_submission(args, self.produces)
+                check_submission(args, self.produces, extra_allowed=self.produces_extra)
                 if isinstance(args, dict)
                 else "submit_result refused: the input must be a JSON object."
             )

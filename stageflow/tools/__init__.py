@@ -13,8 +13,6 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
-from stageflow.tools import artifacts, catalog, knowledge, runs, status
-
 __all__ = ["TOOL_NAMES", "register_tools"]
 
 TOOL_NAMES = (
@@ -32,7 +30,10 @@ _WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_worl
 
 
 def register_tools(mcp: MCPServer[Any]) -> None:
-    """Register every stageflow tool on ``mcp``."""
+    """Register every stageflow tool on ``mcp``. The tool modules are imported here, not with
+    the package (``stageflow.tools.results`` is used at start-up; the tools are not)."""
+    from stageflow.tools import artifacts, catalog, knowledge, runs, status
+
     mcp.add_tool(
         catalog.workflow_templates,
         name="workflow_templates",

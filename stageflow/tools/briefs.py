@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
+from stageflow.base import Model
 from stageflow.engine.catalog_view import TemplateInfo, TemplatesResult
 from stageflow.engine.views import RunView, StageView
 
@@ -31,7 +32,7 @@ def short(text: str, limit: int = TEXT_BRIEF) -> str:
 # -- runs -----------------------------------------------------------------------------------
 
 
-class StageBrief(BaseModel):
+class StageBrief(Model):
     id: str
     status: str
     agent: str | None = Field(None, description="the agent; absent for a command stage")
@@ -51,7 +52,7 @@ class StageBrief(BaseModel):
         return data
 
 
-class GateBrief(BaseModel):
+class GateBrief(Model):
     """A stage waiting for a human, and what to show them."""
 
     stage: str
@@ -65,7 +66,7 @@ class GateBrief(BaseModel):
     )
 
 
-class RunBrief(BaseModel):
+class RunBrief(Model):
     """One run, compact: what to tell the human and what to do next."""
 
     run_id: str
@@ -198,7 +199,7 @@ def run_brief(view: RunView) -> RunBrief:
 # -- the catalog ----------------------------------------------------------------------------
 
 
-class StageOutline(BaseModel):
+class StageOutline(Model):
     id: str
     agent: str | None = Field(None, description="absent for a command stage")
     after: list[str] = Field(default_factory=list, description="depends_on")
@@ -206,13 +207,13 @@ class StageOutline(BaseModel):
     gate: bool = Field(False, description="has a gate condition (when false a human decides)")
 
 
-class InputOutline(BaseModel):
+class InputOutline(Model):
     type: str
     required: bool = False
     default: Any = None
 
 
-class TemplateBrief(BaseModel):
+class TemplateBrief(Model):
     name: str
     description: str = ""
     inputs: dict[str, InputOutline] = Field(default_factory=dict)
@@ -220,13 +221,13 @@ class TemplateBrief(BaseModel):
     problems: list[str] = Field(default_factory=list, description="why the file failed to load")
 
 
-class AgentBrief(BaseModel):
+class AgentBrief(Model):
     name: str
     model: str
     description: str = ""
 
 
-class CatalogBrief(BaseModel):
+class CatalogBrief(Model):
     templates: list[TemplateBrief]
     agents: list[AgentBrief]
     errors: list[str] = Field(default_factory=list, description="files that failed to load")

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from stageflow.base import Model
 from stageflow.engine.catalog_view import (  # the catalog models live with the engine's views
     AgentInfo,
     InputInfo,
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-class StartResult(BaseModel):
+class StartResult(Model):
     run_id: str
     template: str
     status: str
@@ -37,7 +38,7 @@ class StartResult(BaseModel):
     next_action: str
 
 
-class StatusResult(BaseModel):
+class StatusResult(Model):
     run: RunBrief | None = Field(None, description="the run, when run_id was given")
     full: RunView | None = Field(
         None, description='with detail="full": every attempt, its usage and context manifest'
@@ -55,7 +56,7 @@ class TemplatesBrief(CatalogBrief):
     )
 
 
-class CommandResult(BaseModel):
+class CommandResult(Model):
     """The outcome of an approval, rejection or control action."""
 
     run_id: str
@@ -68,7 +69,7 @@ class CommandResult(BaseModel):
     commit: str | None = None  # land: the new commit on the target branch
 
 
-class ArtifactPage(BaseModel):
+class ArtifactPage(Model):
     run_id: str
     stage: str
     name: str

@@ -14,6 +14,16 @@ def run_uri(run_id: str) -> str:
     return f"stageflow://runs/{quote(run_id, safe='')}"
 
 
+def template_uri(name: str) -> str:
+    """The resource URI of a workflow template."""
+    return f"stageflow://templates/{quote(name, safe='')}"
+
+
+def agent_uri(name: str) -> str:
+    """The resource URI of an agent definition."""
+    return f"stageflow://agents/{quote(name, safe='')}"
+
+
 def artifact_uri(run_id: str, stage: str, name: str) -> str:
     """The resource URI of an artifact's latest version."""
     parts = (quote(p, safe="") for p in (stage, name))

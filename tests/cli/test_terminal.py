@@ -103,3 +103,39 @@ async def _owner_other_than(project: Path, run_id: str, previous: str | None) ->
                 return row.owner
             await anyio.sleep(0.1)
     raise AssertionError("the server never took the run's lease")
+
+
+WRITES = """\
+name: writes
+description: a command stage that writes a file
+stages:
+  - id: design
+    agent: architect
+    produces: [design]
+  - id: build
+    run: sh -c 'echo built > made_by_stage.txt'
+    depends_on: [design]
+"""
+
+
+def test_every_stage_of_an_offline_run_in_git_works_in_the_runs_worktree(cli: Cli) -> None:
+    """The README's promise holds for the offline runner too: a command stage writes into the
+    run's worktree, never into the user's working tree."""
+    project = cli.project
+    project.mkdir(parents=True, exist_ok=True)
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / "README.md").write_text("hello\n", encoding="utf-8")
+    subprocess.run([*git, "add", "README.md"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "init"], check=True)
+    cli.write_template(WRITES)
+    view = cli.run("writes")
+    assert view.status == "completed"
+    assert not (project / "made_by_stage.txt").exists()  # the user's tree is untouched
+    worktree = project / ".stageflow" / "worktrees" / view.run_id
+    assert (worktree / "made_by_stage.txt").read_text(encoding="utf-8") == "built\n"
+    assert view.workspace is not None and view.workspace.path == str(worktree)
+    status = subprocess.run(
+        [*git, "status", "--porcelain"], capture_output=True, text=True, check=True
+    )
+    assert status.stdout == ""  # .stageflow/ is excluded, nothing else changed

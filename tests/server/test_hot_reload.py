@@ -22,7 +22,7 @@ from mcp.shared.subscriptions import PromptsListChanged, ResourceUpdated
 from stageflow.config import Settings, load_settings
 from stageflow.knowledge.views import knowledge_uri
 from stageflow.server.app import build_server
-from stageflow.server.resources import agent_uri, template_uri
+from stageflow.tools.results import agent_uri, template_uri
 
 pytestmark = pytest.mark.anyio
 

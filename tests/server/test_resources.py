@@ -18,10 +18,10 @@ from stageflow.config import Settings, load_settings
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Service
 from stageflow.server.app import build_server
-from stageflow.server.resources import agent_uri, register_resources, template_uri
+from stageflow.server.resources import register_resources
 from stageflow.store.store import Store
 from stageflow.subagents.offline.runner import OfflineRunner
-from stageflow.tools.results import artifact_uri, run_uri
+from stageflow.tools.results import agent_uri, artifact_uri, run_uri, template_uri
 from stageflow.workflows.catalog import load_catalog
 from stageflow.workflows.loader import load_template_text
 

@@ -129,10 +129,28 @@ def test_a_failed_submission_may_leave_artifacts_out() -> None:
     assert checked == Submission(status="failed", summary="no login endpoint")
 
 
-def test_extra_artifacts_are_kept() -> None:
-    arts = {"deploy_plan": "p", "changelog": "c", "notes": "n"}
+def test_artifacts_the_stage_does_not_declare_are_refused_naming_the_declared_ones() -> None:
+    arts = {"deploy_plan": "p", "changelog": "c", "true": "x", "false": "y"}
 
     checked = check_submission(args(artifacts=arts), PRODUCES)
+
+    assert checked == (
+        "submit_result refused: undeclared artifact(s): false, true; this stage produces only: "
+        "deploy_plan, changelog (put small values in outputs; a template may allow more with "
+        "produces_extra: true). This stage must produce: deploy_plan, changelog. Fix this and "
+        "call submit_result again."
+    )
+
+
+def test_a_failed_submission_with_undeclared_artifacts_is_refused_too() -> None:
+    checked = check_submission(args(status="failed", artifacts={"notes": "n"}), PRODUCES)
+    assert isinstance(checked, str) and "undeclared artifact(s): notes" in checked
+
+
+def test_extra_artifacts_are_kept_when_the_stage_allows_them() -> None:
+    arts = {"deploy_plan": "p", "changelog": "c", "notes": "n"}
+
+    checked = check_submission(args(artifacts=arts), PRODUCES, extra_allowed=True)
 
     assert isinstance(checked, Submission)
     assert checked.artifacts == arts

@@ -142,15 +142,15 @@ class LaneEnv:
         return self.project / ".stageflow" / "worktrees" / run_id
 
 
-@asynccontextmanager
-async def lane_env(
+def prepare_project(
     root: Path,
     mp: pytest.MonkeyPatch,
     template: str,
     *,
     files: Files | None = None,
     config: str = "",
-) -> AsyncIterator[LaneEnv]:
+) -> Path:
+    """A git repository with the writer and reader agents, ``template`` and ``config``."""
     hermetic_git(root, mp)
     project = make_repo(root / "project", files)
     state_dir = project / ".stageflow"
@@ -162,12 +162,20 @@ async def lane_env(
     name = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln[:5] == "name:")
     (state_dir / "workflows" / f"{name}.yaml").write_text(text, encoding="utf-8")
     (state_dir / "config.toml").write_text(textwrap.dedent(config), encoding="utf-8")
+    return project
+
+
+@asynccontextmanager
+async def open_lanes(project: Path) -> AsyncIterator[LaneEnv]:
+    """The store, the real stage runner with a ``Writer``, scheduler and service of
+    ``project`` (made by ``prepare_project``), wired as the CLI and server wire them."""
     os.environ.pop("ANTHROPIC_API_KEY", None)
     settings = load_settings(project, runner="anthropic")
-    store = await Store.open(settings.db_path)
     writer = Writer()
-    runner = StageRunner(settings, command=CommandRunner(default_timeout=60))
+    runner = StageRunner(settings)
+    runner._command = CommandRunner(default_timeout=60)
     runner._agent = writer  # the model runner: scripted, writing files
+    store = await Store.open(settings.db_path)
     try:
         yield LaneEnv(
             settings,
@@ -179,3 +187,17 @@ async def lane_env(
         )
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def lane_env(
+    root: Path,
+    mp: pytest.MonkeyPatch,
+    template: str,
+    *,
+    files: Files | None = None,
+    config: str = "",
+) -> AsyncIterator[LaneEnv]:
+    project = prepare_project(root, mp, template, files=files, config=config)
+    async with open_lanes(project) as env:
+        yield env

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
+from stageflow.base import Model
 from stageflow.engine.runner import AttemptRequest, AttemptResult, AttemptStatus
 from stageflow.errors import BudgetExceeded, ModelError, Problem, SpecError
 from stageflow.subagents.offline.docs import render_artifact, role_of, structured_outputs
@@ -35,7 +36,7 @@ SCRIPT_ENV = "STAGEFLOW_OFFLINE_SCRIPT"
 ScriptedError = Literal["model_retryable", "model_fatal", "budget"]
 
 
-class StageScript(BaseModel):
+class StageScript(Model):
     """Overrides for one stage id.
 
     ``fail_times`` counts the attempts (1..n) that misbehave. By default they return status

@@ -1,0 +1,61 @@
+"""``stageflow serve``: the MCP server for the project. Only the server's own modules are
+imported on this path, so a stdio client's ``initialize`` is answered fast."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from stageflow.cli.exits import EXIT_OK
+from stageflow.config import load_settings
+from stageflow.errors import StageflowError
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Serve the MCP server for the project (stdio unless ``--transport``).
+
+    mcp and the server modules are imported here, so no other command pays for them. On an
+    HTTP transport the bind is checked (token for non-loopback hosts) before anything opens.
+    """
+    import os
+
+    from stageflow.server.security import TOKEN_ENV, require_token
+    from stageflow.server.transports import prepare_stdio, run_server
+
+    token = os.environ.get(TOKEN_ENV)
+    if args.transport != "stdio":
+        require_token(args.host, token)  # raises InvalidArgument -> exit 2
+    prepare_stdio()
+    from stageflow.server.app import build_server
+
+    server = build_server(load_settings(args.project, db=args.db))
+    try:
+        run_server(
+            server,
+            transport=args.transport,
+            host=args.host,
+            port=args.port,
+            token=token,
+            allowed_hosts=args.allow_host or (),
+        )
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start
+    except BaseExceptionGroup as group:
+        # the lifespan's task group wraps what stopped the server (a damaged database, say):
+        # our own error is one message and exit 1 (cli.main), anything else a traceback
+        cause = _own_error(group)
+        if cause is None:
+            raise
+        raise cause from None
+    return EXIT_OK
+
+
+def _own_error(group: BaseExceptionGroup[BaseException]) -> StageflowError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, StageflowError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _own_error(exc)
+            if found is not None:
+                return found
+    return None
