@@ -21,7 +21,11 @@ Commits carry the operation's logged time, so a redone commit is the same commit
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
+import tempfile
 from pathlib import Path
 
 from stageflow.engine.gitops import GitResult
@@ -42,7 +46,8 @@ log = logging.getLogger(__name__)
 
 SIDE_CHARS = 6000  # of each side of a conflicted file in the report
 REPORT_CHARS = 60_000
-_MARKERS = ("<<<<<<< ", "||||||| ", ">>>>>>> ")
+_MARKER_BYTES = (b"<<<<<<< ", b"||||||| ", b">>>>>>> ")
+_LINE_BOUND = 1 << 16  # bytes read per line while looking for markers
 
 
 def trailers(run_id: str, stage: str, attempt: int | None, **more: str) -> str:
@@ -97,18 +102,20 @@ def _recover(cwd: Path, head: str | None) -> None:
         git(["reset", "-q", "--hard", head], cwd=cwd)
 
 
-def _stage_all(cwd: Path) -> list[str]:
+def _stage_all(cwd: Path, env: dict[str, str] | None = None) -> list[str]:
     """``git add -A``, minus repositories a model made inside the tree (a gitlink would bring
     a foreign ``.git`` along); returns those left out."""
-    git(["add", "-A"], cwd=cwd)
-    staged = git(["diff", "--cached", "--raw", "-z", "--no-abbrev"], cwd=cwd).stdout.split("\0")
+    git(["add", "-A"], cwd=cwd, env=env)
+    staged = git(["diff", "--cached", "--raw", "-z", "--no-abbrev"], cwd=cwd, env=env).stdout.split(
+        "\0"
+    )
     embedded = [
         staged[i + 1]
         for i in range(0, len(staged) - 1, 2)
         if staged[i].split(" ")[1:2] == ["160000"]
     ]
     for path in embedded:
-        git(["rm", "-q", "--cached", "-r", "--", path], cwd=cwd)
+        git(["rm", "-q", "--cached", "-r", "--", path], cwd=cwd, env=env)
     return embedded
 
 
@@ -288,20 +295,53 @@ def prepare_resolution(
     return GitResult("done", branch=branch, files=tuple(_unmerged(where)))
 
 
+def _has_marker(root: Path, path: str) -> bool:
+    """Whether ``root/path`` holds a conflict marker line. Read as a regular file inside
+    ``root`` only, never following a symlink (a model may have made one to a FIFO, a device or
+    a file outside), line by line with a bound: what cannot be read counts as unresolved."""
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(root / path)
+    if os.path.commonpath([real_root, target]) != real_root:
+        return True  # a directory on the way was replaced by a link out of the worktree
+    try:
+        fd = os.open(root / path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return False  # resolved by deleting it
+    except OSError as exc:
+        return exc.errno != errno.ELOOP  # a symlink holds no marker; other errors: unresolved
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return True
+        for line in iter(lambda: fh.readline(_LINE_BOUND), b""):
+            if line.startswith(_MARKER_BYTES) or line.rstrip(b"\r\n") == b"=======":
+                return True
+    return False
+
+
 def conflict_markers(root: Path, files: tuple[str, ...] | list[str]) -> list[str]:
-    """The files (of ``files``, relative to ``root``) that still hold a conflict marker line."""
-    left: list[str] = []
-    for path in files:
-        try:
-            text = (root / path).read_text(encoding="utf-8", errors="replace")
-        except (FileNotFoundError, IsADirectoryError):
-            continue  # resolved by deleting it
-        except OSError:
-            left.append(path)
-            continue
-        if any(ln.startswith(_MARKERS) or ln.rstrip("\r") == "=======" for ln in text.splitlines()):
-            left.append(path)
-    return left
+    """The files (of ``files``, relative to ``root``) that still hold a conflict marker line
+    (or that cannot be read as a regular file inside ``root``)."""
+    return [path for path in files if _has_marker(root, path)]
+
+
+def _merge_commit_of_files(where: Path, head: str, tip: str, message: str, at: float) -> str:
+    """The merge commit of ``head`` and ``tip`` whose tree is the files in ``where``: made with
+    an index of its own, so whatever happened to the worktree's HEAD, index or merge state (a
+    commit or a ``merge --abort`` made there) only its files count. The same on a redo."""
+    with tempfile.TemporaryDirectory(prefix="stageflow-resolve-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git(["read-tree", head], cwd=where, env=env)
+        _stage_all(where, env)
+        tree = git(["write-tree"], cwd=where, env=env).stdout.strip()
+    made = git(
+        ["commit-tree", tree, "-p", head, "-p", tip, "-F", "-"],
+        cwd=where,
+        env=commit_env(at),
+        input=message,
+    )
+    sha = made.stdout.strip()
+    git(["reset", "-q", "--hard", sha], cwd=where)  # its worktree shows the resolution
+    return sha
 
 
 def adopt_resolution(
@@ -332,23 +372,16 @@ def adopt_resolution(
         )
     if current != head:
         return GitResult("failed", output=f"{run_branch} is at {current}, not {head} as logged")
-    if rev(where, "MERGE_HEAD") is not None:
-        left = conflict_markers(where, sorted({*files, *_unmerged(where)}))
-        if left:
-            return GitResult("unresolved", files=tuple(left), output="conflict markers remain")
-        if redo:
-            _drop_lock(where)
-        _stage_all(where)
-        note = f"Conflicts in {', '.join(files)} resolved by {resolved_by}."
-        message = _merge_message(run_id, run_branch, source, attempt, join, note)
-        git(
-            ["commit", "-q", "--no-verify", "-F", "-"], cwd=where, env=commit_env(at), input=message
-        )
-    resolved = rev(where, "HEAD")
-    if not _is_merge(where, resolved, head, tip):
-        return GitResult(
-            "failed", output=f"{where} holds no merge of {source_branch} into {head}; retry the run"
-        )
+    if head is None or tip is None:
+        return GitResult("failed", output=f"the merge of {source_branch} has no logged head")
+    left = conflict_markers(where, sorted({*files, *_unmerged(where)}))
+    if left:
+        return GitResult("unresolved", files=tuple(left), output="conflict markers remain")
+    if redo:
+        _drop_lock(where)
+    note = f"Conflicts in {', '.join(files)} resolved by {resolved_by}."
+    message = _merge_message(run_id, run_branch, source, attempt, join, note)
+    resolved = _merge_commit_of_files(where, head, tip, message, at)
     git(["merge", "--ff-only", "-q", str(resolved)], cwd=trunk)
     assert resolved is not None and head is not None
     log.info("run %s: adopted the resolution of %s as %s", run_id, source, resolved[:12])

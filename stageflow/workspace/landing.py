@@ -28,7 +28,13 @@ from typing import Literal
 from stageflow.engine.gitops import GitResult
 from stageflow.workspace.git import commit_env, git, rev
 from stageflow.workspace.joins import parents
-from stageflow.workspace.worktree import WorkspaceError, remove_worktree, repo_info, worktree_dir
+from stageflow.workspace.worktree import (
+    WorkspaceError,
+    remove_worktree,
+    repo_info,
+    repo_lock,
+    worktree_dir,
+)
 
 __all__ = ["Strategy", "land_run", "land_worktree"]
 
@@ -45,7 +51,8 @@ def land_worktree(project: Path, run_id: str) -> Path:
 
 
 def _checked_out_at(top: Path, branch: str) -> Path | None:
-    listing = git(["worktree", "list", "--porcelain"], cwd=top).stdout
+    with repo_lock(top):
+        listing = git(["worktree", "list", "--porcelain"], cwd=top).stdout
     path: Path | None = None
     for line in listing.splitlines():
         if line.startswith("worktree "):
@@ -170,7 +177,8 @@ def land_run(
     where = land_worktree(project, run_id)
     remove_worktree(top, where)
     try:
-        git(["worktree", "add", "-q", "--detach", str(where), before or base], cwd=top)
+        with repo_lock(top):
+            git(["worktree", "add", "-q", "--detach", str(where), before or base], cwd=top)
         commit, conflicts = _build(where, strategy, run_tip, base, message, at)
     finally:
         remove_worktree(top, where)

@@ -30,6 +30,7 @@ from stageflow.workspace.joins import (
 from stageflow.workspace.landing import land_run
 from stageflow.workspace.worktree import (
     WorkspaceMode,
+    check_gitfile,
     lane_dir,
     prepare_workspace,
     repo_info,
@@ -107,11 +108,13 @@ class WorktreeLanes:
                 redo=redo,
             )
         source = op.stage or ""
+        self._trusted(trunk)
         if op.op == "commit":
             lane = lane_for(state, source)
             where = (
                 trunk if lane is None or lane.kind == "run" else lane_dir(self.project, rid, lane)
             )
+            self._trusted(where)
             st = state.stages[source]
             summary = st.summary if st.status == "succeeded" else f"(failed) {st.reason or ''}"
             return commit_stage(
@@ -151,6 +154,7 @@ class WorktreeLanes:
                 head=op.head or "",
                 prefix=repo.prefix,
             )
+        self._trusted(where)
         conflict = state.git.conflict
         human = conflict is not None and conflict.mode == "human"
         by = "a human" if human else f"{merge_stage_id(source)} (attempt {op.attempt})"
@@ -168,6 +172,13 @@ class WorktreeLanes:
             at=at,
             redo=redo,
         )
+
+    def _trusted(self, where: Path) -> None:
+        """Refuse a model-written worktree whose ``.git`` was changed (``check_gitfile``)."""
+        repo = repo_info(self.project)
+        if isinstance(repo, str):
+            raise GitError(repo)
+        check_gitfile(repo.common, where)
 
     def _prepare(self, state: RunState) -> GitResult:
         ws = prepare_workspace(self.project, state.run_id, self.mode(state))

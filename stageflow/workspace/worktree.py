@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import stat
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ __all__ = [
     "RunWorkspace",
     "WorkspaceError",
     "WorkspaceMode",
+    "check_gitfile",
     "ensure_worktree",
     "find_workspace",
     "lane_dir",
@@ -55,6 +58,7 @@ __all__ = [
     "registered",
     "remove_worktree",
     "repo_info",
+    "repo_lock",
     "worktree_dir",
 ]
 
@@ -173,6 +177,17 @@ def _lock_for(where: Path) -> threading.Lock:
         return _locks.setdefault(where, threading.Lock())
 
 
+_repo_locks: dict[Path, threading.RLock] = {}
+
+
+def repo_lock(top: Path) -> threading.RLock:
+    """One lock per repository around adding, removing and listing its worktrees: ``git
+    worktree list`` fails reading the admin directory of a worktree being added meanwhile
+    (stages of one run prepare their lanes at the same time)."""
+    with _locks_guard:
+        return _repo_locks.setdefault(Path(top), threading.RLock())
+
+
 def prepare_workspace(
     project: Path, run_id: str, mode: WorkspaceMode = "auto", *, timeout: float = GIT_TIMEOUT
 ) -> RunWorkspace:
@@ -218,6 +233,13 @@ def ensure_worktree(
     """Make (or reuse) the worktree ``where`` on ``branch``, a new branch at ``start`` unless it
     exists; returns the commit it started from. A removed directory is re-attached to its
     branch (the work on it stays); a stray directory in its place is an error."""
+    with repo_lock(top):
+        return _ensure_worktree(top, where, branch, start, prefix, timeout)
+
+
+def _ensure_worktree(
+    top: Path, where: Path, branch: str, start: str, prefix: str, timeout: float
+) -> str:
     meta = _read_meta(where)
     known = registered(top, where, timeout=timeout)
     if known and (where / ".git").exists():
@@ -242,11 +264,38 @@ def ensure_worktree(
     return base
 
 
+def check_gitfile(common: Path, where: Path) -> None:
+    """Refuse (``WorkspaceError``) to run git in the worktree ``where`` when its ``.git`` is not
+    the file git made: a regular file naming ``<common>/worktrees/<id>``, whose ``gitdir``
+    names it back. A stage that rewrote it could point stageflow's own git commands at a
+    repository of its making, whose config runs programs (a clean filter on ``git add``)."""
+    dotgit = where / ".git"
+    changed = WorkspaceError(
+        f"{dotgit} is not the worktree link git made (a stage changed or replaced it?); "
+        f"stageflow runs no git there: look at it, then remove {where} and retry the stage"
+    )
+    try:
+        if not stat.S_ISREG(os.lstat(dotgit).st_mode) or os.lstat(dotgit).st_size > 4096:
+            raise changed
+        text = dotgit.read_text(encoding="utf-8", errors="replace").strip()
+        if not text.startswith("gitdir: ") or "\n" in text:
+            raise changed
+        admin = Path(os.path.realpath(where / text[len("gitdir: ") :]))
+        if admin.parent != Path(os.path.realpath(common / "worktrees")):
+            raise changed
+        back = (admin / "gitdir").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        raise changed from None
+    if os.path.realpath(back) != os.path.realpath(dotgit):
+        raise changed
+
+
 def remove_worktree(top: Path, where: Path, *, timeout: float = GIT_TIMEOUT) -> None:
     """Remove the worktree ``where`` (its directory and registration), if it is one."""
-    if registered(top, where, timeout=timeout):
-        _git(["worktree", "remove", "--force", str(where)], cwd=top, timeout=timeout)
-    _meta_path(where).unlink(missing_ok=True)
+    with repo_lock(top):
+        if registered(top, where, timeout=timeout):
+            _git(["worktree", "remove", "--force", str(where)], cwd=top, timeout=timeout)
+        _meta_path(where).unlink(missing_ok=True)
 
 
 def lane_dir(project: Path, run_id: str, lane: Lane) -> Path:
@@ -329,7 +378,8 @@ def _rev(cwd: Path, rev: str, timeout: float) -> str:
 
 def registered(top: Path, where: Path, *, timeout: float = GIT_TIMEOUT) -> bool:
     """Whether the repository at ``top`` lists ``where`` as one of its worktrees."""
-    listing = _git(["worktree", "list", "--porcelain"], cwd=top, timeout=timeout).stdout
+    with repo_lock(top):
+        listing = _git(["worktree", "list", "--porcelain"], cwd=top, timeout=timeout).stdout
     prefix = "worktree "
     paths = [line[len(prefix) :] for line in listing.splitlines() if line.startswith(prefix)]
     return any(Path(p).resolve() == where for p in paths)
