@@ -34,13 +34,24 @@ STRATEGIES: tuple[LandStrategy, ...] = ("squash", "merge", "rebase")
 _BRANCH = re.compile(r"(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)[A-Za-z0-9._/-]+(?<![./])(?<!\.lock)")
 
 
-def _check_branch(name: str) -> str:
+def _check_branch(name: str, run_id: str) -> str:
+    """``name`` as a branch to land into, or ``InvalidArgument`` saying why not: git's rules
+    for branch names (no ``..``, no component starting with ``.`` or ending in ``.lock``, no
+    leading ``-``), only plain characters, never ``HEAD`` nor stageflow's own branches."""
     name = name.strip()
     if name.startswith("refs/heads/"):
         name = name[len("refs/heads/") :]
-    if not _BRANCH.fullmatch(name):
+    parts = name.split("/")
+    plain = _BRANCH.fullmatch(name) is not None and len(name) <= 200
+    if not plain or any(not p or p.startswith(".") or p.endswith(".lock") for p in parts):
         raise InvalidArgument(
-            f"into={name!r} is not a branch name (letters, digits, '.', '_', '-' and '/')"
+            f"into={name!r} is not a branch name (letters, digits, '.', '_', '-' and '/'; "
+            "no '..', no part starting with '.' or ending in '.lock')"
+        )
+    if name == "HEAD" or parts[0] == "stageflow":
+        raise InvalidArgument(
+            f"into={name!r}: stageflow/... branches are the runs' own and HEAD is no branch; "
+            f"name your branch, e.g. `stageflow land {run_id} --into stageflow-{run_id}`"
         )
     return name
 
@@ -133,7 +144,7 @@ class Lander:
             if pending.by != self.owner and not owner_is_dead(pending.by):
                 raise InvalidState(f"run {rid} is being landed by another process ({pending.by})")
             return pending, True
-        target = _check_branch(into) if into else git.target
+        target = _check_branch(into, rid) if into else git.target
         if not target:
             raise InvalidArgument(
                 f"run {rid} started on a detached HEAD: name the branch to land into "

@@ -17,6 +17,7 @@ plan: they work in a lane of their own, ``resolve``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -66,8 +67,14 @@ def run_branch(run_id: str) -> str:
 
 def lane_name(run_id: str, stage_id: str) -> str:
     """``<run>--<stage>`` (a ``.`` of a generated stage id becomes ``-``, which no written
-    stage id contains, so names never collide)."""
-    return f"{run_id}--{stage_id.replace('.', '-')}"
+    stage id contains, so names never collide). A stage id with capitals or over 64
+    characters is lower-cased, cut and given a hash of itself: ``API`` and ``api`` would be one
+    worktree and one branch on a case-insensitive file system, and long names overflow it."""
+    part = stage_id.replace(".", "-")
+    if part != part.lower() or len(part) > 64:
+        digest = hashlib.sha256(stage_id.encode("utf-8")).hexdigest()[:10]
+        part = f"{part.lower()[:48]}-{digest}"
+    return f"{run_id}--{part}"
 
 
 def lane_branch(run_id: str, stage_id: str) -> str:
