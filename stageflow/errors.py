@@ -124,11 +124,15 @@ class ModelError(RunFailure):
         retryable: bool,
         status_code: int | None = None,
         kind: ModelErrorKind = "other",
+        maybe_billed: bool = False,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status_code = status_code
         self.kind: ModelErrorKind = kind
+        # the request may have been processed (a timeout, a dropped connection, an unreadable
+        # reply): budget caps count its reservation as spent
+        self.maybe_billed = maybe_billed
 
 
 class BudgetExceeded(RunFailure):

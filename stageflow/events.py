@@ -139,6 +139,15 @@ class ApprovalDecided(_Event):
     feedback: str | None = None
     approver: str = "human"
     automatic: bool = False  # decided by an approval timeout
+    attempt: int | None = None  # the attempt (version) the decision was about
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_attempt(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # entries logged before the field existed still hash to what was stored
+        data: dict[str, Any] = handler(self)
+        if self.attempt is None:
+            data.pop("attempt", None)
+        return data
 
 
 class RetryScheduled(_Event):

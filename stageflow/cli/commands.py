@@ -134,6 +134,7 @@ async def _decide(app: App, args: argparse.Namespace, decision: str, feedback: s
         decision="approve" if decision == "approve" else "reject",
         feedback=feedback,
         approver=args.approver,
+        attempt=getattr(args, "attempt", None),
     )
     if not app.quiet:
         decided = args.stage or next(

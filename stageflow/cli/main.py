@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="extra Host name clients may use on a non-loopback bind; repeatable",
     )
+    sp.add_argument(
+        "--session-idle",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="end an HTTP session idle this long (default 300)",
+    )
+    sp.add_argument(
+        "--sessions-per-client",
+        type=int,
+        default=32,
+        metavar="N",
+        help="HTTP sessions one client may keep; one more ends its least recently used (32)",
+    )
     add("templates", "list workflow templates", "commands:cmd_templates", json_=True)
     add("agents", "list agent definitions", "commands:cmd_agents", json_=True)
     sp = add("validate", "validate template files", "commands:cmd_validate", json_=True)
@@ -98,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--stage")
     sp.add_argument("--comment")
+    sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
     sp.add_argument("--approver", default="cli")
     driving(sp)
     sp = add(
@@ -109,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--feedback", required=True)
     sp.add_argument("--stage")
+    sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
     sp.add_argument("--approver", default="cli")
     driving(sp)
     sp = add(

@@ -103,7 +103,8 @@ def render_run(
         )
     for w in view.waiting:
         review = f" [review: {', '.join(w.review)}]" if w.review else ""
-        out.write(f"waiting: {w.stage} ({w.kind}) - {w.what.rstrip()}{review}\n")
+        kind = f"{w.kind}, attempt {w.attempt}" if w.attempt else w.kind
+        out.write(f"waiting: {w.stage} ({kind}) - {w.what.rstrip()}{review}\n")
     budget = f" of {money(view.budget_usd)}" if view.budget_usd is not None else ""
     out.write(
         f"spent: {money(view.spent_usd)}{budget}  tokens: {tokens(view.usage.total_tokens)}\n"
@@ -183,7 +184,8 @@ def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
             return f"{clock}  {e.stage:<18} gate {e.decision}d by {e.approver}"
         case ev.ApprovalDecided():
             fb = f": {e.feedback}" if e.feedback and e.decision == "reject" else ""
-            return f"{clock}  {e.stage:<18} {e.decision}d by {e.approver}{fb}"
+            of = f" (attempt {e.attempt})" if e.attempt else ""
+            return f"{clock}  {e.stage:<18} {e.decision}d{of} by {e.approver}{fb}"
         case ev.RetryScheduled():
             wait = max(0.0, e.not_before - env.at)
             return f"{clock}  {e.stage:<18} retry {e.attempt} in {duration(wait)} ({e.reason})"

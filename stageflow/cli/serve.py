@@ -8,7 +8,7 @@ from typing import TextIO
 
 from stageflow.cli.exits import EXIT_OK
 from stageflow.config import load_settings
-from stageflow.errors import StageflowError
+from stageflow.errors import InvalidArgument, StageflowError
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
@@ -25,6 +25,14 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     token = os.environ.get(TOKEN_ENV)
     if args.transport != "stdio":
         require_token(args.host, token)  # raises InvalidArgument -> exit 2
+        if not (args.session_idle > 0 and args.session_idle < float("inf")):
+            raise InvalidArgument(
+                f"--session-idle must be a positive number of seconds, got {args.session_idle}"
+            )
+        if args.sessions_per_client < 1:
+            raise InvalidArgument(
+                f"--sessions-per-client must be >= 1, got {args.sessions_per_client}"
+            )
     prepare_stdio()
     from stageflow.server.app import build_server
 
@@ -37,6 +45,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             port=args.port,
             token=token,
             allowed_hosts=args.allow_host or (),
+            session_idle_s=args.session_idle,
+            sessions_per_client=args.sessions_per_client,
         )
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start

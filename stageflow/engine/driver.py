@@ -27,7 +27,7 @@ from stageflow.engine.attempt_inputs import (
     new_versions,
 )
 from stageflow.engine.gitops import GitLanes, GitOps
-from stageflow.engine.metering import RunMeters, ledger_usage
+from stageflow.engine.metering import RunMeters, attempt_usage, ledger_usage
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.engine.runner_call import call_runner
@@ -471,8 +471,8 @@ class RunDriver:
         # the meter saw every request, also of an attempt that raised or was cancelled;
         # runners that report no requests (offline, command) hand their usage back instead
         usage = result.usage if result else Usage()
-        if meter is not None and meter.requests:
-            usage = meter.usage
+        if meter is not None and (meter.requests or meter.in_flight):
+            usage = attempt_usage(meter)
         answered = result.model if result else None
         if answered is None and meter is not None and meter.requests:
             answered = meter.requests[-1].model

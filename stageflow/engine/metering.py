@@ -1,8 +1,9 @@
 """``RunMeters``: the meters of one run's attempts in flight.
 
-Each attempt's meter sends every model request to the cost ledger as it returns, and answers
-what the run and stage caps still allow, counting the live spend (or reservation) of the run's
-other attempts in flight, so concurrent attempts share one budget.
+Each attempt's meter records every model request in the cost ledger as it is sent (with the
+worst case reserved for it) and as it returns, and answers what the run and stage caps still
+allow, counting the live spend and reservations of the run's other attempts in flight, so
+concurrent attempts share one budget.
 """
 
 from __future__ import annotations
@@ -19,13 +20,51 @@ from stageflow.usage import RequestUsage, Usage
 
 
 def ledger_usage(rows: Sequence[RequestRow]) -> Usage:
-    """The attempt-level total of ledger rows."""
+    """The attempt-level total of ledger rows. A request sent but never recorded (its process
+    died in between) counts its reservation: it may well have been billed."""
     fields = RequestUsage.model_fields
     total = Usage()
     for r in rows:
         request = RequestUsage(**{k: v for k, v in vars(r).items() if k in fields})
-        total = total + request.as_usage()
+        total = total + request.model_copy(update={"cost_usd": r.spent_usd}).as_usage()
     return total
+
+
+def attempt_usage(meter: AttemptMeter) -> Usage:
+    """What an attempt spent: its recorded requests, plus the reservations of requests it
+    abandoned in flight (a timeout or cancel: the provider may well bill them)."""
+    abandoned = sum(r.usd for r in meter.in_flight)
+    if not abandoned:
+        return meter.usage
+    return meter.usage + Usage(cost_usd=round(abandoned, 10), requests=len(meter.in_flight))
+
+
+class _AttemptLedger:
+    """The ledger rows of one attempt: requests recorded as they start and as they end."""
+
+    def __init__(
+        self, store: Store, run_id: str, stage: str, attempt: int, clock: Callable[[], float]
+    ) -> None:
+        self.store, self.run_id, self.stage, self.attempt = store, run_id, stage, attempt
+        self.clock = clock
+
+    async def started(self, model_requested: str, reserved_usd: float) -> int:
+        row = RequestRow(
+            stage=self.stage,
+            attempt=self.attempt,
+            model_requested=model_requested,
+            model=model_requested,
+            reserved_usd=reserved_usd,
+            done=False,
+        )
+        return await self.store.ledger.record(self.run_id, row, at=self.clock())
+
+    async def finished(self, seq: int, usage: RequestUsage) -> None:
+        row = RequestRow(stage=self.stage, attempt=self.attempt, seq=seq, **usage.model_dump())
+        await self.store.ledger.finish(self.run_id, row)
+
+    async def released(self, seq: int) -> None:
+        await self.store.ledger.release(self.run_id, self.stage, self.attempt, seq)
 
 
 class RunMeters:
@@ -70,7 +109,9 @@ class RunMeters:
         def remaining() -> float | None:
             st = self.state()
             mine = self._meters.get((stage, attempt))
-            own = mine.usage.cost_usd if mine is not None else 0.0
+            own = 0.0
+            if mine is not None:
+                own = mine.usage.cost_usd + sum(r.usd for r in mine.in_flight)
             left: float | None = None
             if st.budget_usd is not None:
                 held = sum(m.held_usd() for m in others())
@@ -85,6 +126,7 @@ class RunMeters:
         def sharers() -> int:
             return 1 + sum(1 for m in others() if m.reserved == 0.0)
 
-        meter = AttemptMeter(sink=sink, remaining=remaining, sharers=sharers)
+        ledger = _AttemptLedger(self.store, run_id, stage, attempt, self.clock)
+        meter = AttemptMeter(sink=sink, remaining=remaining, sharers=sharers, ledger=ledger)
         self._meters[(stage, attempt)] = meter
         return meter

@@ -334,7 +334,12 @@ def _approval_expired(s: StageSpec, st: StageState) -> list[ev.Event]:
     if action == "approve":
         return [
             ev.ApprovalDecided(
-                stage=s.id, decision="approve", approver="timeout", automatic=True, feedback=waited
+                stage=s.id,
+                decision="approve",
+                approver="timeout",
+                automatic=True,
+                feedback=waited,
+                attempt=st.attempt,
             )
         ]
     if action == "cancel":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -23,15 +24,27 @@ from stageflow.workflows.spec import StageSpec
 AttemptStatus = Literal["passed", "failed", "changes_requested"]
 
 
+@dataclass
+class Reservation:
+    """A model request in flight: what the caps hold for it until its usage is known, and
+    its number in the attempt's ledger (None when nothing records it)."""
+
+    usd: float
+    seq: int | None = None
+
+
 class AttemptMeter:
     """The engine's meter for one attempt: runners report every model request to it.
 
-    - ``await record(usage)`` adds a request to the attempt's total and hands it to the engine's
-      ledger sink (so the spend of a failed, cancelled or killed attempt is never lost);
+    - ``await begin(usd, model)`` reserves a request's worst case before it is sent: the caps
+      hold ``usd`` for it (concurrent attempts see that much less) and the ledger records the
+      request as started, so a crash before its reply still counts the reservation as spent;
+    - ``await record(usage, reservation)`` counts the finished request (also when its reply is
+      unusable) and releases its reservation; ``await release(reservation)`` releases one whose
+      request was refused or never reached the provider (nothing is billed then);
     - ``remaining_usd()`` is what the run and stage caps still allow, counting this attempt's
-      spend so far and the live spend of concurrent attempts of the same run (None: no cap).
-      A runner calls it before every request and raises ``BudgetExceeded`` instead of sending a
-      request that would start past a cap;
+      spend so far and the live spend and reservations of concurrent attempts of the same run
+      (None: no cap);
     - ``note_context(manifest)`` records what went into the attempt's first request (the
       context builder's manifest); the engine stores it with the attempt.
 
@@ -45,15 +58,18 @@ class AttemptMeter:
         sink: Callable[[RequestUsage], Awaitable[None]] | None = None,
         remaining: Callable[[], float | None] | None = None,
         sharers: Callable[[], int] | None = None,
+        ledger: RequestLedger | None = None,
     ) -> None:
         self._budget = budget_usd
         self._sink = sink
         self._remaining = remaining
         self._sharers = sharers
+        self._ledger = ledger
         self.requests: list[RequestUsage] = []
         self.usage = Usage()
         self.context: dict[str, Any] = {}
         self.reserved = 0.0
+        self.in_flight: list[Reservation] = []
 
     def reserve(self, usd: float) -> None:
         """Hold ``usd`` of the caps for this attempt until it ends: concurrent attempts of the
@@ -62,8 +78,10 @@ class AttemptMeter:
         self.reserved = max(0.0, usd)
 
     def held_usd(self) -> float:
-        """What this attempt holds of the caps: its spend, or its reservation if larger."""
-        return max(self.usage.cost_usd, self.reserved)
+        """What this attempt holds of the caps: its spend plus the reservations of requests in
+        flight, or its attempt-level reservation if larger."""
+        live = self.usage.cost_usd + sum(r.usd for r in self.in_flight)
+        return max(live, self.reserved)
 
     def share_usd(self) -> float | None:
         """This attempt's fair share of what the caps allow: the remaining budget split evenly
@@ -74,12 +92,37 @@ class AttemptMeter:
         sharers = self._sharers() if self._sharers is not None else 1
         return left / max(1, sharers)
 
-    async def record(self, usage: RequestUsage) -> None:
+    async def begin(self, usd: float, model_requested: str) -> Reservation:
+        """Reserve ``usd`` for a request about to be sent (call it right after
+        ``remaining_usd()``, with no await in between, so concurrent attempts cannot both
+        reserve the same room)."""
+        reservation = Reservation(usd=max(0.0, usd))
+        self.in_flight.append(reservation)
+        if self._ledger is not None:
+            reservation.seq = await self._ledger.started(model_requested, reservation.usd)
+        return reservation
+
+    async def release(self, reservation: Reservation) -> None:
+        """The request was not billed (refused before sending, or the provider answered an
+        error): stop holding its reservation."""
+        self._drop(reservation)
+        if self._ledger is not None and reservation.seq is not None:
+            await self._ledger.released(reservation.seq)
+
+    async def record(self, usage: RequestUsage, reservation: Reservation | None = None) -> None:
         """Count one finished model request (call it even when the request's reply is unusable)."""
         self.requests.append(usage)
         self.usage = self.usage + usage.as_usage()
+        if reservation is not None:
+            self._drop(reservation)
+            if self._ledger is not None and reservation.seq is not None:
+                await self._ledger.finished(reservation.seq, usage)
+                return
         if self._sink is not None:
             await self._sink(usage)
+
+    def _drop(self, reservation: Reservation) -> None:
+        self.in_flight = [r for r in self.in_flight if r is not reservation]
 
     def remaining_usd(self) -> float | None:
         """USD the caps still allow for this attempt's next request; None when uncapped."""
@@ -87,11 +130,22 @@ class AttemptMeter:
             return self._remaining()
         if self._budget is None:
             return None
-        return max(0.0, self._budget - self.usage.cost_usd)
+        held = self.usage.cost_usd + sum(r.usd for r in self.in_flight)
+        return max(0.0, self._budget - held)
 
     def note_context(self, manifest: dict[str, Any]) -> None:
         """Record what went into the attempt (see ``stageflow.subagents.context``)."""
         self.context = manifest
+
+
+class RequestLedger(Protocol):
+    """Where an attempt's requests are recorded as they start and end (the engine's ledger)."""
+
+    async def started(self, model_requested: str, reserved_usd: float) -> int: ...
+
+    async def finished(self, seq: int, usage: RequestUsage) -> None: ...
+
+    async def released(self, seq: int) -> None: ...
 
 
 class InputArtifact(Model):

@@ -22,8 +22,15 @@ from stageflow.engine.gitops import GitLanes
 from stageflow.engine.gitstate import MERGE_AGENT
 from stageflow.engine.land import Lander, LandStrategy
 from stageflow.engine.lanes import plan_lanes
-from stageflow.engine.state import RunState, fold, initial_state, preview
-from stageflow.engine.views import RunListItem, RunView, WorkspaceView, build_view
+from stageflow.engine.metering import ledger_usage
+from stageflow.engine.state import RunState, StageState, fold, initial_state, preview
+from stageflow.engine.views import (
+    RunListItem,
+    RunView,
+    WorkspaceView,
+    build_view,
+    with_live_spend,
+)
 from stageflow.errors import (
     ConcurrencyConflict,
     CorruptLog,
@@ -35,6 +42,7 @@ from stageflow.errors import (
 )
 from stageflow.ids import new_run_id
 from stageflow.store.store import Store
+from stageflow.usage import Usage
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
 
 if TYPE_CHECKING:
@@ -181,11 +189,26 @@ class Service:
                 text = head.lstrip() if cut else head.strip()
                 more = cut or len(text) > PREVIEW_CHARS
                 previews[(sid, name)] = text[:PREVIEW_CHARS] + ("..." if more else "")
-        view = build_view(state, previews)
+        view = with_live_spend(build_view(state, previews), await self._live_spend(state))
         if self.workspace_probe is not None:
             ended = state.ended is not None
             view.workspace = await self.workspace_probe(run_id, ended)
         return view
+
+    async def _live_spend(self, state: RunState) -> dict[str, Usage]:
+        """What each running attempt has spent so far, by stage (its ledger rows; a request
+        in flight counts its reservation)."""
+        running = state.running()
+        if not running:
+            return {}
+        rows = await self.store.ledger.list(state.run_id)
+        live: dict[str, Usage] = {}
+        for sid in running:
+            attempt = state.stages[sid].attempt
+            mine = [r for r in rows if r.stage == sid and r.attempt == attempt]
+            if mine:
+                live[sid] = ledger_usage(mine)
+        return live
 
     async def list_runs(self, limit: int = 20) -> list[RunListItem]:
         rows = await self.store.list_runs(limit=limit)
@@ -231,21 +254,39 @@ class Service:
         decision: Decision,
         feedback: str | None = None,
         approver: str = "human",
+        attempt: int | None = None,
     ) -> RunState:
-        """Approve or reject the stage waiting for a human (approval or gate)."""
+        """Approve or reject the stage waiting for a human (approval or gate).
+
+        An approval is bound to the attempt the reviewer read (``attempt``): a decision naming
+        another attempt than the one waiting is refused, saying what changed. Without one it
+        applies only when the stage has been put up for approval once, so a decision meant
+        for an earlier version never lands on a new one nobody has read."""
         if decision == "reject" and not (feedback and feedback.strip()):
             raise InvalidArgument("a rejection needs feedback: say what must change")
+        if attempt is not None and attempt < 1:
+            raise InvalidArgument(f"attempt must be >= 1, got {attempt}")
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
             target = _waiting_stage(state, stage)
             st = state.stages[target]
             if st.status == "awaiting_approval":
+                _check_attempt(state.run_id, target, st, attempt)
                 return [
                     ev.ApprovalDecided(
-                        stage=target, decision=decision, feedback=feedback, approver=approver
+                        stage=target,
+                        decision=decision,
+                        feedback=feedback,
+                        approver=approver,
+                        attempt=st.attempt,
                     )
                 ]
+            if attempt is not None:
+                raise InvalidArgument(
+                    f"stage '{target}' waits on its gate condition, not on an attempt to "
+                    "review; decide it without attempt"
+                )
             return [
                 ev.GateDecided(
                     stage=target, decision=decision, feedback=feedback, approver=approver
@@ -332,6 +373,29 @@ class Service:
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
+
+
+def _check_attempt(run_id: str, stage: str, st: StageState, attempt: int | None) -> None:
+    """Refuse a decision about another attempt than the one waiting (see ``decide``)."""
+    if attempt is None:
+        if st.shown > 1:
+            raise InvalidArgument(
+                f"stage '{stage}' has been put up for approval {st.shown} times; attempt "
+                f"{st.attempt} waits now. Read it (workflow_status {run_id}) and decide with "
+                f"attempt={st.attempt} (CLI: --attempt {st.attempt})"
+            )
+        return
+    if attempt != st.attempt:
+        what = (
+            f"attempt {attempt} was replaced: the stage ran again and attempt {st.attempt} "
+            "waits now, which you have not read"
+            if attempt < st.attempt
+            else f"stage '{stage}' has no attempt {attempt}; attempt {st.attempt} waits"
+        )
+        raise InvalidState(
+            f"decision refused: {what}. Read attempt {st.attempt} (workflow_status {run_id}) "
+            f"and decide with attempt={st.attempt} (CLI: --attempt {st.attempt})"
+        )
 
 
 def _waiting_stage(state: RunState, stage: str | None) -> str:

@@ -71,6 +71,7 @@ class StageState:
     feedback: str | None = None  # reviewer feedback waiting to be used by the next attempt
     not_before: float | None = None  # retry backoff
     approval_expires_at: float | None = None
+    shown: int = 0  # times a version of this stage was put to a human for approval
     gate_overridden: bool = False
     artifacts: dict[str, ev.ArtifactRef] = field(default_factory=dict)  # latest version by name
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -370,7 +371,13 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
         if spec.approval is not None and spec.approval.required:
             expires = env.at + spec.approval.timeout if spec.approval.timeout else None
             return _set(
-                state, replace(done, status="awaiting_approval", approval_expires_at=expires)
+                state,
+                replace(
+                    done,
+                    status="awaiting_approval",
+                    approval_expires_at=expires,
+                    shown=st.shown + 1,
+                ),
             )
         return _set(state, replace(done, status="succeeded"))
     if e.outcome == "interrupted":

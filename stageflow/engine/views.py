@@ -70,6 +70,7 @@ class WaitingView(Model):
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
+    attempt: int | None = None  # the attempt under review: a decision names it
 
 
 class WorkspaceView(Model):
@@ -209,9 +210,10 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
     if waiting:
         w = waiting[0]
         verb = "approve the result of" if w.kind == "approval" else "decide the gate of"
+        which = f"--stage {w.stage}" + (f" --attempt {w.attempt}" if w.attempt else "")
         return (
-            f"{verb} '{w.stage}': `stageflow approve {rid} --stage {w.stage}` or "
-            f'`stageflow reject {rid} --stage {w.stage} --feedback "..."`'
+            f"{verb} '{w.stage}': `stageflow approve {rid} {which}` or "
+            f'`stageflow reject {rid} {which} --feedback "..."`'
         )
     running = state.running()
     if running:
@@ -236,6 +238,25 @@ def runner_in_use(state: RunState) -> str:
     return latest[1]
 
 
+def with_live_spend(view: RunView, live: dict[str, Usage]) -> RunView:
+    """``view`` with the spend of running attempts (from the ledger, by stage) added to their
+    attempt, stage and run: what they have spent and hold for requests in flight so far."""
+    if not live:
+        return view
+    extra = Usage()
+    for stage in view.stages:
+        usage = live.get(stage.id)
+        if usage is None:
+            continue
+        extra = extra + usage
+        stage.usage = stage.usage + usage
+        if stage.history and stage.history[-1].outcome is None:
+            stage.history[-1].usage = stage.history[-1].usage + usage
+    view.usage = view.usage + extra
+    view.spent_usd = round(view.spent_usd + extra.cost_usd, 10)
+    return view
+
+
 def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = None) -> RunView:
     """The dashboard of one run."""
     previews = previews or {}
@@ -258,6 +279,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
                     what=what,
                     review=sorted(st.artifacts),
                     expires_at=st.approval_expires_at,
+                    attempt=st.attempt,
                 )
             )
         elif open_ and st.status == "blocked" and s.id in state.git.merge_stages:

@@ -237,8 +237,32 @@ def map_error(exc: BaseException) -> ModelError:
     if isinstance(exc, anthropic.APIStatusError | anthropic.APIResponseValidationError):
         status = exc.status_code
     return ModelError(
-        _message(kind, exc, status), retryable=retryable, status_code=status, kind=kind
+        _message(kind, exc, status),
+        retryable=retryable,
+        status_code=status,
+        kind=kind,
+        maybe_billed=_maybe_billed(exc),
     )
+
+
+_NEVER_SENT = ("ConnectError", "ConnectTimeout")  # httpx: no connection, nothing was sent
+
+
+def _maybe_billed(exc: BaseException) -> bool:
+    """Whether the provider may have processed (and billed) the failed request: not when it
+    answered with an error status or the connection was never made; yes otherwise."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return False
+    if isinstance(exc, anthropic.APIConnectionError):
+        cause: BaseException | None = exc.__cause__ or exc.__context__
+        for _ in range(8):  # the chain is short; never follow a cycle
+            if cause is None:
+                break
+            if type(cause).__name__ in _NEVER_SENT:
+                return False
+            cause = cause.__cause__ or cause.__context__
+        return True
+    return isinstance(exc, anthropic.APIResponseValidationError)
 
 
 def _message(kind: ModelErrorKind, exc: BaseException, status: int | None) -> str:
@@ -323,6 +347,22 @@ class AnthropicClient:
                 raise map_error(exc) from exc
             raise
         return _reply(message, call.model)
+
+    async def count_tokens(self, call: ModelCall) -> int | None:
+        """The provider's count of ``call``'s input tokens (``messages/count_tokens``), or None
+        when it cannot be had; used near a budget cap, where the byte bound is too coarse."""
+        params: dict[str, Any] = {"model": call.model, "messages": _scrubbed(call.messages)}
+        if call.system:
+            params["system"] = _scrubbed(call.system)
+        if call.tools:
+            params["tools"] = call.tools
+        try:
+            counted = await self._client.messages.count_tokens(**params)
+        except (anthropic.AnthropicError, TypeError) as exc:
+            log.info("token count unavailable: %s", exc)
+            return None
+        tokens = getattr(counted, "input_tokens", None)
+        return tokens if isinstance(tokens, int) else None
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

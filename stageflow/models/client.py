@@ -63,7 +63,11 @@ class ModelReply:
 
 
 class ModelClient(Protocol):
-    """Sends one request. Raises ``stageflow.errors.ModelError`` (already mapped) on failure."""
+    """Sends one request. Raises ``stageflow.errors.ModelError`` (already mapped) on failure.
+
+    A client may also offer ``async count_tokens(call) -> int | None``, the provider's count
+    of a request's input tokens; the loop uses it near a budget cap (``subagents/spend.py``).
+    """
 
     async def send(self, call: ModelCall) -> ModelReply: ...
 

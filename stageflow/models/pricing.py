@@ -190,6 +190,30 @@ class PriceTable:
             request_id=request_id,
         )
 
+    def worst_case(
+        self, model: str, input_tokens: int, output_tokens: int, *, long_cache: bool = True
+    ) -> float | None:
+        """The most a request of ``model`` can cost with at most ``input_tokens`` in and
+        ``output_tokens`` out: every input token at the dearest input rate it can be billed at
+        (a cache write costs more than plain input; the 1-hour write only when the request
+        asks for it, ``long_cache``), every output token. None when ``model`` has no price."""
+        price = self.lookup(model)
+        if price is None:
+            return None
+        dearest = max(price.input, price.cache_write_5m)
+        if long_cache:
+            dearest = max(dearest, price.cache_write_1h)
+        return _usd([(input_tokens, dearest), (output_tokens, price.output)])
+
+    def output_tokens_for(self, model: str, usd: float) -> int | None:
+        """How many output tokens of ``model`` ``usd`` pays for (None: no price)."""
+        price = self.lookup(model)
+        if price is None:
+            return None
+        if price.output <= 0:
+            return 2**31 - 1
+        return int(Decimal(repr(max(0.0, usd))) * _MTOK / Decimal(repr(price.output)))
+
     def min_cost(self, model: str, input_tokens: int) -> float:
         """A lower bound on a request's cost: every input token read from cache, no output.
 

@@ -21,6 +21,12 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 
 from stageflow.server.security import BearerTokenMiddleware, require_token, transport_security
+from stageflow.server.sessions import (
+    DEFAULT_IDLE_S,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_PER_CLIENT,
+    SessionLimiter,
+)
 
 if TYPE_CHECKING:
     import uvicorn
@@ -45,6 +51,8 @@ def run_server(
     port: int = DEFAULT_PORT,
     token: str | None = None,
     allowed_hosts: Iterable[str] = (),
+    session_idle_s: float = DEFAULT_IDLE_S,
+    sessions_per_client: int = DEFAULT_PER_CLIENT,
 ) -> None:
     """Serve ``mcp`` until the client goes away (stdio) or the process is interrupted (HTTP).
 
@@ -55,7 +63,15 @@ def run_server(
     if transport == "stdio":
         anyio.run(serve_stdio, mcp)
         return
-    app = http_app(mcp, transport, host=host, token=token, allowed_hosts=allowed_hosts)
+    app = http_app(
+        mcp,
+        transport,
+        host=host,
+        token=token,
+        allowed_hosts=allowed_hosts,
+        session_idle_s=session_idle_s,
+        sessions_per_client=sessions_per_client,
+    )
     server = uvicorn_server(app, host=host, port=port)
     log.info("stageflow MCP server (%s) on %s:%s", transport, host, port)
     anyio.run(server.serve)
@@ -82,19 +98,33 @@ def http_app(
     host: str = DEFAULT_HOST,
     token: str | None = None,
     allowed_hosts: Iterable[str] = (),
+    session_idle_s: float = DEFAULT_IDLE_S,
+    sessions_per_client: int = DEFAULT_PER_CLIENT,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
 ) -> ASGIApp:
     """The ASGI app for ``transport`` as it would be served on ``host``.
 
     Streamable HTTP answers at ``/mcp``; SSE streams at ``/sse`` and takes posts at
     ``/messages/``. Host/Origin validation is always on; the bearer-token check wraps the whole
-    app when a token is in force. SSE enters the server lifespan once for the app (the SDK would
-    enter it per connection, starting one scheduler per client).
+    app when a token is in force. Streamable HTTP sessions idle for ``session_idle_s`` end, and
+    each client keeps at most ``sessions_per_client`` (``stageflow.server.sessions``). SSE
+    enters the server lifespan once for the app (the SDK would enter it per connection,
+    starting one scheduler per client).
     """
     enforced = require_token(host, token)
     security = transport_security(host, allowed_hosts)
     if transport == "http":
-        app: ASGIApp = mcp.streamable_http_app(
-            streamable_http_path=HTTP_PATH, transport_security=security, host=host
+        app: ASGIApp = SessionLimiter(
+            mcp.streamable_http_app(
+                streamable_http_path=HTTP_PATH,
+                transport_security=security,
+                host=host,
+                session_idle_timeout=session_idle_s,
+                max_sessions=max_sessions,
+            ),
+            path=HTTP_PATH,
+            per_client=sessions_per_client,
+            idle_s=session_idle_s,
         )
     else:
         sse = mcp.sse_app(sse_path=SSE_PATH, transport_security=security, host=host)

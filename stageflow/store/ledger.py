@@ -15,11 +15,35 @@ class LedgerStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record(self, run_id: str, row: RequestRow, *, at: float) -> None:
-        """Add one model request to the ledger (one autocommitted statement)."""
+    async def record(self, run_id: str, row: RequestRow, *, at: float) -> int:
+        """Add one model request to the ledger (one autocommitted statement); its ``seq``.
+        A row with ``done`` False is a request sent whose usage is not known yet."""
         params = (run_id, row.stage, row.attempt, at, *row.values(), run_id, row.stage, row.attempt)
         async with self._db.autocommit() as conn:
-            await conn.execute(q.INSERT_REQUEST, params)
+            rows = await fetch_all(conn, q.INSERT_REQUEST, params)
+        return int(rows[0][0])
+
+    async def finish(self, run_id: str, row: RequestRow) -> None:
+        """Complete the request ``row.seq`` with its usage (it was recorded as started)."""
+        usage = (
+            row.model,
+            row.input_tokens,
+            row.output_tokens,
+            row.cache_write_5m_tokens,
+            row.cache_write_1h_tokens,
+            row.cache_read_tokens,
+            row.cost_usd,
+            int(row.priced),
+            row.request_id,
+        )
+        async with self._db.autocommit() as conn:
+            await conn.execute(q.FINISH_REQUEST, (*usage, run_id, row.stage, row.attempt, row.seq))
+
+    async def release(self, run_id: str, stage: str, attempt: int, seq: int) -> None:
+        """The request ``seq`` was not billed (refused, or the provider answered an error): it
+        leaves the ledger, which holds what was, or may have been, paid for."""
+        async with self._db.autocommit() as conn:
+            await conn.execute(q.RELEASE_REQUEST, (run_id, stage, attempt, seq))
 
     async def list(self, run_id: str) -> list[RequestRow]:
         """Every model request of a run, oldest first."""

@@ -159,6 +159,14 @@ END;
 # change keeps its vector when its document is re-indexed under new rowids, and a model change
 # simply finds no vectors for the new model; and a generation counter that every change of the
 # knowledge tables bumps, so a process holding vectors in memory knows when to re-read them.
+# A request is recorded when it is sent, with the worst case the caps reserved for it
+# (``done`` 0), and completed with its usage when it returns (``done`` 1): a process killed in
+# between leaves the reservation behind, which counts as spent.
+_0005_REQUEST_RESERVATIONS = """
+ALTER TABLE model_requests ADD COLUMN reserved_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE model_requests ADD COLUMN done INTEGER NOT NULL DEFAULT 1;
+"""
+
 _0004_KNOWLEDGE_VECTORS = """
 CREATE TABLE knowledge_section_keys (
     section_rowid INTEGER PRIMARY KEY,
@@ -191,6 +199,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "model_requests", _0002_MODEL_REQUESTS),
     Migration(3, "knowledge", _0003_KNOWLEDGE),
     Migration(4, "knowledge_vectors", _0004_KNOWLEDGE_VECTORS),
+    Migration(5, "request_reservations", _0005_REQUEST_RESERVATIONS),
 )
 
 _CREATE_MIGRATIONS_TABLE = (

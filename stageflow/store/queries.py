@@ -91,8 +91,17 @@ WITHOUT_LIVE_LEASE = (
 
 INSERT_REQUEST = (  # seq: the attempt's next request number, computed in the same statement
     f"INSERT INTO model_requests (run_id, stage, attempt, seq, at, {REQUEST_COLUMNS}) "
-    "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-    "FROM model_requests WHERE run_id = ? AND stage = ? AND attempt = ?"
+    "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "FROM model_requests WHERE run_id = ? AND stage = ? AND attempt = ? RETURNING seq"
+)
+FINISH_REQUEST = (
+    "UPDATE model_requests SET model = ?, input_tokens = ?, output_tokens = ?, "
+    "cache_write_5m_tokens = ?, cache_write_1h_tokens = ?, cache_read_tokens = ?, cost_usd = ?, "
+    "priced = ?, request_id = ?, done = 1 "
+    "WHERE run_id = ? AND stage = ? AND attempt = ? AND seq = ?"
+)
+RELEASE_REQUEST = (  # refused or errored: nothing billed, so no ledger row
+    "DELETE FROM model_requests WHERE run_id = ? AND stage = ? AND attempt = ? AND seq = ?"
 )
 LIST_REQUESTS = (
     f"SELECT stage, attempt, seq, at, {REQUEST_COLUMNS} FROM model_requests WHERE run_id = ? "

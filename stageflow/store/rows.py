@@ -145,7 +145,7 @@ def artifact_from_row(row: Any) -> ArtifactRecord:
 #: Columns of ``model_requests`` after (run_id, stage, attempt, seq, at).
 REQUEST_COLUMNS = (
     "model_requested, model, input_tokens, output_tokens, cache_write_5m_tokens, "
-    "cache_write_1h_tokens, cache_read_tokens, cost_usd, priced, request_id"
+    "cache_write_1h_tokens, cache_read_tokens, cost_usd, priced, request_id, reserved_usd, done"
 )
 
 
@@ -165,8 +165,16 @@ class RequestRow:
     cost_usd: float = 0.0
     priced: bool = True
     request_id: str | None = None
+    reserved_usd: float = 0.0  # what the caps held while it was in flight
+    done: bool = True  # False: sent, no usage recorded (its process may have died)
     seq: int = 0  # assigned by the store
     at: float = 0.0
+
+    @property
+    def spent_usd(self) -> float:
+        """What the request counts against the caps: its cost, or its reservation while its
+        usage is unknown (a crash between sending and recording it)."""
+        return self.cost_usd if self.done else max(self.cost_usd, self.reserved_usd)
 
     def values(self) -> tuple[Any, ...]:
         """The REQUEST_COLUMNS values, in order."""
@@ -181,6 +189,8 @@ class RequestRow:
             self.cost_usd,
             int(self.priced),
             self.request_id,
+            self.reserved_usd,
+            int(self.done),
         )
 
 
@@ -201,4 +211,6 @@ def request_from_row(row: tuple[Any, ...]) -> RequestRow:
         cost_usd=float(row[11]),
         priced=bool(row[12]),
         request_id=row[13],
+        reserved_usd=float(row[14]),
+        done=bool(row[15]),
     )

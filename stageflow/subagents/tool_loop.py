@@ -4,9 +4,10 @@ The loop sends the stage context (system prompt + brief) with the workspace tool
 tools (the knowledge lookup) and ``submit_result``; runs the tools the model calls, answering
 every ``tool_use`` of a turn in one user message; and ends when ``submit_result`` passes
 ``check_submission``. It is bounded by turns (model requests), ``max_tokens`` per request, a
-stop after the same call repeats, and the USD caps, checked before every request: a request
-that would start past a cap is not sent (``BudgetExceeded``). Every reply is recorded on the
-attempt meter, including replies the loop then rejects.
+stop after the same call repeats, and the USD caps: before every request its worst case is
+reserved (``subagents/spend.py``), ``max_tokens`` lowered to what the caps allow, and a request
+that cannot fit is not sent (``BudgetExceeded``). Every reply is recorded on the attempt meter,
+including replies the loop then rejects.
 
 Prompt caching: ``cache_control`` on the last tool definition and the last system block (the
 stable prefix shared by retries, reworks and stages with the same agent and tools), and on the
@@ -22,10 +23,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from stageflow.engine.runner import AttemptRequest, AttemptResult
-from stageflow.errors import BudgetExceeded, InvalidArgument, ModelError
+from stageflow.engine.runner import AttemptMeter, AttemptRequest, AttemptResult, Reservation
+from stageflow.errors import InvalidArgument, ModelError
 from stageflow.models.client import Block, ModelCall, ModelClient, ModelReply
-from stageflow.subagents.context import StageContext, estimate_tokens
+from stageflow.subagents.context import StageContext
+from stageflow.subagents.spend import reserve
 from stageflow.subagents.submit import (
     SUBMIT_TOOL,
     Submission,
@@ -128,6 +130,15 @@ def _tool_result(block: Block, text: str, is_error: bool) -> Block:
     return result
 
 
+async def _settle(meter: AttemptMeter, reservation: Reservation, exc: ModelError) -> None:
+    """A request the provider refused with an error status, or that never left (no
+    connection), was not billed: release its reservation. One that may have been processed
+    (a timeout, a dropped connection, a reply we could not read) keeps it, and the attempt
+    counts it as spent."""
+    if not exc.maybe_billed:
+        await meter.release(reservation)
+
+
 class _Loop:
     """The state of one attempt's conversation."""
 
@@ -178,30 +189,17 @@ class _Loop:
     def _where(self) -> str:
         return f"run {self.request.run_id} stage '{self.request.stage.id}'"
 
-    def _check_budget(self, call: ModelCall) -> None:
+    async def _send(self, call: ModelCall) -> tuple[ModelReply, Reservation]:
+        """Send ``call`` within the caps (``spend.reserve``), falling back to the fallback
+        model once when the primary is overloaded (see ``_settle`` for the reservation of a
+        request that failed)."""
         meter = self.request.meter
-        remaining = meter.remaining_usd()
-        if remaining is None:
-            return
-        tokens = estimate_tokens(json.dumps([call.system, call.tools, call.messages], default=str))
-        floor = self.prices.min_cost(call.model, tokens)
-        if remaining > 0 and floor <= remaining:
-            return
-        spent = meter.usage.cost_usd
-        raise BudgetExceeded(
-            f"budget exceeded in stage '{self.request.stage.id}': the next model request was "
-            f"not sent; this attempt has spent ${spent:.4f} and the caps allow "
-            f"${remaining:.4f} more, but the request (~{tokens} input tokens to {call.model}) "
-            f"would cost at least ${floor:.4f}",
-            spent_usd=spent,
-            budget_usd=round(spent + remaining, 10),
-        )
-
-    async def _send(self, call: ModelCall) -> ModelReply:
-        self._check_budget(call)
+        where = f"budget exceeded in stage '{self.request.stage.id}'"
+        sized, reservation = await reserve(call, meter, self.prices, self.client, where=where)
         try:
-            return await self.client.send(call)
+            return await self.client.send(sized), reservation
         except ModelError as exc:
+            await _settle(meter, reservation, exc)
             if exc.kind != "overloaded" or not self.fallback or self.fallback == self.current:
                 raise
             log.warning(
@@ -212,10 +210,15 @@ class _Loop:
                 exc,
                 self.fallback,
             )
-            self.current = self.fallback
-            call = replace(call, model=self.current)
-            self._check_budget(call)
-            return await self.client.send(call)
+        self.current = self.fallback
+        sized, reservation = await reserve(
+            replace(call, model=self.current), meter, self.prices, self.client, where=where
+        )
+        try:
+            return await self.client.send(sized), reservation
+        except ModelError as exc:
+            await _settle(meter, reservation, exc)
+            raise
 
     async def _request(self) -> ModelReply:
         call = ModelCall(
@@ -225,7 +228,7 @@ class _Loop:
             messages=with_cache_breakpoints(self.messages),
             max_tokens=self.limits.max_tokens,
         )
-        reply = await self._send(call)
+        reply, reservation = await self._send(call)
         self.answered = reply.model
         await self.request.meter.record(
             self.prices.request_usage(
@@ -233,7 +236,8 @@ class _Loop:
                 model_requested=self.current,
                 usage=reply.usage,
                 request_id=reply.request_id,
-            )
+            ),
+            reservation,
         )
         return reply
 

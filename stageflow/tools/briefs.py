@@ -64,6 +64,7 @@ class GateBrief(Model):
     show: list[str] = Field(
         default_factory=list, description="artifacts to read first, as stage/name"
     )
+    attempt: int | None = Field(None, description="the attempt under review; pass it back")
 
 
 class RunBrief(Model):
@@ -119,7 +120,9 @@ def _gates(view: RunView) -> list[GateBrief]:
         else:  # a false gate: the upstream stages' results explain it
             upstream = {s.id: s for s in view.stages}
             show = [f"{d}/{a.name}" for d in stage.depends_on for a in upstream[d].artifacts]
-        out.append(GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show))
+        out.append(
+            GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show, attempt=w.attempt)
+        )
     return out
 
 
@@ -148,8 +151,9 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
             ask = f"show the human the merge conflict{shown} and ask them to resolve it ({g.what})"
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
+        which = f", attempt={g.attempt}" if g.attempt else ""
         return (
-            f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}', "
+            f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}'{which}, "
             "decision='approve'), or decision='reject' with their feedback"
         )
     if view.status == "completed":

@@ -131,6 +131,9 @@ async def workflow_approve(
     approver: Annotated[
         str | None, Field(description="who decided (recorded in the audit log)")
     ] = None,
+    attempt: Annotated[
+        int | None, Field(description="the attempt reviewed (status: waiting[].attempt)")
+    ] = None,
 ) -> Annotated[CallToolResult, CommandResult]:
     """Approve or reject a waiting gate."""
     app = deps(ctx)
@@ -143,7 +146,12 @@ async def workflow_approve(
             if st.status in ("awaiting_approval", "blocked")
         ]
         state = await app.service.decide(
-            run_id, stage=stage, decision=decision, feedback=feedback, approver=who
+            run_id,
+            stage=stage,
+            decision=decision,
+            feedback=feedback,
+            approver=who,
+            attempt=attempt,
         )
     app.start_driving(run_id)
     decided = stage or (waiting[0] if len(waiting) == 1 else None)

@@ -49,7 +49,12 @@ def test_reject_reruns_the_stage_as_rework_and_keeps_the_first_version(cli: Cli)
     assert feedback not in v1
     assert feedback in v2  # the rework saw the reviewer's words
 
-    approved = cli("approve", view.run_id, "--json")
+    # two versions have been shown: an approval must say which one it is about
+    vague = cli("approve", view.run_id)
+    assert vague.code != 0 and "attempt=2" in vague.err
+    stale = cli("approve", view.run_id, "--attempt", "1")
+    assert stale.code == 4 and "attempt 1 was replaced" in stale.err, stale.err
+    approved = cli("approve", view.run_id, "--attempt", "2", "--json")
     assert approved.code == 0, approved.err
     after = approved.view()
     assert stage(after, "architecture").status == "succeeded"

@@ -54,7 +54,7 @@ def test_status_json_is_the_run_view_model(cli: Cli) -> None:
     assert f"stageflow approve {view.run_id}" in parsed.next_action
     human = cli.ok("status", view.run_id).out
     assert f"run {view.run_id}" in human
-    assert "waiting: architecture (approval)" in human
+    assert "waiting: architecture (approval, attempt 1)" in human
 
 
 def test_templates_and_agents_json_list_the_built_in_catalog(cli: Cli) -> None:

@@ -24,8 +24,8 @@ def test_run_wait_stops_at_a_gate_saying_what_waits_and_how_to_approve(cli: Cli)
     result = cli("run", "pipeline", "--task", "add CSV export", "--wait")
     assert result.code == EXIT_WAITING, result.err
     run_id = result.out.split()[2]
-    assert "waiting: check (approval)" in result.out
-    assert f"`stageflow approve {run_id} --stage check`" in result.out
+    assert "waiting: check (approval, attempt 1)" in result.out
+    assert f"`stageflow approve {run_id} --stage check --attempt 1`" in result.out
     approved = cli("approve", run_id, "--wait")
     assert approved.code == 0, approved.err
     assert "recorded: approve of stage 'check' by cli" in approved.out

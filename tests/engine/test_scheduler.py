@@ -142,7 +142,7 @@ async def test_reject_reruns_with_feedback_and_previous_artifact_then_approve(
         assert state.stages["design"].artifacts["design"].version == 2
         v1 = await env.store.get_artifact(run, "design", "design", 1)
         assert "feedback: None" in v1.content  # version 1 kept, not overwritten
-        await env.service.decide(run, stage=None, decision="approve", approver="ann")
+        await env.service.decide(run, stage=None, decision="approve", approver="ann", attempt=2)
         with anyio.fail_after(10):
             state = await env.scheduler.drive(run)
         assert state.status == "completed"

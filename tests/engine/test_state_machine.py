@@ -223,6 +223,7 @@ def test_approval_timeout_applies_on_timeout_action() -> None:
         approver="timeout",
         automatic=True,
         feedback="approval of 'a' timed out after 3600s",
+        attempt=1,
     )
     assert log.status("a") == "succeeded"
 

@@ -274,3 +274,36 @@ def test_connection_and_timeout_errors_are_retryable_connection_failures() -> No
     for cls in (anthropic.APIConnectionError, anthropic.APITimeoutError):
         err = map_error(cls(request=REQUEST))
         assert (err.kind, err.retryable) == ("connection", True)
+
+
+def _raised_from(cause: BaseException, cls: type[anthropic.APIConnectionError]) -> ModelError:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise cls(request=REQUEST) from inner
+    except anthropic.APIConnectionError as exc:
+        return map_error(exc)
+
+
+def test_a_request_that_may_have_been_processed_is_marked_maybe_billed() -> None:
+    # a timeout or a dropped connection: the provider may have processed (billed) it
+    assert _raised_from(httpx2.ReadTimeout("slow"), anthropic.APITimeoutError).maybe_billed
+    assert _raised_from(
+        httpx2.RemoteProtocolError("gone"), anthropic.APIConnectionError
+    ).maybe_billed
+    assert map_error(anthropic.APIConnectionError(request=REQUEST)).maybe_billed
+    # an unreadable reply came from a request it processed
+    response = httpx2.Response(200, request=REQUEST)
+    invalid = anthropic.APIResponseValidationError(response=response, body=None)
+    assert map_error(invalid).maybe_billed
+
+
+def test_a_refused_or_never_sent_request_is_not_billed() -> None:
+    assert not _raised_from(
+        httpx2.ConnectError("refused"), anthropic.APIConnectionError
+    ).maybe_billed
+    assert not _raised_from(httpx2.ConnectTimeout("no"), anthropic.APITimeoutError).maybe_billed
+    for status in (400, 429, 500, 529):
+        err = map_error(status_error(anthropic.APIStatusError, status))
+        assert not err.maybe_billed, status

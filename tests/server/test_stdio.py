@@ -136,6 +136,7 @@ async def _full_run(client: Client) -> None:
     run = await status_until(client, run_id, waiting_on("deployment"))
     deployment = stage_of(run, "deployment")
     assert deployment["reworks"] == 1
+    [gate] = run["waiting"]
     await call(
         client,
         "workflow_approve",
@@ -143,6 +144,7 @@ async def _full_run(client: Client) -> None:
         stage="deployment",
         decision="approve",
         approver="bob",
+        attempt=gate["attempt"],
     )
 
     run = await status_until(client, run_id, lambda r: r["status"] == "completed")

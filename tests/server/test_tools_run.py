@@ -151,9 +151,22 @@ async def test_full_run_through_two_gates_with_a_rework(project: Path, mode: str
         full_build = next(s for s in full["full"]["stages"] if s["id"] == "build")
         assert full_build["artifacts"][0]["version"] == 2
 
+        # alice read attempt 1; the rework is attempt 2: her decision must name what she read
+        [gate] = run["waiting"]
+        assert gate["attempt"] == 2 and "attempt=2" in run["next_action"]
+        vague = await client.call_tool(
+            "workflow_approve", {"run_id": run_id, "decision": "approve", "approver": "alice"}
+        )
+        assert vague.is_error and "put up for approval 2 times" in text(vague)
+        stale = await client.call_tool(
+            "workflow_approve",
+            {"run_id": run_id, "decision": "approve", "approver": "alice", "attempt": 1},
+        )
+        assert stale.is_error and "attempt 1 was replaced" in text(stale)
         ok(
             await client.call_tool(
-                "workflow_approve", {"run_id": run_id, "decision": "approve", "approver": "alice"}
+                "workflow_approve",
+                {"run_id": run_id, "decision": "approve", "approver": "alice", "attempt": 2},
             )
         )
         run = await status_until(client, run_id, lambda r: r["status"] == "completed")

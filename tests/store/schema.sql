@@ -102,7 +102,7 @@ CREATE TABLE model_requests (
     cache_read_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
     priced INTEGER NOT NULL,
-    request_id TEXT,
+    request_id TEXT, reserved_usd REAL NOT NULL DEFAULT 0, done INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (run_id, stage, attempt, seq)
 );
 CREATE TABLE runs (

@@ -226,21 +226,27 @@ def test_a_tiny_budget_pauses_before_the_request_past_it_and_resume_with_more_fi
         return message(turn.content, turn.stop_reason, usage=usage)
 
     api.respond = flat_usage
-    budget = 0.009  # room for two $0.005 requests to start; the third would start past it
+    # each request reserves its worst case (input at the cache-write rate plus max_tokens of
+    # output, about $0.04 here), so one or two fit under $0.045 and then one no longer does
+    budget = 0.045
     view = project.run("feature_development", "--budget", str(budget))
     assert view.status == "paused", view.reason
     assert view.budget_usd == budget and view.reason and "budget" in view.reason
     arch = stage_of(view, "architecture")
     [attempt] = arch.history
     assert attempt.outcome == "budget_exceeded"
-    assert attempt.error and "not sent" in attempt.error
-    # the requests sent started below the cap, and the next one was never sent
+    assert attempt.error and "not sent" in attempt.error and "could cost" in attempt.error
+    # the requests sent fitted under the cap with their worst case; the next was never sent
     rows = project.ledger(view.run_id)
-    assert [r.cost_usd for r in rows] == [pytest.approx(0.005), pytest.approx(0.005)]
+    assert rows and all(r.cost_usd == pytest.approx(0.005) for r in rows)
     assert len(api.message_requests()) == len(rows) == attempt.usage.requests
-    assert view.spent_usd == pytest.approx(0.010, abs=1e-9)
+    assert view.spent_usd == pytest.approx(0.005 * len(rows), abs=1e-9)
+    assert view.spent_usd <= budget
+    # max_tokens was lowered to what the cap still allowed
+    sent = [r.body["max_tokens"] for r in api.message_requests()]
+    assert sent == sorted(sent, reverse=True) and sent[-1] < sent[0]
     text = project("status", view.run_id)
-    assert f"spent: $0.0100 of ${budget:.4f}" in text.out
+    assert f"spent: ${view.spent_usd:.4f} of ${budget:.4f}" in text.out
     assert "resume" in view.next_action and "--budget" in view.next_action
     assert len(api.message_requests()) == len(rows)  # a paused run sends nothing
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.metering import attempt_usage
 from stageflow.engine.runner import AttemptMeter
 from stageflow.errors import BudgetExceeded, ModelError
 from stageflow.models.client import ModelCall, ModelReply
@@ -128,22 +129,39 @@ async def test_an_exhausted_budget_stops_before_sending(tmp_path: Path) -> None:
     assert model.calls == []
 
 
+async def test_first_request_whose_worst_case_does_not_fit_is_not_sent(tmp_path: Path) -> None:
+    # the prompt alone, at the dearest input rate, plus a short reply costs more than $0.004
+    model = fake_model(tool_reply(submit({"design": "d"})))
+    request = request_for(tmp_path, budget_remaining_usd=0.004)
+
+    with pytest.raises(BudgetExceeded) as caught:
+        await run_loop(model, tmp_path, request=request)
+
+    assert model.calls == []
+    assert caught.value.spent_usd == 0.0
+    assert "not sent" in str(caught.value) and "could cost" in str(caught.value)
+    assert request.meter.requests == [] and request.meter.in_flight == []
+
+
 async def test_spend_passing_the_cap_mid_attempt_stops_the_next_request(tmp_path: Path) -> None:
-    # 1000 input + 100 output tokens at $3/$15 per MTok = $0.0045 > the $0.004 cap
-    costly = usage(input_tokens=1000, output_tokens=100)
+    # a reply reporting more output than max_tokens allowed (a provider bug): 1000 input +
+    # 5000 output tokens at $3/$15 per MTok = $0.078 > the $0.05 cap. It is recorded as
+    # reported, and nothing more is sent.
+    costly = usage(input_tokens=1000, output_tokens=5000)
     lookup, _ = counting_tool()
     model = fake_model(
         tool_reply(tool_use("lookup", {"q": "x"}), raw_usage=costly),
         tool_reply(submit({"design": "d"})),
     )
-    request = request_for(tmp_path, budget_remaining_usd=0.004)
+    request = request_for(tmp_path, budget_remaining_usd=0.05)
 
     with pytest.raises(BudgetExceeded) as caught:
         await run_loop(model, tmp_path, request=request, extra_tools=[lookup])
 
     assert len(model.calls) == 1
-    assert caught.value.spent_usd == pytest.approx(0.0045)
-    assert [r.cost_usd for r in request.meter.requests] == [pytest.approx(0.0045)]
+    assert model.calls[0].max_tokens < 8192  # lowered to what the cap allowed
+    assert caught.value.spent_usd == pytest.approx(0.078)
+    assert [r.cost_usd for r in request.meter.requests] == [pytest.approx(0.078)]
 
 
 async def test_every_request_is_recorded_with_its_usage_and_cost(tmp_path: Path) -> None:
@@ -300,3 +318,22 @@ async def test_other_model_errors_propagate_without_fallback(tmp_path: Path) -> 
     assert caught.value is error
     assert (caught.value.kind, caught.value.retryable) == ("auth", False)
     assert len(model.calls) == 1
+
+
+@pytest.mark.parametrize("maybe_billed", [True, False])
+async def test_a_failed_request_keeps_its_reservation_only_when_it_may_have_been_billed(
+    tmp_path: Path, maybe_billed: bool
+) -> None:
+    failure = ModelError("dropped", retryable=True, kind="connection", maybe_billed=maybe_billed)
+    model = fake_model(failure)
+    request = request_for(tmp_path, budget_remaining_usd=1.0)
+
+    with pytest.raises(ModelError):
+        await run_loop(model, tmp_path, request=request)
+
+    held = attempt_usage(request.meter).cost_usd
+    if maybe_billed:  # a timeout or a dropped connection: counted as spent
+        assert len(request.meter.in_flight) == 1 and held == request.meter.in_flight[0].usd > 0
+        assert request.meter.remaining_usd() == pytest.approx(1.0 - held)
+    else:  # refused, or never sent: nothing held
+        assert request.meter.in_flight == [] and held == 0.0
