@@ -170,3 +170,21 @@ async def test_land_refuses_runs_that_have_not_completed_or_landed_already(
         with pytest.raises(InvalidState, match="already landed into main"):
             await env.service.land(rid)
     assert len(env.log("main")) == 2
+
+
+async def test_an_untracked_user_file_the_land_would_overwrite_refuses_and_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with lane_env(tmp_path, monkeypatch, TEMPLATE) as env:
+        rid = await _completed(env)
+        (env.project / "api.py").write_text("the user's own, never added\n")
+        with pytest.raises(InvalidState, match="untracked working tree files would be"):
+            await env.service.land(rid)
+        state = await env.service.state(rid)
+        assert state.git.landed == () and state.git.pending is None
+        # once the user moves it away, the same land goes through
+        (env.project / "api.py").rename(env.project / "api.mine.py")
+        await env.service.land(rid)
+    assert (env.project / "api.mine.py").read_text() == "the user's own, never added\n"
+    assert (env.project / "api.py").read_text() == "def api(): ...\n"
+    assert len(env.log("main")) == 2
