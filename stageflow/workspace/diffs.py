@@ -7,6 +7,7 @@ as delete + add); untracked files that are not ignored count as insertions. git 
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -97,9 +98,15 @@ def _count_lines(path: Path) -> tuple[int, bool]:
     lines = 0
     last = b""
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):  # a link, FIFO or device: count no lines
+        # never through a link, never blocking on a FIFO; a link, FIFO or device counts 0
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return 0, False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
             return 0, False
-        with path.open("rb") as fh:
+        with os.fdopen(fd, "rb") as fh:
             first = True
             while chunk := fh.read(1 << 20):
                 if first and b"\0" in chunk[:8192]:

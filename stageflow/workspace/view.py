@@ -11,7 +11,13 @@ from stageflow.engine.service import WorkspaceProbe
 from stageflow.engine.views import WorkspaceView
 from stageflow.errors import StageflowError
 from stageflow.workspace.diffs import diff_summary
-from stageflow.workspace.worktree import find_workspace
+from stageflow.workspace.worktree import (
+    WorkspaceError,
+    check_gitfile,
+    find_workspace,
+    repo_info,
+    worktree_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +29,8 @@ def _probe(project: Path, run_id: str, ended: bool) -> WorkspaceView | None:
     view = WorkspaceView(path=str(ws.root), mode=ws.mode, branch=ws.branch, base=ws.base)
     if ended:
         try:
+            if ws.mode == "worktree":
+                _trusted(project, run_id)
             diff = diff_summary(ws)
         except (StageflowError, OSError) as exc:  # status must not fail because git did
             log.warning("run %s: no diff summary: %s", run_id, exc)
@@ -33,6 +41,14 @@ def _probe(project: Path, run_id: str, ended: bool) -> WorkspaceView | None:
             view.deletions = diff.deletions
             view.diff = diff.text()
     return view
+
+
+def _trusted(project: Path, run_id: str) -> None:
+    """git diff runs clean filters: never in a worktree whose ``.git`` a stage replaced."""
+    repo = repo_info(project)
+    if isinstance(repo, str):
+        raise WorkspaceError(repo)
+    check_gitfile(repo.common, worktree_dir(project, run_id))
 
 
 def workspace_probe(project: Path) -> WorkspaceProbe:

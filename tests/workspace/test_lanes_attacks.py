@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from stageflow.errors import InvalidArgument
+from stageflow.workspace.view import workspace_probe
 from tests.workspace.lanes_kit import git, lane_env
 
 pytestmark = pytest.mark.anyio
@@ -240,3 +241,31 @@ stages:
     assert all(s.git is None for s in view.stages)
     assert (env.project / "api.py").read_text() == "api\n"  # in place, as before
     assert (env.project / "README.md").read_text() == "# docs\n"
+
+
+async def test_status_runs_no_git_diff_in_a_worktree_whose_git_was_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status diffs an ended run's worktree; ``git diff`` there would read the planted
+    repository (its index, its config: clean filters) instead of the run's."""
+    pwned = tmp_path / "PWNED"
+    evil = tmp_path / "evil.git"
+    template = "name: one\nstages:\n  - {id: only, agent: writer, produces: [summary]}\n"
+    async with lane_env(tmp_path, monkeypatch, template) as env:
+        env.writer.scripts["only"] = lambda req: {"api.py": "api\n"}
+        state = await env.run("one")
+        assert state.ended == "completed", state.end_reason
+        probe = workspace_probe(env.project)
+        honest = await probe(state.run_id, True)
+        assert honest is not None and honest.diff is not None  # the diff is shown normally
+        trunk = env.worktree(state.run_id)
+        # a repository with every commit of the run, whose config runs a program on `git diff`
+        git(tmp_path, "clone", "-q", "--mirror", str(env.project), str(evil))
+        git(evil, "config", "core.bare", "false")
+        git(evil, "config", "filter.x.clean", f"sh -c 'touch {pwned}; cat'")
+        (trunk / ".git").write_text(f"gitdir: {evil}\n", encoding="utf-8")
+        (trunk / ".gitattributes").write_text("* filter=x\n", encoding="utf-8")
+        (trunk / "api.py").write_text("changed after the run\n", encoding="utf-8")
+        view = await probe(state.run_id, True)
+    assert view is not None and view.diff is None  # no git in a repository a stage planted
+    assert not pwned.exists()
