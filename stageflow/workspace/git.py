@@ -18,6 +18,9 @@ or a worktree says may make them run a program:
   a terminal;
 - ``-c submodule.recurse=false``, ``-c diff.ignoreSubmodules=all``: git never starts itself
   inside a directory holding a ``.git`` a model made (its config could name an fsmonitor).
+- ``-c merge.union.driver=git merge-file ...``: a ``merge=union`` attribute a stage committed
+  never turns a conflict into a silent concatenation (the one program named is git itself,
+  given only git's own temporary file names).
 
 The ``-c`` settings reach child git processes too (through ``GIT_CONFIG_PARAMETERS``). The
 variables that would point git at another repository than the one named by ``cwd`` are
@@ -60,6 +63,9 @@ SAFE_CONFIG: tuple[str, ...] = (
     "submodule.recurse=false",
     "diff.ignoreSubmodules=all",
     "advice.detachedHead=false",
+    # a stage's .gitattributes saying `merge=union` would make conflicting lines merge
+    # silently (both kept, no conflict stage): that driver is a plain 3-way merge here
+    "merge.union.driver=git merge-file --diff3 --marker-size=%L -L ours -L base -L theirs %A %O %B",
 )
 # variables that would point git at another repository than the one we name with cwd
 _GIT_LOCATION_VARS = (

@@ -269,3 +269,26 @@ async def test_status_runs_no_git_diff_in_a_worktree_whose_git_was_replaced(
         view = await probe(state.run_id, True)
     assert view is not None and view.diff is None  # no git in a repository a stage planted
     assert not pwned.exists()
+
+
+async def test_a_stages_merge_union_attribute_does_not_hide_a_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with lane_env(tmp_path, monkeypatch, SAME_LINES.format(mode="human")) as env:
+        env.writer.scripts.update(
+            backend=lambda req: {
+                ".gitattributes": "* merge=union\n",
+                "app.py": "one\nTWO from backend\nthree\n",
+            },
+            frontend=lambda req: {"app.py": "one\nTWO from frontend\nthree\n"},
+        )
+        state = await env.run("same_lines")
+        assert state.status == "waiting", state.end_reason
+        rid = state.run_id
+        assert [w.kind for w in (await env.service.view(rid)).waiting] == ["merge"]
+        tree = env.worktree(rid).with_name(f"{rid}--frontend-merge")
+        text = (tree / "app.py").read_text()
+        assert "<<<<<<< ours" in text and "||||||| base" in text and ">>>>>>> theirs" in text
+    # the run branch has the first merge only: nothing was concatenated behind anyone's back
+    run_branch = f"stageflow/{rid}"
+    assert git(env.project, "show", f"{run_branch}:app.py") == "one\nTWO from backend\nthree\n"
