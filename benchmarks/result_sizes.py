@@ -21,12 +21,18 @@ from typing import Any
 
 import anyio
 from mcp import Client
+from mcp.types import ElicitResult
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stageflow.config import load_settings  # noqa: E402
 from stageflow.server.app import build_server  # noqa: E402
+
+
+async def _person(context: Any, params: Any) -> ElicitResult:
+    """The person at the client: the built-in gates ask them (by: human); they approve."""
+    return ElicitResult(action="accept", content={"decision": "approve", "name": "bench"})
 
 
 def size(data: Any) -> int:
@@ -59,7 +65,7 @@ async def measure() -> dict[str, Any]:
         os.environ["STAGEFLOW_HOME"] = str(project / "home")
         server = build_server(load_settings(project), watch_files=False)
         figures: dict[str, Any] = {}
-        async with Client(server) as client:
+        async with Client(server, elicitation_callback=_person) as client:
             tools = (await client.list_tools()).tools
             figures["tools"] = {
                 t.name: size(t.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -140,13 +140,17 @@ class ApprovalDecided(_Event):
     approver: str = "human"
     automatic: bool = False  # decided by an approval timeout
     attempt: int | None = None  # the attempt (version) the decision was about
+    # how it reached stageflow: cli (an OS user), dashboard, elicitation (the server asked the
+    # user through their MCP client), tool (the assistant's call), timeout
+    via: str | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_absent_attempt(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # entries logged before the field existed still hash to what was stored
+    def _omit_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # entries logged before these fields existed still hash to what was stored
         data: dict[str, Any] = handler(self)
-        if self.attempt is None:
-            data.pop("attempt", None)
+        for name in ("attempt", "via"):
+            if data.get(name) is None:
+                data.pop(name, None)
         return data
 
 

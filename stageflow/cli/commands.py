@@ -114,6 +114,13 @@ async def cmd_status(app: App, args: argparse.Namespace) -> int:
         else:
             render_runs(items, app.out)
         return EXIT_OK
+    if getattr(args, "watch", False) and not args.json:
+        from stageflow.cli.live import live_terminal, watch
+
+        live = live_terminal(app.out)
+        view = await watch(app, args.run, app.out)
+        if live:
+            return EXIT_FAIL if view.status == "failed" else EXIT_OK
     return await show(app, args.run, as_json=args.json)
 
 
@@ -126,21 +133,39 @@ async def _after_command(app: App, args: argparse.Namespace, run_id: str) -> int
     return await show(app, run_id, as_json=as_json, drove=drove, waited=wait)
 
 
+def os_user() -> str:
+    """The person at this terminal, as the OS names them (recorded as the approver)."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "cli"
+    except (KeyError, OSError):  # no name for this uid (a container, say)
+        return "cli"
+
+
 async def _decide(app: App, args: argparse.Namespace, decision: str, feedback: str | None) -> int:
     before = await app.service.state(args.run)
+    approver = (args.approver or "").strip() or os_user()
     state = await app.service.decide(
         args.run,
         stage=args.stage,
         decision="approve" if decision == "approve" else "reject",
         feedback=feedback,
-        approver=args.approver,
+        approver=approver,
         attempt=getattr(args, "attempt", None),
+        via="cli",
     )
     if not app.quiet:
         decided = args.stage or next(
             (sid for sid, st in before.stages.items() if st.status in HUMAN_WAIT), "?"
         )
-        app.out.write(f"recorded: {decision} of stage '{decided}' by {args.approver}\n")
+        after = state.stages.get(decided)
+        more = ""
+        if after is not None and after.status == "awaiting_approval" and decision == "approve":
+            policy = state.spec.stage(decided).approval
+            need = policy.min_approvals if policy is not None else 1
+            more = f" ({len(set(after.approvals))} of {need} approvals)"
+        app.out.write(f"recorded: {decision} of stage '{decided}' by {approver}{more}\n")
     return await _after_command(app, args, state.run_id)
 
 

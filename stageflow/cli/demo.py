@@ -111,6 +111,7 @@ async def _demo(project: Path, out: TextIO, interactive: bool, delay: float) -> 
                 decision=decision,  # type: ignore[arg-type]
                 feedback=feedback,
                 approver="demo-user",
+                via="cli",
                 attempt=next((w.attempt for w in view.waiting if w.stage == stage), None),
             )
             said = f" with feedback: {feedback}" if feedback else ""

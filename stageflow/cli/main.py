@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("status", "show one run, or the recent runs", "commands:cmd_status", json_=True)
     sp.add_argument("run", nargs="?")
     sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the run until it needs a human or ends (a live table on a terminal)",
+    )
 
     def driving(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--wait", action="store_true", help="execute until the run ends")
@@ -113,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stage")
     sp.add_argument("--comment")
     sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
-    sp.add_argument("--approver", default="cli")
+    sp.add_argument("--approver", help="who decides (default: your OS user name)")
     driving(sp)
     sp = add(
         "reject",
@@ -125,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--feedback", required=True)
     sp.add_argument("--stage")
     sp.add_argument("--attempt", type=int, help="the attempt you reviewed (status shows it)")
-    sp.add_argument("--approver", default="cli")
+    sp.add_argument("--approver", help="who decides (default: your OS user name)")
     driving(sp)
     sp = add(
         "cancel", "cancel a run (running stages are cancelled)", "commands:cmd_cancel", json_=True

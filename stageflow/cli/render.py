@@ -104,6 +104,9 @@ def render_run(
     for w in view.waiting:
         review = f" [review: {', '.join(w.review)}]" if w.review else ""
         kind = f"{w.kind}, attempt {w.attempt}" if w.attempt else w.kind
+        if w.min_approvals > 1:
+            who = f": {', '.join(w.approved_by)}" if w.approved_by else ""
+            kind += f", {len(w.approved_by)} of {w.min_approvals} approvals{who}"
         out.write(f"waiting: {w.stage} ({kind}) - {w.what.rstrip()}{review}\n")
     budget = f" of {money(view.budget_usd)}" if view.budget_usd is not None else ""
     out.write(

@@ -15,7 +15,7 @@ from typing import Literal
 
 from stageflow import events as ev
 from stageflow.engine.lanes import merge_stage_id
-from stageflow.workflows.spec import OnFailure, StageSpec, WorkflowSpec
+from stageflow.workflows.spec import Approval, OnFailure, StageSpec, WorkflowSpec
 
 __all__ = [
     "CONFLICT_ARTIFACT",
@@ -106,8 +106,12 @@ class GitEffect:
 _NONE = GitEffect()
 
 
-def merge_stage_spec(source: str, join: str | None, files: tuple[str, ...]) -> StageSpec:
-    """The stage that resolves a conflict merging ``source`` (the same on every replay)."""
+def merge_stage_spec(
+    source: str, join: str | None, files: tuple[str, ...], mode: str = "agent"
+) -> StageSpec:
+    """The stage that resolves a conflict merging ``source`` (the same on every replay). With
+    ``on_conflict: human`` its gate is a person's alone (``approval: {by: human}``): the
+    assistant's ``workflow_approve`` cannot pass it, as for any ``by: human`` gate."""
     where = f"for stage '{join}'" if join else "at the end of the run"
     listed = ", ".join(files[:20]) + (f" and {len(files) - 20} more" if len(files) > 20 else "")
     description = (
@@ -123,6 +127,7 @@ def merge_stage_spec(source: str, join: str | None, files: tuple[str, ...]) -> S
         agent=MERGE_AGENT,
         produces=["resolution"],
         on_failure=OnFailure(action="retry", max_attempts=2, backoff=1.0),
+        approval=Approval(by="human", prompt=description) if mode == "human" else None,
     )
 
 
@@ -188,7 +193,7 @@ def fold_git(
         conflict = Conflict(sid, join, merge_stage_id(sid), mode, files, git.head)
         merges = {**git.merge_stages, conflict.stage: sid}
         return replace(git, conflict=conflict, merge_stages=merges), GitEffect(
-            new_stage=merge_stage_spec(sid, join, files), artifacts=tuple(e.artifacts)
+            new_stage=merge_stage_spec(sid, join, files, mode), artifacts=tuple(e.artifacts)
         )
     if e.op == "resolve" and e.outcome == "done" and git.conflict is not None:
         return replace(git, conflict=replace(git.conflict, prepared=True)), _NONE

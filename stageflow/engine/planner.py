@@ -46,17 +46,29 @@ _DUE = frozenset({"attempt_failed", "awaiting_approval", "retry_wait"})
 _OPEN = frozenset({"pending", "retry_wait"})
 
 
-def condition_context(state: RunState) -> dict[str, Any]:
-    """What ``when``/``gate`` expressions see: inputs and every stage's status and outputs."""
+def condition_context(state: RunState, spec: StageSpec | None = None) -> dict[str, Any]:
+    """What ``when``/``gate`` expressions see: inputs and every stage's status and outputs,
+    and for ``spec``'s own condition ``all_passed``/``any_approved``/``passed`` over its
+    upstream (``stageflow.workflows.conditions``)."""
     ctx: dict[str, Any] = {"inputs": {"task": state.task, **state.inputs}}
     for sid, st in state.stages.items():
         ctx[sid] = {"status": st.status, "outputs": st.outputs}
+    if spec is not None:
+        upstream = [(state.spec.stage(d), state.stages[d]) for d in spec.depends_on]
+        passed = [
+            (s, st)
+            for s, st in upstream
+            if st.status == "succeeded" and st.outputs.get("verdict") != "changes_requested"
+        ]
+        ctx["passed"] = len(passed)
+        ctx["all_passed"] = bool(upstream) and len(passed) == len(upstream)
+        ctx["any_approved"] = any(s.approval is not None and s.approval.required for s, _ in passed)
     return ctx
 
 
-def _eval(text: str, state: RunState) -> bool:
+def _eval(text: str, state: RunState, spec: StageSpec | None = None) -> bool:
     try:
-        return parse_condition(text).evaluate(condition_context(state))
+        return parse_condition(text).evaluate(condition_context(state, spec))
     except ConditionError:
         return False  # templates are validated before a run starts; a bad snapshot fails closed
 
@@ -265,10 +277,10 @@ def next_actions(state: RunState, now: float) -> Plan:
                         ev.StageSkipped(stage=s.id, reason="every upstream stage was skipped")
                     )
                     continue
-                if s.when is not None and not _eval(s.when, state):
+                if s.when is not None and not _eval(s.when, state, s):
                     decisions.append(ev.StageSkipped(stage=s.id, reason=f"when false: {s.when}"))
                     continue
-                if s.gate is not None and not _eval(s.gate, state):
+                if s.gate is not None and not _eval(s.gate, state, s):
                     decisions.append(ev.GateBlocked(stage=s.id, condition=s.gate))
                     continue
         else:
@@ -340,6 +352,7 @@ def _approval_expired(s: StageSpec, st: StageState) -> list[ev.Event]:
                 automatic=True,
                 feedback=waited,
                 attempt=st.attempt,
+                via="timeout",
             )
         ]
     if action == "cancel":

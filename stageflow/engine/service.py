@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
 
 Decision = Literal["approve", "reject"]
+# how a decision reached stageflow; the first three are a person's
+Via = Literal["cli", "dashboard", "elicitation", "tool"]
+HUMAN_VIAS: frozenset[str] = frozenset({"cli", "dashboard", "elicitation"})
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
 WorkspaceProbe = Callable[[str, bool], Awaitable[WorkspaceView | None]]
 ControlAction = Literal["cancel", "pause", "resume", "retry"]
@@ -255,24 +258,34 @@ class Service:
         feedback: str | None = None,
         approver: str = "human",
         attempt: int | None = None,
+        via: Via = "tool",
     ) -> RunState:
         """Approve or reject the stage waiting for a human (approval or gate).
 
         An approval is bound to the attempt the reviewer read (``attempt``): a decision naming
         another attempt than the one waiting is refused, saying what changed. Without one it
         applies only when the stage has been put up for approval once, so a decision meant
-        for an earlier version never lands on a new one nobody has read."""
+        for an earlier version never lands on a new one nobody has read.
+
+        ``via`` says how the decision arrived; a stage with ``approval: {by: human}`` takes it
+        only from a person (``HUMAN_VIAS``), never from the assistant's tool call. Named
+        ``approvers`` and ``min_approvals`` distinct approvals are enforced here."""
         if decision == "reject" and not (feedback and feedback.strip()):
             raise InvalidArgument("a rejection needs feedback: say what must change")
         if attempt is not None and attempt < 1:
             raise InvalidArgument(f"attempt must be >= 1, got {attempt}")
+        if via == "elicitation" and not stage:
+            raise InvalidArgument("a person's answer must name the stage it decides")
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
             target = _waiting_stage(state, stage)
             st = state.stages[target]
             if st.status == "awaiting_approval":
+                if via == "elicitation" and attempt is None:
+                    raise InvalidArgument("a person's answer must name the attempt it decides")
                 _check_attempt(state.run_id, target, st, attempt)
+                _check_approver(state, target, st, decision, approver, via)
                 return [
                     ev.ApprovalDecided(
                         stage=target,
@@ -280,6 +293,7 @@ class Service:
                         feedback=feedback,
                         approver=approver,
                         attempt=st.attempt,
+                        via=via,
                     )
                 ]
             if attempt is not None:
@@ -287,6 +301,7 @@ class Service:
                     f"stage '{target}' waits on its gate condition, not on an attempt to "
                     "review; decide it without attempt"
                 )
+            _check_person(state, target, st, via)
             return [
                 ev.GateDecided(
                     stage=target, decision=decision, feedback=feedback, approver=approver
@@ -373,6 +388,41 @@ class Service:
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
+
+
+def _check_person(state: RunState, stage: str, st: StageState, via: Via) -> None:
+    """A stage whose approval is ``by: human`` takes decisions (its approval, and overriding
+    its false gate) only from a person."""
+    policy = state.spec.stage(stage).approval
+    if policy is None or policy.by != "human" or via in HUMAN_VIAS:
+        return
+    how = f"--stage {stage}" + (f" --attempt {st.attempt}" if st.status != "blocked" else "")
+    raise InvalidState(
+        f"stage '{stage}' needs a person's decision (approval by: human), which a model "
+        f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
+        "reject with --feedback), or to decide in the dashboard"
+    )
+
+
+def _check_approver(
+    state: RunState, stage: str, st: StageState, decision: Decision, approver: str, via: Via
+) -> None:
+    """Refuse a decision the stage's approval policy does not take (see ``decide``)."""
+    policy = state.spec.stage(stage).approval
+    if policy is None:
+        return
+    _check_person(state, stage, st, via)
+    if policy.approvers and approver not in policy.approvers:
+        raise InvalidArgument(
+            f"{approver!r} is not an approver of stage '{stage}' (approvers: "
+            f"{', '.join(policy.approvers)})"
+        )
+    if decision == "approve" and approver in st.approvals:
+        left = policy.min_approvals - len(set(st.approvals))
+        raise InvalidState(
+            f"{approver} has already approved attempt {st.attempt} of stage '{stage}'; it "
+            f"needs {left} more approval(s) from other approvers"
+        )
 
 
 def _check_attempt(run_id: str, stage: str, st: StageState, attempt: int | None) -> None:

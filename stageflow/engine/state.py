@@ -72,6 +72,7 @@ class StageState:
     not_before: float | None = None  # retry backoff
     approval_expires_at: float | None = None
     shown: int = 0  # times a version of this stage was put to a human for approval
+    approvals: tuple[str, ...] = ()  # distinct approvers of the attempt waiting (N-of-M)
     gate_overridden: bool = False
     artifacts: dict[str, ev.ArtifactRef] = field(default_factory=dict)  # latest version by name
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -238,7 +239,15 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
         case ev.ApprovalDecided():
             st = state.stages[e.stage]
             if e.decision == "approve":
-                return _set(state, replace(st, status="succeeded", approval_expires_at=None))
+                approval = state.spec.stage(e.stage).approval
+                needed = approval.min_approvals if approval is not None else 1
+                approvals = (*st.approvals, e.approver)
+                if not e.automatic and len(set(approvals)) < needed:
+                    return _set(state, replace(st, approvals=approvals))  # still waiting
+                return _set(
+                    state,
+                    replace(st, status="succeeded", approval_expires_at=None, approvals=approvals),
+                )
             limit = state.spec.stage(e.stage).max_rework
             if st.reworks >= limit:
                 why = f"rejected by {e.approver} after {st.reworks} rework(s) (max_rework {limit})"
@@ -377,6 +386,7 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
                     status="awaiting_approval",
                     approval_expires_at=expires,
                     shown=st.shown + 1,
+                    approvals=(),
                 ),
             )
         return _set(state, replace(done, status="succeeded"))

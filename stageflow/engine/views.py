@@ -71,6 +71,9 @@ class WaitingView(Model):
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
     attempt: int | None = None  # the attempt under review: a decision names it
+    human_only: bool = False  # approval by: human: only a person decides (not the assistant)
+    approved_by: list[str] = Field(default_factory=list)  # so far, of min_approvals
+    min_approvals: int = 1
 
 
 class WorkspaceView(Model):
@@ -280,11 +283,19 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
                     review=sorted(st.artifacts),
                     expires_at=st.approval_expires_at,
                     attempt=st.attempt,
+                    human_only=s.approval is not None and s.approval.by == "human",
+                    approved_by=sorted(set(st.approvals)),
+                    min_approvals=s.approval.min_approvals if s.approval else 1,
                 )
             )
         elif open_ and st.status == "blocked" and s.id in state.git.merge_stages:
             what, review = merge_gate(state, s.id, st.reason)
-            waiting.append(WaitingView(stage=s.id, kind="merge", what=what, review=review))
+            human_only = s.approval is not None and s.approval.by == "human"
+            waiting.append(
+                WaitingView(
+                    stage=s.id, kind="merge", what=what, review=review, human_only=human_only
+                )
+            )
         elif open_ and st.status == "blocked":
             waiting.append(
                 WaitingView(

@@ -4,7 +4,7 @@ The SDK keeps a session until its client deletes it or it has been idle for
 ``session_idle_timeout``, and refuses new ones (503) past ``max_sessions``. A client that opens
 sessions and walks away (10,000 took about 460 MB) used to lock every other client out for the
 SDK's default 30 minutes. ``SessionLimiter``, an ASGI middleware in front of the session
-manager, gives each client (its bearer token when one is in force, else its address) at most
+manager, gives each client (its network address; never a header it could vary) at most
 ``per_client`` sessions: opening one more first ends that client's least recently used session,
 with the protocol's own ``DELETE``, so the new session always fits and other clients are never
 touched. Sessions idle for ``idle_s`` (minutes, not half an hour) are reaped by the SDK and
@@ -13,7 +13,6 @@ forgotten here. Every eviction is logged.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -36,10 +35,8 @@ _DROPPED = frozenset({b"content-length", b"content-type", b"transfer-encoding", 
 
 
 def client_key(scope: Scope) -> str:
-    """Who a request comes from: its bearer token (hashed) when it sends one, else its host."""
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"authorization":
-            return "token:" + hashlib.sha256(bytes(value)).hexdigest()[:16]
+    """Who a request comes from: its network address. Never a header: a client could name
+    itself anew with each request (and every holder of the one token shares it)."""
     client = scope.get("client")
     return f"addr:{client[0]}" if client else "addr:?"
 
@@ -139,7 +136,7 @@ class SessionLimiter:
             log.warning(
                 "HTTP client %s opened session %d of at most %d; ended its least recently "
                 "used session %s (idle %.0fs)",
-                key.split(":", 1)[0] if key.startswith("token:") else key,
+                key,
                 self.per_client + 1,
                 self.per_client,
                 victim[:8],

@@ -65,6 +65,7 @@ class GateBrief(Model):
         default_factory=list, description="artifacts to read first, as stage/name"
     )
     attempt: int | None = Field(None, description="the attempt under review; pass it back")
+    human_only: bool = Field(False, description="only the person decides; the server asks them")
 
 
 class RunBrief(Model):
@@ -121,7 +122,14 @@ def _gates(view: RunView) -> list[GateBrief]:
             upstream = {s.id: s for s in view.stages}
             show = [f"{d}/{a.name}" for d in stage.depends_on for a in upstream[d].artifacts]
         out.append(
-            GateBrief(stage=w.stage, kind=w.kind, what=short(w.what), show=show, attempt=w.attempt)
+            GateBrief(
+                stage=w.stage,
+                kind=w.kind,
+                what=short(w.what),
+                show=show,
+                attempt=w.attempt,
+                human_only=w.human_only,
+            )
         )
     return out
 
@@ -152,6 +160,11 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
         which = f", attempt={g.attempt}" if g.attempt else ""
+        if g.human_only:
+            return (
+                f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}'{which}, "
+                "decision=<their answer>): the server asks them for the decision itself"
+            )
         return (
             f"{ask}; then call workflow_approve(run_id='{rid}', stage='{g.stage}'{which}, "
             "decision='approve'), or decision='reject' with their feedback"

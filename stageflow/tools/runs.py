@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from mcp.server.mcpserver import (
+    AcceptedElicitation,
+    CancelledElicitation,
+    DeclinedElicitation,
+    ElicitationResult,
+    Resolve,
+)
 from mcp.types import CallToolResult
 from pydantic import Field
 
 from stageflow.engine.state import RunState
 from stageflow.engine.views import build_view
+from stageflow.errors import InvalidState
 from stageflow.prompts.templates import refresh_prompts
 from stageflow.tools.briefs import next_step
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
+from stageflow.tools.human import NO_CLIENT_SUPPORT, HumanDecision, ask_human
 from stageflow.tools.models import CommandResult, StartResult
 from stageflow.tools.results import run_uri, tool_result
+
+if TYPE_CHECKING:
+    from stageflow.engine.service import Via
 
 DEFAULT_ACTOR = "mcp-client"
 
@@ -31,7 +43,8 @@ are reported with the list of known names; missing required inputs with the reas
 APPROVE_DESCRIPTION = """\
 Approve, or reject with feedback, a stage that waits for a human decision: an approval gate
 (approval=true) or a gate whose condition was false. Relay the human's decision; do not decide
-on your own. `stage` may be omitted when exactly one stage is waiting.
+on your own. `stage` may be omitted when exactly one stage is waiting. On a gate only a person
+may decide (status: human_only) the server asks the user itself and their answer decides.
 
 decision='approve' lets the run continue. decision='reject' needs `feedback` saying what must
 change: for an approval gate the stage reruns (rework) with the feedback and its previous
@@ -122,6 +135,8 @@ async def workflow_approve(
         Literal["approve", "reject"],
         Field(description="the human's decision: approve, or reject with feedback"),
     ],
+    # filled by the server, never by the model: the person's own answer on a by-human gate
+    human: Annotated[ElicitationResult[HumanDecision], Resolve(ask_human)],
     stage: Annotated[
         str | None, Field(description="the waiting stage; optional if only one waits")
     ] = None,
@@ -138,6 +153,9 @@ async def workflow_approve(
     """Approve or reject a waiting gate."""
     app = deps(ctx)
     who = _actor(approver)
+    via: Via = "tool"
+    # the resolver's plain markers (NOT_ASKED, NO_CLIENT_SUPPORT) arrive as accepted data too
+    asked: object = human.data if isinstance(human, AcceptedElicitation) else human
     with tool_errors():
         before = await app.service.state(run_id)
         waiting = [
@@ -145,6 +163,17 @@ async def workflow_approve(
             for sid, st in before.stages.items()
             if st.status in ("awaiting_approval", "blocked")
         ]
+        decided = stage or (waiting[0] if len(waiting) == 1 else None)
+        if asked == NO_CLIENT_SUPPORT:
+            raise InvalidState(_ask_the_user(run_id, decided, before))
+        if isinstance(human, DeclinedElicitation | CancelledElicitation):
+            return _not_decided(before, decided, human.action)
+        if isinstance(asked, HumanDecision):  # the person's answer is the decision
+            decision, feedback = asked.decision, asked.feedback.strip() or None
+            who, via = asked.name.strip() or "user", "elicitation"
+            # the stage and attempt the question showed, never a later choice of the engine's
+            stage, attempt = asked.stage, asked.attempt or None
+            decided = stage
         state = await app.service.decide(
             run_id,
             stage=stage,
@@ -152,10 +181,37 @@ async def workflow_approve(
             feedback=feedback,
             approver=who,
             attempt=attempt,
+            via=via,
         )
     app.start_driving(run_id)
-    decided = stage or (waiting[0] if len(waiting) == 1 else None)
     return _command_result(state, decision, decided, who)
+
+
+def _ask_the_user(run_id: str, stage: str | None, state: RunState) -> str:
+    st = state.stages.get(stage or "")
+    which = f" --stage {stage}" if stage and st else ""
+    if st is not None and st.status == "awaiting_approval":  # a blocked gate takes no attempt
+        which += f" --attempt {st.attempt}"
+    return (
+        f"stage '{stage}' needs a person's decision and this client cannot ask them "
+        f"(no elicitation): ask the user to run `stageflow approve {run_id}{which}` (or "
+        "`stageflow reject ... --feedback`) or to decide in the dashboard; the gate waits"
+    )
+
+
+def _not_decided(state: RunState, stage: str | None, action: str) -> CallToolResult:
+    view = build_view(state)
+    said = "declined to decide" if action == "decline" else "dismissed the question"
+    result = CommandResult(
+        run_id=state.run_id,
+        action="none",
+        stage=stage,
+        actor="user",
+        status=view.status,
+        stages={s.id: s.status for s in view.stages},
+        next_action=f"the user {said}; the gate still waits. {next_step(view)}",
+    )
+    return tool_result(result, f"not decided: the user {said}; stage {stage} still waits")
 
 
 async def workflow_control(

@@ -12,7 +12,10 @@ A small, safe language: parsed by hand into a frozen AST and evaluated by walkin
     list    := "[" (literal ("," literal)* ","?)? "]"
 
 References are ``inputs.<name>[.<key>...]``, ``<stage>.status`` and
-``<stage>.outputs.<key>[.<key>...]``; a bare reference is tested for truthiness. Evaluation never
+``<stage>.outputs.<key>[.<key>...]``; a bare reference is tested for truthiness. Three names
+read the stage's own upstream (its ``depends_on``): ``all_passed`` (every one succeeded with
+a passing verdict), ``any_approved`` (one of them passed a human approval) and ``passed`` (how
+many passed; a gate ``{must_pass: N}`` is sugar for ``passed >= N``). Evaluation never
 raises: a missing reference is ``None``, and ordering values of different types (or ``None``)
 is simply false. ``true``/``false``/``null`` and the keywords are case-insensitive.
 """
@@ -26,6 +29,8 @@ from typing import Any, Literal
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 50
+# names computed over the stage's upstream, never stage ids (see the module docstring)
+UPSTREAM_NAMES = frozenset({"all_passed", "any_approved", "passed"})
 
 Value = None | bool | int | float | str | tuple[Any, ...]
 
@@ -173,7 +178,9 @@ def _string(text: str, start: int) -> tuple[str, int]:
 # --- parser --------------------------------------------------------------------------------
 
 _COMPARE_OPS = frozenset({"==", "!=", "<", "<=", ">", ">="})
-_STAGE_REF_HELP = "use <stage>.status, <stage>.outputs.<key> or inputs.<name>"
+_STAGE_REF_HELP = (
+    "use <stage>.status, <stage>.outputs.<key>, inputs.<name>, all_passed, any_approved or passed"
+)
 
 
 class _Parser:
@@ -305,7 +312,8 @@ class _Parser:
         path = tuple(tok.value.split("."))
         head, rest = path[0], path[1:]
         ok = (
-            (head == "inputs" and len(rest) >= 1)
+            (head in UPSTREAM_NAMES and not rest)
+            or (head == "inputs" and len(rest) >= 1)
             or (head != "inputs" and rest == ("status",))
             or (head != "inputs" and len(rest) >= 2 and rest[0] == "outputs")
         )
@@ -439,7 +447,8 @@ class Condition:
 
     def stage_refs(self) -> frozenset[str]:
         """Ids of the stages the condition reads (``inputs`` excluded)."""
-        return frozenset(p[0] for p in _refs(self.root) if p[0] != "inputs")
+        skip = UPSTREAM_NAMES | {"inputs"}
+        return frozenset(p[0] for p in _refs(self.root) if p[0] not in skip)
 
     def input_refs(self) -> frozenset[str]:
         """Names of the inputs the condition reads (``inputs.<name>``)."""

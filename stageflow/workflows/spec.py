@@ -68,12 +68,35 @@ ApprovalTimeoutAction = Literal["fail", "approve", "cancel"]
 
 
 class Approval(_Model):
-    """A human approves the stage's result, or rejects it with feedback (the stage reruns)."""
+    """A human approves the stage's result, or rejects it with feedback (the stage reruns).
+
+    ``by: human`` takes decisions only from a person: the CLI, the dashboard, or an MCP
+    elicitation the server sends the user (a model calling ``workflow_approve`` is not one).
+    ``by: any`` also takes the assistant's call. ``approvers`` names who may decide;
+    ``min_approvals`` distinct approvals pass the gate, and one rejection reworks the stage.
+    """
 
     required: bool = True
     timeout: OptDuration = None
     on_timeout: ApprovalTimeoutAction = "fail"
     prompt: str = ""  # what the reviewer should look at; shown at the gate
+    by: Literal["human", "any"] = "any"
+    approvers: tuple[str, ...] = ()
+    min_approvals: int = Field(1, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> Approval:
+        if self.by == "human" and self.on_timeout == "approve":
+            raise ValueError(
+                "on_timeout: approve would pass a by: human gate with nobody deciding; use "
+                "fail or cancel, or by: any"
+            )
+        if self.approvers and self.min_approvals > len(set(self.approvers)):
+            raise ValueError(
+                f"min_approvals is {self.min_approvals} but only {len(set(self.approvers))} "
+                "distinct approvers are named"
+            )
+        return self
 
 
 OnConflict = Literal["agent", "human"]
@@ -130,6 +153,18 @@ class OnFailure(_Model):
         return float(min(delay, self.max_backoff))
 
 
+def _gate(v: object) -> object:
+    """``gate: {must_pass: N}`` is sugar for ``passed >= N`` (N of the upstream passed)."""
+    if isinstance(v, dict):
+        if set(v) != {"must_pass"}:
+            raise ValueError(f"gate must be a condition or {{must_pass: N}}, got {v!r}")
+        n = v["must_pass"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"must_pass needs a whole number of stages >= 1, got {n!r}")
+        return f"passed >= {n}"
+    return v
+
+
 def _approval(v: object) -> object:
     if v is None or v is False:
         return None
@@ -160,7 +195,7 @@ class StageSpec(_Model):
     produces_extra: bool = False
     approval: Annotated[Approval | None, BeforeValidator(_approval)] = None
     when: str | None = None
-    gate: str | None = None
+    gate: Annotated[str | None, BeforeValidator(_gate)] = None
     on_failure: OnFailure = Field(default_factory=OnFailure)
     timeout: OptDuration = None
     model: str | None = None

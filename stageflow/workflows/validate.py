@@ -18,7 +18,7 @@ import difflib
 from collections.abc import Collection
 
 from stageflow.errors import Problem
-from stageflow.workflows.conditions import ConditionError, parse_condition
+from stageflow.workflows.conditions import UPSTREAM_NAMES, ConditionError, parse_condition
 from stageflow.workflows.graph import MAX_CYCLES, Upstream
 from stageflow.workflows.locations import DocPath, LineMap, dotted
 from stageflow.workflows.refs import StageRefs, TemplateRefs, refs_from_spec
@@ -132,6 +132,10 @@ class _Checker:
             )
         if stage.id == "inputs":
             self.add(i, ("id",), "stage id 'inputs' is reserved (conditions use inputs.<name>)")
+        elif stage.id in UPSTREAM_NAMES:
+            self.add(
+                i, ("id",), f"stage id '{stage.id}' is reserved (conditions read it over upstream)"
+            )
 
     def check_depends_on(self, i: int, stage: StageRefs) -> None:
         seen: set[str] = set()

@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from stageflow.cli.commands import os_user
 from stageflow.store.store import Store
 from stageflow.subagents.select import NO_RUNNER_MESSAGE
 from tests.cli.harness import PIPELINE, Cli
@@ -28,7 +29,7 @@ def test_run_wait_stops_at_a_gate_saying_what_waits_and_how_to_approve(cli: Cli)
     assert f"`stageflow approve {run_id} --stage check --attempt 1`" in result.out
     approved = cli("approve", run_id, "--wait")
     assert approved.code == 0, approved.err
-    assert "recorded: approve of stage 'check' by cli" in approved.out
+    assert f"recorded: approve of stage 'check' by {os_user()}" in approved.out
     assert "[completed]" in approved.out
 
 
@@ -82,7 +83,7 @@ def test_approve_while_another_process_runs_the_run_says_recorded_and_who_runs_i
         assert owner.split(":")[1] == str(server.pid)
         result = cli("approve", view.run_id)
         assert result.code == 0, result.err
-        assert "recorded: approve of stage 'check' by cli" in result.out
+        assert f"recorded: approve of stage 'check' by {os_user()}" in result.out
         assert (
             f"run {view.run_id} is executed by process {server.pid} on {owner.split(':')[0]}, "
             "which continues it"

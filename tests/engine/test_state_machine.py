@@ -224,6 +224,7 @@ def test_approval_timeout_applies_on_timeout_action() -> None:
         automatic=True,
         feedback="approval of 'a' timed out after 3600s",
         attempt=1,
+        via="timeout",
     )
     assert log.status("a") == "succeeded"
 

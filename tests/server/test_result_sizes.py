@@ -17,6 +17,7 @@ from mcp import Client
 
 from stageflow.config import load_settings
 from stageflow.server.app import build_server
+from tests.server.human import Person
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +31,7 @@ DEFINITION_BUDGETS = {
     "workflow_artifact": (2_500, 1_000),
     "workflow_control": (2_600, 1_150),  # land added strategy and into
     "workflow_start": (2_100, 800),
-    "workflow_status": (13_800, 800),  # git: each stage's branch and the run branch
+    "workflow_status": (14_300, 800),  # + human_only, approved_by, min_approvals; git views
     "workflow_templates": (6_800, 400),
 }
 
@@ -63,7 +64,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 async def test_status_of_feature_parallel_at_its_gate_fits_the_budget(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         rid = (
             await call(
                 client, "workflow_start", {"template": "feature_parallel", "task": "CSV export"}
@@ -92,6 +93,7 @@ async def test_status_of_feature_parallel_at_its_gate_fits_the_budget(server: An
             "what": run["waiting"][0]["what"],
             "show": ["release/changelog", "release/release_notes"],
             "attempt": 1,
+            "human_only": True,
         }
     ]
     assert run["next_action"].startswith("ask the human whether to approve stage release")
@@ -103,7 +105,7 @@ async def test_status_of_feature_parallel_at_its_gate_fits_the_budget(server: An
 
 
 async def test_templates_fit_the_budget(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         brief = await call(client, "workflow_templates", {})
         full = await call(client, "workflow_templates", {"detail": "full"})
     assert size(brief) <= TEMPLATES_BUDGET, size(brief)
@@ -111,7 +113,7 @@ async def test_templates_fit_the_budget(server: Any) -> None:
 
 
 async def test_every_tool_definition_fits_its_budget(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == set(DEFINITION_BUDGETS)
     for name, (whole, inputs) in DEFINITION_BUDGETS.items():
@@ -121,7 +123,7 @@ async def test_every_tool_definition_fits_its_budget(server: Any) -> None:
 
 
 async def test_next_action_never_gives_a_shell_command(server: Any) -> None:
-    async with Client(server) as client:
+    async with Client(server, elicitation_callback=Person()) as client:
         rid = (await call(client, "workflow_start", {"template": "bugfix", "task": "crash"}))[
             "run_id"
         ]

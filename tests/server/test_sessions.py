@@ -120,3 +120,33 @@ async def test_idle_sessions_end_after_the_idle_time() -> None:
 def test_bad_session_bounds_are_a_usage_error(cli: Cli, flag: str, value: str, said: str) -> None:
     result = cli("serve", "--transport", "http", "--port", "0", flag, value)
     assert result.code == 2 and said in result.err
+
+
+# found by review: the key was the raw Authorization header, which a client can vary at will
+async def _open(url: str, count: int, token: str | None) -> None:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        for i in range(count):
+            # loopback: no token in force, yet any header is taken as the client's identity;
+            # with a token: "Bearer" + i spaces + token is the same accepted token, another key
+            auth = f"Bearer x{i}" if token is None else "Bearer" + " " * (i + 1) + token
+            reply = await http.post(url, json=INIT, headers={**POST_HEADERS, "authorization": auth})
+            assert reply.status_code == 200, reply.text
+
+
+@pytest.mark.parametrize("token", [None, "s3cret-token-xyz"])
+async def test_a_client_varying_its_authorization_header_gets_no_more_sessions(
+    token: str | None,
+) -> None:
+    mcp, _ = tiny_server()
+    app = http_app(mcp, "http", token=token, sessions_per_client=8, max_sessions=20)
+    async with serving(app) as port:
+        url = f"http://127.0.0.1:{port}/mcp"
+        with anyio.fail_after(60):
+            await _open(url, 20, token)
+            hdr = dict(POST_HEADERS)
+            if token:
+                hdr["authorization"] = f"Bearer {token}"
+            async with httpx2.AsyncClient(timeout=10) as http:
+                newcomer = await http.post(url, json=INIT, headers=hdr)
+    assert newcomer.status_code == 200, newcomer.status_code
+    assert isinstance(app, SessionLimiter) or token is not None

@@ -17,6 +17,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from tests.server.human import Person
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 TOOLS = {
@@ -45,8 +47,15 @@ def serve_params(project: Path) -> StdioServerParameters:
 
 
 @asynccontextmanager
-async def served(project: Path, errlog: TextIO, mode: Any = "legacy") -> AsyncIterator[Client]:
-    async with Client(stdio_client(serve_params(project), errlog=errlog), mode=mode) as client:
+async def served(
+    project: Path, errlog: TextIO, mode: Any = "legacy", person: Person | None = None
+) -> AsyncIterator[Client]:
+    """A stdio client of ``stageflow serve``; ``person`` answers the server's questions
+    (the built-in templates' gates are decided by a person, asked by elicitation)."""
+    person = person or Person()
+    async with Client(
+        stdio_client(serve_params(project), errlog=errlog), mode=mode, elicitation_callback=person
+    ) as client:
         yield client
 
 
@@ -88,8 +97,9 @@ async def test_stdio_serve_runs_a_workflow_through_approval_and_rework_to_comple
     with errlog_path.open("w", encoding="utf-8") as errlog:
         try:
             with anyio.fail_after(180):
-                async with served(project, errlog) as client:
-                    await _full_run(client)
+                person = Person()
+                async with served(project, errlog, person=person) as client:
+                    await _full_run(client, person)
         except BaseException:
             errlog.flush()
             sys.stderr.write(errlog_path.read_text(encoding="utf-8", errors="replace"))
@@ -97,7 +107,7 @@ async def test_stdio_serve_runs_a_workflow_through_approval_and_rework_to_comple
     assert (project / ".stageflow" / "state.db").is_file()
 
 
-async def _full_run(client: Client) -> None:
+async def _full_run(client: Client, person: Person) -> None:
     assert client.protocol_version == "2025-11-25"
     caps = client.server_capabilities
     assert caps.tools is not None and caps.tools.list_changed
@@ -123,15 +133,18 @@ async def _full_run(client: Client) -> None:
     run = await status_until(client, run_id, waiting_on("deployment"))
     assert stage_of(run, "deployment")["reworks"] == 0
     feedback = "Add a rollback drill before the cut-over."
+    # the person asked decides: bob rejects (the model's arguments would have approved)
+    person.name, person.decision, person.feedback = "bob", "reject", feedback
     await call(
         client,
         "workflow_approve",
         run_id=run_id,
         stage="deployment",
-        decision="reject",
-        feedback=feedback,
-        approver="bob",
+        decision="approve",
+        approver="mallory",
     )
+    assert "attempt 1" in person.asked[-1] and "deployment" in person.asked[-1]
+    person.decision, person.feedback = "approve", ""
 
     run = await status_until(client, run_id, waiting_on("deployment"))
     deployment = stage_of(run, "deployment")

@@ -4,9 +4,9 @@ Random runs of the real scheduler and the real API runner (its tool loop, reserv
 meters), with parallel stages, retries, stage caps and a model that answers every request with
 random usage up to what the request allowed: any input up to the request's size, split at
 random between plain input, cache writes (1-hour ones only when asked for) and reads, and any
-output up to ``max_tokens``, after random delays so concurrent attempts interleave. After every
-run, the ledger's total and the run's spend are within the run's cap, and each stage's within
-its cap.
+output up to ``max_tokens``, after random delays so concurrent attempts interleave. After
+every run, the ledger's total and the run's spend are within the run's cap, and each stage's
+within its cap.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ CTX: dict[str, Any] = {
     "lint": {"status": "skipped", "outputs": {}},
 }
 
+HELP_TAIL = "<stage>.outputs.<key>, inputs.<name>, all_passed, any_approved or passed)"
+
 
 def ev(text: str, ctx: dict[str, Any] | None = None) -> bool:
     return parse_condition(text).evaluate(CTX if ctx is None else ctx)
@@ -176,26 +178,24 @@ def test_condition_is_frozen_and_compares_by_text() -> None:
         (r"a.status == 'x\q'", "unknown escape '\\q' in string at column 15", 14),
         (
             "design",
-            "unknown reference 'design' (use <stage>.status, <stage>.outputs.<key> or "
-            "inputs.<name>) at column 1",
+            "unknown reference 'design' (use <stage>.status, " + HELP_TAIL + " at column 1",
             0,
         ),
         (
             "true and design.outputs",
             "unknown reference 'design.outputs' (use <stage>.status, "
-            "<stage>.outputs.<key> or inputs.<name>) at column 10",
+            + HELP_TAIL
+            + " at column 10",
             9,
         ),
         (
             "design.state == 1",
-            "unknown reference 'design.state' (use <stage>.status, "
-            "<stage>.outputs.<key> or inputs.<name>) at column 1",
+            "unknown reference 'design.state' (use <stage>.status, " + HELP_TAIL + " at column 1",
             0,
         ),
         (
             "inputs",
-            "unknown reference 'inputs' (use <stage>.status, <stage>.outputs.<key> or "
-            "inputs.<name>) at column 1",
+            "unknown reference 'inputs' (use <stage>.status, " + HELP_TAIL + " at column 1",
             0,
         ),
         ("1 in 2", "expected a list or a reference after 'in' at column 6", 5),

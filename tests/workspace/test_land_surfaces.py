@@ -111,3 +111,42 @@ async def test_workflow_control_land_returns_the_commit_and_refuses_a_second_lan
         assert again.is_error
         assert "already landed into main" in str(again.content)
     assert (project / "api.py").read_text() == "def api(): ...\n"
+
+
+@pytest.mark.anyio
+async def test_workflow_approve_cannot_pass_a_human_merge_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = """
+name: same_lines
+on_conflict: human
+stages:
+  - {id: backend, agent: writer, produces: [summary]}
+  - {id: frontend, agent: writer, produces: [summary]}
+  - {id: docs, agent: writer, depends_on: [backend, frontend], produces: [summary]}
+"""
+    project = prepare_project(tmp_path, monkeypatch, template)
+    async with open_lanes(project) as env:
+        env.writer.scripts.update(
+            backend=lambda req: {"app.py": "one\nTWO b\nthree\n"},
+            frontend=lambda req: {"app.py": "one\nTWO f\nthree\n"},
+        )
+        state = await env.service.start_run("same_lines", "clash")
+        state = await env.scheduler.drive(state.run_id, until="idle")
+        assert state.status == "waiting"
+    rid = state.run_id
+    tree = project / ".stageflow" / "worktrees" / f"{rid}--frontend-merge"
+    (tree / "app.py").write_text("one\nTWO resolved by the assistant\nthree\n")
+    server = build_server(load_settings(project, runner="offline"))
+    async with Client(server) as client:  # a client that cannot ask its user (no elicitation)
+        status = await client.call_tool("workflow_status", {"run_id": rid})
+        assert status.structured_content is not None
+        [gate] = status.structured_content["run"]["waiting"]
+        assert gate["kind"] == "merge"
+        passed = await client.call_tool(
+            "workflow_approve", {"run_id": rid, "decision": "approve", "stage": "frontend.merge"}
+        )
+        assert passed.is_error
+        assert f"stageflow approve {rid} --stage frontend.merge`" in str(passed.content)
+    async with open_lanes(project) as env:
+        assert (await env.service.state(rid)).stages["frontend.merge"].status == "blocked"

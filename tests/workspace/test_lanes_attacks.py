@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.errors import InvalidArgument
+from stageflow.errors import InvalidArgument, InvalidState
 from stageflow.workspace.view import workspace_probe
 from tests.workspace.lanes_kit import git, lane_env
 
@@ -136,14 +136,28 @@ async def test_a_human_conflict_gate_is_passed_only_by_a_resolution_of_the_files
         state = await env.run("same_lines")
         rid = state.run_id
         tree = env.worktree(rid).with_name(f"{rid}--frontend-merge")
+        [gate] = (await env.service.view(rid)).waiting
+        assert gate.kind == "merge" and gate.human_only
+        # the assistant's tool call is no person's decision, resolved files or not
+        markers = (tree / "app.py").read_text()
+        (tree / "app.py").write_text("one\nTWO as the model likes it\nthree\n")
+        for decision, feedback in (("approve", None), ("reject", "fail it")):
+            with pytest.raises(InvalidState, match="needs a person's decision"):
+                await env.service.decide(
+                    rid, stage="frontend.merge", decision=decision, feedback=feedback, via="tool"
+                )
+        assert (await env.service.state(rid)).stages["frontend.merge"].status == "blocked"
+        (tree / "app.py").write_text(markers)  # back to the markers
         # committing the markers and dropping the merge state there does not make it resolved
         git(tree, "-c", "core.hooksPath=/dev/null", "commit", "-q", "-am", "sure, resolved")
-        await env.service.decide(rid, stage="frontend.merge", decision="approve")
+        await env.service.decide(rid, stage="frontend.merge", decision="approve", via="cli")
         state = await env.scheduler.drive(rid, until="idle")
         assert state.stages["frontend.merge"].status == "blocked"
         assert "conflict markers remain in app.py" in (state.stages["frontend.merge"].reason or "")
         # a retry of the run does not hand the conflict to an agent: the gate opens again
-        await env.service.decide(rid, stage="frontend.merge", decision="reject", feedback="no")
+        await env.service.decide(
+            rid, stage="frontend.merge", decision="reject", feedback="no", via="cli"
+        )
         state = await env.scheduler.drive(rid, until="idle")
         assert state.ended == "failed"
         await env.service.control(rid, "retry")
@@ -153,7 +167,7 @@ async def test_a_human_conflict_gate_is_passed_only_by_a_resolution_of_the_files
         assert all(c.stage.id != "frontend.merge" for c in env.writer.calls)
         # only the files count: a human edit, then approve
         (tree / "app.py").write_text("one\nTWO by a human\nthree\n")
-        await env.service.decide(rid, stage="frontend.merge", decision="approve")
+        await env.service.decide(rid, stage="frontend.merge", decision="approve", via="cli")
         state = await env.scheduler.drive(rid, until="idle")
         assert state.ended == "completed", state.end_reason
     run_branch = f"stageflow/{rid}"

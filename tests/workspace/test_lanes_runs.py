@@ -208,7 +208,12 @@ async def test_with_on_conflict_human_a_gate_shows_both_sides_and_a_reject_keeps
         assert "### base" in report.content
         assert all(c.agent != "merge-resolver" for c in env.writer.calls)  # no agent ran
         await env.service.decide(
-            rid, stage="frontend.merge", decision="reject", feedback="not now", approver="alice"
+            rid,
+            stage="frontend.merge",
+            decision="reject",
+            feedback="not now",
+            approver="alice",
+            via="cli",
         )
         state = await env.scheduler.drive(rid, until="idle")
         assert state.ended == "failed"
@@ -231,12 +236,12 @@ async def test_a_human_resolves_the_conflict_in_its_worktree_and_approves(
         rid = state.run_id
         merge_tree = env.worktree(rid).with_name(f"{rid}--frontend-merge")
         # approving with the markers still there: checked, refused, the gate opens again
-        await env.service.decide(rid, stage="frontend.merge", decision="approve")
+        await env.service.decide(rid, stage="frontend.merge", decision="approve", via="cli")
         state = await env.scheduler.drive(rid, until="idle")
         assert state.stages["frontend.merge"].status == "blocked"
         assert "conflict markers remain in app.py" in (state.stages["frontend.merge"].reason or "")
         (merge_tree / "app.py").write_text("one\nTWO by a human\nthree\n")
-        await env.service.decide(rid, stage="frontend.merge", decision="approve")
+        await env.service.decide(rid, stage="frontend.merge", decision="approve", via="cli")
         state = await env.scheduler.drive(rid, until="idle")
         assert state.ended == "completed", state.end_reason
     assert git(env.project, "show", f"stageflow/{rid}:app.py") == "one\nTWO by a human\nthree\n"
