@@ -153,9 +153,8 @@ class Service:
         snapshot = {}
         for name in used:
             snapshot[name] = agents.get(name).model_dump(mode="json")
-        by_name = {n: agents.get(n) for n in used}
+        by_name = {n: agents.get(n) for n in used}  # parallel writers may conflict at a join:
         if MERGE_AGENT in agents.names() and plan_lanes(spec, by_name).isolated:
-            # stages that write in parallel may conflict when they are merged
             snapshot.setdefault(MERGE_AGENT, agents.get(MERGE_AGENT).model_dump(mode="json"))
         created = ev.RunCreated(
             template=spec.name,
