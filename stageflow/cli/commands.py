@@ -204,7 +204,9 @@ async def cmd_resume(app: App, args: argparse.Namespace) -> int:
         raise InvalidArgument("name a run, or use --all to resume every active run")
     state = await app.service.state(args.run)
     if state.paused:
-        await app.service.control(args.run, "resume", budget_usd=args.budget, actor="cli")
+        await app.service.control(
+            args.run, "resume", budget_usd=args.budget, actor=os_user(), via="cli"
+        )
     elif state.ended is not None:
         raise InvalidState(f"run {args.run} has ended ({state.ended}); nothing to resume")
     return await _after_command(app, args, args.run)

@@ -471,8 +471,11 @@ class RunDriver:
         # the meter saw every request, also of an attempt that raised or was cancelled;
         # runners that report no requests (offline, command) hand their usage back instead
         usage = result.usage if result else Usage()
-        if meter is not None and (meter.requests or meter.in_flight):
-            usage = attempt_usage(meter)
+        cut_short = result is None and outcome in ("timed_out", "cancelled")
+        if meter is not None and (
+            meter.requests or meter.in_flight or (cut_short and meter.reserved)
+        ):
+            usage = attempt_usage(meter, cut_short=cut_short)
         answered = result.model if result else None
         if answered is None and meter is not None and meter.requests:
             answered = meter.requests[-1].model

@@ -30,13 +30,19 @@ def ledger_usage(rows: Sequence[RequestRow]) -> Usage:
     return total
 
 
-def attempt_usage(meter: AttemptMeter) -> Usage:
+def attempt_usage(meter: AttemptMeter, *, cut_short: bool = False) -> Usage:
     """What an attempt spent: its recorded requests, plus the reservations of requests it
-    abandoned in flight (a timeout or cancel: the provider may well bill them)."""
+    abandoned in flight (a timeout or cancel: the provider may well bill them). An attempt
+    ``cut_short`` (timed out or cancelled before its runner reported) whose runner held an
+    attempt-level reservation (Claude Code's ``--max-budget-usd`` share) counts at least that
+    share: the killed process's last request is not in its stream yet."""
+    usage = meter.usage
     abandoned = sum(r.usd for r in meter.in_flight)
-    if not abandoned:
-        return meter.usage
-    return meter.usage + Usage(cost_usd=round(abandoned, 10), requests=len(meter.in_flight))
+    if abandoned:
+        usage = usage + Usage(cost_usd=round(abandoned, 10), requests=len(meter.in_flight))
+    if cut_short and meter.reserved > usage.cost_usd:
+        usage = usage.model_copy(update={"cost_usd": round(meter.reserved, 10)})
+    return usage
 
 
 class _AttemptLedger:

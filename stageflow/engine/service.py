@@ -8,6 +8,7 @@ other a clear error naming the stage's new state.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -318,10 +319,15 @@ class Service:
         reason: str | None = None,
         budget_usd: float | None = None,
         actor: str = "human",
+        via: Via = "tool",
     ) -> RunState:
-        """cancel | pause | resume | retry a run (retry may name a stage)."""
-        if budget_usd is not None and budget_usd < 0:
-            raise InvalidArgument(f"budget_usd must be >= 0, got {budget_usd}")
+        """cancel | pause | resume | retry a run (retry may name a stage).
+
+        Letting a run spend more is a person's decision: a resume that sets ``budget_usd``, or
+        resumes a run stopped at a run or stage cap (which opens the stage's cap again), is
+        refused unless ``via`` is a person's channel (``HUMAN_VIAS``)."""
+        if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd >= 0):
+            raise InvalidArgument(f"budget_usd must be a number >= 0, got {budget_usd}")
 
         def build(state: RunState) -> list[ev.Event]:
             if stage is not None and stage not in state.stages:
@@ -338,6 +344,13 @@ class Service:
                 _not_ended(state)
                 if not state.paused:
                     raise InvalidState(f"run {run_id} is not paused (it is {state.status})")
+                if via not in HUMAN_VIAS and (state.budget_paused or budget_usd is not None):
+                    what = "stopped at a budget cap" if state.budget_paused else "has a cap"
+                    raise InvalidState(
+                        f"run {run_id} {what}; only a person may let it spend more: ask the "
+                        f"user to run `stageflow resume {run_id} --budget <USD>`, or to "
+                        "confirm when their client asks them"
+                    )
                 if (
                     state.budget_paused
                     and budget_usd is None

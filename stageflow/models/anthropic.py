@@ -1,9 +1,14 @@
 """The Anthropic Messages API boundary: the only stageflow module that imports ``anthropic``.
 
 ``AnthropicClient`` implements ``ModelClient`` on ``anthropic.AsyncAnthropic``: it sends one
-non-streaming ``messages.create`` per ``ModelCall`` (the SDK retries 408/409/429/5xx and
-connection failures itself, honouring ``retry-after``) and converts the reply to plain dict
-blocks and ``RawUsage``.
+non-streaming ``messages.create`` per ``ModelCall`` and converts the reply to plain dict blocks
+and ``RawUsage``. It retries an error status the API answered (429 with ``retry-after``,
+408/409, 5xx, 529; ``x-should-retry`` decides), honouring ``retry-after``: such a request was
+not billed, so the caller's budget reservation still covers the retry. It never retries a
+timeout or a dropped connection, whose request may have been processed and billed: that
+failure goes to the caller, which counts the reservation as spent and reserves anew for any
+next try. (The SDK's own retries are off for that reason: it would re-send a billed request
+under the one reservation.)
 
 Every SDK failure leaves this module as a ``ModelError`` (``map_error``). Its kind comes from
 the exception's class hierarchy and the HTTP status (``classify``), not from a list of every
@@ -32,10 +37,13 @@ needs a model, never on the server's start-up path.
 from __future__ import annotations
 
 import logging
+import math
+import random
 import re
 from typing import Any
 
 import anthropic
+import anyio
 
 from stageflow.errors import ModelError, ModelErrorKind
 from stageflow.models.client import Block, ModelCall, ModelReply, RawUsage
@@ -200,6 +208,25 @@ class _NoRetryOnSpendLimit(anthropic.Middleware):
         return response
 
 
+MAX_RETRY_DELAY = 60.0  # seconds; a longer retry-after is the engine's to wait (a stage retry)
+
+
+def retry_delay(headers: Any, tried: int) -> float:
+    """Seconds before retry ``tried + 1``: the API's ``retry-after-ms`` / ``retry-after``
+    when it sends one (capped), else 0.5 s doubling to 8 s with a little jitter."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                value = float(raw) * scale
+            except ValueError:
+                continue  # an HTTP date: fall back to the back-off
+            if math.isfinite(value) and value >= 0:
+                return min(value, MAX_RETRY_DELAY)
+    base: float = min(0.5 * 2.0**tried, 8.0)
+    return base * (0.75 + random.random() * 0.25)
+
+
 def _detail(exc: BaseException) -> str:
     if isinstance(exc, anthropic.APIStatusError):
         text = exc.api_message or exc.message
@@ -307,11 +334,12 @@ class AnthropicClient:
         timeout: float = 600.0,
     ) -> None:
         self._timeout = timeout
+        self._retries = max(0, max_retries)
         try:
             self._client = anthropic.AsyncAnthropic(
                 api_key=api_key,
                 base_url=base_url,
-                max_retries=max_retries,
+                max_retries=0,  # see the module docstring: retries are ours, per status
                 timeout=timeout,
                 middleware=[_NoRetryOnSpendLimit()],
             )
@@ -332,21 +360,34 @@ class AnthropicClient:
             params["system"] = call.system
         if call.tools:
             params["tools"] = call.tools
+        for tried in range(self._retries + 1):
+            try:
+                return _reply(await self._create(params), call.model)
+            except ModelError as err:
+                status = err.__cause__
+                again = tried < self._retries and err.retryable and not err.maybe_billed
+                if not (again and isinstance(status, anthropic.APIStatusError)):
+                    raise
+                delay = retry_delay(status.response.headers, tried)
+                log.info("%s; retrying in %.1fs (%d of %d)", err, delay, tried + 1, self._retries)
+                await anyio.sleep(delay)
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _create(self, params: dict[str, Any]) -> Any:
         try:
             try:
-                message = await self._client.messages.create(**params)
+                return await self._client.messages.create(**params)
             except UnicodeEncodeError:
                 # the SDK encodes the body as UTF-8 before sending anything, and a lone
                 # surrogate (model JSON echoed back, a file name that is not UTF-8) cannot be
                 # encoded: send U+FFFD in its place rather than fail the attempt
-                message = await self._client.messages.create(**_scrubbed(params))
+                return await self._client.messages.create(**_scrubbed(params))
         except anthropic.AnthropicError as exc:
             raise map_error(exc) from exc
         except TypeError as exc:
             if _is_missing_credentials(exc):
                 raise map_error(exc) from exc
             raise
-        return _reply(message, call.model)
 
     async def count_tokens(self, call: ModelCall) -> int | None:
         """The provider's count of ``call``'s input tokens (``messages/count_tokens``), or None

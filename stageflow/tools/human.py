@@ -23,7 +23,14 @@ from stageflow.engine.gitviews import merge_gate
 from stageflow.errors import StageflowError
 from stageflow.tools.deps import ToolContext, deps
 
-__all__ = ["NOT_ASKED", "NO_CLIENT_SUPPORT", "HumanDecision", "ask_human"]
+__all__ = [
+    "NOT_ASKED",
+    "NO_CLIENT_SUPPORT",
+    "BudgetConsent",
+    "HumanDecision",
+    "ask_budget",
+    "ask_human",
+]
 
 NOT_ASKED = "not-asked"  # no person-only gate waits here: the call decides as before
 NO_CLIENT_SUPPORT = "no-elicitation"  # a person must decide, and this client cannot ask them
@@ -103,3 +110,48 @@ async def ask_human(
     )
     shown = 0 if st.status == "blocked" else st.attempt  # a gate decides no attempt
     return Elicit(message, _form(target, shown))
+
+
+class BudgetConsent(BaseModel):
+    """The person's answer to "may this run spend more?" (an elicitation form)."""
+
+    resume: bool = Field(description="let the run continue")
+    budget_usd: float = Field(0.0, ge=0, description="the run's new USD cap (0 keeps it)")
+    name: str = Field("", description="your name, recorded as who decided")
+
+
+@lru_cache(maxsize=256)
+def _consent_form(proposed: float) -> type[BudgetConsent]:
+    return create_model(
+        "BudgetConsent",
+        __base__=BudgetConsent,
+        budget_usd=(float, Field(proposed, ge=0, description="the run's new USD cap (0 keeps it)")),
+    )
+
+
+async def ask_budget(
+    run_id: str,
+    action: str,
+    ctx: ToolContext,
+    budget_usd: float | None = None,
+) -> Elicit[BudgetConsent] | str:
+    """Ask the person before a resume lets the run spend more (a new cap, or past a cap it
+    stopped at); a marker when there is nothing to ask."""
+    if action != "resume":
+        return NOT_ASKED
+    try:
+        state = await deps(ctx).service.state(run_id)
+    except StageflowError:
+        return NOT_ASKED
+    if not state.paused or not (state.budget_paused or budget_usd is not None):
+        return NOT_ASKED  # the engine says what is wrong, or nothing needs a person
+    if not _can_elicit(ctx):
+        return NO_CLIENT_SUPPORT
+    cap = f"${state.budget_usd:.2f}" if state.budget_usd is not None else "no cap"
+    where = "stopped at a budget cap" if state.budget_paused else "is paused"
+    asked = f" with a cap of ${budget_usd:.2f}" if budget_usd is not None else ""
+    message = (
+        f"stageflow run {run_id} {where} (spent ${state.spent_usd:.4f}, {cap}). The "
+        f"assistant asks to resume it{asked}. Only your answer lets it spend more."
+    )
+    return Elicit(message, _consent_form(float(budget_usd or 0.0)))

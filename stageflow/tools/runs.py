@@ -21,7 +21,13 @@ from stageflow.prompts.templates import refresh_prompts
 from stageflow.tools.briefs import next_step
 from stageflow.tools.deps import ToolContext, deps
 from stageflow.tools.errors import tool_errors
-from stageflow.tools.human import NO_CLIENT_SUPPORT, HumanDecision, ask_human
+from stageflow.tools.human import (
+    NO_CLIENT_SUPPORT,
+    BudgetConsent,
+    HumanDecision,
+    ask_budget,
+    ask_human,
+)
 from stageflow.tools.models import CommandResult, StartResult
 from stageflow.tools.results import run_uri, tool_result
 
@@ -53,11 +59,12 @@ run's audit log. Approving a stage that is not waiting fails with an error namin
 
 CONTROL_DESCRIPTION = """\
 Control a run: 'cancel' stops it for good; 'pause' stops scheduling new stages; 'resume'
-continues a paused run (`budget_usd`: a new cap if it stopped at its budget); 'retry' reruns a
-failed run's failed stages, or `stage`. 'land', only when the human asks, brings a completed
-run's git branch into theirs (a squash commit on the branch it started from; or `strategy`,
-`into`); refused, saying what to do, when that branch conflicts or is dirty. `reason` goes to
-the audit log. Returns the run's and each stage's status."""
+continues a paused run (`budget_usd`: a new cap if it stopped at its budget; spending more is
+the user's call: the server asks them); 'retry' reruns a failed run's failed stages, or
+`stage`. 'land', only when the human asks, brings a completed run's git branch into theirs (a
+squash commit on the branch it started from; or `strategy`, `into`); refused, saying what to
+do, when that branch conflicts or is dirty. `reason` goes to the audit log. Returns the run's
+and each stage's status."""
 
 RunId = Annotated[str, Field(description="the run id returned by workflow_start")]
 
@@ -220,6 +227,8 @@ async def workflow_control(
     action: Annotated[
         Literal["cancel", "pause", "resume", "retry", "land"], Field(description="what to do")
     ],
+    # filled by the server: the person's consent before a resume lets the run spend more
+    consent: Annotated[ElicitationResult[BudgetConsent], Resolve(ask_budget)],
     stage: Annotated[str | None, Field(description="for retry: the stage to rerun")] = None,
     reason: Annotated[str | None, Field(description="why (recorded in the audit log)")] = None,
     budget_usd: Annotated[
@@ -234,14 +243,44 @@ async def workflow_control(
 ) -> Annotated[CallToolResult, CommandResult]:
     """Cancel, pause, resume, retry or land a run."""
     app = deps(ctx)
+    who = DEFAULT_ACTOR
+    via: Via = "tool"
+    asked: object = consent.data if isinstance(consent, AcceptedElicitation) else consent
     with tool_errors():
         if action == "land":
             state = await app.service.land(
                 run_id, strategy=strategy, into=into, actor=DEFAULT_ACTOR
             )
             return _command_result(state, action, None, DEFAULT_ACTOR)
+        if asked == NO_CLIENT_SUPPORT:
+            raise InvalidState(
+                f"letting run {run_id} spend more is the user's decision and this client "
+                f"cannot ask them: ask them to run `stageflow resume {run_id} --budget <USD>`"
+            )
+        if isinstance(consent, DeclinedElicitation | CancelledElicitation) or (
+            isinstance(asked, BudgetConsent) and not asked.resume
+        ):
+            before = await app.service.state(run_id)
+            return _not_resumed(before)
+        if isinstance(asked, BudgetConsent):  # the person's answer sets the cap
+            budget_usd = asked.budget_usd or None
+            who, via = asked.name.strip() or "user", "elicitation"
         state = await app.service.control(
-            run_id, action, stage=stage, reason=reason, budget_usd=budget_usd, actor=DEFAULT_ACTOR
+            run_id, action, stage=stage, reason=reason, budget_usd=budget_usd, actor=who, via=via
         )
     app.start_driving(run_id)
-    return _command_result(state, action, stage, DEFAULT_ACTOR)
+    return _command_result(state, action, stage, who)
+
+
+def _not_resumed(state: RunState) -> CallToolResult:
+    view = build_view(state)
+    result = CommandResult(
+        run_id=state.run_id,
+        action="none",
+        stage=None,
+        actor="user",
+        status=view.status,
+        stages={s.id: s.status for s in view.stages},
+        next_action="the user did not let the run spend more; it stays paused",
+    )
+    return tool_result(result, f"not resumed: the user said no; run {state.run_id} stays paused")

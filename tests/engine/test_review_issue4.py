@@ -66,7 +66,7 @@ async def test_a_stage_cap_stop_can_be_resumed_with_a_raised_budget(tmp_path: Pa
         assert state.status == "paused" and state.budget_paused
         assert state.spent_usd == 0.5
 
-        await env.service.control(run, "resume", budget_usd=5.0)
+        await env.service.control(run, "resume", budget_usd=5.0, via="cli")
         with anyio.fail_after(10):
             state = await env.scheduler.drive(run)
         assert first_left[1] is not None and first_left[1] > 0, (

@@ -290,8 +290,8 @@ async def test_run_budget_pauses_and_resume_with_higher_budget_finishes(tmp_path
         from stageflow.errors import InvalidArgument
 
         with pytest.raises(InvalidArgument, match="higher budget"):
-            await env.service.control(run, "resume")
-        await env.service.control(run, "resume", budget_usd=3.0)
+            await env.service.control(run, "resume", via="cli")
+        await env.service.control(run, "resume", budget_usd=3.0, via="cli")
         with anyio.fail_after(10):
             state = await env.scheduler.drive(run)
         assert state.status == "completed"

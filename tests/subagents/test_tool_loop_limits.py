@@ -337,3 +337,12 @@ async def test_a_failed_request_keeps_its_reservation_only_when_it_may_have_been
         assert request.meter.remaining_usd() == pytest.approx(1.0 - held)
     else:  # refused, or never sent: nothing held
         assert request.meter.in_flight == [] and held == 0.0
+
+
+def test_an_attempt_cut_short_counts_at_least_its_runners_share() -> None:
+    # Claude Code holds its --max-budget-usd share; killed before it reported its last request,
+    # the attempt counts the share, not just the messages its stream had closed (review)
+    meter = AttemptMeter()
+    meter.reserve(0.4)
+    assert attempt_usage(meter).cost_usd == 0.0  # finished normally: what was reported
+    assert attempt_usage(meter, cut_short=True).cost_usd == pytest.approx(0.4)
