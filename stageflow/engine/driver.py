@@ -2,9 +2,8 @@
 
 Loop: fold new events -> ``next_actions`` -> append decisions in one transaction -> launch
 attempts (``AttemptStarted`` is committed before the runner is called) -> wait for an attempt to
-finish, a timer, or a change made by another process; git operations (``gitops``) likewise.
-Every transition is committed before it takes effect; a crash at any point leaves a log that
-the next owner can resume from.
+finish, a timer, or a change made by another process (git work: ``gitops``). Every transition
+is committed before it takes effect; a crash at any point leaves a log to resume from.
 """
 
 from __future__ import annotations

@@ -18,13 +18,21 @@ from stageflow import events as ev
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
+from stageflow.engine.deciding import (
+    HUMAN_VIAS,
+    Decision,
+    Via,
+    check_approver,
+    check_attempt,
+    check_person,
+)
 from stageflow.engine.driver import summarize
 from stageflow.engine.gitops import GitLanes
 from stageflow.engine.gitstate import MERGE_AGENT
 from stageflow.engine.land import Lander, LandStrategy
 from stageflow.engine.lanes import plan_lanes
 from stageflow.engine.metering import ledger_usage
-from stageflow.engine.state import RunState, StageState, fold, initial_state, preview
+from stageflow.engine.state import RunState, fold, initial_state, preview
 from stageflow.engine.views import (
     RunListItem,
     RunView,
@@ -49,10 +57,7 @@ from stageflow.workflows.catalog import TemplateCatalog, load_catalog
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
 
-Decision = Literal["approve", "reject"]
 # how a decision reached stageflow; the first three are a person's
-Via = Literal["cli", "dashboard", "elicitation", "tool"]
-HUMAN_VIAS: frozenset[str] = frozenset({"cli", "dashboard", "elicitation"})
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
 WorkspaceProbe = Callable[[str, bool], Awaitable[WorkspaceView | None]]
 ControlAction = Literal["cancel", "pause", "resume", "retry"]
@@ -284,8 +289,8 @@ class Service:
             if st.status == "awaiting_approval":
                 if via == "elicitation" and attempt is None:
                     raise InvalidArgument("a person's answer must name the attempt it decides")
-                _check_attempt(state.run_id, target, st, attempt)
-                _check_approver(state, target, st, decision, approver, via)
+                check_attempt(state.run_id, target, st, attempt)
+                check_approver(state, target, st, decision, approver, via)
                 return [
                     ev.ApprovalDecided(
                         stage=target,
@@ -301,7 +306,7 @@ class Service:
                     f"stage '{target}' waits on its gate condition, not on an attempt to "
                     "review; decide it without attempt"
                 )
-            _check_person(state, target, st, via)
+            check_person(state, target, st, via)
             return [
                 ev.GateDecided(
                     stage=target, decision=decision, feedback=feedback, approver=approver
@@ -400,64 +405,6 @@ class Service:
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
-
-
-def _check_person(state: RunState, stage: str, st: StageState, via: Via) -> None:
-    """A stage whose approval is ``by: human`` takes decisions (its approval, and overriding
-    its false gate) only from a person."""
-    policy = state.spec.stage(stage).approval
-    if policy is None or policy.by != "human" or via in HUMAN_VIAS:
-        return
-    how = f"--stage {stage}" + (f" --attempt {st.attempt}" if st.status != "blocked" else "")
-    raise InvalidState(
-        f"stage '{stage}' needs a person's decision (approval by: human), which a model "
-        f"cannot give: ask the user to run `stageflow approve {state.run_id} {how}` (or "
-        "reject with --feedback), or to decide in the dashboard"
-    )
-
-
-def _check_approver(
-    state: RunState, stage: str, st: StageState, decision: Decision, approver: str, via: Via
-) -> None:
-    """Refuse a decision the stage's approval policy does not take (see ``decide``)."""
-    policy = state.spec.stage(stage).approval
-    if policy is None:
-        return
-    _check_person(state, stage, st, via)
-    if policy.approvers and approver not in policy.approvers:
-        raise InvalidArgument(
-            f"{approver!r} is not an approver of stage '{stage}' (approvers: "
-            f"{', '.join(policy.approvers)})"
-        )
-    if decision == "approve" and approver in st.approvals:
-        left = policy.min_approvals - len(set(st.approvals))
-        raise InvalidState(
-            f"{approver} has already approved attempt {st.attempt} of stage '{stage}'; it "
-            f"needs {left} more approval(s) from other approvers"
-        )
-
-
-def _check_attempt(run_id: str, stage: str, st: StageState, attempt: int | None) -> None:
-    """Refuse a decision about another attempt than the one waiting (see ``decide``)."""
-    if attempt is None:
-        if st.shown > 1:
-            raise InvalidArgument(
-                f"stage '{stage}' has been put up for approval {st.shown} times; attempt "
-                f"{st.attempt} waits now. Read it (workflow_status {run_id}) and decide with "
-                f"attempt={st.attempt} (CLI: --attempt {st.attempt})"
-            )
-        return
-    if attempt != st.attempt:
-        what = (
-            f"attempt {attempt} was replaced: the stage ran again and attempt {st.attempt} "
-            "waits now, which you have not read"
-            if attempt < st.attempt
-            else f"stage '{stage}' has no attempt {attempt}; attempt {st.attempt} waits"
-        )
-        raise InvalidState(
-            f"decision refused: {what}. Read attempt {st.attempt} (workflow_status {run_id}) "
-            f"and decide with attempt={st.attempt} (CLI: --attempt {st.attempt})"
-        )
 
 
 def _waiting_stage(state: RunState, stage: str | None) -> str:
