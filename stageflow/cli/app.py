@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import anyio
 from pydantic import BaseModel
 
 from stageflow import events as ev
@@ -32,6 +33,7 @@ from stageflow.engine.state import RunState
 from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.extras import knowledge_extras
 from stageflow.knowledge.index import KnowledgeIndex
+from stageflow.notify.dispatch import Notifier, build_notifier
 from stageflow.store.store import Store
 from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
 from stageflow.workspace.view import workspace_probe
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 
 # commands that may execute agent stages here
 DRIVING_COMMANDS = frozenset({"run", "approve", "reject", "resume", "retry"})
+# commands whose drivers send notifications (``[notify]``)
+NOTIFYING = DRIVING_COMMANDS | {"dashboard"}
+NOTIFY_DRAIN_S = 15.0  # how long a command waits at exit for notifications still retrying
 
 
 @dataclass
@@ -78,6 +83,7 @@ async def open_app(
 
     knowledge = KnowledgeIndex(store, settings)
     recorder = KnowledgeRecorder(store, knowledge, settings)
+    notifier = build_notifier(settings) if getattr(args, "command", None) in NOTIFYING else None
     runner = None
     driving = getattr(args, "command", None) in DRIVING_COMMANDS
     try:
@@ -94,7 +100,7 @@ async def open_app(
             runner,
             max_concurrent_agents=settings.max_concurrent_agents,
             lease_seconds=settings.lease_seconds,
-            sink=compose_sinks(sink, recorder.sink),
+            sink=compose_sinks(sink, recorder.sink, notifier.sink if notifier else None),
             agents=live.agent if live is not None else None,
             lanes=runner.lanes,
         )
@@ -107,16 +113,39 @@ async def open_app(
         )
         if driving:
             await _sync_for_stages(settings, knowledge)
-        try:
-            yield App(settings, store, service, scheduler, out, quiet, knowledge, said)
-        finally:
-            await recorder.drain()  # what this process's attempts produced, before it exits
+        async with _notifying(notifier):
+            try:
+                yield App(settings, store, service, scheduler, out, quiet, knowledge, said)
+            finally:
+                await recorder.drain()  # what this process's attempts produced, before it exits
     finally:
         try:
             if runner is not None:
                 await runner.aclose()  # the model client's connections, on this event loop
         finally:
             await store.close()
+
+
+@asynccontextmanager
+async def _notifying(notifier: Notifier | None) -> AsyncIterator[None]:
+    """Deliver notifications while the block runs, then wait a little for those still
+    retrying (a run waits for nobody; the process exits a little later). The command's own
+    errors come out as themselves, not wrapped in the task group's exception group."""
+    if notifier is None:
+        yield
+        return
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(notifier.run)
+            try:
+                yield
+            finally:
+                await notifier.drain(NOTIFY_DRAIN_S)
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 async def _sync_for_stages(settings: Settings, knowledge: KnowledgeIndex) -> None:

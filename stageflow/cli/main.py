@@ -74,6 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="HTTP sessions one client may keep; one more ends its least recently used (32)",
     )
+    sp = add("dashboard", "serve the live dashboard in the browser", "dashboard:cmd_dashboard")
+    sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8766, help="port (default 8766; 0 picks one)")
+    sp.add_argument("--open", action="store_true", help="open the URL in the web browser")
+    sp.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="extra Host name browsers may use on a non-loopback bind; repeatable",
+    )
+    sp = add(
+        "costs", "model spend across runs, from the cost ledger", "costs:cmd_costs", json_=True
+    )
+    sp.add_argument("--since", default="7d", help="how far back: 90m, 12h, 7d, 2w (default 7d)")
+    sp.add_argument("--by", choices=("template", "agent", "model"), default="template")
     add("templates", "list workflow templates", "commands:cmd_templates", json_=True)
     add("agents", "list agent definitions", "commands:cmd_agents", json_=True)
     sp = add("validate", "validate template files", "commands:cmd_validate", json_=True)

@@ -4,6 +4,7 @@ imported on this path, so a stdio client's ``initialize`` is answered fast."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TextIO
 
 from stageflow.cli.exits import EXIT_OK
@@ -37,6 +38,16 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from stageflow.server.app import build_server
 
     server = build_server(load_settings(args.project, db=args.db))
+    board_token = None
+    if args.transport == "http":
+        from stageflow.dashboard.guard import new_token
+
+        board_token = (token or "").strip() or new_token()
+        shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        shown = f"[{shown}]" if ":" in shown else shown
+        # stderr: the URL carries the token, and stdout is no place for logs
+        sys.stderr.write(f"stageflow dashboard: http://{shown}:{args.port}/?token={board_token}\n")
+        sys.stderr.flush()
     try:
         run_server(
             server,
@@ -47,6 +58,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             allowed_hosts=args.allow_host or (),
             session_idle_s=args.session_idle,
             sessions_per_client=args.sessions_per_client,
+            dashboard_token=board_token,
         )
     except KeyboardInterrupt:
         return EXIT_OK  # Ctrl-C ends a server normally; its runs resume on the next start

@@ -36,7 +36,7 @@ from stageflow.config import Settings
 from stageflow.engine.runner import Runner
 from stageflow.engine.scheduler import RunBusy, Scheduler
 from stageflow.engine.service import Service
-from stageflow.knowledge.decisions import KnowledgeRecorder
+from stageflow.knowledge.decisions import KnowledgeRecorder, compose_sinks
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.server.client_log import ClientLogForwarder, RememberClients
 from stageflow.server.notify import RunNotifier
@@ -153,11 +153,14 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         from stageflow.knowledge.extras import knowledge_extras
+        from stageflow.notify.dispatch import build_notifier
+        from stageflow.server.mcp_server import StageflowMCP
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.workspace.view import workspace_probe
 
         store = await Store.open(settings.db_path)
         try:
+            notices = build_notifier(settings)
             live = LiveDefinitions(settings)
             knowledge = KnowledgeIndex(store, settings)
             recorder = KnowledgeRecorder(store, knowledge, settings)
@@ -180,7 +183,7 @@ def _lifespan(
                 used,
                 max_concurrent_agents=settings.max_concurrent_agents,
                 lease_seconds=settings.lease_seconds,
-                sink=recorder.sink,
+                sink=compose_sinks(recorder.sink, notices.sink if notices else None),
                 agents=live.agent,
                 lanes=lanes,
             )
@@ -215,6 +218,8 @@ def _lifespan(
                     await tg.start(app.notifier.run, app.stop)
                     await tg.start(logs.run, app.stop)
                     await tg.start(recorder.run, app.stop)
+                    if notices is not None:
+                        await tg.start(notices.run)
                     tg.start_soon(_after_first_request, app, _sync_knowledge, app)
                     if watch_files:
                         # in the background: a stdio client's ``initialize`` need not wait
@@ -223,9 +228,13 @@ def _lifespan(
                         app.watching.set()
                     package_log = logging.getLogger("stageflow")
                     package_log.addHandler(logs)
+                    if isinstance(server, StageflowMCP):
+                        server.app_context = app
                     try:
                         yield app
                     finally:
+                        if isinstance(server, StageflowMCP):
+                            server.app_context = None
                         package_log.removeHandler(logs)
                         # Drivers stop where they are; every transition is already committed,
                         # and the next process to open the project resumes the runs.

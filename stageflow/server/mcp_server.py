@@ -51,6 +51,8 @@ class StageflowMCP(MCPServer[LifespanT]):
     ) -> None:
         super().__init__(*args, **kw)
         self._register = register
+        #: the lifespan's context while it runs (the dashboard served next to /mcp reads it)
+        self.app_context: Any | None = None
 
     def ensure_registered(self) -> None:
         """Register the tools, resources and prompts now if they are not yet."""

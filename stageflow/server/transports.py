@@ -31,7 +31,7 @@ from stageflow.server.sessions import (
 if TYPE_CHECKING:
     import uvicorn
     from mcp.server.lowlevel import Server
-    from starlette.types import ASGIApp
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 Transport = Literal["stdio", "sse", "http"]
 TRANSPORTS: tuple[Transport, ...] = ("stdio", "sse", "http")
@@ -53,6 +53,7 @@ def run_server(
     allowed_hosts: Iterable[str] = (),
     session_idle_s: float = DEFAULT_IDLE_S,
     sessions_per_client: int = DEFAULT_PER_CLIENT,
+    dashboard_token: str | None = None,
 ) -> None:
     """Serve ``mcp`` until the client goes away (stdio) or the process is interrupted (HTTP).
 
@@ -71,6 +72,7 @@ def run_server(
         allowed_hosts=allowed_hosts,
         session_idle_s=session_idle_s,
         sessions_per_client=sessions_per_client,
+        dashboard_token=dashboard_token,
     )
     server = uvicorn_server(app, host=host, port=port)
     log.info("stageflow MCP server (%s) on %s:%s", transport, host, port)
@@ -101,6 +103,7 @@ def http_app(
     session_idle_s: float = DEFAULT_IDLE_S,
     sessions_per_client: int = DEFAULT_PER_CLIENT,
     max_sessions: int = DEFAULT_MAX_SESSIONS,
+    dashboard_token: str | None = None,
 ) -> ASGIApp:
     """The ASGI app for ``transport`` as it would be served on ``host``.
 
@@ -110,6 +113,10 @@ def http_app(
     each client keeps at most ``sessions_per_client`` (``stageflow.server.sessions``). SSE
     enters the server lifespan once for the app (the SDK would enter it per connection,
     starting one scheduler per client).
+
+    With ``dashboard_token``, Streamable HTTP also serves the dashboard at ``/`` (every path
+    but ``/mcp``), with its own session rules (``stageflow.dashboard.guard``); the bearer
+    token guards ``/mcp`` only, since a browser cannot send it.
     """
     enforced = require_token(host, token)
     security = transport_security(host, allowed_hosts)
@@ -133,7 +140,28 @@ def http_app(
         app = sse
     if enforced is not None:
         app = BearerTokenMiddleware(app, enforced)
+    if transport == "http" and dashboard_token:
+        from stageflow.server.dashboard import served_dashboard
+
+        board = served_dashboard(mcp, token=dashboard_token, host=host, allowed_hosts=allowed_hosts)
+        app = PathDispatch(app, board, prefix=HTTP_PATH)
     return app
+
+
+class PathDispatch:
+    """``prefix`` (and lifespan events) to ``main``; every other HTTP path to ``other``."""
+
+    def __init__(self, main: ASGIApp, other: ASGIApp, *, prefix: str) -> None:
+        self.main = main
+        self.other = other
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "lifespan" or path == self.prefix or path.startswith(self.prefix + "/"):
+            await self.main(scope, receive, send)
+        else:
+            await self.other(scope, receive, send)
 
 
 def uvicorn_server(app: ASGIApp, *, host: str, port: int) -> uvicorn.Server:

@@ -3,10 +3,32 @@ log: a request is paid for whatever becomes of its attempt). ``store.ledger``.""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 from stageflow.store import queries as q
 from stageflow.store.connection import fetch_all
 from stageflow.store.database import Database
 from stageflow.store.rows import RequestRow, request_from_row
+
+
+@dataclass(frozen=True)
+class CostTotal:
+    """The ledger summed for one run, stage and answering model."""
+
+    run_id: str
+    template: str
+    stage: str
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+
+
+CostTotals = list[CostTotal]  # (``LedgerStore.list`` hides the builtin in the class)
 
 
 class LedgerStore:
@@ -50,3 +72,37 @@ class LedgerStore:
         async with self._db.read() as conn:
             rows = await fetch_all(conn, q.LIST_REQUESTS, (run_id,))
         return [request_from_row(r) for r in rows]
+
+    async def totals(self, since: float) -> CostTotals:
+        """Spend since ``since`` (epoch seconds) per run, stage and model, across all runs.
+        A request whose usage is not known yet counts its reservation."""
+        async with self._db.read() as conn:
+            rows = await fetch_all(conn, q.COST_TOTALS, (since,))
+        return [
+            CostTotal(
+                run_id=r[0],
+                template=r[1],
+                stage=r[2],
+                model=r[3],
+                requests=int(r[4]),
+                input_tokens=int(r[5] or 0),
+                output_tokens=int(r[6] or 0),
+                cache_read_tokens=int(r[7] or 0),
+                cache_write_tokens=int(r[8] or 0),
+                cost_usd=float(r[9] or 0),
+            )
+            for r in rows
+        ]
+
+    async def stage_agents(self, run_id: str) -> dict[str, str]:
+        """Stage id -> agent name, from the spec the run was created with (no agent: absent)."""
+        async with self._db.read() as conn:
+            rows = await fetch_all(conn, q.RUN_CREATED_PAYLOAD, (run_id,))
+        if not rows:
+            return {}
+        spec = json.loads(rows[0][0]).get("spec", {})
+        return {
+            str(st["id"]): str(st["agent"])
+            for st in spec.get("stages", [])
+            if isinstance(st, dict) and st.get("agent")
+        }

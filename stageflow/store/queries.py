@@ -111,3 +111,15 @@ DATA_VERSION = "PRAGMA data_version"
 SCHEMA = (  # each table followed by its indexes
     "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY tbl_name, type DESC, name"
 )
+
+# -- costs across runs -------------------------------------------------------------------------
+
+COST_TOTALS = (  # a request in flight (done = 0) counts its reservation, as the caps do
+    "SELECT m.run_id, r.template, m.stage, m.model, COUNT(*), SUM(m.input_tokens), "
+    "SUM(m.output_tokens), SUM(m.cache_read_tokens), "
+    "SUM(m.cache_write_5m_tokens + m.cache_write_1h_tokens), "
+    "SUM(CASE WHEN m.done THEN m.cost_usd ELSE MAX(m.cost_usd, m.reserved_usd) END) "
+    "FROM model_requests m JOIN runs r ON r.run_id = m.run_id WHERE m.at >= ? "
+    "GROUP BY m.run_id, m.stage, m.model"
+)
+RUN_CREATED_PAYLOAD = "SELECT payload FROM events WHERE run_id = ? AND seq = 1"

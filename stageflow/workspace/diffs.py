@@ -17,7 +17,7 @@ from typing import Literal
 from stageflow.workspace.git import GIT_TIMEOUT, git
 from stageflow.workspace.worktree import RunWorkspace, WorkspaceError
 
-__all__ = ["DiffSummary", "FileChange", "diff_summary"]
+__all__ = ["DiffSummary", "FileChange", "diff_patch", "diff_summary"]
 
 ChangeStatus = Literal["added", "modified", "deleted", "untracked"]
 _STATUS_LETTER: dict[str, ChangeStatus] = {"A": "added", "M": "modified", "D": "deleted"}
@@ -91,6 +91,17 @@ def diff_summary(ws: RunWorkspace, *, timeout: float = GIT_TIMEOUT) -> DiffSumma
         insertions=sum(f.insertions for f in files),
         deletions=sum(f.deletions for f in files),
     )
+
+
+def diff_patch(ws: RunWorkspace, *, max_chars: int, timeout: float = GIT_TIMEOUT) -> str | None:
+    """The worktree's tracked changes since ``ws.base`` as a patch (its first ``max_chars``);
+    None for other modes. No external diff or textconv program runs."""
+    if ws.mode != "worktree" or ws.base is None or not ws.root.is_dir():
+        return None
+    argv = ["-c", "core.quotepath=false", "diff", "--no-ext-diff", "--no-textconv"]
+    argv += ["--no-renames", "--no-color", "--relative", ws.base]
+    text = _git(argv, cwd=ws.root, timeout=timeout).stdout
+    return text if len(text) <= max_chars else text[:max_chars] + "\n... (diff cut here)\n"
 
 
 def _count_lines(path: Path) -> tuple[int, bool]:

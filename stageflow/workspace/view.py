@@ -10,7 +10,7 @@ import anyio.to_thread
 from stageflow.engine.service import WorkspaceProbe
 from stageflow.engine.views import WorkspaceView
 from stageflow.errors import StageflowError
-from stageflow.workspace.diffs import diff_summary
+from stageflow.workspace.diffs import diff_patch, diff_summary
 from stageflow.workspace.worktree import (
     WorkspaceError,
     check_gitfile,
@@ -58,3 +58,20 @@ def workspace_probe(project: Path) -> WorkspaceProbe:
         return await anyio.to_thread.run_sync(_probe, project, run_id, ended)
 
     return probe
+
+
+def _patch(project: Path, run_id: str, max_chars: int) -> str | None:
+    ws = find_workspace(project, run_id)
+    if ws is None:
+        return None
+    try:
+        _trusted(project, run_id)
+        return diff_patch(ws, max_chars=max_chars)
+    except (StageflowError, OSError) as exc:  # the page must not fail because git did
+        log.warning("run %s: no diff: %s", run_id, exc)
+        return None
+
+
+async def workspace_patch(project: Path, run_id: str, max_chars: int = 200_000) -> str | None:
+    """The run's worktree diff against its base, live (the dashboard's workspace section)."""
+    return await anyio.to_thread.run_sync(_patch, project, run_id, max_chars)

@@ -1,0 +1,1 @@
+"""The live dashboard: a small Starlette app over ``Service`` (pages, SSE, decisions)."""

@@ -1,0 +1,1 @@
+"""Notifications (``[notify]`` in config): a human is needed, a run ended, a budget pause."""
