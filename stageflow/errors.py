@@ -165,7 +165,8 @@ class NotFound(StageflowError):
         self.kind = kind
         self.name = name
         self.known = list(known)
-        msg = f"unknown {kind} '{name}'"
+        shown_name = name if len(name) <= 80 else name[:77] + "..."  # never echo a flood back
+        msg = f"unknown {kind} '{shown_name}'"
         if self.known:
             shown = ", ".join(self.known[:20])
             more = f" (+{len(self.known) - 20} more)" if len(self.known) > 20 else ""

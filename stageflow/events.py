@@ -76,7 +76,8 @@ class AttemptStarted(_Event):
     type: Literal["attempt_started"] = "attempt_started"
     stage: str
     attempt: int
-    kind: Literal["initial", "retry", "rework", "resume"] = "initial"
+    # rerun: the stage ran before, and a rework upstream of it asks for it again
+    kind: Literal["initial", "retry", "rework", "resume", "rerun"] = "initial"
     agent: str | None = None
     agent_hash: str | None = None
     model: str | None = None
@@ -124,6 +125,15 @@ class AttemptFinished(_Event):
     retryable: bool = False
     fatal: bool = False  # retrying cannot help (e.g. rejected credentials): skip the retry policy
     duration_s: float = 0.0
+    plan: list[dict[str, Any]] | None = None  # a plan stage's validated items
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_plan(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # as for ``agent_def``: entries logged before the field existed hash as stored
+        data: dict[str, Any] = handler(self)
+        if self.plan is None:
+            data.pop("plan", None)
+        return data
 
 
 class ApprovalRequested(_Event):
@@ -213,6 +223,64 @@ class RunFailed(_Event):
     reason: str
 
 
+class PlanExpanded(_Event):
+    """A ``for_each`` stage became one sub-stage per item of its plan stage's plan."""
+
+    type: Literal["plan_expanded"] = "plan_expanded"
+    stage: str  # the for_each stage
+    source: str  # the plan stage
+    items: list[dict[str, Any]]  # the validated items (``stageflow.workflows.plan.PlanItem``)
+
+
+class ReworkRequested(_Event):
+    """A stage's ``changes_requested`` sent work back (``on_changes_requested``)."""
+
+    type: Literal["rework_requested"] = "rework_requested"
+    stage: str  # the stage that requested changes
+    target: str  # the stage sent back (a for_each stage: ``feedback`` names its items)
+    round: int
+    feedback: dict[str, str]  # stage id -> the feedback it reruns with
+
+
+class StageEscalated(_Event):
+    """A false gate or used-up rework rounds handed to a decision agent or a human."""
+
+    type: Literal["stage_escalated"] = "stage_escalated"
+    stage: str
+    kind: Literal["gate", "rework"]
+    to: str  # "human", or the decision agent's name
+    reason: str
+    findings: str = ""  # the open findings, shown to whoever decides
+    round: int = 0  # the decision agent's round (its stage is ``<stage>.decision<round>``)
+    by: str = "engine"
+
+
+class EscalationDecided(_Event):
+    """Who was escalated to decided: approve, reject (with feedback), or hand it to a human."""
+
+    type: Literal["escalation_decided"] = "escalation_decided"
+    stage: str
+    decision: Literal["approve", "reject", "human"]
+    feedback: str | None = None
+    approver: str = "human"
+    by_agent: bool = False  # a decision agent answered (it never decides a human escalation)
+
+
+class RunAdjusted(_Event):
+    """A run-time change to the run (``workflow_adjust``), validated against its DAG."""
+
+    type: Literal["run_adjusted"] = "run_adjusted"
+    action: Literal["add_stage", "skip_stage", "set_concurrency", "escalate"]
+    stage: str | None = None
+    spec: dict[str, Any] | None = None  # add_stage: the new stage
+    before: list[str] = Field(default_factory=list)  # add_stage: stages that now wait for it
+    agent_def: dict[str, Any] | None = None  # add_stage/escalate: an agent the run had not
+    max_concurrent_agents: int | None = None  # set_concurrency
+    to: str | None = None  # escalate: the decision agent
+    reason: str | None = None
+    by: str = "human"
+
+
 class LeaseTaken(_Event):
     """A process took over execution of the run (first start, restart or takeover)."""
 
@@ -283,6 +351,11 @@ Event = Annotated[
     | RunCancelled
     | RunCompleted
     | RunFailed
+    | PlanExpanded
+    | ReworkRequested
+    | StageEscalated
+    | EscalationDecided
+    | RunAdjusted
     | LeaseTaken
     | GitStarted
     | GitFinished,

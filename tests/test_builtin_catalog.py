@@ -35,6 +35,9 @@ EXPECTED_AGENTS = {
     "release-manager": "sonnet",
     "editor": "sonnet",
     "merge-resolver": "sonnet",
+    "coordinator": "opus",
+    "auditor": "sonnet",
+    "decision-maker": "haiku",
 }
 EXPECTED_TEMPLATES = {
     "feature_development",
@@ -42,10 +45,11 @@ EXPECTED_TEMPLATES = {
     "documentation_update",
     "security_audit",
     "feature_parallel",
+    "plan_execute_audit",
 }
 CLAUDE_CODE_TOOLS = {"Read", "Write", "Edit", "Glob", "Grep", "Bash"}
 READ_ONLY = {"Read", "Glob", "Grep"}
-READ_ONLY_ROLES = {"architect", "reviewer", "security-auditor"}
+READ_ONLY_ROLES = {"architect", "reviewer", "security-auditor", "coordinator", "decision-maker"}
 OUTPUT_REF = re.compile(r"\b([A-Za-z_]\w*)\.outputs\.([A-Za-z_]\w*)")
 
 
@@ -149,7 +153,7 @@ def test_template_uses_builtin_agents_and_needs_upstream_artifacts(
     spec = load_spec(path)
     rollback_targets = spec.rollback_targets()
     for stage in spec.stages:
-        assert stage.agent in agents, stage.id
+        assert stage.agent in agents or stage.run, stage.id  # an agent, or a command stage
         assert not set(stage.depends_on) & rollback_targets, stage.id
         ups = upstream(spec, stage.id)
         assert len(stage.needed()) == len(stage.needs)
@@ -184,7 +188,8 @@ def test_approval_stages_bound_their_rework(path: Path) -> None:
     assert approvals
     for stage, raw_stage in zip(spec.stages, raw["stages"], strict=True):
         if stage.approval is not None:
-            assert "max_rework" in raw_stage, stage.id
+            # a rejection reruns the stage (max_rework) or sends work back (on_changes_requested)
+            assert "max_rework" in raw_stage or stage.on_changes_requested, stage.id
             assert stage.approval.prompt, stage.id
 
 
@@ -249,10 +254,15 @@ def test_security_audit_skips_remediation_without_findings_and_can_roll_back() -
     assert spec.stage("pentesting").agent == "pentester"
 
 
-def test_feature_parallel_runs_four_agents_after_the_design() -> None:
+def test_feature_parallel_plans_the_build_and_reviews_it_with_rework() -> None:
     spec = load_spec(TEMPLATES_DIR / "feature_parallel.yaml")
     after_design = [s.id for s in spec.stages if s.depends_on == ["design"]]
-    assert after_design == ["backend", "frontend", "security_review", "docs"]
+    assert after_design == ["plan", "security_review", "docs"]
+    assert spec.stage("plan").agent == "coordinator" and spec.stage("plan").plan is not None
+    build = spec.stage("build")
+    assert (build.for_each, build.depends_on) == ("plan", ["plan"])
+    rework = spec.stage("code_review").on_changes_requested
+    assert rework is not None and rework.rework == "build"
     assert spec.limits.max_concurrent_agents >= 4
     assert spec.stage("design").approval is not None
     assert spec.stage("code_review").gate == "security_review.outputs.critical_findings == 0"
@@ -269,3 +279,23 @@ def test_feature_parallel_runs_four_agents_after_the_design() -> None:
     assert gate.evaluate(ready) is True
     assert gate.evaluate(low) is False
     assert spec.resolve_inputs({"task": "x"})["min_coverage"] == 0.8
+
+
+def test_plan_execute_audit_shape() -> None:
+    spec = load_spec(TEMPLATES_DIR / "plan_execute_audit.yaml")
+    assert [(s.id, s.agent or "command") for s in spec.stages] == [
+        ("plan", "coordinator"),
+        ("execute", "developer"),
+        ("integrate", "command"),
+        ("audit", "auditor"),
+        ("approval", "command"),
+    ]
+    plan = spec.stage("plan").plan
+    assert plan is not None and plan.max_items >= 3
+    assert spec.stage("execute").for_each == "plan"
+    assert spec.stage("execute").budget_usd is not None  # an item's cap, and its estimate
+    audit = spec.stage("audit")
+    assert audit.on_changes_requested is not None
+    assert (audit.on_changes_requested.rework, audit.on_changes_requested.max) == ("execute", 2)
+    assert "execute.summary" in audit.needs and "plan.plan" in audit.needs
+    assert spec.stage("approval").approval is not None

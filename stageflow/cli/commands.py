@@ -16,6 +16,7 @@ from stageflow.cli.app import App, drive, emit, show
 from stageflow.cli.exits import EXIT_FAIL, EXIT_OK
 from stageflow.cli.render import render_runs
 from stageflow.config import Settings, load_settings
+from stageflow.engine.adjust import Adjustment
 from stageflow.engine.catalog_view import agent_info
 from stageflow.engine.state import HUMAN_WAIT
 from stageflow.errors import InvalidArgument, InvalidState, Problem
@@ -36,7 +37,7 @@ async def cmd_templates(app: App, args: argparse.Namespace) -> int:
         description = spec.description if spec else ""
         shape = _shape(spec) if spec else "(failed to load)"
         app.out.write(f"{name:<22} {description}\n{'':<22} {shape}\n")
-    app.out.write("(* = approval gate)\n")
+    app.out.write("(* = approval gate, [each] = one sub-stage per item of a plan)\n")
     for e in catalog.errors:
         app.out.write(f"error: {e}\n")
     return EXIT_OK
@@ -51,7 +52,8 @@ def _shape(spec: WorkflowSpec) -> str:
     layers: dict[int, list[str]] = {}
     for s in spec.stages:
         if s.id not in rollback:
-            layers.setdefault(depth[s.id], []).append(s.id + ("*" if s.approval else ""))
+            mark = ("[each]" if s.for_each else "") + ("*" if s.approval else "")
+            layers.setdefault(depth[s.id], []).append(s.id + mark)
     parts = [
         names[0] if len(names) == 1 else "[" + ", ".join(names) + "]"
         for _, names in sorted(layers.items())
@@ -162,7 +164,7 @@ async def _decide(app: App, args: argparse.Namespace, decision: str, feedback: s
         after = state.stages.get(decided)
         more = ""
         if after is not None and after.status == "awaiting_approval" and decision == "approve":
-            policy = state.spec.stage(decided).approval
+            policy = state.stage_spec(decided).approval
             need = policy.min_approvals if policy is not None else 1
             more = f" ({len(set(after.approvals))} of {need} approvals)"
         app.out.write(f"recorded: {decision} of stage '{decided}' by {approver}{more}\n")
@@ -229,6 +231,26 @@ async def cmd_land(app: App, args: argparse.Namespace) -> int:
             f"({done.strategy})\n"
         )
     return EXIT_OK
+
+
+async def cmd_adjust(app: App, args: argparse.Namespace) -> int:
+    """``stageflow adjust RUN ACTION ...``: the same change as ``workflow_adjust``."""
+    request = Adjustment(
+        action=args.action,
+        stage=args.stage,
+        agent=args.agent,
+        depends_on=args.depends_on or (),
+        needs=args.needs or (),
+        produces=args.produces or (),
+        before=args.before or (),
+        description=args.description or "",
+        max_concurrent_agents=args.max,
+        reason=args.reason,
+    )
+    state = await app.service.adjust(args.run, request, actor=args.by)
+    if not app.quiet and state.adjustments:
+        app.out.write(f"recorded: {state.adjustments[-1]}\n")
+    return await _after_command(app, args, args.run)
 
 
 async def cmd_artifact(app: App, args: argparse.Namespace) -> int:

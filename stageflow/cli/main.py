@@ -23,6 +23,10 @@ from stageflow.cli.exits import EXIT_FAIL, EXIT_NOT_FOUND, EXIT_OK, EXIT_STATE, 
 from stageflow.cli.knowledge_parser import add_knowledge_parser
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, SpecError, StageflowError
 
+# stageflow.engine.adjust.ACTIONS, spelled out so the parser imports no engine (a test keeps
+# the two equal)
+ADJUST_ACTIONS = ("add_stage", "skip_stage", "set_concurrency", "escalate")
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -179,6 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--strategy", choices=("squash", "merge", "rebase"), default="squash")
     sp.add_argument("--into", metavar="BRANCH", help="the branch to land into (made if missing)")
+    sp = add(
+        "adjust",
+        "change a run while it runs: add_stage, skip_stage, set_concurrency, escalate",
+        "commands:cmd_adjust",
+        json_=True,
+    )
+    sp.add_argument("run")
+    sp.add_argument("action", choices=ADJUST_ACTIONS)
+    sp.add_argument("--stage", help="the stage to add, skip or escalate")
+    sp.add_argument("--agent", help="add_stage: who runs it; escalate: the decision agent")
+    sp.add_argument("--depends-on", action="append", metavar="STAGE", help="repeatable")
+    sp.add_argument("--needs", action="append", metavar="STAGE.ARTIFACT", help="repeatable")
+    sp.add_argument("--produces", action="append", metavar="NAME", help="repeatable")
+    sp.add_argument(
+        "--before", action="append", metavar="STAGE", help="a stage that waits for it; repeatable"
+    )
+    sp.add_argument("--description", help="add_stage: the stage's goal")
+    sp.add_argument("--max", type=int, help="set_concurrency: the new max_concurrent_agents")
+    sp.add_argument("--reason")
+    sp.add_argument("--by", default="cli", help="who asked (recorded in the audit log)")
+    driving(sp)
     sp = add(
         "artifact",
         "print an artifact (latest version unless --version)",

@@ -20,6 +20,9 @@ STATUS_MARK = {
     "retry_wait": "~",
     "blocked": "?",
     "awaiting_approval": "?",
+    "changes_requested": "!",
+    "expanded": "*",
+    "escalated": "^",
     "succeeded": "+",
     "failed": "x",
     "skipped": "-",
@@ -67,23 +70,36 @@ def render_run(
     out.write(f"run {view.run_id}  {view.template}  [{view.status}]  runner: {label}\n")
     out.write(f"task: {view.task}\n")
     rows = [["", "stage", "status", "att", "time", "model", "tokens", "cost"]]
+    by_id = {s.id: s for s in view.stages}
     for s in view.stages:
         status = s.status + (f" (rework {s.reworks})" if s.reworks else "")
+        usage, model, name = s.usage, s.model or ("cmd" if s.kind == "command" else "-"), s.id
+        if s.items:  # a for_each stage: its items' totals; the items follow, indented
+            items = [by_id[i] for i in s.items if i in by_id]
+            done = sum(1 for i in items if i.status == "succeeded")
+            status += f" ({done} of {len(items)} items)"
+            for i in items:
+                usage = usage + i.usage
+            model = "-"
+        elif s.parent is not None:
+            name = f"  - {s.id.removeprefix(s.parent + '.')}"
         rows.append(
             [
                 STATUS_MARK.get(s.status, " "),
-                s.id,
+                name,
                 status,
                 str(s.attempts),
                 duration(s.duration_s if s.attempts else None),
-                s.model or ("cmd" if s.kind == "command" else "-"),
-                tokens(s.usage.total_tokens),
-                money(s.usage.cost_usd),
+                model,
+                tokens(usage.total_tokens),
+                money(usage.cost_usd),
             ]
         )
     _table(rows, out)
     for s in view.stages:
-        shown = s.status in ("failed", "attempt_failed", "skipped", "blocked") and s.reason
+        shown = (
+            s.status in ("failed", "attempt_failed", "skipped", "blocked", "escalated") and s.reason
+        )
         if shown and not _said(s.reason, said):
             out.write(f"  {s.id}: {s.reason}\n")
             said.add(s.reason or "")
@@ -108,6 +124,8 @@ def render_run(
             who = f": {', '.join(w.approved_by)}" if w.approved_by else ""
             kind += f", {len(w.approved_by)} of {w.min_approvals} approvals{who}"
         out.write(f"waiting: {w.stage} ({kind}) - {w.what.rstrip()}{review}\n")
+    for a in view.adjustments:
+        out.write(f"adjusted: {a}\n")
     budget = f" of {money(view.budget_usd)}" if view.budget_usd is not None else ""
     out.write(
         f"spent: {money(view.spent_usd)}{budget}  tokens: {tokens(view.usage.total_tokens)}\n"
@@ -211,6 +229,21 @@ def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
             return f"{clock}  run FAILED{why}"
         case ev.GitFinished():
             return _describe_git(clock, e)
+        case ev.PlanExpanded():
+            ids = ", ".join(str(i.get("id")) for i in e.items)
+            return f"{clock}  {e.stage:<18} expanded into {len(e.items)} item(s): {ids}"
+        case ev.ReworkRequested():
+            return (
+                f"{clock}  {e.stage:<18} sent back to {', '.join(e.feedback)} "
+                f"(rework round {e.round})"
+            )
+        case ev.StageEscalated():
+            return f"{clock}  {e.stage:<18} escalated to {e.to}: {e.reason}"
+        case ev.EscalationDecided():
+            fb = f": {e.feedback}" if e.feedback else ""
+            return f"{clock}  {e.stage:<18} escalation: {e.decision} by {e.approver}{fb}"
+        case ev.RunAdjusted():
+            return f"{clock}  run adjusted by {e.by}: {e.action} {e.stage or ''}".rstrip()
         case ev.LeaseTaken():
             if e.previous_owner:
                 return f"{clock}  resumed by this process (previous owner {e.previous_owner})"

@@ -236,7 +236,7 @@ async def _waits(service: Service, run_id: str) -> list[Waiting]:
         if st.status not in HUMAN_WAIT:
             continue
         approval = st.status == "awaiting_approval"
-        policy = state.spec.stage(sid).approval if approval else None
+        policy = state.stage_spec(sid).approval if approval else None
         who = "a person"
         if policy is not None:
             if policy.approvers:

@@ -19,6 +19,7 @@ from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.gitplan import lane_for, verify_for
 from stageflow.engine.gitstate import CONFLICT_ARTIFACT
 from stageflow.engine.planner import StartAttempt
+from stageflow.engine.plans import needed_refs, plan_limits
 from stageflow.engine.runner import (
     AttemptMeter,
     AttemptRequest,
@@ -63,7 +64,7 @@ class AttemptInputs:
         key = (start.stage, start.attempt)
         if key in self._agents_by_attempt:
             return self._agents_by_attempt[key]
-        name = st.spec.stage(start.stage).agent
+        name = st.stage_spec(start.stage).agent
         return st.agents.get(name) if name else None
 
     def forget(self, start: StartAttempt) -> None:
@@ -90,7 +91,7 @@ class AttemptInputs:
         When the agent's definition differs from the run's current one (it was edited since),
         the record carries it, so folding the log reproduces what every attempt used.
         """
-        spec = st.spec.stage(start.stage)
+        spec = st.stage_spec(start.stage)
         agent = self._agent_for(st, spec.agent)
         own = st.agents.get(spec.agent) if spec.agent else None
         newer = agent is not None and (own is None or own.content_hash != agent.content_hash)
@@ -104,7 +105,7 @@ class AttemptInputs:
                     "size": ref.size,
                     "tokens_est": estimate_tokens(ref.size),
                 }
-                for s, a in spec.needed()
+                for s, a in needed_refs(st, start.stage)
                 if (ref := st.stages[s].artifacts.get(a)) is not None
             ],
             "feedback_chars": len(start.feedback or ""),
@@ -141,10 +142,10 @@ class AttemptInputs:
     ) -> AttemptRequest:
         """The runner's request: only the ``needs`` artifacts (and on a rework the feedback
         and the stage's previous artifacts), the agent the attempt started with."""
-        spec = st.spec.stage(start.stage)
+        spec = st.stage_spec(start.stage)
         agent = self.agent_of(st, start)
         needed: list[InputArtifact] = []
-        for s, a in spec.needed():
+        for s, a in needed_refs(st, start.stage):
             ref = st.stages[s].artifacts.get(a)
             if ref is None:
                 continue
@@ -189,6 +190,7 @@ class AttemptInputs:
             lane=lane,
             verify=verify[0] if verify else None,
             merged=verify[1] if verify else [],
+            plan_limits=plan_limits(st, start.stage),
             meter=meter,
         )
 

@@ -33,6 +33,9 @@ class StageInfo(Model):
     approval: bool = Field(False, description="a human approves or rejects its result")
     gate: str | None = Field(None, description="condition; when false a human decides")
     when: str | None = Field(None, description="condition; when false the stage is skipped")
+    plan: bool = Field(False, description="it returns a plan of work items")
+    for_each: str | None = Field(None, description="one sub-stage per item of this plan stage")
+    rework: str | None = Field(None, description="where its changes_requested sends the work")
 
 
 class TemplateInfo(Model):
@@ -102,6 +105,9 @@ def template_info(entry: TemplateEntry) -> TemplateInfo:
             approval=s.approval is not None and s.approval.required,
             gate=s.gate,
             when=s.when,
+            plan=s.plan is not None,
+            for_each=s.for_each,
+            rework=s.on_changes_requested.rework if s.on_changes_requested else None,
         )
         for s in spec.stages
     ]

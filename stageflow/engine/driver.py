@@ -22,12 +22,11 @@ from stageflow import events as ev
 from stageflow.engine.attempt_inputs import (
     AgentProvider,
     AttemptInputs,
-    checked_artifacts,
-    new_versions,
 )
 from stageflow.engine.gitops import GitLanes, GitOps
-from stageflow.engine.metering import RunMeters, attempt_usage, ledger_usage
+from stageflow.engine.metering import RunMeters, ledger_usage
 from stageflow.engine.planner import StartAttempt, next_actions
+from stageflow.engine.recording import finished_event
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.engine.runner_call import call_runner
 from stageflow.engine.slots import HeldSlot, Slots
@@ -41,7 +40,6 @@ from stageflow.errors import (
     StageTimeout,
 )
 from stageflow.store.store import NewArtifact, RunSummary, Store
-from stageflow.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +385,7 @@ class RunDriver:
         error: str | None = None
         retryable = fatal = False
         slot = self.slots.held()
-        timeout = self.state.spec.stage(start.stage).timeout
+        timeout = self.state.stage_spec(start.stage).timeout
         try:
             with scope:
                 try:
@@ -462,39 +460,16 @@ class RunDriver:
         fatal: bool = False,
         slot: HeldSlot | None = None,
     ) -> None:
-        stage = self.state.stages[start.stage]
-        spec = self.state.spec.stage(start.stage)
-        outcome, error, kept = checked_artifacts(spec, outcome, result, error)
-        refs, new = new_versions(stage, start, kept)
-        meter = self._meters.get(start.stage, start.attempt)
-        # the meter saw every request, also of an attempt that raised or was cancelled;
-        # runners that report no requests (offline, command) hand their usage back instead
-        usage = result.usage if result else Usage()
-        cut_short = result is None and outcome in ("timed_out", "cancelled")
-        if meter is not None and (
-            meter.requests or meter.in_flight or (cut_short and meter.reserved)
-        ):
-            usage = attempt_usage(meter, cut_short=cut_short)
-        answered = result.model if result else None
-        if answered is None and meter is not None and meter.requests:
-            answered = meter.requests[-1].model
-        finished = ev.AttemptFinished(
-            stage=start.stage,
-            attempt=start.attempt,
-            outcome=outcome,
-            summary=result.summary if result else "",
-            artifacts=refs,
-            outputs=result.outputs if result else {},
-            usage=usage,
-            model=answered,
-            model_requested=(result.model_requested if result else None)
-            or (meter.requests[-1].model_requested if meter and meter.requests else None),
-            context=meter.context if meter is not None else {},
-            runner=result.runner if result else None,
-            error=error,
+        finished, new = finished_event(
+            self.state,
+            start,
+            outcome,
+            result,
+            error,
             retryable=retryable,
             fatal=fatal,
-            duration_s=round(duration, 6),
+            duration=duration,
+            meter=self._meters.get(start.stage, start.attempt),
         )
         with anyio.CancelScope(shield=True):
             await self._advance([finished], new, free=slot)

@@ -35,10 +35,27 @@ __all__ = [
 def _committable(state: RunState, sid: str) -> bool:
     st = state.stages[sid]
     done = st.status == "succeeded" or (st.status == "failed" and st.tolerated)
-    return done and bool(st.attempts) and not state.git.stages.get(sid, _UNTOUCHED).committed
+    worked = bool(st.attempts) or bool(state.children.get(sid))  # a for_each stage: its items
+    return done and worked and not state.git.stages.get(sid, _UNTOUCHED).committed
 
 
 _UNTOUCHED = StageGit()
+
+
+def _run_worktree_busy(state: RunState, stage_id: str) -> bool:
+    """Whether a merge into the run branch must wait: a stage writing in the run's worktree
+    is running (a run-time stage: an item, an added stage, none laned yet; or a writer that
+    keeps the run's worktree), or, unless ``stage_id`` is an item, a for_each stage's items
+    are under way (their work is committed with the for_each stage once all are done)."""
+    lanes = state.lanes
+    for sid, st in state.stages.items():
+        if st.status != "running" or sid in lanes.isolated or sid in state.git.merge_stages:
+            continue
+        if sid in lanes.writers or sid not in lanes.index:  # run-time stages count too
+            return True
+    if stage_id in state.parent_of:  # an item: its for_each stage's joins go on
+        return False
+    return any(state.stages[p].status == "expanded" for p in state.children)
 
 
 def _mergeable(state: RunState, sid: str) -> bool:
@@ -126,12 +143,15 @@ def start_gate(state: RunState, stage_id: str) -> ev.GitStarted | bool:
         if c is None or c.stage != stage_id:
             return True
         return c.prepared and c.mode == "agent"
-    sources = unmerged_sources(state, stage_id)
+    joined = state.parent_of.get(stage_id, stage_id)  # an item joins its for_each stage's
+    sources = unmerged_sources(state, joined)
     if not sources:
         return True
     if c is not None:  # one conflict at a time: the run branch stays where it is meanwhile
         return False
-    return _merge(state, sources[0], stage_id)
+    if _run_worktree_busy(state, stage_id):  # merged once that work is done and committed
+        return False
+    return _merge(state, sources[0], joined)
 
 
 def final_merge(state: RunState) -> ev.GitStarted | bool:

@@ -61,6 +61,13 @@ def stage_git(state: RunState, stage_id: str) -> StageGitView | None:
         merge = f"resolves the merge of '{source}'" + (
             f": merged ({_short(merged.merged)})" if done and merged else ""
         )
+    elif stage_id in state.parent_of:  # items are not laned: the for_each stage commits
+        parent = state.parent_of[stage_id]
+        theirs = git.stages.get(parent)
+        done = theirs is not None and theirs.committed
+        merge = f"committed with '{parent}'" + (
+            f" ({_short(theirs.commit)})" if done and theirs else " once its items are done"
+        )
     elif mine is None or not mine.committed:
         merge = "not committed yet" if st.status not in ("skipped", "cancelled") else "-"
     elif mine.commit is None:

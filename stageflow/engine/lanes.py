@@ -141,10 +141,18 @@ def plan_lanes(spec: WorkflowSpec, agents: Mapping[str, AgentDefinition]) -> Lan
         if writes(s, agents.get(s.agent) if s.agent else None):
             writer_bits |= 1 << i
             writers.add(s.id)
+    # a for_each stage's items are run-time stages, not laned yet: they work in the run's
+    # worktree, so the for_each stage counts as a writer there and is never isolated
+    for i, s in enumerate(stages):
+        if s.for_each:
+            writer_bits |= 1 << i
+            writers.add(s.id)
     isolated = frozenset(
         s.id
         for i, s in enumerate(stages)
-        if s.id in writers and writer_bits & ~(ancestors[i] | descendants[i] | (1 << i))
+        if s.id in writers
+        and not s.for_each
+        and writer_bits & ~(ancestors[i] | descendants[i] | (1 << i))
     )
     return LanePlan(
         ids=tuple(s.id for s in stages),

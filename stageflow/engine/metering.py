@@ -100,7 +100,7 @@ class RunMeters:
         """The attempt's meter: every model request goes to the ledger as it returns, and the
         caps count the live spend of this run's other attempts in flight."""
         run_id, stage, attempt = self.run_id, start.stage, start.attempt
-        spec = self.state().spec.stage(stage)
+        spec = self.state().stage_spec(stage)
         stage_cap = spec.budget_usd if spec.budget_usd is not None else None
         if stage_cap is None and agent is not None:
             stage_cap = agent.budget_usd

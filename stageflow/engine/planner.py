@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from stageflow import events as ev
+from stageflow.engine import loops
 from stageflow.engine.gitplan import final_merge, git_decisions, start_gate
+from stageflow.engine.plans import expansion
 from stageflow.engine.state import DONE_STAGE, RunState, StageState
 from stageflow.workflows.conditions import ConditionError, parse_condition
+from stageflow.workflows.plan import files_overlap
 from stageflow.workflows.spec import StageSpec
 
-AttemptKind = Literal["initial", "retry", "rework", "resume"]
+AttemptKind = Literal["initial", "retry", "rework", "resume", "rerun"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,16 @@ class Plan:
         return not (self.decisions or self.starts or self.cancel)
 
 
-_DUE = frozenset({"attempt_failed", "awaiting_approval", "retry_wait"})
+_DUE = frozenset(
+    {
+        "attempt_failed",
+        "awaiting_approval",
+        "retry_wait",
+        "changes_requested",
+        "escalated",
+        "blocked",
+    }
+)
 _OPEN = frozenset({"pending", "retry_wait"})
 
 
@@ -54,7 +66,7 @@ def condition_context(state: RunState, spec: StageSpec | None = None) -> dict[st
     for sid, st in state.stages.items():
         ctx[sid] = {"status": st.status, "outputs": st.outputs}
     if spec is not None:
-        upstream = [(state.spec.stage(d), state.stages[d]) for d in spec.depends_on]
+        upstream = [(state.stage_spec(d), state.stages[d]) for d in spec.depends_on]
         passed = [
             (s, st)
             for s, st in upstream
@@ -73,10 +85,19 @@ def _eval(text: str, state: RunState, spec: StageSpec | None = None) -> bool:
         return False  # templates are validated before a run starts; a bad snapshot fails closed
 
 
-def _deps_state(spec: StageSpec, state: RunState) -> Literal["wait", "ready", "skip", "never"]:
-    if not spec.depends_on:
+def waits_for(state: RunState, spec: StageSpec) -> list[str]:
+    """What a stage waits for: its depends_on, and for a plan item also its for_each stage's
+    (which a rework upstream of it sends back to pending)."""
+    parent = state.parent_of.get(spec.id)
+    if parent is None:
+        return spec.depends_on
+    return [*state.stage_spec(parent).depends_on, *spec.depends_on]
+
+
+def _deps_state(deps: list[str], state: RunState) -> Literal["wait", "ready", "skip", "never"]:
+    if not deps:
         return "ready"
-    statuses = [state.stages[d] for d in spec.depends_on]
+    statuses = [state.stages[d] for d in deps]
     if any(s.status not in DONE_STAGE for s in statuses):
         return "wait"
     if any(s.status == "cancelled" or (s.status == "failed" and not s.tolerated) for s in statuses):
@@ -197,10 +218,18 @@ def next_actions(state: RunState, now: float) -> Plan:
 
     # 1. stages that need a decision about an attempt that just ended or a deadline
     for sid in due:
-        s = spec.stage(sid)
+        s = state.stage_spec(sid)
         st = state.stages[sid]
         if st.status == "attempt_failed":
             decisions.extend(_failure_decision(s, st, state, now))
+        elif st.status == "changes_requested":
+            if any(isinstance(d, ev.ReworkRequested) for d in decisions):
+                continue  # one rework per pass: it may rerun this stage too (next pass sees it)
+            decisions.extend(loops.rework(state, st, s))
+        elif st.status == "escalated":
+            decisions.extend(loops.decided(state, st))
+        elif st.status == "blocked":
+            decisions.extend(loops.blocked(st, s))
         elif st.status == "awaiting_approval" and st.approval_expires_at is not None:
             if now >= st.approval_expires_at:
                 decisions.extend(_approval_expired(s, st))
@@ -245,10 +274,12 @@ def next_actions(state: RunState, now: float) -> Plan:
         return Plan(decisions=git, wake_at=min(wake) if wake else None)
 
     # 3. schedule pending work
-    slots = spec.limits.max_concurrent_agents - len(running)
+    slots = state.max_concurrent_agents - len(running)
     over_budget = state.budget_usd is not None and state.spent_usd >= state.budget_usd
+    # stages whose declared files overlap never run at the same time
+    touching = [f for r in running if (f := state.stage_spec(r).files)]
     for sid in open_:
-        s = spec.stage(sid)
+        s = state.stage_spec(sid)
         st = state.stages[sid]
         if sid in rollback_targets and not st.triggered:
             continue
@@ -262,12 +293,15 @@ def next_actions(state: RunState, now: float) -> Plan:
                 kind = "rework"
             elif st.attempts and st.attempts[-1].outcome in ("interrupted", "cancelled"):
                 kind = "resume"
+            elif st.rerun:
+                kind = "rerun"
             elif st.attempts:
                 kind = "retry"
-            if not st.attempts and not st.gate_overridden:
-                if not done.issuperset(s.depends_on):
+            if (not st.attempts or st.rerun) and not st.gate_overridden:
+                upstream = waits_for(state, s)
+                if not done.issuperset(upstream):
                     continue  # the common case: waiting for upstream work
-                deps = _deps_state(s, state)
+                deps = _deps_state(upstream, state)
                 if deps == "wait":
                     continue
                 if deps == "never":
@@ -287,6 +321,9 @@ def next_actions(state: RunState, now: float) -> Plan:
             continue
         if state.paused:
             continue
+        if s.for_each is not None:  # not an attempt: the plan's items become its sub-stages
+            decisions.extend(expansion(state, s))
+            continue
         if over_budget:
             decisions.append(
                 ev.RunPaused(
@@ -299,12 +336,16 @@ def next_actions(state: RunState, now: float) -> Plan:
             break
         if slots <= 0:
             continue
+        if s.files and any(files_overlap(s.files, other) for other in touching):
+            continue  # it starts once the stage touching the same files has finished
         merge_first = start_gate(state, sid)  # the branches it joins, merged before it starts
         if merge_first is False:
             continue
         if merge_first is not True:
             decisions.append(merge_first)
             break
+        if s.files:
+            touching.append(s.files)
         slots -= 1
         starts.append(
             StartAttempt(
@@ -318,11 +359,7 @@ def next_actions(state: RunState, now: float) -> Plan:
         return Plan(starts=starts, wake_at=min(wake) if wake else None)
 
     # 4. finished?
-    normal = [
-        state.stages[s.id]
-        for s in spec.stages
-        if s.id not in rollback_targets or state.stages[s.id].triggered
-    ]
+    normal = [st for sid, st in state.stages.items() if sid not in rollback_targets or st.triggered]
     if all(st.status in DONE_STAGE for st in normal) and not running:
         last = final_merge(state)  # isolated branches nothing joined
         if last is True:

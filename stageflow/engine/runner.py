@@ -19,6 +19,7 @@ from stageflow.agents.definition import AgentDefinition
 from stageflow.base import Model
 from stageflow.engine.lanes import Lane
 from stageflow.usage import RequestUsage, Usage
+from stageflow.workflows.plan import PlanLimits
 from stageflow.workflows.spec import StageSpec
 
 AttemptStatus = Literal["passed", "failed", "changes_requested"]
@@ -165,7 +166,7 @@ class AttemptRequest(Model):
     run_id: str
     stage: StageSpec
     attempt: int
-    kind: Literal["initial", "retry", "rework", "resume"] = "initial"
+    kind: Literal["initial", "retry", "rework", "resume", "rerun"] = "initial"
     task: str
     inputs: dict[str, Any] = Field(default_factory=dict)
     agent: AgentDefinition | None = None  # None for command stages
@@ -184,6 +185,8 @@ class AttemptRequest(Model):
     lane: Lane | None = None
     verify: str | None = None  # at a join: the command checking the merges, run first
     merged: list[str] = Field(default_factory=list)  # the stages merged for this join
+    # a plan stage: what its plan may contain (the runner checks it before finishing)
+    plan_limits: PlanLimits | None = None
     meter: AttemptMeter = Field(default_factory=AttemptMeter, exclude=True, repr=False)
 
     def model_post_init(self, __context: Any) -> None:
@@ -204,6 +207,7 @@ class AttemptResult(Model):
     model_requested: str | None = None  # the resolved model id asked for (after aliases)
     runner: str = "unknown"  # offline | anthropic | claude-code | command
     error: str | None = None
+    plan: dict[str, Any] | None = None  # a plan stage's plan, ``{"items": [...]}``
 
 
 class Runner(Protocol):

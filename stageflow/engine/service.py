@@ -15,17 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from stageflow import events as ev
+from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
+from stageflow.engine.adjust import Adjustment, adjustment_events
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
-from stageflow.engine.deciding import (
-    HUMAN_VIAS,
-    Decision,
-    Via,
-    check_approver,
-    check_attempt,
-    check_person,
-)
+from stageflow.engine.decisions import HUMAN_VIAS, Decision, Via, decision_events
 from stageflow.engine.driver import summarize
 from stageflow.engine.gitops import GitLanes
 from stageflow.engine.gitstate import MERGE_AGENT
@@ -53,11 +48,11 @@ from stageflow.ids import new_run_id
 from stageflow.store.store import Store
 from stageflow.usage import Usage
 from stageflow.workflows.catalog import TemplateCatalog, load_catalog
+from stageflow.workflows.spec import WorkflowSpec
 
 if TYPE_CHECKING:
     from stageflow.agents.live import LiveDefinitions
 
-# how a decision reached stageflow; the first three are a person's
 # (run_id, ended) -> the run's workspace, with its diff once ended; wired in by the front ends
 WorkspaceProbe = Callable[[str, bool], Awaitable[WorkspaceView | None]]
 ControlAction = Literal["cancel", "pause", "resume", "retry"]
@@ -155,7 +150,7 @@ class Service:
             resolved = spec.resolve_inputs({"task": task.strip(), **(inputs or {})})
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
-        used = sorted({s.agent for s in spec.stages if s.agent})
+        used = sorted(_agents_used(spec))
         snapshot = {}
         for name in used:
             snapshot[name] = agents.get(name).model_dump(mode="json")
@@ -284,34 +279,15 @@ class Service:
 
         def build(state: RunState) -> list[ev.Event]:
             _not_ended(state)
-            target = _waiting_stage(state, stage)
-            st = state.stages[target]
-            if st.status == "awaiting_approval":
-                if via == "elicitation" and attempt is None:
-                    raise InvalidArgument("a person's answer must name the attempt it decides")
-                check_attempt(state.run_id, target, st, attempt)
-                check_approver(state, target, st, decision, approver, via)
-                return [
-                    ev.ApprovalDecided(
-                        stage=target,
-                        decision=decision,
-                        feedback=feedback,
-                        approver=approver,
-                        attempt=st.attempt,
-                        via=via,
-                    )
-                ]
-            if attempt is not None:
-                raise InvalidArgument(
-                    f"stage '{target}' waits on its gate condition, not on an attempt to "
-                    "review; decide it without attempt"
-                )
-            check_person(state, target, st, via)
-            return [
-                ev.GateDecided(
-                    stage=target, decision=decision, feedback=feedback, approver=approver
-                )
-            ]
+            return decision_events(
+                state,
+                stage=stage,
+                decision=decision,
+                feedback=feedback,
+                approver=approver,
+                attempt=attempt,
+                via=via,
+            )
 
         return await self._command(run_id, build, approver)
 
@@ -384,6 +360,23 @@ class Service:
             raise InvalidState("this stageflow process cannot land runs: it has no git lanes")
         return await self.lander.land(run_id, strategy=strategy, into=into, actor=actor)
 
+    async def adjust(
+        self, run_id: str, adjustment: Adjustment, *, actor: str = "human"
+    ) -> RunState:
+        """Apply a run-time adjustment (add or skip a stage, raise the concurrency, escalate a
+        blocked stage), checked against the run's current DAG (see ``engine.adjust``)."""
+        registry = self.agents()
+
+        def lookup(name: str) -> AgentDefinition | None:
+            return registry.get(name) if name in registry.names() else None
+
+        def build(state: RunState) -> list[ev.Event]:
+            return adjustment_events(
+                state, adjustment, by=actor, agents=lookup, known_agents=registry.names()
+            )
+
+        return await self._command(run_id, build, actor)
+
     async def audit(self, run_id: str) -> AuditReport:
         """Recompute the hash chain and check the head recorded with the run."""
         try:
@@ -402,34 +395,21 @@ class Service:
         return AuditReport(run_id=run_id, events=envs, problems=problems)
 
 
+def _agents_used(spec: WorkflowSpec) -> set[str]:
+    """Every agent a run of ``spec`` may start: stage agents, the agents plan items may name,
+    and decision agents (all snapshotted when the run is created)."""
+    used = {s.agent for s in spec.stages if s.agent}
+    for s in spec.stages:
+        if s.plan is not None:
+            used.update(s.plan.agents)
+        if s.escalate is not None and s.escalate.agent:
+            used.add(s.escalate.agent)
+    return used
+
+
 def _not_ended(state: RunState) -> None:
     if state.ended is not None:
         raise InvalidState(f"run {state.run_id} has already ended ({state.ended})")
-
-
-def _waiting_stage(state: RunState, stage: str | None) -> str:
-    waiting = [
-        sid for sid, st in state.stages.items() if st.status in ("awaiting_approval", "blocked")
-    ]
-    if stage is None:
-        if len(waiting) == 1:
-            return waiting[0]
-        if not waiting:
-            raise InvalidState(
-                f"run {state.run_id} has no stage waiting for a decision (run is {state.status})"
-            )
-        raise InvalidArgument(
-            f"several stages are waiting ({', '.join(waiting)}); name one with stage"
-        )
-    if stage not in state.stages:
-        raise NotFound("stage", stage, known=list(state.stages))
-    st = state.stages[stage]
-    if stage not in waiting:
-        extra = f"; waiting: {', '.join(waiting)}" if waiting else ""
-        raise InvalidState(
-            f"stage '{stage}' is not waiting for a decision (it is {st.status}){extra}"
-        )
-    return stage
 
 
 def _retry_events(

@@ -8,157 +8,42 @@ fold over a long log stays cheap.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
-from stageflow.engine.gitstate import GitState, fold_git, grow_spec
-from stageflow.engine.lanes import EMPTY_PLAN, LanePlan, plan_lanes
-from stageflow.usage import Usage
+from stageflow.engine import dynamic
+from stageflow.engine.gitstate import fold_git, grow_spec
+from stageflow.engine.lanes import plan_lanes
+from stageflow.engine.records import (
+    DONE_STAGE,
+    HUMAN_WAIT,
+    TERMINAL_RUN,
+    AttemptInfo,
+    RunState,
+    RunStatus,
+    StageState,
+    StageStatus,
+    fail_stage,
+    put,
+    settle_parents,
+)
 from stageflow.workflows.spec import WorkflowSpec
 
-StageStatus = Literal[
-    "pending",  # not started, or waiting for dependencies
-    "running",
-    "attempt_failed",  # an attempt failed; the planner decides: retry, continue, rollback, fail
-    "retry_wait",  # backing off before the next attempt
-    "blocked",  # a gate condition is false; a human must decide
-    "awaiting_approval",  # finished, a human must approve or reject
-    "succeeded",
-    "failed",
-    "skipped",
-    "cancelled",
+__all__ = [
+    "DONE_STAGE",
+    "HUMAN_WAIT",
+    "TERMINAL_RUN",
+    "AttemptInfo",
+    "RunState",
+    "RunStatus",
+    "StageState",
+    "StageStatus",
+    "apply",
+    "fold",
+    "initial_state",
+    "preview",
 ]
-RunStatus = Literal["running", "waiting", "paused", "completed", "failed", "cancelled"]
-
-TERMINAL_RUN: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-DONE_STAGE: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
-HUMAN_WAIT: frozenset[str] = frozenset({"blocked", "awaiting_approval"})
-_BUSY: frozenset[str] = frozenset({"running", "retry_wait"})
-
-
-@dataclass(frozen=True)
-class AttemptInfo:
-    """One attempt as seen from the log."""
-
-    number: int
-    kind: str
-    started_at: float
-    agent: str | None = None
-    agent_hash: str | None = None
-    model_requested: str | None = None  # as the stage or agent named it (an alias, maybe)
-    model_resolved: str | None = None  # the model id that was asked for
-    model_answered: str | None = None
-    runner: str | None = None
-    finished_at: float | None = None
-    outcome: str | None = None
-    summary: str = ""
-    error: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    context: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StageState:
-    """Where one stage stands."""
-
-    id: str
-    status: StageStatus = "pending"
-    attempts: tuple[AttemptInfo, ...] = ()
-    failures: int = 0  # failed attempts since the last reset (counts toward retry max_attempts)
-    reworks: int = 0
-    feedback: str | None = None  # reviewer feedback waiting to be used by the next attempt
-    not_before: float | None = None  # retry backoff
-    approval_expires_at: float | None = None
-    shown: int = 0  # times a version of this stage was put to a human for approval
-    approvals: tuple[str, ...] = ()  # distinct approvers of the attempt waiting (N-of-M)
-    gate_overridden: bool = False
-    artifacts: dict[str, ev.ArtifactRef] = field(default_factory=dict)  # latest version by name
-    outputs: dict[str, Any] = field(default_factory=dict)
-    summary: str = ""
-    reason: str | None = None  # why it failed / was skipped / is blocked
-    tolerated: bool = False  # failed, but on_failure: continue
-    budget_failed: bool = False
-    # spend before the last budget resume: a stage cap applies to what was spent after it, so
-    # a stage stopped at its own cap can continue when the human resumes with a raised budget
-    budget_base: float = 0.0
-    fatal: bool = False  # the last failure cannot be fixed by retrying
-    transient: bool = False  # the last failure was the provider's (network, overload): retry it
-    triggered: bool = False  # a rollback stage that was called
-    usage: Usage = field(default_factory=Usage)
-
-    @property
-    def attempt(self) -> int:
-        return len(self.attempts)
-
-    @property
-    def current(self) -> AttemptInfo | None:
-        return self.attempts[-1] if self.attempts else None
-
-    @property
-    def duration_s(self) -> float:
-        return sum(
-            (a.finished_at - a.started_at) for a in self.attempts if a.finished_at is not None
-        )
-
-
-@dataclass(frozen=True)
-class RunState:
-    """A run: a fold over its event log."""
-
-    run_id: str
-    template: str
-    task: str
-    spec: WorkflowSpec
-    agents: dict[str, AgentDefinition]
-    inputs: dict[str, Any]
-    stages: dict[str, StageState]
-    created_at: float
-    updated_at: float
-    runner: str = "offline"
-    workdir: str = "."
-    budget_usd: float | None = None
-    seq: int = 0
-    head_hash: str = ev.GENESIS_HASH
-    ended: Literal["completed", "failed", "cancelled"] | None = None
-    end_reason: str | None = None
-    paused: bool = False
-    pause_reason: str | None = None
-    budget_paused: bool = False
-    failing: str | None = None  # a stage failed for good; the run ends once nothing runs
-    rollback: str | None = None  # the rollback stage running for ``failing``
-    owner: str | None = None
-    spent: float = 0.0  # USD over every attempt, kept as events are applied (read spent_usd)
-    git: GitState = field(default_factory=GitState)  # branches, commits, merges, lands
-    lanes: LanePlan = EMPTY_PLAN  # which stages write in a worktree of their own
-
-    @property
-    def status(self) -> RunStatus:
-        if self.ended is not None:
-            return self.ended
-        if self.paused:
-            return "paused"
-        human = False
-        for st in self.stages.values():
-            if st.status in _BUSY:
-                return "running"
-            human = human or st.status in HUMAN_WAIT
-        return "waiting" if human else "running"
-
-    @property
-    def spent_usd(self) -> float:
-        return round(self.spent, 10)
-
-    @property
-    def usage(self) -> Usage:
-        total = Usage()
-        for s in self.stages.values():
-            total = total + s.usage
-        return total
-
-    def running(self) -> list[str]:
-        return [sid for sid, s in self.stages.items() if s.status == "running"]
 
 
 def initial_state(run_id: str, env: ev.Envelope) -> RunState:
@@ -197,16 +82,19 @@ def fold(envelopes: list[ev.Envelope]) -> RunState:
     return state
 
 
-def _set(state: RunState, stage: StageState, **run_changes: Any) -> RunState:
-    stages = dict(state.stages)
-    stages[stage.id] = stage
-    return replace(state, stages=stages, **run_changes)
+_set = put
+_fail = fail_stage
 
 
 def apply(state: RunState, env: ev.Envelope) -> RunState:
-    """Apply one logged event; pure (returns a new state)."""
+    """Apply one logged event; pure (returns a new state). A for_each stage's status follows
+    its items: it is settled after every event that changed one of them."""
+    after = _apply(replace(state, seq=env.seq, head_hash=env.hash, updated_at=env.at), env)
+    return settle_parents(state, after)
+
+
+def _apply(state: RunState, env: ev.Envelope) -> RunState:
     e = env.event
-    state = replace(state, seq=env.seq, head_hash=env.hash, updated_at=env.at)
     match e:
         case ev.AttemptStarted():
             st = state.stages[e.stage]
@@ -231,6 +119,7 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
                     not_before=None,
                     reason=None,
                     approval_expires_at=None,
+                    rerun=False,
                 ),
                 agents=agents,
             )
@@ -239,7 +128,7 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
         case ev.ApprovalDecided():
             st = state.stages[e.stage]
             if e.decision == "approve":
-                approval = state.spec.stage(e.stage).approval
+                approval = state.stage_spec(e.stage).approval
                 needed = approval.min_approvals if approval is not None else 1
                 approvals = (*st.approvals, e.approver)
                 if not e.automatic and len(set(approvals)) < needed:
@@ -248,7 +137,9 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
                     state,
                     replace(st, status="succeeded", approval_expires_at=None, approvals=approvals),
                 )
-            limit = state.spec.stage(e.stage).max_rework
+            if state.stage_spec(e.stage).on_changes_requested is not None:
+                return _set(state, dynamic.rejected(st, e.feedback or "", e.approver))
+            limit = state.stage_spec(e.stage).max_rework
             if st.reworks >= limit:
                 why = f"rejected by {e.approver} after {st.reworks} rework(s) (max_rework {limit})"
                 return _fail(state, replace(st, approval_expires_at=None), why)
@@ -309,6 +200,16 @@ def apply(state: RunState, env: ev.Envelope) -> RunState:
             return replace(state, owner=e.owner)
         case ev.GitStarted() | ev.GitFinished():
             return _git_event(state, env, e)
+        case ev.PlanExpanded():
+            return dynamic.expanded(state, e)
+        case ev.ReworkRequested():
+            return dynamic.reworked(state, e)
+        case ev.StageEscalated():
+            return dynamic.escalated(state, e)
+        case ev.EscalationDecided():
+            return dynamic.decided(state, e)
+        case ev.RunAdjusted():
+            return dynamic.adjusted(state, e)
         case ev.RunCreated():
             raise ValueError(f"run {state.run_id}: run_created may only be the first event")
     return state
@@ -338,18 +239,6 @@ def _git_event(state: RunState, env: ev.Envelope, e: ev.GitStarted | ev.GitFinis
     return state
 
 
-def _fail(state: RunState, st: StageState, reason: str) -> RunState:
-    """A human decision failed the stage: no retry; ``continue`` policies still tolerate it."""
-    policy = state.spec.stage(st.id).on_failure
-    tolerated = policy.action == "continue" or (
-        policy.action == "retry" and policy.then == "continue"
-    )
-    failed = replace(st, status="failed", reason=reason, tolerated=tolerated)
-    if tolerated or state.failing is not None:
-        return _set(state, failed)
-    return _set(state, failed, failing=st.id)
-
-
 def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) -> RunState:
     st = state.stages[e.stage]
     attempts = list(st.attempts)
@@ -373,10 +262,21 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
     base = replace(st, attempts=tuple(attempts), usage=usage, artifacts=artifacts)
     if e.usage.cost_usd:
         state = replace(state, spent=state.spent + e.usage.cost_usd)
-    spec = state.spec.stage(e.stage)
+    spec = state.stage_spec(e.stage)
     if e.outcome in ("passed", "changes_requested"):
         outputs = {**e.outputs, "verdict": e.outcome}
-        done = replace(base, outputs=outputs, summary=e.summary, feedback=None, failures=0)
+        done = replace(
+            base,
+            outputs=outputs,
+            summary=e.summary,
+            feedback=None,
+            feedback_from=None,
+            failures=0,
+            plan=tuple(e.plan) if e.plan is not None else base.plan,
+        )
+        if e.outcome == "changes_requested" and spec.on_changes_requested is not None:
+            # the planner sends the work back (or escalates) in the same transaction
+            return _set(state, replace(done, status="changes_requested"))
         if spec.approval is not None and spec.approval.required:
             expires = env.at + spec.approval.timeout if spec.approval.timeout else None
             return _set(
@@ -414,23 +314,25 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
 
 
 def _retry_requested(state: RunState, e: ev.StageRetryRequested) -> RunState:
-    st = state.stages[e.stage]
-    fresh = replace(
-        st,
-        status="pending",
-        failures=0,
-        not_before=None,
-        reason=None,
-        tolerated=False,
-        budget_failed=False,
-    )
     stages = dict(state.stages)
-    stages[e.stage] = fresh
+    # a for_each stage is retried through its items that did not succeed
+    items = state.children.get(e.stage)
+    targets = [i for i in items if stages[i].status != "succeeded"] if items else [e.stage]
+    for sid in targets:
+        stages[sid] = replace(
+            stages[sid],
+            status="pending",
+            failures=0,
+            not_before=None,
+            reason=None,
+            tolerated=False,
+            budget_failed=False,
+        )
     # downstream stages that were cancelled or skipped because of the failure get another chance
     for sid, other in state.stages.items():
         if other.status == "cancelled":
             stages[sid] = replace(other, status="pending", reason=None)
-    failing = None if state.failing == e.stage else state.failing
+    failing = None if state.failing in (e.stage, *targets) else state.failing
     ended = state.ended if state.ended == "completed" else None
     return replace(
         state,

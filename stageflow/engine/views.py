@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from stageflow.base import Model
 from stageflow.engine.gitviews import RunGitView, StageGitView, merge_gate, run_git, stage_git
@@ -16,7 +16,21 @@ from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
 
 
-class ArtifactView(Model):
+def untitled(schema: dict[str, Any]) -> None:
+    """Drop the per-property titles pydantic adds to a published JSON schema: they repeat the
+    property names, and the schemas go out with every tools/list."""
+    for prop in schema.get("properties", {}).values():
+        if isinstance(prop, dict):
+            prop.pop("title", None)
+
+
+class ReadModel(Model):
+    """A read model whose JSON schema is published (MCP output schemas): no property titles."""
+
+    model_config = ConfigDict(defer_build=True, json_schema_extra=untitled)
+
+
+class ArtifactView(ReadModel):
     stage: str
     name: str
     version: int
@@ -24,7 +38,7 @@ class ArtifactView(Model):
     preview: str = ""
 
 
-class AttemptView(Model):
+class AttemptView(ReadModel):
     number: int
     kind: str
     started_at: float | None = None
@@ -41,7 +55,16 @@ class AttemptView(Model):
     context: dict[str, Any] = Field(default_factory=dict)
 
 
-class StageView(Model):
+class EscalationView(ReadModel):
+    """An open escalation."""
+
+    to: str
+    kind: str  # gate | rework
+    reason: str
+    findings: str = ""
+
+
+class StageView(ReadModel):
     id: str
     kind: str  # agent | command
     agent: str | None
@@ -60,13 +83,18 @@ class StageView(Model):
     approval_expires_at: float | None = None
     history: list[AttemptView] = Field(default_factory=list)
     git: StageGitView | None = None
+    parent: str | None = None  # the for_each stage this item belongs to
+    items: list[str] = Field(default_factory=list)  # a for_each stage's items (sub-stages)
+    title: str | None = None  # an item's title
+    files: list[str] = Field(default_factory=list)
+    escalation: EscalationView | None = None
 
 
-class WaitingView(Model):
+class WaitingView(ReadModel):
     """A stage that needs a human, and what to review."""
 
     stage: str
-    kind: str  # approval | gate | merge (a conflict a human resolves)
+    kind: str  # approval | gate | escalation | merge (a conflict a human resolves)
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
@@ -76,7 +104,7 @@ class WaitingView(Model):
     min_approvals: int = 1
 
 
-class WorkspaceView(Model):
+class WorkspaceView(ReadModel):
     """Where a run's stages work (a git worktree and branch), and what they changed."""
 
     path: str
@@ -89,7 +117,7 @@ class WorkspaceView(Model):
     diff: str | None = None  # one line per file
 
 
-class RunView(Model):
+class RunView(ReadModel):
     run_id: str
     template: str
     task: str
@@ -109,9 +137,10 @@ class RunView(Model):
     seq: int
     workspace: WorkspaceView | None = None
     git: RunGitView | None = None
+    adjustments: list[str] = Field(default_factory=list)  # run-time changes, oldest first
 
 
-class RunListItem(Model):
+class RunListItem(ReadModel):
     run_id: str
     template: str
     task: str
@@ -122,7 +151,7 @@ class RunListItem(Model):
 
 
 def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str], str]) -> StageView:
-    spec = state.spec.stage(st.id)
+    spec = state.stage_spec(st.id)
     cur = st.current
     model = None
     mismatch = False
@@ -185,7 +214,25 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
             )
             for a in st.attempts
         ],
+        parent=state.parent_of.get(st.id),
+        items=list(state.children.get(st.id, ())),
+        title=_title(spec.description) if st.id in state.parent_of else None,
+        files=list(spec.files),
+        escalation=EscalationView(
+            to=st.escalation.to,
+            kind=st.escalation.kind,
+            reason=st.escalation.reason,
+            findings=st.escalation.findings,
+        )
+        if st.escalation is not None
+        else None,
     )
+
+
+def _title(description: str) -> str:
+    """An item's title: its description's first line is ``Work item `t1` of the plan: T``."""
+    first = description.split("\n", 1)[0]
+    return first.split(": ", 1)[1] if ": " in first else first
 
 
 def next_action(state: RunState, waiting: list[WaitingView]) -> str:
@@ -212,7 +259,11 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
         return f"paused; `stageflow resume {rid}` to continue"
     if waiting:
         w = waiting[0]
-        verb = "approve the result of" if w.kind == "approval" else "decide the gate of"
+        verb = {
+            "approval": "approve the result of",
+            "gate": "decide the gate of",
+            "escalation": "decide the escalation of",
+        }.get(w.kind, "decide")
         which = f"--stage {w.stage}" + (f" --attempt {w.attempt}" if w.attempt else "")
         return (
             f"{verb} '{w.stage}': `stageflow approve {rid} {which}` or "
@@ -263,13 +314,15 @@ def with_live_spend(view: RunView, live: dict[str, Usage]) -> RunView:
 def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = None) -> RunView:
     """The dashboard of one run."""
     previews = previews or {}
-    stages = [_stage_view(state, state.stages[s.id], previews) for s in state.spec.stages]
+    stages = [_stage_view(state, st, previews) for st in state.stages.values()]
     waiting: list[WaitingView] = []
     blockers: list[str] = []
-    for s in state.spec.stages:
-        st = state.stages[s.id]
+    for st in state.stages.values():
+        s = state.stage_spec(st.id)
         open_ = state.ended is None  # an ended run waits for nobody, whatever its stages say
-        if open_ and st.status == "awaiting_approval":
+        if open_ and st.status == "blocked" and st.escalation is not None:
+            waiting.append(_escalation_wait(state, st))
+        elif open_ and st.status == "awaiting_approval":
             what = (
                 s.approval.prompt
                 if s.approval and s.approval.prompt
@@ -329,4 +382,26 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         owner=state.owner,
         seq=state.seq,
         git=run_git(state),
+        adjustments=list(state.adjustments),
+    )
+
+
+def _escalation_wait(state: RunState, st: StageState) -> WaitingView:
+    esc = st.escalation
+    assert esc is not None
+    if esc.kind == "gate":
+        options = "approve to run the stage anyway, reject to fail it"
+    else:
+        options = "approve to accept the result as it is, reject with feedback for one more round"
+    findings = f"; open findings:\n{esc.findings}" if esc.findings else ""
+    review = (
+        sorted(st.artifacts) if esc.kind == "rework" else list(state.stage_spec(st.id).depends_on)
+    )
+    return WaitingView(
+        stage=st.id,
+        kind="escalation",
+        what=f"escalated to a human: {esc.reason}; {options}{findings}",
+        review=review,
+        attempt=st.attempt if esc.kind == "rework" else None,
+        human_only=True,  # escalated to a person: the assistant's tool call cannot decide it
     )

@@ -251,7 +251,7 @@ class KnowledgeRecorder:
         if not isinstance(event, ev.AttemptFinished):
             return
         try:
-            produces = tuple(state.spec.stage(event.stage).produces)
+            produces = tuple(state.stage_spec(event.stage).produces)
         except Exception:  # a stage unknown to the spec cannot happen; never break the driver
             produces = ()
         self._queue.append(FinishedAttempt(env.run_id, env.at, event, state.task, produces))

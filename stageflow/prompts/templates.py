@@ -137,6 +137,10 @@ def _stage_outline(spec: WorkflowSpec) -> str:
             marks.append("human approval")
         if stage.gate:
             marks.append(f"gate: {stage.gate}")
+        if stage.for_each:
+            marks.append(f"one sub-stage per item of {stage.for_each}'s plan")
+        if stage.on_changes_requested:
+            marks.append(f"changes requested go back to {stage.on_changes_requested.rework}")
         parts.append(stage.id + (f" ({'; '.join(marks)})" if marks else ""))
     return ", ".join(parts)
 

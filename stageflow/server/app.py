@@ -66,7 +66,8 @@ Protocol:
    ask the human, then workflow_approve(run_id, stage, decision='approve') or
    decision='reject' with feedback (the stage reruns with it). Never approve on your own.
 5. When the run completes, read its artifacts with workflow_artifact.
-workflow_control cancels, pauses, resumes or retries a run.
+workflow_control cancels, pauses, resumes or retries a run; workflow_adjust adds or skips a
+stage, raises the concurrency or escalates a blocked stage, when the human asks for it.
 knowledge_lookup searches the project's guidelines, patterns, ADRs, recorded decisions and
 past runs' artifacts ("how do we do X here?"); stages get relevant knowledge automatically.
 Agent and template files are reloaded when they change: no restart needed.

@@ -70,9 +70,15 @@ def _env_value(value: Any) -> str:
     return text.replace("\x00", "")  # the OS refuses NUL bytes in the environment
 
 
-def command_env(request: AttemptRequest, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The command's environment: the inherited one plus run id, stage, task and inputs."""
+def command_env(
+    request: AttemptRequest,
+    base: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The command's environment: the inherited one, ``extra`` (the project's settings, such
+    as ``STAGEFLOW_TEST_COMMAND``), then run id, stage, task and inputs."""
     env = dict(os.environ if base is None else base)
+    env.update(extra or {})
     env["STAGEFLOW_RUN_ID"] = request.run_id
     env["STAGEFLOW_STAGE"] = request.stage.id
     env["STAGEFLOW_ATTEMPT"] = str(request.attempt)
@@ -95,8 +101,10 @@ class CommandRunner:
         max_output: int = DEFAULT_MAX_OUTPUT,
         kill_grace: float = 2.0,
         drain_grace: float = 1.0,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.default_timeout = default_timeout
+        self.env = dict(env or {})  # from the project's config, never from run inputs
         self.max_output = max_output
         self.kill_grace = kill_grace  # SIGTERM -> SIGKILL
         self.drain_grace = drain_grace  # after the shell exits, how long to read its pipe
@@ -112,9 +120,9 @@ class CommandRunner:
         limit = request.timeout if request.timeout is not None else self.default_timeout
         request.workdir.mkdir(parents=True, exist_ok=True)
         argv = ["/bin/sh", "-c", command]
-        env = command_env(request)
+        env = command_env(request, extra=self.env)
         if sandbox is not None:
-            env = sandbox_env(command_env(request, base=bash_env()))
+            env = sandbox_env(command_env(request, base=bash_env(), extra=self.env))
             argv = sandbox.wrap(argv, root=request.workdir, env=env)
         tail = _Tail(self.max_output)
         started = time.monotonic()

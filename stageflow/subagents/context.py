@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from stageflow.engine.runner import AttemptRequest
+from stageflow.workflows.plan import PlanLimits
 
 FinishMode = Literal["tool", "json"]
 ItemKind = Literal["system", "brief", "artifact", "previous", "feedback", "project", "knowledge"]
@@ -146,8 +147,33 @@ def _system(request: AttemptRequest, finish: FinishMode) -> str:
     return "\n\n".join(parts)
 
 
+def plan_text(limits: PlanLimits, finish: FinishMode) -> str:
+    """What a plan stage's brief says about the plan it returns."""
+    agents = ", ".join(f"`{a}`" for a in limits.agents) or "the stage's own"
+    where = "`submit_result`'s `plan`" if finish == "tool" else "`plan` in the final block"
+    lines = [
+        "## Your plan",
+        f'Return the work items in {where}: {{"items": [{{"id": "t1", "title", '
+        '"description", "depends_on": [ids], "files": [paths], "acceptance": [criteria], '
+        '"agent"?, "model"?}]}}.',
+        f"- 1 to {limits.max_items} items, each small enough for one fresh agent in one "
+        "session; independent items run in parallel, so split along files.",
+        "- `depends_on` names other items' ids; no cycles. Items sharing a file never run at "
+        "the same time.",
+        f"- `agent` (optional) is one of {agents}; the default is "
+        f"`{limits.default_agent or 'the stage agent'}`.",
+    ]
+    if limits.item_usd:
+        lines.append(
+            f"- Each item is budgeted at ${limits.item_usd:.2f}; the plan must fit in what "
+            "the run has left."
+        )
+    lines.append("The plan is checked before the stage ends; a refused plan comes back to you.")
+    return "\n".join(lines)
+
+
 def _finish_text(request: AttemptRequest, finish: FinishMode) -> str:
-    produces = request.stage.produces
+    produces = request.stage.required_artifacts
     names = ", ".join(f"`{p}`" for p in produces) if produces else "none required"
     if finish == "tool":
         return (
@@ -198,8 +224,8 @@ def build_context(
         lines.append("")
     if stage.description:
         lines += ["## Your goal", stage.description.strip(), ""]
-    if stage.produces:
-        lines += ["## You must produce", *(f"- `{p}`" for p in stage.produces), ""]
+    if stage.required_artifacts:
+        lines += ["## You must produce", *(f"- `{p}`" for p in stage.required_artifacts), ""]
     lines += [f"Your workspace is `{request.workdir}`; paths in tools are relative to it.", ""]
     brief_head = "\n".join(lines)
 
@@ -242,7 +268,10 @@ def build_context(
         items.append(ContextItem(sec.kind, sec.ref, len(text), cost, truncated))
         left -= cost
 
-    brief = "\n\n".join([brief_head.rstrip(), *sections_text, _finish_text(request, finish)])
+    finish_parts = [_finish_text(request, finish)]
+    if request.plan_limits is not None:
+        finish_parts.insert(0, plan_text(request.plan_limits, finish))
+    brief = "\n\n".join([brief_head.rstrip(), *sections_text, *finish_parts])
     items.insert(1, ContextItem("brief", stage.id, len(brief), estimate_tokens(brief)))
     return StageContext(system=system, brief=brief, items=items)
 

@@ -11,6 +11,7 @@ context_tokens = 4000   # project context and knowledge per attempt
 mode = "auto"           # auto | worktree | in_place (a template's ``workspace`` wins)
 bash = ["pytest*", "ruff check*"]   # commands Bash may run, added to the template's list
 bash_timeout = 120
+test_command = "pytest -q"          # the project's tests, for command stages that run them
 sandbox = "auto"        # auto | bwrap | none: the OS sandbox of agent commands
 bwrap = "bwrap"         # the bubblewrap executable (a name on PATH or a path)
 ```
@@ -39,6 +40,7 @@ class RunnerOptions:
     workspace_mode: WorkspaceMode = "auto"
     bash: tuple[str, ...] = field(default_factory=tuple)
     bash_timeout: float = 120.0
+    test_command: str | None = None  # ``$STAGEFLOW_TEST_COMMAND`` of command stages
     sandbox: SandboxMode = "auto"
     bwrap: str = "bwrap"
 
@@ -106,6 +108,15 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
                 path="workspace.bash",
             )
         )
+    test = ws.get("test_command")
+    if test is not None and not (isinstance(test, str) and test.strip()):
+        raise SpecError(
+            Problem(
+                'must be the command that runs the project\'s tests, e.g. "pytest -q"',
+                file=str(settings.config_file),
+                path="workspace.test_command",
+            )
+        )
     sandbox = ws.get("sandbox", "auto")
     if sandbox not in SANDBOX_MODES:
         raise SpecError(
@@ -131,6 +142,15 @@ def load_runner_options(settings: Settings) -> RunnerOptions:
         workspace_mode=cast(WorkspaceMode, mode),
         bash=tuple(bash),
         bash_timeout=_positive(settings, ws, "workspace", "bash_timeout", 120.0),
+        test_command=test.strip() if isinstance(test, str) else None,
         sandbox=cast(SandboxMode, sandbox),
         bwrap=bwrap.strip(),
     )
+
+
+def project_test_command(settings: Settings) -> str | None:
+    """``[workspace] test_command``, read leniently (a wrong value is reported by
+    ``load_runner_options``): what ``$STAGEFLOW_TEST_COMMAND`` is in command stages."""
+    ws = settings.extra.get("workspace")
+    value = ws.get("test_command") if isinstance(ws, dict) else None
+    return value.strip() if isinstance(value, str) and value.strip() else None

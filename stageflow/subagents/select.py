@@ -36,6 +36,8 @@ from stageflow.errors import ModelError
 from stageflow.workspace.lanes import WorktreeLanes
 from stageflow.workspace.tainted import is_tainted, mark_tainted
 
+TEST_COMMAND_ENV = "STAGEFLOW_TEST_COMMAND"  # ``[workspace] test_command`` in command stages
+
 if TYPE_CHECKING:
     from stageflow.subagents.command import CommandRunner
     from stageflow.subagents.context import ContextSource
@@ -216,8 +218,13 @@ class StageRunner:
         """The command runner (imported on first use: off the server's start-up path)."""
         if self._command is None:
             from stageflow.subagents.command import CommandRunner
+            from stageflow.subagents.options import project_test_command
 
-            self._command = CommandRunner(default_timeout=self.settings.command_timeout)
+            test = project_test_command(self.settings)
+            self._command = CommandRunner(
+                default_timeout=self.settings.command_timeout,
+                env={TEST_COMMAND_ENV: test} if test else None,
+            )
         return self._command
 
     async def run(self, request: AttemptRequest) -> AttemptResult:

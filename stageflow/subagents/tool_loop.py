@@ -32,12 +32,14 @@ from stageflow.subagents.submit import (
     SUBMIT_TOOL,
     Submission,
     check_submission,
+    plan_checker,
     submit_tool_definition,
 )
 from stageflow.workspace.tools import call_workspace_tool, tool_definitions
 
 if TYPE_CHECKING:
     from stageflow.models.pricing import PriceTable
+    from stageflow.workflows.plan import PlanLimits
     from stageflow.workspace.root import Workspace
 
 __all__ = ["MAX_CACHE_BREAKPOINTS", "ExtraTool", "LoopLimits", "build_tools", "run_tool_loop"]
@@ -75,6 +77,7 @@ def build_tools(
     produces: Sequence[str],
     *,
     bash_allow: Sequence[str] = (),
+    plan: PlanLimits | None = None,
 ) -> list[Block]:
     """Workspace tools, then extra tools, then ``submit_result``; the last one marked cacheable.
 
@@ -85,7 +88,7 @@ def build_tools(
     del produces  # enforced by check_submission, named in the brief
     tools = [dict(t) for t in tool_definitions(tool_names, bash_allow=bash_allow)]
     tools += [dict(t.definition) for t in extra_tools]
-    tools.append(submit_tool_definition(()))
+    tools.append(submit_tool_definition((), plan))  # a plan stage's declares the plan schema
     names = [str(t.get("name")) for t in tools]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -167,12 +170,17 @@ class _Loop:
         self.fallback = fallback_model
         self.limits = limits
         self.runner_name = runner_name
-        self.produces = list(request.stage.produces)
+        self.produces = request.stage.required_artifacts
         self.produces_extra = request.stage.produces_extra
+        self.plan_check = plan_checker(request)
         agent_turns = request.agent.max_turns if request.agent else None
         self.max_turns = agent_turns or limits.max_turns
         self.tools = build_tools(
-            tool_names, extra_tools, self.produces, bash_allow=request.bash_allow
+            tool_names,
+            extra_tools,
+            self.produces,
+            bash_allow=request.bash_allow,
+            plan=request.plan_limits,
         )
         self.extras = {str(t.definition.get("name")): t for t in extra_tools}
         self.workspace_tools = {str(t["name"]) for t in self.tools} - {SUBMIT_TOOL, *self.extras}
@@ -253,6 +261,7 @@ class _Loop:
             model=self.answered,
             model_requested=self.model,
             runner=self.runner_name,
+            plan=submission.plan,
         )
 
     def _failed(self, error: str) -> AttemptResult:
@@ -313,7 +322,9 @@ class _Loop:
                 continue
             args = block.get("input")
             checked = (
-                check_submission(args, self.produces, extra_allowed=self.produces_extra)
+                check_submission(
+                    args, self.produces, self.plan_check, extra_allowed=self.produces_extra
+                )
                 if isinstance(args, dict)
                 else "submit_result refused: the input must be a JSON object."
             )

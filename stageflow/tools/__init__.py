@@ -2,8 +2,8 @@
 (structured content with an output schema) plus a short text summary.
 
 ``register_tools(mcp)`` adds the contract tools: ``workflow_templates``, ``workflow_start``,
-``workflow_status``, ``workflow_approve``, ``workflow_control``, ``workflow_artifact``,
-``knowledge_lookup``.
+``workflow_status``, ``workflow_approve``, ``workflow_control``, ``workflow_adjust``,
+``workflow_artifact``, ``knowledge_lookup``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ TOOL_NAMES = (
     "workflow_status",
     "workflow_approve",
     "workflow_control",
+    "workflow_adjust",
     "workflow_artifact",
     "knowledge_lookup",
 )
@@ -32,7 +33,7 @@ _WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_worl
 def register_tools(mcp: MCPServer[Any]) -> None:
     """Register every stageflow tool on ``mcp``. The tool modules are imported here, not with
     the package (``stageflow.tools.results`` is used at start-up; the tools are not)."""
-    from stageflow.tools import artifacts, catalog, knowledge, runs, status
+    from stageflow.tools import adjust, artifacts, catalog, knowledge, runs, status
 
     mcp.add_tool(
         catalog.workflow_templates,
@@ -70,6 +71,13 @@ def register_tools(mcp: MCPServer[Any]) -> None:
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=True, open_world_hint=False
         ),
+    )
+    mcp.add_tool(
+        adjust.workflow_adjust,
+        name="workflow_adjust",
+        title="Adjust a running workflow",
+        description=adjust.DESCRIPTION,
+        annotations=_WRITE,
     )
     mcp.add_tool(
         artifacts.workflow_artifact,

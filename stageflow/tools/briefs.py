@@ -14,9 +14,8 @@ from typing import Any
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
-from stageflow.base import Model
 from stageflow.engine.catalog_view import TemplateInfo, TemplatesResult
-from stageflow.engine.views import RunView, StageView
+from stageflow.engine.views import ReadModel, RunView, StageView
 
 TEXT_BRIEF = 200  # characters of a task, reason or gate text a brief carries
 DESCRIPTION_BRIEF = 160
@@ -32,7 +31,24 @@ def short(text: str, limit: int = TEXT_BRIEF) -> str:
 # -- runs -----------------------------------------------------------------------------------
 
 
-class StageBrief(Model):
+class ItemBrief(ReadModel):
+    """An item of a for_each stage (sub-stage <stage>.<id>)."""
+
+    # ``after`` and ``reason`` are left out when empty
+    id: str
+    status: str
+    after: list[str] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    attempts: int = 0
+    reason: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v or k not in ("after", "reason")}
+
+
+class StageBrief(ReadModel):
     id: str
     status: str
     agent: str | None = Field(None, description="the agent; absent for a command stage")
@@ -43,6 +59,7 @@ class StageBrief(Model):
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
     git: str | None = Field(None, description="branch, commit, files changed, merge state")
+    items: list[ItemBrief] | None = None
 
     @model_serializer(mode="wrap")
     def _omit_no_git(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -52,13 +69,13 @@ class StageBrief(Model):
         return data
 
 
-class GateBrief(Model):
+class GateBrief(ReadModel):
     """A stage waiting for a human, and what to show them."""
 
     stage: str
     kind: str = Field(
-        description="approval (review the result), gate (a condition is false) or merge (a "
-        "conflict to resolve)"
+        description="approval, gate (a condition is false), escalation or merge (a conflict "
+        "to resolve)"
     )
     what: str
     show: list[str] = Field(
@@ -68,7 +85,7 @@ class GateBrief(Model):
     human_only: bool = Field(False, description="only the person decides; the server asks them")
 
 
-class RunBrief(Model):
+class RunBrief(ReadModel):
     """One run, compact: what to tell the human and what to do next."""
 
     run_id: str
@@ -82,24 +99,58 @@ class RunBrief(Model):
     waiting: list[GateBrief] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)
     reason: str | None = None
+    adjustments: list[str] = Field(default_factory=list)
     owner: str | None = Field(None, description="the process executing the run")
     next_action: str = Field(description="what the assistant should do next")
     seq: int = Field(description="log position; it changes whenever the run does")
 
 
-def _stage_brief(s: StageView) -> StageBrief:
+def _reason(s: StageView) -> str | None:
+    return short(s.reason) if s.reason and s.status != "succeeded" else None
+
+
+def _stage_brief(s: StageView, by_id: dict[str, StageView]) -> StageBrief:
+    items = [by_id[i] for i in s.items if i in by_id]
+    cost = s.usage.cost_usd + sum(i.usage.cost_usd for i in items)
+    prefix = f"{s.id}."
+    model = s.model
+    if items:  # the items' model(s)
+        model = "|".join(dict.fromkeys(i.model for i in items if i.model)) or s.model
     return StageBrief(
         id=s.id,
         status=s.status,
         agent=s.agent,
-        model=s.model,
-        cost_usd=round(s.usage.cost_usd, 6),
+        model=model,
+        cost_usd=round(cost, 6),
         attempts=s.attempts,
         reworks=s.reworks,
         artifacts=[a.name for a in s.artifacts],
-        reason=short(s.reason) if s.reason and s.status != "succeeded" else None,
+        reason=_reason(s),
         git=_git_brief(s),
+        items=[
+            ItemBrief(
+                id=i.id.removeprefix(prefix),
+                status=i.status,
+                after=[d.removeprefix(prefix) for d in i.depends_on],
+                cost_usd=round(i.usage.cost_usd, 6),
+                attempts=i.attempts,
+                reason=_reason(i),
+            )
+            for i in items
+        ]
+        if s.items
+        else None,
     )
+
+
+def _shown(view: RunView, stage: str) -> list[str]:
+    """``stage/artifact`` of a stage, or of each item of a for_each stage."""
+    by_id = {s.id: s for s in view.stages}
+    found = by_id.get(stage)
+    if found is None:
+        return []
+    sources = [by_id[i] for i in found.items if i in by_id] or [found]
+    return [f"{src.id}/{a.name}" for src in sources for a in src.artifacts]
 
 
 def _git_brief(s: StageView) -> str | None:
@@ -118,9 +169,12 @@ def _gates(view: RunView) -> list[GateBrief]:
             show = [f"{w.stage}/{a.name}" for a in stage.artifacts]
         elif w.kind == "merge":  # the conflict's report: each file's base and both sides
             show = list(w.review)
+        elif w.kind == "escalation":  # what the findings are about
+            show = [f"{w.stage}/{a.name}" for a in stage.artifacts] or [
+                f for d in stage.depends_on for f in _shown(view, d)
+            ]
         else:  # a false gate: the upstream stages' results explain it
-            upstream = {s.id: s for s in view.stages}
-            show = [f"{d}/{a.name}" for d in stage.depends_on for a in upstream[d].artifacts]
+            show = [f for d in stage.depends_on for f in _shown(view, d)]
         out.append(
             GateBrief(
                 stage=w.stage,
@@ -157,6 +211,11 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
             ask = f"ask the human whether to approve stage {g.stage}{shown}"
         elif g.kind == "merge":
             ask = f"show the human the merge conflict{shown} and ask them to resolve it ({g.what})"
+        elif g.kind == "escalation":
+            ask = (
+                f"stage {g.stage} was escalated to a human ({short(g.what, 120)}): ask the human "
+                f"to decide{shown}; only they may"
+            )
         else:
             ask = f"ask the human whether to run stage {g.stage} although its gate is false{shown}"
         which = f", attempt={g.attempt}" if g.attempt else ""
@@ -193,8 +252,9 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
 
 
 def run_brief(view: RunView) -> RunBrief:
-    """The compact form of ``view``."""
+    """The compact form of ``view``: a for_each stage carries its items, compactly."""
     gates = _gates(view)
+    by_id = {s.id: s for s in view.stages}
     return RunBrief(
         run_id=view.run_id,
         template=view.template,
@@ -203,10 +263,11 @@ def run_brief(view: RunView) -> RunBrief:
         runner=view.runner,
         spent_usd=round(view.spent_usd, 6),
         budget_usd=view.budget_usd,
-        stages=[_stage_brief(s) for s in view.stages],
+        stages=[_stage_brief(s, by_id) for s in view.stages if s.parent is None],
         waiting=gates,
         blockers=[short(b) for b in view.blockers],
         reason=short(view.reason) if view.reason else None,
+        adjustments=[short(a, 120) for a in view.adjustments],
         owner=view.owner,
         next_action=next_step(view, gates),
         seq=view.seq,
@@ -216,21 +277,28 @@ def run_brief(view: RunView) -> RunBrief:
 # -- the catalog ----------------------------------------------------------------------------
 
 
-class StageOutline(Model):
+class StageOutline(ReadModel):
+    # fields that are false or empty are left out
     id: str
     agent: str | None = Field(None, description="absent for a command stage")
     after: list[str] = Field(default_factory=list, description="depends_on")
     approval: bool = Field(False, description="a human approves or rejects its result")
     gate: bool = Field(False, description="has a gate condition (when false a human decides)")
+    each: str | None = Field(None, description="one sub-stage per item of this plan stage's plan")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if k == "id" or v}
 
 
-class InputOutline(Model):
+class InputOutline(ReadModel):
     type: str
     required: bool = False
     default: Any = None
 
 
-class TemplateBrief(Model):
+class TemplateBrief(ReadModel):
     name: str
     description: str = ""
     inputs: dict[str, InputOutline] = Field(default_factory=dict)
@@ -238,13 +306,13 @@ class TemplateBrief(Model):
     problems: list[str] = Field(default_factory=list, description="why the file failed to load")
 
 
-class AgentBrief(Model):
+class AgentBrief(ReadModel):
     name: str
     model: str
     description: str = ""
 
 
-class CatalogBrief(Model):
+class CatalogBrief(ReadModel):
     templates: list[TemplateBrief]
     agents: list[AgentBrief]
     errors: list[str] = Field(default_factory=list, description="files that failed to load")
@@ -267,6 +335,7 @@ def _template_brief(t: TemplateInfo) -> TemplateBrief:
                 after=s.depends_on,
                 approval=s.approval,
                 gate=s.gate is not None,
+                each=s.for_each,
             )
             for s in t.stages
         ],

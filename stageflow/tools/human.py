@@ -84,19 +84,27 @@ async def ask_human(
     target = stage if stage is not None else (waiting[0] if len(waiting) == 1 else None)
     if target not in waiting or target is None:
         return NOT_ASKED
-    spec = state.spec.stage(target)
-    if spec.approval is None or spec.approval.by != "human":
+    spec = state.stage_spec(target)
+    escalation = state.stages[target].escalation  # escalated to a person: only they decide
+    if escalation is None and (spec.approval is None or spec.approval.by != "human"):
         return NOT_ASKED
     if attempt is not None and attempt != state.stages[target].attempt:
         return NOT_ASKED  # the stale attempt is refused by the engine, with what changed
     if not _can_elicit(ctx):
         return NO_CLIENT_SUPPORT
     st = state.stages[target]
-    what = spec.approval.prompt or f"review the output of '{target}'"
-    if target in state.git.merge_stages:  # a merge conflict the person resolves
+    if escalation is not None:
+        what = f"It was escalated to you: {escalation.reason}. Open findings: " + (
+            escalation.findings[:500] or "none"
+        )
+    elif target in state.git.merge_stages:  # a merge conflict the person resolves
         what = merge_gate(state, target, st.reason)[0]
     elif st.status == "blocked":
         what = f"Its gate is false ({spec.gate}): approve to run it anyway, or reject to fail it."
+    else:
+        what = (spec.approval.prompt if spec.approval else None) or (
+            f"review the output of '{target}'"
+        )
     files = ", ".join(
         f"{target}/{name} v{ref.version}" for name, ref in sorted(st.artifacts.items())
     )

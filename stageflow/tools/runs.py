@@ -32,7 +32,7 @@ from stageflow.tools.models import CommandResult, StartResult
 from stageflow.tools.results import run_uri, tool_result
 
 if TYPE_CHECKING:
-    from stageflow.engine.deciding import Via
+    from stageflow.engine.decisions import Via
 
 DEFAULT_ACTOR = "mcp-client"
 

@@ -26,7 +26,8 @@ DESCRIPTION = f"""\
 Show one workflow run, or the {RECENT_RUNS} most recent runs when run_id is omitted.
 
 A run shows each stage's status (pending, running, awaiting_approval, blocked, retry_wait,
-succeeded, failed, skipped, cancelled), agent, model, cost and artifact names; the run's status
+succeeded, failed, skipped, cancelled, expanded: its items run), agent, model, cost, artifact
+names and `items` (planned sub-stages); the run's status
 (running, waiting, paused, completed, failed, cancelled), spend and budget; `waiting`: the gates
 that need a human, with the artifacts to show them; `blockers`; and `next_action`: what to do
 next. Read artifacts with workflow_artifact. detail="full" adds every attempt with its tokens,
@@ -98,6 +99,15 @@ def _run_summary(brief: RunBrief) -> str:
     for s in brief.stages:
         extra = f", {s.reworks} rework(s)" if s.reworks else ""
         arts = ", ".join(s.artifacts)
+        if s.items is not None:
+            counts = f"{sum(i.status == 'succeeded' for i in s.items)} of {len(s.items)} items done"
+            lines.append(f"- {s.id}: {s.status} ({counts})")
+            lines.extend(
+                f"  - {s.id}.{i.id}: {i.status}"
+                + (f" (after {', '.join(i.after)})" if i.after else "")
+                for i in s.items
+            )
+            continue
         lines.append(
             f"- {s.id}: {s.status} (attempts {s.attempts}{extra}"
             + (f", {s.model}" if s.model else "")
@@ -105,6 +115,7 @@ def _run_summary(brief: RunBrief) -> str:
             + (f" -> {arts}" if arts else "")
         )
     lines.extend(f"blocked: {b}" for b in brief.blockers)
+    lines.extend(f"adjusted: {a}" for a in brief.adjustments)
     if brief.reason:
         lines.append(f"reason: {brief.reason}")
     lines.append(f"next: {brief.next_action}")

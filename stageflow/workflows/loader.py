@@ -34,7 +34,17 @@ from stageflow.workflows.bounds import (
 from stageflow.workflows.locations import DocPath, LineMap, dotted, suggest
 from stageflow.workflows.model_names import KnownModels, model_warnings
 from stageflow.workflows.refs import refs_from_data, refs_from_spec
-from stageflow.workflows.spec import Approval, InputSpec, Limits, OnFailure, StageSpec, WorkflowSpec
+from stageflow.workflows.spec import (
+    Approval,
+    Escalation,
+    InputSpec,
+    Limits,
+    OnFailure,
+    PlanRules,
+    ReworkRule,
+    StageSpec,
+    WorkflowSpec,
+)
 from stageflow.workflows.toml_source import TomlSyntaxError, parse_toml
 from stageflow.workflows.validate import check_refs
 from stageflow.workflows.yaml_compose import compose_bounded, construct
@@ -215,7 +225,7 @@ def _check(
         refs = refs_from_spec(loaded)
     problems = [_locate(f, data, lines, source) for f in found]
     if check:
-        problems += check_refs(refs, agent_names=agent_names, lines=lines)
+        problems += check_refs(refs, agent_names=agent_names, lines=lines, spec=loaded)
     warnings = model_warnings(refs, models, lines) if models is not None else []
     return Checked(None if problems else loaded, _by_line(problems), warnings)
 
@@ -396,6 +406,9 @@ _MODELS_AT: dict[DocPath, type[BaseModel]] = {
     ("stages", "*"): StageSpec,
     ("stages", "*", "on_failure"): OnFailure,
     ("stages", "*", "approval"): Approval,
+    ("stages", "*", "plan"): PlanRules,
+    ("stages", "*", "on_changes_requested"): ReworkRule,
+    ("stages", "*", "escalate"): Escalation,
 }
 
 

@@ -31,6 +31,8 @@ from stageflow.base import Model
 from stageflow.workflows.durations import parse_duration
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PLAN_MODELS = ("opus", "sonnet", "haiku")  # what a plan's items may name unless the template says
+PLAN_ARTIFACT = "plan"  # the artifact the engine writes for a plan stage
 
 
 def _duration(v: object) -> object:
@@ -180,6 +182,56 @@ def _approval(v: object) -> object:
     return v
 
 
+class PlanRules(_Model):
+    """A plan stage: its agent returns a structured plan of work items, which a ``for_each``
+    stage expands into one sub-stage per item. ``agents`` are the agents an item may name
+    (besides the ``for_each`` stage's own); ``item_budget_usd`` is what one item is expected to
+    cost, for the budget check before expansion (default: the ``for_each`` stage's
+    ``budget_usd``, else its agent's)."""
+
+    max_items: int = Field(8, ge=1, le=50)
+    agents: list[str] = Field(default_factory=list)
+    # the models an item may name: aliases by default, never an id the price table may not
+    # know (an unpriced model's requests would cost nothing against the caps)
+    models: list[str] = Field(default_factory=lambda: list(PLAN_MODELS))
+    item_budget_usd: float | None = Field(None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        return {} if data is True or data is None else data
+
+
+class ReworkRule(_Model):
+    """``on_changes_requested``: a ``changes_requested`` result (or a human's rejection at the
+    stage's approval) sends the work back to the upstream stage ``rework`` (a ``for_each``
+    stage: only the items with findings) with the findings as feedback, at most ``max``
+    rounds; then the stage escalates."""
+
+    rework: str
+    max: int = Field(2, ge=1, le=20)
+
+
+class Escalation(_Model):
+    """``escalate``: who decides when a gate is false or rework rounds run out: a decision
+    ``agent`` (at most ``max`` times; it approves, rejects with feedback or hands over to a
+    human), else a human. A human escalation is a waiting gate only a human decision passes."""
+
+    agent: str | None = None
+    max: int = Field(1, ge=1, le=5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {} if data.strip().lower() == "human" else {"agent": data}
+        return data
+
+
+def _no_plan(v: object) -> object:
+    return None if v is False else v
+
+
 class StageSpec(_Model):
     """One stage: an agent run (``agent``) or a command (``run``)."""
 
@@ -209,24 +261,46 @@ class StageSpec(_Model):
     # merge ("" for none; unset: the template's), and who resolves a conflicting merge
     verify: str | None = None
     on_conflict: OnConflict | None = None
+    # run-time decomposition and loops (see ``stageflow.workflows.plan``)
+    plan: Annotated[PlanRules | None, BeforeValidator(_no_plan)] = None  # returns work items
+    for_each: str | None = None  # one sub-stage per item of this plan stage's plan
+    files: list[str] = Field(default_factory=list)  # stages whose files overlap never run at once
+    on_changes_requested: ReworkRule | None = None
+    escalate: Escalation | None = None
+    optional: bool = False  # may be skipped at run time (``workflow_adjust``)
     line: int | None = Field(None, exclude=True, repr=False)
 
     @field_validator("id")
     @classmethod
     def _ident(cls, v: str) -> str:
-        if not IDENT.match(v):
+        if not IDENT.fullmatch(v):
             raise ValueError(
                 f"stage id {v!r} must start with a letter or _ and contain only letters, "
                 "digits and _"
             )
         return v
 
-    @field_validator("depends_on", "needs", "produces", mode="before")
+    @field_validator("depends_on", "needs", "produces", "files", mode="before")
     @classmethod
     def _listify(cls, v: object) -> object:
         if isinstance(v, str):
             return [v]
         return [] if v is None else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plan_artifact(cls, data: Any) -> Any:
+        # a plan stage produces ``plan``: the engine writes it from the validated items
+        if not isinstance(data, dict) or data.get("plan") in (None, False):
+            return data
+        produces = data.get("produces")
+        if produces is None:
+            produces = []
+        elif isinstance(produces, str):
+            produces = [produces]
+        if isinstance(produces, list) and PLAN_ARTIFACT not in produces:
+            return {**data, "produces": [*produces, PLAN_ARTIFACT]}
+        return data
 
     @model_validator(mode="after")
     def _agent_or_run(self) -> StageSpec:
@@ -237,6 +311,13 @@ class StageSpec(_Model):
     @property
     def kind(self) -> Literal["agent", "command"]:
         return "agent" if self.agent else "command"
+
+    @property
+    def required_artifacts(self) -> list[str]:
+        """What the agent itself must hand back: ``produces`` minus what the engine writes."""
+        if self.plan is None:
+            return list(self.produces)
+        return [p for p in self.produces if p != PLAN_ARTIFACT]
 
     def needed(self) -> list[tuple[str, str]]:
         """``needs`` split into (stage, artifact) pairs; malformed entries are skipped."""

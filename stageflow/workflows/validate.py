@@ -23,6 +23,7 @@ from stageflow.workflows.graph import MAX_CYCLES, Upstream
 from stageflow.workflows.locations import DocPath, LineMap, dotted
 from stageflow.workflows.refs import StageRefs, TemplateRefs, refs_from_spec
 from stageflow.workflows.spec import WorkflowSpec
+from stageflow.workflows.validate_loops import loop_problems
 
 __all__ = ["MAX_CYCLES", "MAX_SUGGESTIONS", "check_refs", "check_spec"]
 
@@ -36,7 +37,7 @@ def check_spec(
     lines: LineMap | None = None,
 ) -> list[Problem]:
     """Every cross-stage problem of ``spec``, ordered by line (then stage, then check)."""
-    return check_refs(refs_from_spec(spec), agent_names=agent_names, lines=lines)
+    return check_refs(refs_from_spec(spec), agent_names=agent_names, lines=lines, spec=spec)
 
 
 def check_refs(
@@ -44,16 +45,23 @@ def check_refs(
     *,
     agent_names: Collection[str] | None = None,
     lines: LineMap | None = None,
+    spec: WorkflowSpec | None = None,
 ) -> list[Problem]:
-    """Every cross-stage problem of ``refs``, ordered by line (then stage, then check)."""
-    return _Checker(refs, agent_names, lines).run()
+    """Every cross-stage problem of ``refs``, ordered by line (then stage, then check); with
+    ``spec`` (the template loaded), the run-time keys' too (``validate_loops``)."""
+    return _Checker(refs, agent_names, lines, spec).run()
 
 
 class _Checker:
     def __init__(
-        self, refs: TemplateRefs, agent_names: Collection[str] | None, lines: LineMap | None
+        self,
+        refs: TemplateRefs,
+        agent_names: Collection[str] | None,
+        lines: LineMap | None,
+        spec: WorkflowSpec | None,
     ) -> None:
         self.refs = refs
+        self.spec = spec
         self.stages = refs.stages
         self.agents = None if agent_names is None else set(agent_names)
         self.lines = lines
@@ -84,6 +92,9 @@ class _Checker:
             for kind in ("when", "gate"):
                 self.check_condition(i, stage, kind)
         self.check_cycles()
+        if self.spec is not None:  # plan, for_each, rework, escalate, files
+            for i, sub, message in loop_problems(self.spec, self.agents):
+                self.add(i, sub, message)
         return [p for *_, p in sorted(self.found, key=lambda t: t[:3])]
 
     # -- helpers ---------------------------------------------------------------------------

@@ -92,9 +92,12 @@ def test_every_builtin_template_completes_offline_when_each_gate_is_approved(
             assert got.attempts == 0, f"rollback stage {s.id} ran although nothing failed"
             continue
         assert got.status in ("succeeded", "skipped"), (s.id, got.status, got.reason)
-        if got.status == "succeeded":
-            assert sorted(a.name for a in got.artifacts) == sorted(s.produces), s.id
-            assert got.model is not None and "offline" in got.model
+        # a for_each stage's work is done by its items (sub-stages): each produces its outputs
+        for done_by in [stage(done, i) for i in got.items] if s.for_each else [got]:
+            if done_by.status == "succeeded":
+                assert sorted(a.name for a in done_by.artifacts) == sorted(s.produces), s.id
+                if s.agent:  # command stages (integrate, approval) have no model
+                    assert done_by.model is not None and "offline" in done_by.model
     assert (
         cli.ok("audit", done.run_id, "--verify")
         .out.rstrip()

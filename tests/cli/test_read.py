@@ -67,13 +67,16 @@ def test_templates_and_agents_json_list_the_built_in_catalog(cli: Cli) -> None:
         "documentation_update",
         "security_audit",
         "feature_parallel",
+        "plan_execute_audit",
     }
     assert templates["errors"] == []
     assert all(t["problems"] == [] and t["stages"] for t in templates["templates"])
-    assert len(agents["agents"]) == 13  # with merge-resolver
+    assert len(agents["agents"]) == 16  # with merge-resolver, coordinator, auditor, decision-maker
     assert agents["errors"] == []
     assert {a["layer"] for a in agents["agents"]} == {"builtin"}
-    assert {"architect", "developer", "tester", "reviewer"} <= {a["name"] for a in agents["agents"]}
+    names = {a["name"] for a in agents["agents"]}
+    assert {"architect", "developer", "tester", "reviewer"} <= names
+    assert {"coordinator", "auditor", "decision-maker"} <= names
 
 
 def test_audit_verify_confirms_an_intact_chain(cli: Cli) -> None:

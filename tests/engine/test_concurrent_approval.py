@@ -17,7 +17,7 @@ import pytest
 
 from stageflow import events as ev
 from stageflow.config import Settings, load_settings
-from stageflow.engine.deciding import Decision
+from stageflow.engine.decisions import Decision
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Service
 from stageflow.engine.state import RunState

@@ -1,6 +1,9 @@
 """Properties of the real scheduler over random DAGs (hypothesis): every stage runs exactly as
 often as scripted, never before its dependencies, never above the concurrency limits, independent
 stages really overlap, and the event log is intact and folds to the state the scheduler returned.
+With a plan made at run time, every item's sub-stage runs at most once per attempt and exactly as
+scripted, never before its items or the plan, and two items with overlapping files never run at
+the same time (by the runner's clock and by the log).
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from hypothesis import HealthCheck, event, given, settings
 from stageflow import events as ev
 from stageflow.engine.runner import AttemptRequest, AttemptResult
 from stageflow.engine.state import fold
-from tests.engine.dags import TASK, TEMPLATE, Call, DagPlan, Recorder, dag_plans, max_overlap
+from stageflow.workflows.plan import files_overlap
+from tests.engine.dags import (
+    TASK,
+    TEMPLATE,
+    WORK,
+    Call,
+    DagPlan,
+    Recorder,
+    dag_plans,
+    max_overlap,
+)
 from tests.engine.harness import FakeRunner, default_result, engine_env
 
 pytestmark = pytest.mark.anyio
@@ -54,13 +67,15 @@ def check_runs_per_stage(plan: DagPlan, calls: list[Call], log: list[ev.Envelope
     per_stage = Counter(c.stage for c in calls)
     retries = Counter(e.event.stage for e in log if isinstance(e.event, ev.RetryScheduled))
     skipped = {e.event.stage for e in log if isinstance(e.event, ev.StageSkipped)}
-    assert skipped == plan.skipped()
-    for s in plan.stages:
-        want = plan.expected_calls(s.id)
-        assert per_stage[s.id] == want, f"{s.id}: {per_stage[s.id]} calls, expected {want}"
-        attempts = sorted(c.attempt for c in calls if c.stage == s.id)
+    assert skipped == plan.all_skipped() - ({WORK} if plan.planned() else set())
+    for sid in plan.all_stages():
+        if sid == WORK:
+            continue  # its items run, it does not
+        want = plan.expected_calls(sid)
+        assert per_stage[sid] == want, f"{sid}: {per_stage[sid]} calls, expected {want}"
+        attempts = sorted(c.attempt for c in calls if c.stage == sid)
         assert attempts == list(range(1, want + 1))
-        assert retries[s.id] == (s.failures if want else 0)
+        assert retries[sid] == max(0, want - 1)
 
 
 def check_dependencies_first(plan: DagPlan, calls: list[Call], log: list[ev.Envelope]) -> None:
@@ -77,13 +92,13 @@ def check_dependencies_first(plan: DagPlan, calls: list[Call], log: list[ev.Enve
         ):
             done_at[e.stage] = i
     for i, started in _started(log):
-        for dep in plan.stage(started.stage).deps:
+        for dep in plan.deps_of(started.stage):
             assert done_at.get(dep, len(log)) < i, (
                 f"attempt_started {started.stage}#{started.attempt} (seq {i + 1}) "
                 f"precedes {dep}'s final outcome"
             )
     for c in calls:
-        for dep in plan.stage(c.stage).deps:
+        for dep in plan.deps_of(c.stage):
             if dep in last_end:
                 assert c.start >= last_end[dep], f"{c.stage}#{c.attempt} started before {dep} ended"
 
@@ -107,6 +122,32 @@ def check_concurrency(plan: DagPlan, calls: list[Call], log: list[ev.Envelope]) 
     assert _log_overlap(log) >= 2
 
 
+def check_files_apart(plan: DagPlan, calls: list[Call], log: list[ev.Envelope]) -> None:
+    """Property 6: items whose files overlap never run at the same time, by the runner's clock
+    and in the log (no attempt of one starts while an attempt of the other is open)."""
+    clashing = [
+        (a.stage_id, b.stage_id)
+        for n, a in enumerate(plan.items)
+        for b in plan.items[n + 1 :]
+        if files_overlap(a.files, b.files)
+    ]
+    if not clashing:
+        return
+    event("items with overlapping files", "yes")
+    for a, b in clashing:
+        for x in (c for c in calls if c.stage == a):
+            for y in (c for c in calls if c.stage == b):
+                assert x.end <= y.start or y.end <= x.start, f"{a} and {b} overlapped: {x} {y}"
+        open_now: set[str] = set()
+        for env in log:
+            e = env.event
+            if isinstance(e, ev.AttemptStarted) and e.stage in (a, b):
+                assert not open_now, f"{e.stage} started while {open_now} ran"
+                open_now.add(e.stage)
+            elif isinstance(e, ev.AttemptFinished) and e.stage in (a, b):
+                open_now.discard(e.stage)
+
+
 def describe(plan: DagPlan) -> None:
     """Label the example for ``--hypothesis-show-statistics`` (what the generator covers)."""
     n = len(plan.stages)
@@ -115,6 +156,7 @@ def describe(plan: DagPlan) -> None:
     event("has retries", str(any(s.failures for s in plan.stages)))
     event("has skips", str(bool(plan.skipped())))
     event("limit", str(plan.limit))
+    event("planned items", str(len(plan.items)) if plan.planned() else "none")
 
 
 @settings(
@@ -147,15 +189,18 @@ async def test_random_dags_run_each_stage_as_scripted_in_order_within_limits(
     assert final.status == "completed", final.end_reason
     assert ev.verify_chain(log) == []
     assert fold(log) == final
-    skipped = plan.skipped()
-    for s in plan.stages:
-        want = "skipped" if s.id in skipped else "succeeded"
-        assert final.stages[s.id].status == want
-        assert final.stages[s.id].attempt == plan.expected_calls(s.id)
+    skipped = plan.all_skipped()
+    assert list(final.stages) == plan.all_stages()
+    for sid in plan.all_stages():
+        want = "skipped" if sid in skipped else "succeeded"
+        assert final.stages[sid].status == want, (sid, final.stages[sid].status)
+        if sid != WORK:
+            assert final.stages[sid].attempt == plan.expected_calls(sid)
 
     check_runs_per_stage(plan, recorder.calls, log)
     check_dependencies_first(plan, recorder.calls, log)
     check_concurrency(plan, recorder.calls, log)
+    check_files_apart(plan, recorder.calls, log)
     assert peak <= plan.global_limit and runner.peak <= plan.limit
     if plan.rendezvous() is not None:
         assert recorder.rendezvous_met is True

@@ -24,6 +24,7 @@ BUILTIN = {
     "documentation_update",
     "feature_development",
     "feature_parallel",
+    "plan_execute_audit",
     "security_audit",
 }
 EXTRA = """\

@@ -21,12 +21,14 @@ from tests.server.human import Person
 
 pytestmark = pytest.mark.anyio
 
-STATUS_AT_GATE_BUDGET = 3 * 1024  # feature_parallel at its release gate (8 stages)
-TEMPLATES_BUDGET = 6 * 1024  # the five built-in templates and twelve agents
+# feature_parallel at its release gate (8 stages, one of them with its 3 planned items)
+STATUS_AT_GATE_BUDGET = 3 * 1024
+TEMPLATES_BUDGET = 6 * 1024  # the six built-in templates and fifteen agents
 # bytes of each tool's definition as tools/list sends it (description + both schemas), and of
 # its input schema alone (what a client such as Claude Code passes on to the model)
 DEFINITION_BUDGETS = {
     "knowledge_lookup": (5_500, 1_100),
+    "workflow_adjust": (3_500, 1_800),
     "workflow_approve": (2_700, 1_000),  # + attempt (issue 11.6)
     "workflow_artifact": (2_500, 1_000),
     "workflow_control": (2_600, 1_150),  # land added strategy and into
@@ -144,3 +146,24 @@ async def test_next_action_never_gives_a_shell_command(server: Any) -> None:
     assert any("workflow_control(" in s and "resume" in s for s in seen)
     for text in seen:
         assert "stageflow " not in text and "`" not in text, text
+
+
+PLAN_AT_APPROVAL_BUDGET = 2 * 1024  # plan_execute_audit at its approval: 5 stages, 3 items
+
+
+async def test_a_planned_stage_shows_its_items_compactly_in_the_status(server: Any) -> None:
+    async with Client(server) as client:
+        start = {"template": "plan_execute_audit", "task": "CSV export"}
+        rid = (await call(client, "workflow_start", start))["run_id"]
+        status = await wait_gate(client, rid, "approval")
+    run = status["run"]
+    assert size(status) <= PLAN_AT_APPROVAL_BUDGET, size(status)
+    assert [s["id"] for s in run["stages"]] == ["plan", "execute", "integrate", "audit", "approval"]
+    execute = next(s for s in run["stages"] if s["id"] == "execute")
+    assert execute["status"] == "succeeded" and execute["model"] == "offline"
+    assert execute["items"] == [
+        {"id": "t1", "status": "succeeded", "cost_usd": 0.0, "attempts": 1},
+        {"id": "t2", "status": "succeeded", "cost_usd": 0.0, "attempts": 1},
+        {"id": "t3", "status": "succeeded", "after": ["t1", "t2"], "cost_usd": 0.0, "attempts": 1},
+    ]
+    assert all(s["items"] is None for s in run["stages"] if s["id"] != "execute")

@@ -8,7 +8,8 @@ It reads each request and acts like a stageflow stage agent, as a pure function 
 3. ``write``: write ``notes/<stage>.md``;
 4. ``submit``: call ``submit_result`` with status, summary, an artifact for every required name
    and structured ``outputs`` (``passed`` for a tester, ``approved`` for a reviewer, and any
-   ``outputs.<key> == true`` the brief mentions).
+   ``outputs.<key> == true`` the brief mentions); a plan stage (its ``submit_result`` has a
+   ``plan`` property, or its brief a "## Your plan" section) also sends ``plan_items``' plan.
 
 A step whose tool is not offered (or, for ``read``, with nothing to read) is skipped. Where it
 is comes only from the **last user turn**: no tool results = a fresh brief (step 1); results of
@@ -98,6 +99,36 @@ def artifact_text(info: StageInfo, name: str, chars: int) -> str:
     return text + "\n" + filler(f"{info.stage}/{name}", max(200, chars - len(text)))
 
 
+PLAN_SECTION = "## Your plan"
+
+
+def plan_items(info: StageInfo, parallel: int = 2) -> list[Json]:
+    """A plan stage's items: ``parallel`` independent items on files of their own, then one
+    that builds on all of them."""
+    items: list[Json] = [
+        {
+            "id": f"t{n}",
+            "title": f"Part {n} of: {info.task[:60]}",
+            "description": f"Implement part {n} in `src/part{n}.py`, with its tests.",
+            "depends_on": [],
+            "files": [f"src/part{n}.py", f"tests/test_part{n}.py"],
+            "acceptance": [f"part {n} is covered by tests"],
+        }
+        for n in range(1, parallel + 1)
+    ]
+    items.append(
+        {
+            "id": f"t{parallel + 1}",
+            "title": "Wire the parts together",
+            "description": "Connect the parts and document the change.",
+            "depends_on": [str(i["id"]) for i in items],
+            "files": ["src/main.py", "README.md"],
+            "acceptance": ["an end-to-end test passes"],
+        }
+    )
+    return items
+
+
 # -- the behaviour ---------------------------------------------------------------------------
 
 
@@ -117,6 +148,7 @@ class AgentConfig:
     outputs: Callable[[StageInfo], Json] = default_outputs
     required_artifacts: Callable[[Json], list[str]] = required_from_schema
     say: bool = True  # a short text block before each tool call, as models do
+    plan: Callable[[StageInfo], list[Json]] = plan_items  # a plan stage's items
 
 
 @dataclass(frozen=True)
@@ -268,13 +300,18 @@ class StageAgent:
         """The ``submit_result`` arguments this agent sends for the request's stage."""
         info = stage_info(body)
         names = self._artifacts(body, info, extra)
-        return {
+        args: Json = {
             "status": self.config.status,
             "summary": f"Stage {info.stage} done by the {info.role} agent: "
             f"{', '.join(names) or 'no artifacts'} written.",
             "artifacts": {n: artifact_text(info, n, self.config.artifact_chars) for n in names},
             "outputs": self.config.outputs(info),
         }
+        tool = tool_map(body).get(self.config.submit_tool.lower(), {})
+        props = (tool.get("input_schema") or {}).get("properties") or {}
+        if "plan" in props or PLAN_SECTION in info.brief:
+            args["plan"] = {"items": self.config.plan(info)}
+        return args
 
     def _submit(self, body: Json, extra: Sequence[str] = ()) -> Turn:
         tools = tool_map(body)

@@ -26,6 +26,7 @@ from typing import Any, TypeGuard, get_args
 
 from stageflow.engine.runner import AttemptStatus
 from stageflow.errors import ModelErrorKind
+from stageflow.subagents.submit import PlanCheck, plan_refusal
 
 __all__ = [
     "CliResult",
@@ -39,7 +40,7 @@ __all__ = [
 
 STATUSES: tuple[str, ...] = get_args(AttemptStatus)
 _NEEDS_ARTIFACTS = ("passed", "changes_requested")
-_RESULT_KEYS = frozenset({"status", "summary", "artifacts", "outputs"})
+_RESULT_KEYS = frozenset({"status", "summary", "artifacts", "outputs", "plan"})
 
 
 def _int(value: Any) -> int:
@@ -130,7 +131,7 @@ def _result_object(stdout: str) -> dict[str, Any] | None:
             continue
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # nested past the parser's depth too
             continue
         if isinstance(data, dict) and data.get("type") == "result":
             return data
@@ -222,6 +223,8 @@ class FinalAnswer:
     artifacts: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set when the answer did not meet the contract
+    plan: dict[str, Any] | None = None  # a plan stage's checked plan
+    plan_problems: tuple[str, ...] = ()  # a refused plan: the runner asks for a corrected one
 
 
 _OPEN = re.compile(r"^\s*(`{3,}|~{3,})\s*json\s*$", re.IGNORECASE)
@@ -268,7 +271,9 @@ def _failed(error: str) -> FinalAnswer:
     return FinalAnswer(status="failed", summary=error, error=error)
 
 
-def _from_block(data: dict[str, Any], produces: Sequence[str]) -> FinalAnswer:
+def _from_block(
+    data: dict[str, Any], produces: Sequence[str], plan: PlanCheck | None
+) -> FinalAnswer:
     status = data.get("status", "passed")
     if not _is_status(status):
         return _failed(
@@ -293,35 +298,55 @@ def _from_block(data: dict[str, Any], produces: Sequence[str]) -> FinalAnswer:
                 f"missing required artifact(s): {', '.join(missing)} (the final ```json block "
                 f"has {', '.join(sorted(artifacts)) or 'none'})"
             )
+    checked: dict[str, Any] | None = None
+    if plan is not None and status in _NEEDS_ARTIFACTS:
+        items = plan(data["plan"]) if "plan" in data else ["the final ```json block has no 'plan'"]
+        if isinstance(items, list):
+            error = plan_refusal(items)
+            return FinalAnswer(
+                status="failed", summary=error, error=error, plan_problems=tuple(items)
+            )
+        checked = {"items": [i.model_dump(mode="json") for i in items]}
     return FinalAnswer(
         status=status,
         summary=summary if isinstance(summary, str) else json.dumps(summary),
         artifacts=artifacts,
         outputs=dict(outputs),
+        plan=checked,
     )
 
 
-def parse_final_answer(text: str, produces: Sequence[str]) -> FinalAnswer:
+def parse_final_answer(
+    text: str, produces: Sequence[str], plan: PlanCheck | None = None
+) -> FinalAnswer:
     """The outcome the agent's final text declares.
 
     The last fenced ``json`` block holding an object with result fields wins. Without one, a
     stage producing exactly one artifact gets the whole text as that artifact (``passed``); a
     stage producing none passes with the text as summary; otherwise the attempt fails with an
     error naming the missing artifacts. A result block that is not valid JSON fails the attempt.
+    A plan stage (``plan`` given) must carry a plan that passes ``plan``; a refused one fails
+    with its problems in ``plan_problems``.
     """
     for body in reversed(json_blocks(text)):
         try:
             data = json.loads(body)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             if any(f'"{key}"' in body for key in _RESULT_KEYS):
-                return _failed(f"the final ```json block is not valid JSON ({exc})")
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                return _failed(f"the final ```json block is not valid JSON ({why})")
             continue  # some other snippet the agent quoted
         if isinstance(data, dict) and _RESULT_KEYS & data.keys():
-            return _from_block(data, produces)
+            return _from_block(data, produces, plan)
     if not text.strip():
         names = ", ".join(produces)
         return _failed(
             "the agent's final answer is empty" + (f"; required: {names}" if names else "")
+        )
+    if plan is not None:
+        problem = "the final answer has no ```json block with the plan"
+        return FinalAnswer(
+            status="failed", summary=problem, error=problem, plan_problems=(problem,)
         )
     if len(produces) == 1:
         return FinalAnswer(

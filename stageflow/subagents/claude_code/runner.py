@@ -50,6 +50,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -83,6 +84,7 @@ from stageflow.subagents.context import (
     build_context,
     collect_sections,
 )
+from stageflow.subagents.submit import plan_checker
 from stageflow.workspace.procgroup import stop_group
 from stageflow.workspace.sandbox import Sandbox
 
@@ -99,6 +101,23 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 1800.0
 STDERR_TAIL = 64 * 1024
+PLAN_CORRECTIONS = 2  # more processes a plan stage's attempt may use to correct its plan
+MAX_PREVIOUS = 20_000  # characters of the refused answer quoted back
+
+
+def corrected_context(context: StageContext, problems: Sequence[str], answer: str) -> StageContext:
+    """The brief again, plus what was wrong with the last answer's plan and that answer, so
+    the next process corrects the plan instead of starting over."""
+    quoted = answer if len(answer) <= MAX_PREVIOUS else "[...]\n" + answer[-MAX_PREVIOUS:]
+    note = (
+        "\n\n## Your previous answer was refused\n"
+        + "\n".join(f"- {p}" for p in problems)
+        + "\n\nYour previous final answer (work already done in the workspace stays):\n"
+        + quoted
+        + "\n\nFix the plan and end your answer with the corrected ```json block."
+    )
+    return replace(context, brief=context.brief + note)
+
 
 ContextBuilder = Callable[[AttemptRequest], StageContext]
 
@@ -133,6 +152,7 @@ class ClaudeCodeRunner:
         kill_grace: float = 2.0,
         drain_grace: float = 1.0,
         arg_limit: int = ARG_LIMIT,
+        plan_corrections: int = PLAN_CORRECTIONS,
         sandbox: Sandbox | None = None,
     ) -> None:
         self.executable = executable
@@ -149,6 +169,7 @@ class ClaudeCodeRunner:
         self.kill_grace = kill_grace  # SIGTERM -> SIGKILL
         self.drain_grace = drain_grace  # after claude exits, how long to read its pipes
         self.arg_limit = arg_limit
+        self.plan_corrections = plan_corrections
 
     def _where(self, request: AttemptRequest) -> str:
         return f"run {request.run_id} stage '{request.stage.id}' attempt {request.attempt}"
@@ -179,11 +200,34 @@ class ClaudeCodeRunner:
         )
 
     async def run(self, request: AttemptRequest) -> AttemptResult:
-        """Run one attempt in a fresh ``claude -p`` process; see the module docstring."""
+        """Run one attempt in a fresh ``claude -p`` process; see the module docstring.
+
+        A plan stage whose final answer carries a refused plan gets up to ``plan_corrections``
+        more processes within the attempt (its timeout and budget), each told what was wrong.
+        """
+        context = await self._context(request)
+        corrections = 0
+        while True:
+            result, problems, answer = await self._once(request, context)
+            if not problems or corrections >= self.plan_corrections:
+                return result
+            corrections += 1
+            log.info(
+                "%s: plan refused (%s); asking for a corrected one (%d of %d)",
+                self._where(request),
+                "; ".join(problems),
+                corrections,
+                self.plan_corrections,
+            )
+            context = corrected_context(context, problems, answer)
+
+    async def _once(
+        self, request: AttemptRequest, context: StageContext
+    ) -> tuple[AttemptResult, tuple[str, ...], str]:
+        """One ``claude -p`` process: the result, a refused plan's problems, the final text."""
         meter = request.meter
         spent_before = meter.usage.cost_usd
         executable = self._resolve_executable()
-        context = await self._context(request)
         agent = request.agent
         max_turns = agent.max_turns if agent is not None and agent.max_turns else self.max_turns
         bash_allow = list(request.bash_allow)
@@ -214,7 +258,9 @@ class ClaudeCodeRunner:
                 budget_usd=spent_before,
             )
         if share is not None:
-            meter.reserve(share)  # Claude Code enforces it; the run's other attempts see less
+            # Claude Code enforces it; the run's other attempts see less (a correction's
+            # process adds its share to what the attempt has spent already)
+            meter.reserve(spent_before + share)
         meter.note_context(context.manifest())
         ledger = StreamLedger(meter, self.prices, request.model)
         with tempfile.TemporaryDirectory(prefix="stageflow-claude-") as scratch:
@@ -241,7 +287,8 @@ class ClaudeCodeRunner:
         await ledger.top_up(parsed)
         cap = None if share is None else spent_before + share
         model = parsed.answered_model or ledger.answered_model or request.model
-        return self._outcome(parsed, request, code, stderr, max_turns, cap, model)
+        result, problems = self._outcome(parsed, request, code, stderr, max_turns, cap, model)
+        return result, problems, parsed.result
 
     # -- the process ------------------------------------------------------------------------
 
@@ -381,13 +428,13 @@ class ClaudeCodeRunner:
         max_turns: int,
         cap: float | None,
         model: str | None,
-    ) -> AttemptResult:
+    ) -> tuple[AttemptResult, tuple[str, ...]]:
         if parsed.subtype == "error_max_turns":
             error = (
                 f"Claude Code reached the turn limit ({max_turns} turns, --max-turns) "
                 "before a final answer"
             )
-            return self._failed(request, model, error)
+            return self._failed(request, model, error), ()
         if parsed.subtype == "error_max_budget_usd":
             spent = request.meter.usage.cost_usd
             raise BudgetExceeded(
@@ -408,10 +455,12 @@ class ClaudeCodeRunner:
                 status_code=parsed.api_error_status,
                 kind=kind,
             )
-        answer = parse_final_answer(parsed.result, request.stage.produces)
+        answer = parse_final_answer(
+            parsed.result, request.stage.required_artifacts, plan_checker(request)
+        )
         if answer.error:
             log.info("%s: attempt failed: %s", self._where(request), answer.error)
-        return AttemptResult(
+        result = AttemptResult(
             status=answer.status,
             summary=answer.summary,
             artifacts=answer.artifacts,
@@ -421,7 +470,9 @@ class ClaudeCodeRunner:
             model_requested=request.model,
             runner=self.name,
             error=answer.error,
+            plan=answer.plan,
         )
+        return result, answer.plan_problems
 
     def _failed(self, request: AttemptRequest, model: str | None, error: str) -> AttemptResult:
         log.info("%s: attempt failed: %s", self._where(request), error)

@@ -152,7 +152,7 @@ class StreamReader:
             return []
         try:
             data = json.loads(stripped) if stripped.startswith("{") else None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             data = None
         if not isinstance(data, dict):
             self._text.append(stripped)

@@ -24,6 +24,7 @@ from stageflow.base import Model
 from stageflow.engine.runner import AttemptRequest, AttemptResult, AttemptStatus
 from stageflow.errors import BudgetExceeded, ModelError, Problem, SpecError
 from stageflow.subagents.offline.docs import render_artifact, role_of, structured_outputs
+from stageflow.subagents.offline.plans import offline_plan
 from stageflow.subagents.offline.text import OFFLINE_MARKER, Dice, DocContext, one_line, seed_for
 from stageflow.usage import Usage
 
@@ -44,6 +45,8 @@ class StageScript(Model):
     raise. When ``hang`` or ``raise_error`` is set and ``fail_times`` is 0, every attempt
     misbehaves. ``status`` and ``outputs`` apply to the attempts that do not misbehave
     (``outputs`` is merged over the role's outputs); ``delay`` replaces the runner's delay.
+    ``changes_times`` makes attempts 1..n request changes; ``plan`` replaces a plan stage's
+    plan (the engine checks it like any runner's).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -55,6 +58,8 @@ class StageScript(Model):
     delay: float | None = Field(None, ge=0)
     hang: bool = False
     raise_error: ScriptedError | None = None
+    plan: Any = None  # a plan stage's plan, as handed to the engine (tests: a malformed one)
+    changes_times: int = Field(0, ge=0)  # attempts 1..n request changes (a reviewer's rounds)
 
     def misbehaves(self, attempt: int) -> bool:
         """Whether this attempt number is one of the scripted bad ones."""
@@ -150,7 +155,7 @@ class OfflineRunner:
             outputs=outputs,
         )
         artifacts: dict[str, str] = {}
-        for name in request.stage.produces:
+        for name in request.stage.required_artifacts:  # the engine writes a plan stage's plan
             text = render_artifact(ctx, name)
             prev = next((p for p in request.previous if p.name == name), None)
             if prev is not None and prev.content == text:
@@ -162,8 +167,14 @@ class OfflineRunner:
         if request.feedback:
             summary += " (reworked after review)"
         out_chars = sum(len(t) for t in artifacts.values()) + len(summary)
+        plan = None
+        if request.plan_limits is not None:
+            plan = script.plan if script.plan is not None else offline_plan(request)
+        status = script.status or "passed"
+        if request.attempt <= script.changes_times:
+            status = "changes_requested"
         return AttemptResult(
-            status=script.status or "passed",
+            status=status,
             summary=summary,
             artifacts=artifacts,
             outputs=outputs,
@@ -172,6 +183,7 @@ class OfflineRunner:
             ),
             model="offline",
             runner=self.name,
+            plan=plan,
         )
 
 
