@@ -34,6 +34,7 @@ EXPECTED_AGENTS = {
     "investigator": "opus",
     "release-manager": "sonnet",
     "editor": "sonnet",
+    "merge-resolver": "sonnet",
     "coordinator": "opus",
     "auditor": "sonnet",
     "decision-maker": "haiku",

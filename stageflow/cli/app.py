@@ -120,6 +120,7 @@ async def open_app(
             ),
             agents=live.agent if live is not None else None,
             chooser=learning.chooser if learning is not None else None,
+            lanes=runner.lanes,
         )
         service = Service(
             settings,
@@ -127,6 +128,7 @@ async def open_app(
             runner_label=describe_runner(settings),
             workspace_probe=workspace_probe(settings.project),
             estimator=learning.estimator if learning is not None else None,
+            lanes=runner.lanes,
         )
         if driving:
             await _sync_for_stages(settings, knowledge)

@@ -234,6 +234,20 @@ async def cmd_retry(app: App, args: argparse.Namespace) -> int:
     return await _after_command(app, args, args.run)
 
 
+async def cmd_land(app: App, args: argparse.Namespace) -> int:
+    """Bring a completed run's branch into the user's branch (refused: exit 4, saying why)."""
+    state = await app.service.land(args.run, strategy=args.strategy, into=args.into, actor="cli")
+    done = state.git.landed[-1]
+    if args.json:
+        emit(app, await app.service.view(args.run))
+    else:
+        app.out.write(
+            f"landed run {args.run} into {done.into} as {(done.commit or '-')[:12]} "
+            f"({done.strategy})\n"
+        )
+    return EXIT_OK
+
+
 async def cmd_adjust(app: App, args: argparse.Namespace) -> int:
     """``stageflow adjust RUN ACTION ...``: the same change as ``workflow_adjust``."""
     request = Adjustment(

@@ -182,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reason")
     driving(sp)
     sp = add(
+        "land",
+        "bring a completed run's branch into your branch (squash into the one it started from)",
+        "commands:cmd_land",
+        json_=True,
+    )
+    sp.add_argument("run")
+    sp.add_argument("--strategy", choices=("squash", "merge", "rebase"), default="squash")
+    sp.add_argument("--into", metavar="BRANCH", help="the branch to land into (made if missing)")
+    sp = add(
         "adjust",
         "change a run while it runs: add_stage, skip_stage, set_concurrency, escalate",
         "commands:cmd_adjust",

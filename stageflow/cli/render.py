@@ -107,6 +107,11 @@ def render_run(
             out.write(f"  {s.id}: answered by another model than asked for ({s.model})\n")
         if s.why:  # the stage left agent or model open: who and which model, and why
             out.write(f"  {s.id}: {s.why}\n")
+    for s in view.stages:
+        if s.git is not None and (s.git.commit or s.status == "succeeded"):
+            files = f", {s.git.files_changed} file(s)" if s.git.files_changed else ""
+            sha = f" {s.git.commit[:10]}" if s.git.commit else ""
+            out.write(f"  {s.id}: {s.git.branch}{sha}{files}: {s.git.merge}\n")
     arts = [a for s in view.stages for a in s.artifacts]
     if arts:
         out.write(
@@ -134,6 +139,16 @@ def render_run(
             f"forecast: {money(fc.p50_usd)} (p50) to {money(fc.p90_usd)} (p90); "
             f"spent {money(fc.spent_usd)}: {fc.verdict}\n"
         )
+    g = view.git
+    if g is not None:
+        start = f" from {g.target}" if g.target else ""
+        out.write(f"run branch: {g.branch}{start}, last commit {(g.head or '-')[:10]}\n")
+        for land in g.landed:
+            out.write(
+                f"  landed into {land.into} as {(land.commit or '-')[:10]} ({land.strategy})\n"
+            )
+        if g.land_refused and not g.landed:
+            out.write(f"  land refused: {g.land_refused}\n")
     ws = view.workspace
     if ws is not None:
         where = f"{ws.path}" + (f" (branch {ws.branch})" if ws.branch else "")
@@ -232,6 +247,8 @@ def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
         case ev.RunFailed():
             why = "" if _said(e.reason, said) else f": {e.reason}"
             return f"{clock}  run FAILED{why}"
+        case ev.GitFinished():
+            return _describe_git(clock, e)
         case ev.PlanExpanded():
             ids = ", ".join(str(i.get("id")) for i in e.items)
             return f"{clock}  {e.stage:<18} expanded into {len(e.items)} item(s): {ids}"
@@ -253,4 +270,21 @@ def _describe(env: ev.Envelope, state: RunState, said: set[str]) -> str | None:
             return None
         case _:
             return None
+    return None
+
+
+def _describe_git(clock: str, e: ev.GitFinished) -> str | None:
+    sha = (e.commit or "")[:10]
+    if e.op == "commit" and e.outcome == "done":
+        return (
+            f"{clock}  {e.stage or '':<18} committed {sha} on {e.branch} ({len(e.files)} file(s))"
+        )
+    if e.op in ("merge", "adopt") and e.outcome == "done":
+        return f"{clock}  {e.stage or '':<18} merged into {e.branch} as {sha}"
+    if e.op == "merge" and e.outcome == "conflict":
+        return f"{clock}  {e.stage or '':<18} merge conflict in {', '.join(e.files)}"
+    if e.op == "land" and e.outcome == "done":
+        return f"{clock}  run landed into {e.branch} as {sha}"
+    if e.outcome in ("failed", "unresolved", "refused"):
+        return f"{clock}  git {e.op} {e.outcome}: {e.output or ', '.join(e.files)}"
     return None

@@ -25,6 +25,8 @@ from stageflow.engine.choice import (
     default_choice,
     leaves_choice,
 )
+from stageflow.engine.gitplan import lane_for, verify_for
+from stageflow.engine.gitstate import CONFLICT_ARTIFACT
 from stageflow.engine.metering import RunMeters
 from stageflow.engine.planner import StartAttempt
 from stageflow.engine.plans import needed_refs, plan_limits
@@ -241,6 +243,16 @@ class AttemptInputs:
                 continue
             content = await self._artifact(s, a, ref.version)
             needed.append(InputArtifact(stage=s, name=a, version=ref.version, content=content))
+        lane = lane_for(st, start.stage)
+        report = st.stages[start.stage].artifacts.get(CONFLICT_ARTIFACT)
+        if lane is not None and lane.kind == "resolve" and report is not None:
+            content = await self._artifact(start.stage, report.name, report.version)
+            needed.append(
+                InputArtifact(
+                    stage=start.stage, name=report.name, version=report.version, content=content
+                )  # the conflict it resolves
+            )
+        verify = verify_for(st, start.stage, start.kind)
         previous: list[InputArtifact] = []
         if start.kind == "rework":
             for name, ref in st.stages[start.stage].artifacts.items():
@@ -267,6 +279,9 @@ class AttemptInputs:
             timeout=spec.timeout,
             bash_allow=[*st.spec.bash, *spec.bash],
             workspace_mode=st.spec.workspace,
+            lane=lane,
+            verify=verify[0] if verify else None,
+            merged=verify[1] if verify else [],
             plan_limits=plan_limits(st, start.stage),
             meter=meter,
             journal=journal or StageJournal(),

@@ -2,8 +2,8 @@
 
 Loop: fold new events -> ``next_actions`` -> append decisions in one transaction -> launch
 attempts (``AttemptStarted`` is committed before the runner is called) -> wait for an attempt to
-finish, a timer, or a change made by another process. Every transition is committed before it
-takes effect; a crash at any point leaves a log that the next owner can resume from.
+finish, a timer, or a change made by another process (git work: ``gitops``). Every transition
+is committed before it takes effect; a crash at any point leaves a log to resume from.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
 from stageflow import events as ev
 from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs, Chooser
+from stageflow.engine.gitops import GitLanes, GitOps
 from stageflow.engine.metering import RunMeters, ledger_usage
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.recording import finished_event
@@ -64,6 +65,7 @@ class RunDriver:
         poll_interval: float = 0.25,
         agents: AgentProvider | None = None,
         chooser: Chooser | None = None,
+        lanes: GitLanes | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -87,7 +89,13 @@ class RunDriver:
         self._refused = False
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
         self._meters = RunMeters(store, state.run_id, lambda: self.state, clock)  # in flight
+        # what attempts start with: agent definitions, artifact texts (cached)
         self._inputs = AttemptInputs(store, state.run_id, agents, owner, chooser, self._meters)
+        self._git = GitOps(lanes, state, self._advance, self._spawn)  # its git work in flight
+
+    def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(fn)
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
@@ -135,8 +143,7 @@ class RunDriver:
         One transaction per step of the run keeps the log consistent (a start is never
         recorded without the decisions that led to it) and keeps fsyncs to about one per stage.
         """
-        # Group commit: results that arrive while another commit is in flight wait here and
-        # go out together in the next transaction, whoever of them takes the lock first.
+        # Group commit: results arriving during another commit go out together in the next one
         if inputs or artifacts or free is not None:
             self._queued.append((list(inputs), list(artifacts), free))
         async with self._lock:
@@ -147,8 +154,7 @@ class RunDriver:
                 batch.extend(q_events)
                 arts.extend(q_arts)
                 if q_slot is not None:
-                    # the attempt's work is done: its slot goes to the stages its result
-                    # unblocks, decided under this lock, so the log never shows more running
+                    # its slot goes to the stages its result unblocks, decided under this lock
                     q_slot.release()
             # results taken from the queue must reach the log even if this caller is cancelled
             committed = False
@@ -197,6 +203,7 @@ class RunDriver:
                 self._inputs.remember(art.stage, art.name, art.version, art.content)
             self._settled_seq = None if self._refused else self.state.seq
             self._cancel(cancels)  # only now that the decision behind it is in the log
+            self._git.launch(self.state)  # a git operation the step decided
             if self.sink is not None:
                 for env in envs:
                     self.sink(env, self.state)
@@ -287,7 +294,7 @@ class RunDriver:
                 )
             )
         previous = self.state.owner
-        events: list[ev.Event] = [*stale]
+        events: list[ev.Event] = [*stale, *self._git.opening(self.state)]
         if previous != self.owner and self.state.ended is None:
             events.insert(0, ev.LeaseTaken(owner=self.owner, previous_owner=previous))
         if events:
@@ -296,7 +303,7 @@ class RunDriver:
     def _idle(self) -> bool:
         """Nothing runs and nothing will start without a human (or another process)."""
         st = self.state
-        if self._scopes or self._refused:  # running, or runnable once a slot frees up
+        if self._scopes or self._refused or self._git.busy:  # running, or runnable soon
             return False
         if st.ended is not None or st.paused:  # paused: retry timers do not fire either
             return True
@@ -328,6 +335,7 @@ class RunDriver:
             if stop is not None and stop.is_set():
                 return
             self._wake = anyio.Event()  # before planning, so no wake-up after it is lost
+            self._git.launch(self.state)  # one left in flight by a process that died
             if not self._settled() and await self._advance():
                 continue
             if self.state.ended is not None and not self._scopes:
@@ -344,9 +352,8 @@ class RunDriver:
             await self._wake.wait()
         if stop is not None and stop.is_set():
             return
-        # Other processes' writes (approvals, cancels) are seen through PRAGMA data_version;
-        # our own wake-ups come often while stages finish, so look at most once per interval.
-        # (Our appends would hit a ConcurrencyConflict and refresh anyway.)
+        # Other processes' writes (approvals, cancels) are seen through PRAGMA data_version; our
+        # wake-ups come often, so look at most once per interval (appends would conflict anyway)
         if self._external:  # a command written through our own Store (same connection)
             self._external = False
             async with self._lock:
@@ -417,8 +424,7 @@ class RunDriver:
                 slot=slot,
             )
         except anyio.get_cancelled_exc_class():
-            # cancelled from outside (shutdown, Ctrl-C, a cancelled request): say so in the log
-            # before going, so no attempt stays "running" without a live process behind it
+            # cancelled from outside (shutdown, Ctrl-C): log it, so none stays "running" unowned
             self._stopping = True
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(LeaseLost):

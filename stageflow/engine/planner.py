@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from stageflow import events as ev
 from stageflow.engine import loops
+from stageflow.engine.gitplan import final_merge, git_decisions, start_gate
 from stageflow.engine.plans import expansion
 from stageflow.engine.state import DONE_STAGE, RunState, StageState
 from stageflow.workflows.conditions import ConditionError, parse_condition
@@ -267,6 +268,13 @@ def next_actions(state: RunState, now: float) -> Plan:
             ]
         )
 
+    # git (gitplan): an operation in flight holds every start; commits and conflicts first
+    if state.git.pending is not None:
+        return Plan(wake_at=min(wake) if wake else None)
+    git = git_decisions(state)
+    if git:
+        return Plan(decisions=git, wake_at=min(wake) if wake else None)
+
     # 3. schedule pending work
     slots = state.max_concurrent_agents - len(running)
     over_budget = state.budget_usd is not None and state.spent_usd >= state.budget_usd
@@ -332,6 +340,12 @@ def next_actions(state: RunState, now: float) -> Plan:
             continue
         if s.files and any(files_overlap(s.files, other) for other in touching):
             continue  # it starts once the stage touching the same files has finished
+        merge_first = start_gate(state, sid)  # the branches it joins, merged before it starts
+        if merge_first is False:
+            continue
+        if merge_first is not True:
+            decisions.append(merge_first)
+            break
         if s.files:
             touching.append(s.files)
         slots -= 1
@@ -349,7 +363,10 @@ def next_actions(state: RunState, now: float) -> Plan:
     # 4. finished?
     normal = [st for sid, st in state.stages.items() if sid not in rollback_targets or st.triggered]
     if all(st.status in DONE_STAGE for st in normal) and not running:
-        return Plan(decisions=[ev.RunCompleted()])
+        last = final_merge(state)  # isolated branches nothing joined
+        if last is True:
+            return Plan(decisions=[ev.RunCompleted()])
+        return Plan(decisions=[] if last is False else [last], wake_at=min(wake) if wake else None)
     if not state.paused and all(st.status in DONE_STAGE or st.status == "pending" for st in normal):
         # Nothing runs, waits for a human or backs off, yet work remains: it sits behind a
         # stage that failed for good (e.g. one of two failed stages was retried and passed).

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.gitstate import GitState
+from stageflow.engine.lanes import EMPTY_PLAN, LanePlan
 from stageflow.usage import Usage
 from stageflow.workflows.spec import StageSpec, WorkflowSpec
 
@@ -163,6 +165,8 @@ class RunState:
     confirmation: Literal["pending", "confirmed"] | None = None
     confirm_above_usd: float | None = None
     started_at: float = 0.0  # creation, or the confirmation: the run's timeout counts from it
+    git: GitState = field(default_factory=GitState)  # branches, commits, merges, lands
+    lanes: LanePlan = EMPTY_PLAN  # which template stages write in a worktree of their own
     # specs not in the template (plan items, decision stages, stages added at run time) and
     # template stages as adjusted at run time; read them through ``stage_spec``
     overrides: dict[str, StageSpec] = field(default_factory=dict)

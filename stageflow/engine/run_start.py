@@ -9,6 +9,8 @@ from typing import Any
 from stageflow.agents.definition import AgentDefinition
 from stageflow.agents.registry import AgentRegistry
 from stageflow.engine.forecasts import Estimator, RunForecast
+from stageflow.engine.gitstate import MERGE_AGENT
+from stageflow.engine.lanes import plan_lanes
 from stageflow.errors import InvalidArgument, InvalidState, NotFound, Problem, SpecErrors
 from stageflow.workflows.catalog import TemplateCatalog
 from stageflow.workflows.spec import WorkflowSpec
@@ -47,8 +49,12 @@ def prepare_run(
             names.update(s.plan.agents)
         if s.escalate is not None and s.escalate.agent:
             names.add(s.escalate.agent)
-    used = sorted(names)
-    return spec, task.strip(), resolved, {name: agents.get(name) for name in used}
+    used = {name: agents.get(name) for name in sorted(names)}
+    # parallel writers may conflict at a join: the merge-resolver is then one of the run's
+    isolated = plan_lanes(spec, used).isolated
+    if isolated and MERGE_AGENT in agents.names() and MERGE_AGENT not in used:
+        used[MERGE_AGENT] = agents.get(MERGE_AGENT)
+    return spec, task.strip(), resolved, used
 
 
 async def forecast_or_none(

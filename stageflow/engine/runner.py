@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
 from stageflow.base import Model
+from stageflow.engine.lanes import Lane
 from stageflow.usage import RequestUsage, Usage
 from stageflow.workflows.plan import PlanLimits
 from stageflow.workflows.spec import StageSpec
@@ -210,6 +211,10 @@ class AttemptRequest(Model):
     workspace_mode: Literal["auto", "worktree", "in_place"] | None = None  # the template's
     writable: bool = True  # False: file tools refuse writes, saying ``read_only_reason``
     read_only_reason: str = ""
+    # in a git run: the worktree the attempt works in (None: the run's workspace as it is)
+    lane: Lane | None = None
+    verify: str | None = None  # at a join: the command checking the merges, run first
+    merged: list[str] = Field(default_factory=list)  # the stages merged for this join
     # a plan stage: what its plan may contain (the runner checks it before finishing)
     plan_limits: PlanLimits | None = None
     meter: AttemptMeter = Field(default_factory=AttemptMeter, exclude=True, repr=False)

@@ -19,6 +19,7 @@ import anyio
 from stageflow.engine.attempt_inputs import AgentProvider
 from stageflow.engine.choice import Chooser
 from stageflow.engine.driver import EventSink, RunDriver, Until
+from stageflow.engine.gitops import GitLanes
 from stageflow.engine.leases import owner_is_dead
 from stageflow.engine.runner import Runner
 from stageflow.engine.slots import Slots
@@ -57,11 +58,13 @@ class Scheduler:
         poll_interval: float = 0.25,
         agents: AgentProvider | None = None,
         chooser: Chooser | None = None,
+        lanes: GitLanes | None = None,
     ) -> None:
         self.store = store
         self.runner = runner
         self.chooser = chooser  # decides agent and model where a stage leaves a choice
         self.agents = agents  # each new attempt uses the agent's current definition
+        self.lanes = lanes  # git worktrees per lane, commits and merges (None: no git work)
         self.slots = Slots(max_concurrent_agents)
         self.lease_seconds = lease_seconds
         self.owner = owner or new_owner_id()
@@ -124,6 +127,7 @@ class Scheduler:
             poll_interval=self.poll_interval,
             agents=self.agents,
             chooser=self.chooser,
+            lanes=self.lanes,
         )
         self.drivers[run_id] = driver
         done = anyio.Event()

@@ -29,6 +29,8 @@ from stageflow.engine.forecasts import (
     confirmation_decided,
     needs_confirmation,
 )
+from stageflow.engine.gitops import GitLanes
+from stageflow.engine.land import Lander, LandStrategy
 from stageflow.engine.metering import ledger_usage
 from stageflow.engine.run_start import estimate_run, forecast_or_none, prepare_run
 from stageflow.engine.state import RunState, fold, initial_state, preview
@@ -84,6 +86,7 @@ class Service:
         workspace_probe: WorkspaceProbe | None = None,
         definitions: LiveDefinitions | None = None,
         estimator: Estimator | None = None,
+        lanes: GitLanes | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -93,6 +96,7 @@ class Service:
         self.estimator = estimator  # the cost forecast of a run before it starts
         # kept current by the file watcher; without it every call reads the folders
         self.definitions = definitions
+        self.lander = Lander(store, lanes, clock=clock) if lanes is not None else None
 
     # -- definitions -------------------------------------------------------------------------
 
@@ -351,6 +355,19 @@ class Service:
             return _retry_events(state, stage, actor, reason)
 
         return await self._command(run_id, build, actor)
+
+    async def land(
+        self,
+        run_id: str,
+        *,
+        strategy: LandStrategy = "squash",
+        into: str | None = None,
+        actor: str = "human",
+    ) -> RunState:
+        """Bring a completed run's branch into the user's branch (``engine.land``)."""
+        if self.lander is None:
+            raise InvalidState("this stageflow process cannot land runs: it has no git lanes")
+        return await self.lander.land(run_id, strategy=strategy, into=into, actor=actor)
 
     async def adjust(
         self, run_id: str, adjustment: Adjustment, *, actor: str = "human"

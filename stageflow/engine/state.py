@@ -13,6 +13,8 @@ from dataclasses import replace
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine import dynamic
+from stageflow.engine.gitstate import fold_git, grow_spec
+from stageflow.engine.lanes import plan_lanes
 from stageflow.engine.records import (
     DONE_STAGE,
     HUMAN_WAIT,
@@ -72,6 +74,7 @@ def initial_state(run_id: str, env: ev.Envelope) -> RunState:
         confirmation="pending" if created.confirm_above_usd is not None else None,
         confirm_above_usd=created.confirm_above_usd,
         started_at=env.at,
+        lanes=plan_lanes(spec, agents),
     )
 
 
@@ -220,6 +223,8 @@ def _apply(state: RunState, env: ev.Envelope) -> RunState:
             return replace(state, ended="failed", end_reason=e.reason)
         case ev.LeaseTaken():
             return replace(state, owner=e.owner)
+        case ev.GitStarted() | ev.GitFinished():
+            return _git_event(state, env, e)
         case ev.PlanExpanded():
             return dynamic.expanded(state, e)
         case ev.ReworkRequested():
@@ -232,6 +237,30 @@ def _apply(state: RunState, env: ev.Envelope) -> RunState:
             return dynamic.adjusted(state, e)
         case ev.RunCreated():
             raise ValueError(f"run {state.run_id}: run_created may only be the first event")
+    return state
+
+
+def _git_event(state: RunState, env: ev.Envelope, e: ev.GitStarted | ev.GitFinished) -> RunState:
+    git, fx = fold_git(state.git, env, e)
+    state = replace(state, git=git)
+    if fx.new_stage is not None:  # a merge stage for a conflict (or its conflict again)
+        sid = fx.new_stage.id
+        known = state.stages.get(sid)
+        spec = state.spec if known is not None else grow_spec(state.spec, fx.new_stage)
+        base = known or StageState(id=sid)
+        arts = {**base.artifacts, **{r.name: r for r in fx.artifacts}}
+        fresh = replace(base, status="pending", artifacts=arts, reason=None)
+        state = replace(state, spec=spec, stages={**state.stages, sid: fresh})
+    if fx.stage_update is not None and fx.stage_update[0] in state.stages:
+        sid, status, reason = fx.stage_update
+        st = state.stages[sid]
+        failures = st.failures + (status == "attempt_failed")
+        state = _set(
+            state,
+            replace(st, status=status, reason=reason, gate_overridden=False, failures=failures),
+        )
+    if fx.pause is not None:
+        state = replace(state, paused=True, pause_reason=fx.pause)
     return state
 
 

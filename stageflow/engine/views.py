@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field
 
 from stageflow.base import Model
 from stageflow.engine.forecasts import CONFIRM_GATE, ForecastCheck, forecast_check
+from stageflow.engine.gitviews import RunGitView, StageGitView, merge_gate, run_git, stage_git
 from stageflow.engine.runner import same_model
 from stageflow.engine.state import RunState, StageState
 from stageflow.usage import Usage
@@ -86,6 +87,7 @@ class StageView(ReadModel):
     depends_on: list[str] = Field(default_factory=list)
     approval_expires_at: float | None = None
     history: list[AttemptView] = Field(default_factory=list)
+    git: StageGitView | None = None
     parent: str | None = None  # the for_each stage this item belongs to
     items: list[str] = Field(default_factory=list)  # a for_each stage's items (sub-stages)
     title: str | None = None  # an item's title
@@ -97,7 +99,7 @@ class WaitingView(ReadModel):
     """A stage that needs a human, and what to review."""
 
     stage: str  # the stage, or ``cost_confirmation`` for the run's forecast
-    kind: str  # approval | gate | escalation | confirm (the run's cost forecast, first)
+    kind: str  # approval | gate | escalation | merge (a conflict a human resolves) | confirm
     what: str
     review: list[str] = Field(default_factory=list)  # artifact names to read first
     expires_at: float | None = None
@@ -141,6 +143,7 @@ class RunView(ReadModel):
     seq: int
     workspace: WorkspaceView | None = None
     forecast: ForecastCheck | None = None  # the forecast made at the start, against the spend
+    git: RunGitView | None = None
     adjustments: list[str] = Field(default_factory=list)  # run-time changes, oldest first
 
 
@@ -189,6 +192,7 @@ def _stage_view(state: RunState, st: StageState, previews: dict[tuple[str, str],
         outputs=st.outputs,
         depends_on=spec.depends_on,
         approval_expires_at=st.approval_expires_at,
+        git=stage_git(state, st.id),
         artifacts=[
             ArtifactView(
                 stage=st.id,
@@ -248,6 +252,12 @@ def next_action(state: RunState, waiting: list[WaitingView]) -> str:
     """One sentence telling the human what to do next."""
     rid = state.run_id
     if state.ended == "completed":
+        if state.git.on and not state.git.landed:
+            into = state.git.target or "BRANCH"
+            return (
+                f"done: review the run branch {state.git.branch}, then `stageflow land {rid}` "
+                f"(a squash commit on {into}; --strategy merge|rebase, --into BRANCH)"
+            )
         return f"done: read an artifact with `stageflow artifact {rid} STAGE NAME`"
     if state.ended == "failed":
         return f"fix what failed (above), then `stageflow retry {rid}`; or leave it"
@@ -356,6 +366,14 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
                     min_approvals=s.approval.min_approvals if s.approval else 1,
                 )
             )
+        elif open_ and st.status == "blocked" and s.id in state.git.merge_stages:
+            what, review = merge_gate(state, s.id, st.reason)
+            human_only = s.approval is not None and s.approval.by == "human"
+            waiting.append(
+                WaitingView(
+                    stage=s.id, kind="merge", what=what, review=review, human_only=human_only
+                )
+            )
         elif open_ and st.status == "blocked":
             waiting.append(
                 WaitingView(
@@ -390,6 +408,7 @@ def build_view(state: RunState, previews: dict[tuple[str, str], str] | None = No
         owner=state.owner,
         seq=state.seq,
         forecast=check,
+        git=run_git(state),
         adjustments=list(state.adjustments),
     )
 

@@ -181,6 +181,7 @@ def _lifespan(
             else:
                 used = runner
             learning = _learning(settings, store)
+            lanes = used.lanes if isinstance(used, StageRunner) else None
             # the prompts of the live catalog (the server's own slash commands), as they stand
             # when it starts; tools and resources come on first use (StageflowMCP)
             from stageflow.prompts.templates import sync_prompts
@@ -198,6 +199,7 @@ def _lifespan(
                 ),
                 agents=live.agent,
                 chooser=learning.chooser if learning is not None else None,
+                lanes=lanes,
             )
             label = describe_runner(settings)
             notifier = RunNotifier(store, bus)
@@ -211,6 +213,7 @@ def _lifespan(
                     workspace_probe=workspace_probe(settings.project),
                     definitions=live,
                     estimator=learning.estimator if learning is not None else None,
+                    lanes=lanes,
                 ),
                 scheduler=scheduler,
                 runner_label=label,

@@ -33,6 +33,7 @@ import anyio.to_thread
 from stageflow.config import Settings
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner
 from stageflow.errors import ModelError
+from stageflow.workspace.lanes import WorktreeLanes
 from stageflow.workspace.tainted import is_tainted, mark_tainted
 
 TEST_COMMAND_ENV = "STAGEFLOW_TEST_COMMAND"  # ``[workspace] test_command`` in command stages
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from stageflow.subagents.offline.runner import OfflineRunner
     from stageflow.subagents.tool_loop import ExtraTool
     from stageflow.workspace.sandbox import Sandbox
+    from stageflow.workspace.worktree import WorkspaceMode
 
 __all__ = [
     "NO_RUNNER_MESSAGE",
@@ -176,6 +178,17 @@ class StageRunner:
         self._agent: Runner | None = offline if self.agent_runner_name == "offline" else None
         self._offline = offline
         self._debate: DebateRunner | None = None  # built at the first debate stage
+        # with a model runner, stages that write in parallel get worktrees of their own
+        self.lanes = WorktreeLanes(
+            settings.project,
+            enabled=self.agent_runner_name in MODEL_RUNNERS,
+            mode=self._workspace_mode,
+        )
+
+    def _workspace_mode(self) -> WorkspaceMode:
+        from stageflow.subagents.options import load_runner_options
+
+        return load_runner_options(self.settings).workspace_mode
 
     def agent_runner(self) -> Runner:
         """The runner for agent stages, built on first use; raises ``ModelError`` if none."""
@@ -236,11 +249,15 @@ class StageRunner:
         return self._command
 
     async def run(self, request: AttemptRequest) -> AttemptResult:
-        """Dispatch one attempt by stage kind, in the run's workspace."""
+        """Dispatch one attempt by stage kind, in its lane of the run's workspace (a join
+        first runs its ``verify`` command; a merge stage must leave no conflict marker)."""
         # every stage of a run works in the run's workspace (its git worktree), whatever the
         # runner: a command stage of an offline run must not write into the user's tree
         if request.stage.run:
             request = await self._in_workspace(request)
+            failed = await self._verify(request)
+            if failed is not None:
+                return failed
             sandbox = await self._command_sandbox(request)
             return await self.command.run(request, sandbox=sandbox)
 
@@ -249,11 +266,25 @@ class StageRunner:
 
         runner = self.agent_runner()
         request = await self._in_workspace(request)
+        failed = await self._verify(request)
+        if failed is not None:
+            return failed
         if self.agent_runner_name == "offline":  # scripted text, no model-written files
             return await runner.run(request)
         if request.writable:  # from now on the workspace may hold model-written files
             await anyio.to_thread.run_sync(mark_tainted, self.settings.project, request.run_id)
-        return await runner.run(request)
+        result = await runner.run(request)
+        from stageflow.subagents.joining import check_resolution
+
+        return await check_resolution(request, result, self.settings.project)
+
+    async def _verify(self, request: AttemptRequest) -> AttemptResult | None:
+        from stageflow.subagents.joining import verify_join
+
+        mode = request.workspace_mode or self._workspace_mode()
+        return await verify_join(
+            request, self.settings.project, mode, self.command, self._command_sandbox
+        )
 
     async def _command_sandbox(self, request: AttemptRequest) -> Sandbox | None:
         """The sandbox a command stage runs in: None before any agent stage of the run started
@@ -273,13 +304,13 @@ class StageRunner:
         return sandbox if sandbox.confines else None
 
     async def _in_workspace(self, request: AttemptRequest) -> AttemptRequest:
-        """``request`` pointed at the run's workspace (created on the run's first stage)."""
-        from stageflow.subagents.options import load_runner_options
-        from stageflow.workspace.worktree import prepare_workspace
+        """``request`` pointed at its lane of the run's workspace (the run's worktree is made
+        on its first stage, a stage's own on its first attempt)."""
+        from stageflow.workspace.worktree import prepare_lane
 
-        mode = request.workspace_mode or load_runner_options(self.settings).workspace_mode
+        mode = request.workspace_mode or self._workspace_mode()
         ws = await anyio.to_thread.run_sync(
-            prepare_workspace, self.settings.project, request.run_id, mode
+            prepare_lane, self.settings.project, request.run_id, request.lane, mode
         )
         return request.model_copy(
             update={

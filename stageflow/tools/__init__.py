@@ -66,7 +66,7 @@ def register_tools(mcp: MCPServer[Any]) -> None:
     mcp.add_tool(
         runs.workflow_control,
         name="workflow_control",
-        title="Cancel, pause, resume or retry a run",
+        title="Cancel, pause, resume, retry or land a run",
         description=runs.CONTROL_DESCRIPTION,
         annotations=ToolAnnotations(
             read_only_hint=False, destructive_hint=True, open_world_hint=False

@@ -59,7 +59,15 @@ class StageBrief(ReadModel):
     artifacts: list[str] = Field(default_factory=list, description="artifact names (latest)")
     reason: str | None = Field(None, description="why it failed, was skipped or is blocked")
     why: str | None = Field(None, description="why this agent and model")
+    git: str | None = Field(None, description="branch, commit, files changed, merge state")
     items: list[ItemBrief] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_git(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.git is None:  # runs without a git worktree: keep the brief as small as before
+            data.pop("git", None)
+        return data
 
 
 class GateBrief(ReadModel):
@@ -68,7 +76,7 @@ class GateBrief(ReadModel):
     stage: str
     kind: str = Field(
         description="approval (review the result), gate (a condition is false), escalation, "
-        "or confirm (the cost forecast)"
+        "merge (a conflict to resolve) or confirm (the cost forecast)"
     )
     what: str
     show: list[str] = Field(
@@ -125,6 +133,7 @@ def _stage_brief(s: StageView, by_id: dict[str, StageView]) -> StageBrief:
         artifacts=[a.name for a in s.artifacts],
         reason=_reason(s),
         why=short(s.why, 120) if s.why else None,
+        git=_git_brief(s),
         items=[
             ItemBrief(
                 id=i.id.removeprefix(prefix),
@@ -151,6 +160,14 @@ def _shown(view: RunView, stage: str) -> list[str]:
     return [f"{src.id}/{a.name}" for src in sources for a in src.artifacts]
 
 
+def _git_brief(s: StageView) -> str | None:
+    g = s.git
+    if g is None:
+        return None
+    files = f", {g.files_changed} file(s)" if g.files_changed else ""
+    return f"{g.branch} {(g.commit or '-')[:10]}{files}: {g.merge}"
+
+
 def _gates(view: RunView) -> list[GateBrief]:
     out = []
     for w in view.waiting:
@@ -160,6 +177,8 @@ def _gates(view: RunView) -> list[GateBrief]:
         stage = next(s for s in view.stages if s.id == w.stage)
         if w.kind == "approval":
             show = [f"{w.stage}/{a.name}" for a in stage.artifacts]
+        elif w.kind == "merge":  # the conflict's report: each file's base and both sides
+            show = list(w.review)
         elif w.kind == "escalation":  # what the findings are about
             show = [f"{w.stage}/{a.name}" for a in stage.artifacts] or [
                 f for d in stage.depends_on for f in _shown(view, d)
@@ -206,6 +225,8 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
         shown = f" (artifacts to show: {', '.join(g.show)})" if g.show else ""
         if g.kind == "approval":
             ask = f"ask the human whether to approve stage {g.stage}{shown}"
+        elif g.kind == "merge":
+            ask = f"show the human the merge conflict{shown} and ask them to resolve it ({g.what})"
         elif g.kind == "escalation":
             ask = (
                 f"stage {g.stage} was escalated to a human ({short(g.what, 120)}): ask the human "
@@ -226,7 +247,14 @@ def next_step(view: RunView, gates: list[GateBrief] | None = None) -> str:
     if view.status == "completed":
         finals = [f"{s.id}/{a.name}" for s in view.stages[-1:] for a in s.artifacts]
         show = f" ({', '.join(finals)})" if finals else ""
-        return f"done: show the human the results{show}; read them with workflow_artifact"
+        done = f"done: show the human the results{show}; read them with workflow_artifact"
+        if view.git is not None and not view.git.landed:
+            into = view.git.target or "their branch"
+            done += (
+                f"; the work is on branch {view.git.branch}: if the human wants it on {into}, "
+                f"call workflow_control(run_id='{rid}', action='land')"
+            )
+        return done
     if view.status == "failed":
         return (
             f"failed ({short(view.reason or 'see blockers', 120)}): tell the human; to run the "

@@ -19,6 +19,7 @@ from typing import Literal
 from mcp.server.mcpserver import Elicit
 from pydantic import BaseModel, Field, create_model
 
+from stageflow.engine.gitviews import merge_gate
 from stageflow.errors import StageflowError
 from stageflow.tools.deps import ToolContext, deps
 
@@ -96,6 +97,8 @@ async def ask_human(
         what = f"It was escalated to you: {escalation.reason}. Open findings: " + (
             escalation.findings[:500] or "none"
         )
+    elif target in state.git.merge_stages:  # a merge conflict the person resolves
+        what = merge_gate(state, target, st.reason)[0]
     elif st.status == "blocked":
         what = f"Its gate is false ({spec.gate}): approve to run it anyway, or reject to fail it."
     else:

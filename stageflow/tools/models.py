@@ -105,6 +105,7 @@ class CommandResult(Model):
     status: str = Field(description="the run's status after the action")
     stages: dict[str, str] = Field(description="stage id -> status after the action")
     next_action: str
+    commit: str | None = None  # land: the new commit on the target branch
 
 
 class ArtifactPage(Model):

@@ -66,12 +66,13 @@ A 'confirm' wait (the run's cost): reject cancels the run; on approve the server
 user."""
 
 CONTROL_DESCRIPTION = """\
-Control a run: action='cancel' stops it for good (running subagents are cancelled);
-'pause' stops scheduling new stages (running ones finish); 'resume' continues a paused run,
-with a higher budget_usd if it stopped at its budget (spending more is the user's call: the
-server asks them); 'retry' reruns the failed stages of a
-failed run, or the one named in `stage`. `reason` is recorded in the audit log. Returns the
-run's status and each stage's status after the action."""
+Control a run: 'cancel' stops it for good; 'pause' stops scheduling new stages; 'resume'
+continues a paused run (`budget_usd`: a new cap if it stopped at its budget; spending more is
+the user's call: the server asks them); 'retry' reruns a failed run's failed stages, or
+`stage`. 'land', only when the human asks, brings a completed run's git branch into theirs (a
+squash commit on the branch it started from; or `strategy`, `into`); refused, saying what to
+do, when that branch conflicts or is dirty. `reason` goes to the audit log. Returns the run's
+and each stage's status."""
 
 RunId = Annotated[str, Field(description="the run id returned by workflow_start")]
 
@@ -93,6 +94,7 @@ def _command_result(
     """The outcome of a command; ``said`` (with ``summary``) for one the user turned down:
     nothing was recorded, and the next action says so first (``said_only``: says only that)."""
     view = build_view(state)
+    landed = state.git.landed[-1] if action == "land" and state.git.landed else None
     result = CommandResult(
         run_id=state.run_id,
         action=action,
@@ -101,9 +103,12 @@ def _command_result(
         status=view.status,
         stages={s.id: s.status for s in view.stages},
         next_action=said if said and said_only else " ".join(filter(None, (said, next_step(view)))),
+        commit=landed.commit if landed else None,
     )
     if summary is None:
         target = f" stage '{stage}'" if stage else ""
+        if landed is not None:
+            target = f" into {landed.into} as {(landed.commit or '-')[:12]}"
         summary = (
             f"{action}{target} of run {state.run_id} recorded (by {actor}); run is now "
             f"{view.status}. Follow with workflow_status(run_id='{state.run_id}', "
@@ -247,7 +252,9 @@ async def workflow_approve(
 
 def _ask_the_user(run_id: str, stage: str | None, state: RunState) -> str:
     st = state.stages.get(stage or "")
-    which = f" --stage {stage} --attempt {st.attempt}" if stage and st else ""
+    which = f" --stage {stage}" if stage and st else ""
+    if st is not None and st.status == "awaiting_approval":  # a blocked gate takes no attempt
+        which += f" --attempt {st.attempt}"
     return (
         f"stage '{stage}' needs a person's decision and this client cannot ask them "
         f"(no elicitation): ask the user to run `stageflow approve {run_id}{which}` (or "
@@ -271,7 +278,7 @@ async def workflow_control(
     ctx: ToolContext,
     run_id: RunId,
     action: Annotated[
-        Literal["cancel", "pause", "resume", "retry"], Field(description="what to do")
+        Literal["cancel", "pause", "resume", "retry", "land"], Field(description="what to do")
     ],
     # filled by the server: the person's consent before a resume lets the run spend more
     consent: Annotated[ElicitationResult[BudgetConsent], Resolve(ask_budget)],
@@ -280,13 +287,24 @@ async def workflow_control(
     budget_usd: Annotated[
         float | None, Field(description="for resume: a new USD cap for the run", ge=0)
     ] = None,
+    strategy: Annotated[
+        Literal["squash", "merge", "rebase"], Field(description="for land")
+    ] = "squash",
+    into: Annotated[
+        str | None, Field(description="for land: the target branch (default: the run's)")
+    ] = None,
 ) -> Annotated[CallToolResult, CommandResult]:
-    """Cancel, pause, resume or retry a run."""
+    """Cancel, pause, resume, retry or land a run."""
     app = deps(ctx)
     who = DEFAULT_ACTOR
     via: Via = "tool"
     asked: object = consent.data if isinstance(consent, AcceptedElicitation) else consent
     with tool_errors():
+        if action == "land":
+            state = await app.service.land(
+                run_id, strategy=strategy, into=into, actor=DEFAULT_ACTOR
+            )
+            return _command_result(state, action, None, DEFAULT_ACTOR)
         if asked == NO_CLIENT_SUPPORT:
             raise InvalidState(
                 f"letting run {run_id} spend more is the user's decision and this client "

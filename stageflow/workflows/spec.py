@@ -13,7 +13,6 @@ Cross-stage checks (unknown ids, cycles, ``needs`` that are not upstream, condit
 
 from __future__ import annotations
 
-import contextlib
 import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -32,6 +31,7 @@ from pydantic import (
 from stageflow.base import Model
 from stageflow.workflows.debate_spec import DebateSpec
 from stageflow.workflows.durations import parse_duration
+from stageflow.workflows.inputs import InputType, coerce_input
 
 IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # a task type a template or stage states (the learning profiles' key): a short lower-case word
@@ -61,8 +61,6 @@ def _duration(v: object) -> object:
 
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
 OptDuration = Annotated[float | None, BeforeValidator(_duration)]
-
-InputType = Literal["string", "integer", "number", "boolean", "list", "object"]
 
 
 class _Model(Model):
@@ -121,6 +119,7 @@ class Approval(_Model):
         return self
 
 
+OnConflict = Literal["agent", "human"]
 FailureAction = Literal["fail", "continue", "retry", "rollback"]
 
 
@@ -285,6 +284,10 @@ class StageSpec(_Model):
     # the stage's commands (Bash, a `run:` command) may use the network; off by default
     network: StrictBool = False
     knowledge_tokens: int | None = Field(None, ge=0)  # knowledge injected per attempt; 0: none
+    # at a join (this stage's start merged other stages' branches): a command checking the
+    # merge ("" for none; unset: the template's), and who resolves a conflicting merge
+    verify: str | None = None
+    on_conflict: OnConflict | None = None
     # run-time decomposition and loops (see ``stageflow.workflows.plan``)
     plan: Annotated[PlanRules | None, BeforeValidator(_no_plan)] = None  # returns work items
     for_each: str | None = None  # one sub-stage per item of this plan stage's plan
@@ -417,6 +420,8 @@ class WorkflowSpec(_Model):
     workspace: Literal["auto", "worktree", "in_place"] | None = None
     bash: list[str] = Field(default_factory=list)  # command patterns Bash may run, e.g. "pytest*"
     task_type: TaskType = None  # every stage's task type unless the stage states its own
+    verify: str | None = None  # run after the merges at a join, e.g. the test command
+    on_conflict: OnConflict = "agent"  # a conflicting merge: the merge-resolver agent, or a human
     stages: list[StageSpec] = Field(min_length=1)
     source: str | None = Field(None, exclude=True, repr=False)
 
@@ -466,35 +471,9 @@ class WorkflowSpec(_Model):
             )
         for name, spec in self.inputs.items():
             if name in given:
-                out[name] = _coerce(name, spec.type, given[name])
+                out[name] = coerce_input(name, spec.type, given[name])
             elif spec.default is not None:
                 out[name] = spec.default
             elif spec.required:
                 raise ValueError(f"input '{name}' is required by template '{self.name}'")
         return out
-
-
-def _coerce(name: str, kind: InputType, value: Any) -> Any:
-    ok: bool
-    if kind == "string":
-        ok = isinstance(value, str)
-    elif kind == "integer":
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind == "number":
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif kind == "boolean":
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            value = value.lower() in ("true", "yes")
-        ok = isinstance(value, bool)
-    elif kind == "list":
-        ok = isinstance(value, list)
-    else:
-        ok = isinstance(value, dict)
-    if not ok:
-        raise ValueError(f"input '{name}' must be a {kind}, got {value!r}")
-    return value

@@ -10,7 +10,14 @@ import anyio.to_thread
 from stageflow.engine.service import WorkspaceProbe
 from stageflow.engine.views import WorkspaceView
 from stageflow.errors import StageflowError
-from stageflow.workspace.worktree import diff_patch, diff_summary, find_workspace
+from stageflow.workspace.diffs import diff_patch, diff_summary
+from stageflow.workspace.worktree import (
+    WorkspaceError,
+    check_gitfile,
+    find_workspace,
+    repo_info,
+    worktree_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +29,8 @@ def _probe(project: Path, run_id: str, ended: bool) -> WorkspaceView | None:
     view = WorkspaceView(path=str(ws.root), mode=ws.mode, branch=ws.branch, base=ws.base)
     if ended:
         try:
+            if ws.mode == "worktree":
+                _trusted(project, run_id)
             diff = diff_summary(ws)
         except (StageflowError, OSError) as exc:  # status must not fail because git did
             log.warning("run %s: no diff summary: %s", run_id, exc)
@@ -32,6 +41,14 @@ def _probe(project: Path, run_id: str, ended: bool) -> WorkspaceView | None:
             view.deletions = diff.deletions
             view.diff = diff.text()
     return view
+
+
+def _trusted(project: Path, run_id: str) -> None:
+    """git diff runs clean filters: never in a worktree whose ``.git`` a stage replaced."""
+    repo = repo_info(project)
+    if isinstance(repo, str):
+        raise WorkspaceError(repo)
+    check_gitfile(repo.common, worktree_dir(project, run_id))
 
 
 def workspace_probe(project: Path) -> WorkspaceProbe:
@@ -48,6 +65,7 @@ def _patch(project: Path, run_id: str, max_chars: int) -> str | None:
     if ws is None:
         return None
     try:
+        _trusted(project, run_id)
         return diff_patch(ws, max_chars=max_chars)
     except (StageflowError, OSError) as exc:  # the page must not fail because git did
         log.warning("run %s: no diff: %s", run_id, exc)

@@ -15,11 +15,15 @@ directory under a dotfiles repository, say). A project that is a committed subdi
 larger repository works: the worktree holds the whole repository and the workspace root is
 the same subdirectory inside it.
 
-The commit the worktree started from is kept next to it in ``<run>.json`` (``.stageflow`` is
+Stages of a run that write in parallel get worktrees of their own (``prepare_lane``, lanes in
+``engine.lanes``): ``.stageflow/worktrees/<run>--<stage>`` on ``stageflow/<run>--<stage>``,
+forked from the run branch; a conflicting merge is resolved in one too.
+
+The commit a worktree started from is kept next to it in ``<name>.json`` (``.stageflow`` is
 excluded from git), so ``find_workspace`` and ``diff_summary`` work after a restart.
 
-git runs as a subprocess with an argv and a timeout; failures raise ``WorkspaceError``.
-Everything here is synchronous: callers run it in a worker thread.
+git runs through ``workspace.git`` (an argv, a timeout, no hooks or fsmonitor); failures raise
+``WorkspaceError``. Everything here is synchronous: callers run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -35,18 +39,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from stageflow.errors import InvalidArgument, RunFailure
+from stageflow.engine.lanes import Lane, run_branch
+from stageflow.errors import InvalidArgument
+from stageflow.workspace.git import GIT_TIMEOUT, GitError, git, rev
 
 __all__ = [
     "NOT_GIT_REASON",
-    "DiffSummary",
-    "FileChange",
+    "Repo",
     "RunWorkspace",
     "WorkspaceError",
     "WorkspaceMode",
-    "diff_summary",
+    "check_gitfile",
+    "ensure_worktree",
     "find_workspace",
+    "lane_dir",
+    "prepare_lane",
     "prepare_workspace",
+    "registered",
+    "remove_worktree",
+    "repo_info",
+    "repo_lock",
     "worktree_dir",
 ]
 
@@ -54,7 +66,6 @@ log = logging.getLogger(__name__)
 
 WorkspaceMode = Literal["auto", "worktree", "in_place"]
 
-GIT_TIMEOUT = 60.0
 EXCLUDE_LINE = ".stageflow/"
 _OPT_IN = (
     'set `mode = "in_place"` under `[workspace]` in .stageflow/config.toml (or '
@@ -67,26 +78,11 @@ NO_COMMIT_REASON = (
 )
 NO_GIT_REASON = f"git is not installed (or not on PATH), so no run worktree can be made; {_OPT_IN}"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-# variables that would point git at another repository than the one we name with -C
-_GIT_LOCATION_VARS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-)
+_LANE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-class WorkspaceError(RunFailure):
+class WorkspaceError(GitError):
     """The run's workspace could not be prepared or inspected (a git command failed)."""
-
-    def __init__(self, message: str, *, command: list[str] | None = None, stderr: str = "") -> None:
-        super().__init__(message)
-        self.command = command
-        self.stderr = stderr
 
 
 @dataclass(frozen=True)
@@ -117,36 +113,23 @@ def _check_run_id(run_id: str) -> None:
 def _git(
     args: list[str], *, cwd: Path, timeout: float = GIT_TIMEOUT, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``git <args>`` in ``cwd``; WorkspaceError when it fails (if ``check``) or hangs."""
-    argv = ["git", *args]
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_VARS}
-    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for credentials on a terminal
-    env["LC_ALL"] = "C"
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise WorkspaceError(
-            f"`{' '.join(argv)}` in {cwd} did not finish within {timeout:g}s", command=argv
-        ) from None
-    if check and done.returncode != 0:
-        stderr = done.stderr.strip()
-        raise WorkspaceError(
-            f"`{' '.join(argv)}` in {cwd} failed (exit {done.returncode}): {stderr}",
-            command=argv,
-            stderr=stderr,
-        )
-    return done
+    return git(args, cwd=cwd, timeout=timeout, check=check, error=WorkspaceError)
+
+
+@dataclass(frozen=True)
+class Repo:
+    """The repository holding a project: its top level, the project's prefix in it (``""``
+    or ``sub/dir/``) and its common git directory."""
+
+    top: Path
+    prefix: str
+    common: Path
+
+
+def repo_info(project: Path, *, timeout: float = GIT_TIMEOUT) -> Repo | str:
+    """The repository of ``project``, or why it cannot hold run worktrees."""
+    info = _repo_info(Path(project).resolve(), timeout)
+    return info if isinstance(info, str) else Repo(*info)
 
 
 def _repo_info(project: Path, timeout: float) -> tuple[Path, str, Path] | str:
@@ -194,6 +177,17 @@ def _lock_for(where: Path) -> threading.Lock:
         return _locks.setdefault(where, threading.Lock())
 
 
+_repo_locks: dict[Path, threading.RLock] = {}
+
+
+def repo_lock(top: Path) -> threading.RLock:
+    """One lock per repository around adding, removing and listing its worktrees: ``git
+    worktree list`` fails reading the admin directory of a worktree being added meanwhile
+    (stages of one run prepare their lanes at the same time)."""
+    with _locks_guard:
+        return _repo_locks.setdefault(Path(top), threading.RLock())
+
+
 def prepare_workspace(
     project: Path, run_id: str, mode: WorkspaceMode = "auto", *, timeout: float = GIT_TIMEOUT
 ) -> RunWorkspace:
@@ -222,36 +216,126 @@ def _prepare(project: Path, run_id: str, mode: WorkspaceMode, timeout: float) ->
     top, prefix, common = info
     _ensure_excluded(common)
     where = worktree_dir(project, run_id)
-    branch = f"stageflow/{run_id}"
+    branch = run_branch(run_id)
+    base = ensure_worktree(top, where, branch, "HEAD", prefix=prefix, timeout=timeout)
+    return RunWorkspace(root=where / prefix, mode="worktree", branch=branch, base=base)
+
+
+def ensure_worktree(
+    top: Path,
+    where: Path,
+    branch: str,
+    start: str,
+    *,
+    prefix: str = "",
+    timeout: float = GIT_TIMEOUT,
+) -> str:
+    """Make (or reuse) the worktree ``where`` on ``branch``, a new branch at ``start`` unless it
+    exists; returns the commit it started from. A removed directory is re-attached to its
+    branch (the work on it stays); a stray directory in its place is an error."""
+    with repo_lock(top):
+        return _ensure_worktree(top, where, branch, start, prefix, timeout)
+
+
+def _ensure_worktree(
+    top: Path, where: Path, branch: str, start: str, prefix: str, timeout: float
+) -> str:
     meta = _read_meta(where)
-    registered = _registered(top, where, timeout)
-    if registered and (where / ".git").exists():
-        base = meta.get("base") or _rev(top, branch, timeout)
-        log.debug("run %s reuses worktree %s", run_id, where)
-        return RunWorkspace(root=where / prefix, mode="worktree", branch=branch, base=base)
+    known = registered(top, where, timeout=timeout)
+    if known and (where / ".git").exists():
+        log.debug("reusing worktree %s", where)
+        return meta.get("base") or _rev(top, branch, timeout)
     if where.exists() and any(where.iterdir()):
         raise WorkspaceError(
             f"{where} exists but is not a git worktree of {top}; remove it and start again"
         )
-    if registered:  # the directory was deleted; forget it (only ours, not the user's others)
+    if known:  # the directory was deleted; forget it (only ours, not the user's others)
         _git(["worktree", "remove", "--force", str(where)], cwd=top, timeout=timeout)
     where.parent.mkdir(parents=True, exist_ok=True)
-    has_branch = _git(
-        ["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-        cwd=top,
-        timeout=timeout,
-        check=False,
-    )
-    if has_branch.returncode == 0:
+    if rev(top, f"refs/heads/{branch}", timeout=timeout) is not None:
         # the directory was removed but the branch (with its work) is still there
         _git(["worktree", "add", str(where), branch], cwd=top, timeout=timeout)
         base = meta.get("base") or _rev(top, branch, timeout)
     else:
-        base = _rev(top, "HEAD", timeout)
+        base = _rev(top, start, timeout)
         _git(["worktree", "add", "-b", branch, str(where), base], cwd=top, timeout=timeout)
     _meta_path(where).write_text(json.dumps({"base": base, "prefix": prefix}) + "\n")
-    log.info("run %s works in worktree %s on %s from %s", run_id, where, branch, base[:12])
-    return RunWorkspace(root=where / prefix, mode="worktree", branch=branch, base=base)
+    log.info("worktree %s on %s from %s", where, branch, base[:12])
+    return base
+
+
+def check_gitfile(common: Path, where: Path) -> None:
+    """Refuse (``WorkspaceError``) to run git in the worktree ``where`` when its ``.git`` is not
+    the file git made: a regular file naming ``<common>/worktrees/<id>``, whose ``gitdir``
+    names it back. A stage that rewrote it could point stageflow's own git commands at a
+    repository of its making, whose config runs programs (a clean filter on ``git add``)."""
+    dotgit = where / ".git"
+    changed = WorkspaceError(
+        f"{dotgit} is not the worktree link git made (a stage changed or replaced it?); "
+        f"stageflow runs no git there: look at it, then remove {where} and retry the stage"
+    )
+    try:
+        if not stat.S_ISREG(os.lstat(dotgit).st_mode) or os.lstat(dotgit).st_size > 4096:
+            raise changed
+        text = dotgit.read_text(encoding="utf-8", errors="replace").strip()
+        if not text.startswith("gitdir: ") or "\n" in text:
+            raise changed
+        admin = Path(os.path.realpath(where / text[len("gitdir: ") :]))
+        if admin.parent != Path(os.path.realpath(common / "worktrees")):
+            raise changed
+        back = (admin / "gitdir").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        raise changed from None
+    if os.path.realpath(back) != os.path.realpath(dotgit):
+        raise changed
+
+
+def remove_worktree(top: Path, where: Path, *, timeout: float = GIT_TIMEOUT) -> None:
+    """Remove the worktree ``where`` (its directory and registration), if it is one."""
+    with repo_lock(top):
+        if registered(top, where, timeout=timeout):
+            _git(["worktree", "remove", "--force", str(where)], cwd=top, timeout=timeout)
+        _meta_path(where).unlink(missing_ok=True)
+
+
+def lane_dir(project: Path, run_id: str, lane: Lane) -> Path:
+    """``<project>/.stageflow/worktrees/<lane name>``."""
+    if not _LANE.fullmatch(lane.name) or not lane.name.startswith(f"{run_id}--"):
+        raise InvalidArgument(f"lane {lane.name!r} cannot name a worktree of run {run_id}")
+    return worktree_dir(project, run_id).with_name(lane.name)
+
+
+def prepare_lane(
+    project: Path,
+    run_id: str,
+    lane: Lane | None,
+    mode: WorkspaceMode = "auto",
+    *,
+    timeout: float = GIT_TIMEOUT,
+) -> RunWorkspace:
+    """Where an attempt on ``lane`` works: the run's workspace (``run`` lanes, no lane, or no
+    worktree), a stage's own worktree forked from the run branch (made on its first attempt,
+    reused after), or a merge's worktree, which its ``resolve`` operation made."""
+    ws = prepare_workspace(project, run_id, mode, timeout=timeout)
+    if lane is None or lane.kind == "run" or ws.mode != "worktree":
+        return ws
+    project = Path(project).resolve()
+    info = _repo_info(project, timeout)
+    if isinstance(info, str):
+        raise WorkspaceError(f"run {run_id}: {info}")
+    top, prefix, _ = info
+    where = lane_dir(project, run_id, lane)
+    with _lock_for(where):
+        if lane.kind == "resolve":
+            if not (where / ".git").is_file():
+                raise WorkspaceError(
+                    f"the merge worktree {where} is missing; retry the run to prepare it again"
+                )
+            base = _read_meta(where).get("base") or _rev(top, lane.branch, timeout)
+        else:
+            start = lane.fork_from or run_branch(run_id)
+            base = ensure_worktree(top, where, lane.branch, start, prefix=prefix, timeout=timeout)
+    return RunWorkspace(root=where / prefix, mode="worktree", branch=lane.branch, base=base)
 
 
 def find_workspace(project: Path, run_id: str) -> RunWorkspace | None:
@@ -260,7 +344,7 @@ def find_workspace(project: Path, run_id: str) -> RunWorkspace | None:
     if not (where / ".git").is_file():
         return None
     meta = _read_meta(where)
-    branch = f"stageflow/{run_id}"
+    branch = run_branch(run_id)
     base = meta.get("base")
     if base is None:
         try:
@@ -292,9 +376,10 @@ def _rev(cwd: Path, rev: str, timeout: float) -> str:
     ).stdout.strip()
 
 
-def _registered(top: Path, where: Path, timeout: float) -> bool:
+def registered(top: Path, where: Path, *, timeout: float = GIT_TIMEOUT) -> bool:
     """Whether the repository at ``top`` lists ``where`` as one of its worktrees."""
-    listing = _git(["worktree", "list", "--porcelain"], cwd=top, timeout=timeout).stdout
+    with repo_lock(top):
+        listing = _git(["worktree", "list", "--porcelain"], cwd=top, timeout=timeout).stdout
     prefix = "worktree "
     paths = [line[len(prefix) :] for line in listing.splitlines() if line.startswith(prefix)]
     return any(Path(p).resolve() == where for p in paths)
@@ -313,112 +398,3 @@ def _ensure_excluded(common: Path) -> None:
     sep = "" if not text or text.endswith("\n") else "\n"
     with exclude.open("a") as fh:
         fh.write(f"{sep}# stageflow run state and worktrees\n{EXCLUDE_LINE}\n")
-
-
-# -- what a run changed ---------------------------------------------------------------------
-
-ChangeStatus = Literal["added", "modified", "deleted", "untracked"]
-_STATUS_LETTER: dict[str, ChangeStatus] = {"A": "added", "M": "modified", "D": "deleted"}
-_MARK: dict[ChangeStatus, str] = {"added": "A", "modified": "M", "deleted": "D", "untracked": "?"}
-
-
-@dataclass(frozen=True)
-class FileChange:
-    """One changed path (relative to the workspace root) and its line counts."""
-
-    path: str
-    status: ChangeStatus
-    insertions: int = 0
-    deletions: int = 0
-    binary: bool = False
-
-
-@dataclass(frozen=True)
-class DiffSummary:
-    """Everything the run changed against its base: commits, uncommitted edits, new files."""
-
-    files: list[FileChange]
-    insertions: int
-    deletions: int
-
-    def text(self) -> str:
-        """A compact listing for status output, one line per file."""
-        if not self.files:
-            return "no changes"
-        n = len(self.files)
-        lines = [f"{n} file{'s' if n != 1 else ''} changed, +{self.insertions} -{self.deletions}"]
-        for f in self.files:
-            counts = "binary" if f.binary else f"+{f.insertions} -{f.deletions}"
-            lines.append(f"{_MARK[f.status]} {f.path} ({counts})")
-        return "\n".join(lines)
-
-
-def diff_summary(ws: RunWorkspace, *, timeout: float = GIT_TIMEOUT) -> DiffSummary | None:
-    """What changed in a worktree since ``ws.base``; None for other modes or a missing tree.
-
-    Tracked changes come from ``git diff <base>`` (committed and uncommitted alike, renames
-    shown as delete + add); untracked files that are not ignored count as insertions.
-    """
-    if ws.mode != "worktree" or ws.base is None or not ws.root.is_dir():
-        return None
-    common = ["-c", "core.quotepath=false", "diff", "--no-ext-diff", "--no-renames", "--relative"]
-    names = _git([*common, "--name-status", "-z", ws.base], cwd=ws.root, timeout=timeout).stdout
-    stats = _git([*common, "--numstat", "-z", ws.base], cwd=ws.root, timeout=timeout).stdout
-    counts: dict[str, tuple[int, int, bool]] = {}
-    for record in stats.split("\0"):
-        parts = record.split("\t", 2)
-        if len(parts) == 3:
-            added, removed, path = parts
-            binary = added == "-"
-            counts[path] = (0 if binary else int(added), 0 if binary else int(removed), binary)
-    fields = names.split("\0")
-    files: list[FileChange] = []
-    for letter, path in zip(fields[0::2], fields[1::2], strict=False):
-        if not path:
-            continue
-        ins, dels, binary = counts.get(path, (0, 0, False))
-        status = _STATUS_LETTER.get(letter[:1], "modified")
-        files.append(FileChange(path, status, ins, dels, binary))
-    others = _git(
-        ["ls-files", "--others", "--exclude-standard", "-z"], cwd=ws.root, timeout=timeout
-    ).stdout
-    for path in filter(None, others.split("\0")):
-        lines, binary = _count_lines(ws.root / path)
-        files.append(FileChange(path, "untracked", lines, 0, binary))
-    files.sort(key=lambda f: f.path)
-    return DiffSummary(
-        files=files,
-        insertions=sum(f.insertions for f in files),
-        deletions=sum(f.deletions for f in files),
-    )
-
-
-def diff_patch(ws: RunWorkspace, *, max_chars: int, timeout: float = GIT_TIMEOUT) -> str | None:
-    """The worktree's tracked changes since ``ws.base`` as a patch (its first ``max_chars``);
-    None for other modes. No external diff or textconv program runs."""
-    if ws.mode != "worktree" or ws.base is None or not ws.root.is_dir():
-        return None
-    argv = ["-c", "core.quotepath=false", "diff", "--no-ext-diff", "--no-textconv"]
-    argv += ["--no-renames", "--no-color", "--relative", ws.base]
-    text = _git(argv, cwd=ws.root, timeout=timeout).stdout
-    return text if len(text) <= max_chars else text[:max_chars] + "\n... (diff cut here)\n"
-
-
-def _count_lines(path: Path) -> tuple[int, bool]:
-    """(line count, is binary) of an untracked file, as ``git diff`` would count it."""
-    lines = 0
-    last = b""
-    try:
-        if not stat.S_ISREG(path.lstat().st_mode):  # a link, FIFO or device: count no lines
-            return 0, False
-        with path.open("rb") as fh:
-            first = True
-            while chunk := fh.read(1 << 20):
-                if first and b"\0" in chunk[:8192]:
-                    return 0, True
-                first = False
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-    except OSError:
-        return 0, False
-    return lines + (1 if last and last != b"\n" else 0), False

@@ -75,7 +75,9 @@ def test_templates_and_agents_json_list_the_built_in_catalog(cli: Cli) -> None:
     }
     assert templates["errors"] == []
     assert all(t["problems"] == [] and t["stages"] for t in templates["templates"])
-    assert len(agents["agents"]) == 20  # 15 stage agents, 4 debaters and the moderator
+    assert (
+        len(agents["agents"]) == 21
+    )  # 16 stage agents (merge-resolver too), 4 debaters, moderator
     assert agents["errors"] == []
     assert {a["layer"] for a in agents["agents"]} == {"builtin"}
     names = {a["name"] for a in agents["agents"]}

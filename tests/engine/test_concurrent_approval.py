@@ -17,8 +17,9 @@ import pytest
 
 from stageflow import events as ev
 from stageflow.config import Settings, load_settings
+from stageflow.engine.decisions import Decision
 from stageflow.engine.scheduler import Scheduler
-from stageflow.engine.service import Decision, Service
+from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
 from stageflow.errors import InvalidState
 from stageflow.store.store import Store

@@ -31,13 +31,13 @@ TEMPLATES_BUDGET = 8 * 1024
 DEFINITION_BUDGETS = {
     "knowledge_lookup": (5_500, 1_100),
     "workflow_adjust": (3_500, 1_800),
-    "workflow_approve": (2_700, 1_000),  # + attempt (issue 11.6)
+    "workflow_approve": (2_800, 1_000),  # + attempt (issue 11.6), the merge wait kind
     "workflow_artifact": (2_500, 1_000),
-    "workflow_control": (2_300, 900),
+    "workflow_control": (2_600, 1_150),  # land added strategy and into
     # start: dry_run and the forecast brief (p50/p90 per stage); status: the forecast against
     # the spend, why each agent and model, and the run's cost confirmation (issue 13)
     "workflow_start": (3_600, 800),  # + dry_run (forecast) and template="auto"
-    "workflow_status": (13_700, 800),  # + waiting[].attempt, human_only, approved_by ...
+    "workflow_status": (15_600, 800),  # + waiting[].attempt, human_only, approved_by; git views
     "workflow_templates": (6_800, 400),
 }
 

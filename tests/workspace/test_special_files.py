@@ -13,9 +13,10 @@ import pytest
 
 from stageflow.engine.runner import same_model
 from stageflow.errors import ToolError
+from stageflow.workspace.diffs import diff_summary
 from stageflow.workspace.root import Workspace
 from stageflow.workspace.tools import call_workspace_tool
-from stageflow.workspace.worktree import diff_summary, prepare_workspace
+from stageflow.workspace.worktree import prepare_workspace
 
 
 def test_read_refuses_a_fifo_instead_of_blocking(tmp_path: Path) -> None:

@@ -44,3 +44,13 @@ def test_the_sandbox_benchmark_times_both_sides(capsys: pytest.CaptureFixture[st
     rows = json.loads(capsys.readouterr().out)
     assert [r["command"] for r in rows][:2] == ["true", "git status --short"]
     assert all(r["confined_ms"] > 0 and r["unconfined_ms"] > 0 for r in rows)
+
+
+def test_the_merge_benchmark_times_lanes_and_sequential_commits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench = load("merge")
+    assert bench.main(["--sizes", "2", "--reps", "1", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["branches"] == 2
+    assert row["sequential_s"] > 0 and row["lanes_s"] > row["merges_s"] > 0

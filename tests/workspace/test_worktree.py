@@ -10,15 +10,13 @@ from pathlib import Path
 import pytest
 
 from stageflow.errors import InvalidArgument, ToolError
+from stageflow.workspace.diffs import DiffSummary, FileChange, diff_summary
 from stageflow.workspace.root import Workspace
 from stageflow.workspace.worktree import (
     NO_COMMIT_REASON,
     NOT_GIT_REASON,
-    DiffSummary,
-    FileChange,
     RunWorkspace,
     WorkspaceError,
-    diff_summary,
     find_workspace,
     prepare_workspace,
 )
