@@ -75,25 +75,33 @@ class Lander:
         strategy: LandStrategy = "squash",
         into: str | None = None,
         actor: str = "human",
+        person: bool = True,
     ) -> RunState:
         """Bring a completed run's branch into ``into`` (default: the branch it started
-        from); returns the state with the outcome logged. ``InvalidState`` when it cannot."""
+        from); returns the state with the outcome logged. ``InvalidState`` when it cannot,
+        and when ``person`` is false (a model asked: it changes the user's branch)."""
         if strategy not in STRATEGIES:
             raise InvalidArgument(f"strategy must be one of {', '.join(STRATEGIES)}")
         if run_id in self._busy:
             raise InvalidState(f"run {run_id} is being landed by this process already")
         self._busy.add(run_id)
         try:
-            return await self._land(run_id, strategy, into, actor)
+            return await self._land(run_id, strategy, into, actor, person)
         finally:
             self._busy.discard(run_id)
 
     async def _land(
-        self, run_id: str, strategy: LandStrategy, into: str | None, actor: str
+        self, run_id: str, strategy: LandStrategy, into: str | None, actor: str, person: bool
     ) -> RunState:
         for _ in range(20):
             state = fold(await self.store.load_events(run_id))
             op, redo = await self._decide(state, strategy, into)
+            if not person:  # after the checks, so a wrong state is named first
+                raise InvalidState(
+                    f"landing run {run_id} changes the user's branch, so only they decide it: "
+                    f"ask them to run `stageflow land {run_id}`"
+                    + (f" --into {op.into}" if into else "")
+                )
             at = state.git.pending_at
             if not redo:
                 try:

@@ -363,11 +363,15 @@ class Service:
         strategy: LandStrategy = "squash",
         into: str | None = None,
         actor: str = "human",
+        via: Via = "cli",
     ) -> RunState:
-        """Bring a completed run's branch into the user's branch (``engine.land``)."""
+        """Bring a completed run's branch into the user's branch (``engine.land``); only a
+        person does (``via`` cli, dashboard or elicitation): a model's land is refused."""
         if self.lander is None:
             raise InvalidState("this stageflow process cannot land runs: it has no git lanes")
-        return await self.lander.land(run_id, strategy=strategy, into=into, actor=actor)
+        return await self.lander.land(
+            run_id, strategy=strategy, into=into, actor=actor, person=via in HUMAN_VIAS
+        )
 
     async def adjust(
         self, run_id: str, adjustment: Adjustment, *, actor: str = "human"

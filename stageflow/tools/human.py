@@ -28,8 +28,10 @@ __all__ = [
     "NO_CLIENT_SUPPORT",
     "BudgetConsent",
     "HumanDecision",
+    "LandConsent",
     "ask_budget",
     "ask_human",
+    "ask_land",
 ]
 
 NOT_ASKED = "not-asked"  # no person-only gate waits here: the call decides as before
@@ -163,3 +165,43 @@ async def ask_budget(
         f"assistant asks to resume it{asked}. Only your answer lets it spend more."
     )
     return Elicit(message, _consent_form(float(budget_usd or 0.0)))
+
+
+class LandConsent(BaseModel):
+    """The person's answer to "may this run's work land on your branch?" (a form)."""
+
+    land: bool = Field(description="land the run's work on the branch named")
+    name: str = Field("", description="your name, recorded as who landed it")
+
+
+async def ask_land(
+    run_id: str,
+    action: str,
+    ctx: ToolContext,
+    strategy: str = "squash",
+    into: str | None = None,
+) -> Elicit[LandConsent] | str:
+    """Ask the person before ``land`` changes their branch: a model never lands a run. A
+    marker when there is nothing to ask (another action, a wrong id, a run that cannot land:
+    the engine then says what is wrong)."""
+    if action != "land":
+        return NOT_ASKED
+    try:
+        state = await deps(ctx).service.state(run_id)
+    except StageflowError:
+        return NOT_ASKED
+    git = state.git
+    if state.ended != "completed" or not git.on or not git.branch:
+        return NOT_ASKED
+    if any(done.into == (into or git.target) for done in git.landed):
+        return NOT_ASKED  # landed there already: the engine says so
+    if not _can_elicit(ctx):
+        return NO_CLIENT_SUPPORT
+    target = into or git.target or "the branch the run started from"
+    head = f", last commit {git.head[:12]}" if git.head else ""
+    message = (
+        f"stageflow run {run_id} is complete; its work is on branch {git.branch}{head}. The "
+        f"assistant asks to land it into {target} ({strategy}). This changes your branch and "
+        "working tree; only your answer lands it."
+    )
+    return Elicit(message, LandConsent)

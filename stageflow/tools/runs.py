@@ -22,15 +22,17 @@ from stageflow.prompts.templates import refresh_prompts
 from stageflow.subagents.orchestrator.choose import AUTO, choose_template
 from stageflow.tools.briefs import next_step
 from stageflow.tools.confirm import ConfirmSpend, ask_the_human, human_confirmed
-from stageflow.tools.deps import ToolContext, deps
+from stageflow.tools.deps import ToolContext, ToolDeps, deps
 from stageflow.tools.errors import tool_errors
 from stageflow.tools.forecast import dry_run_result, waits_for_confirmation
 from stageflow.tools.human import (
     NO_CLIENT_SUPPORT,
     BudgetConsent,
     HumanDecision,
+    LandConsent,
     ask_budget,
     ask_human,
+    ask_land,
 )
 from stageflow.tools.models import CommandResult, ForecastBrief, StartResult
 from stageflow.tools.results import run_uri, tool_result
@@ -69,10 +71,10 @@ CONTROL_DESCRIPTION = """\
 Control a run: 'cancel' stops it for good; 'pause' stops scheduling new stages; 'resume'
 continues a paused run (`budget_usd`: a new cap if it stopped at its budget; spending more is
 the user's call: the server asks them); 'retry' reruns a failed run's failed stages, or
-`stage`. 'land', only when the human asks, brings a completed run's git branch into theirs (a
-squash commit on the branch it started from; or `strategy`, `into`); refused, saying what to
-do, when that branch conflicts or is dirty. `reason` goes to the audit log. Returns the run's
-and each stage's status."""
+`stage`. 'land' brings a completed run's git branch into the user's (a squash commit on the
+branch it started from; or `strategy`, `into`) once the server asked them; refused with
+what to do if that branch conflicts or is dirty. `reason` goes to the audit log. Returns the
+run's and each stage's status."""
 
 RunId = Annotated[str, Field(description="the run id returned by workflow_start")]
 
@@ -282,6 +284,8 @@ async def workflow_control(
     ],
     # filled by the server: the person's consent before a resume lets the run spend more
     consent: Annotated[ElicitationResult[BudgetConsent], Resolve(ask_budget)],
+    # filled by the server: the person's consent before a land changes their branch
+    land_consent: Annotated[ElicitationResult[LandConsent], Resolve(ask_land)],
     stage: Annotated[str | None, Field(description="for retry: the stage to rerun")] = None,
     reason: Annotated[str | None, Field(description="why (recorded in the audit log)")] = None,
     budget_usd: Annotated[
@@ -301,10 +305,7 @@ async def workflow_control(
     asked: object = consent.data if isinstance(consent, AcceptedElicitation) else consent
     with tool_errors():
         if action == "land":
-            state = await app.service.land(
-                run_id, strategy=strategy, into=into, actor=DEFAULT_ACTOR
-            )
-            return _command_result(state, action, None, DEFAULT_ACTOR)
+            return await _land(app, run_id, land_consent, strategy, into)
         if asked == NO_CLIENT_SUPPORT:
             raise InvalidState(
                 f"letting run {run_id} spend more is the user's decision and this client "
@@ -323,6 +324,42 @@ async def workflow_control(
         )
     app.start_driving(run_id)
     return _command_result(state, action, stage, who)
+
+
+async def _land(
+    app: ToolDeps,
+    run_id: str,
+    consent: ElicitationResult[LandConsent] | str,
+    strategy: Literal["squash", "merge", "rebase"],
+    into: str | None,
+) -> CallToolResult:
+    """Land only on the person's answer; without one the engine refuses (a model's land),
+    after naming whatever else is wrong."""
+    asked: object = consent.data if isinstance(consent, AcceptedElicitation) else consent
+    if asked == NO_CLIENT_SUPPORT:
+        raise InvalidState(
+            f"landing run {run_id} changes the user's branch and this client cannot ask them: "
+            f"ask them to run `stageflow land {run_id}`"
+        )
+    if isinstance(consent, DeclinedElicitation | CancelledElicitation) or (
+        isinstance(asked, LandConsent) and not asked.land
+    ):
+        state = await app.service.state(run_id)
+        return _command_result(
+            state,
+            "none",
+            None,
+            "user",
+            said="the user did not land the run; their branch is unchanged",
+            said_only=True,
+            summary=f"not landed: the user said no; run {run_id}'s work stays on its branch",
+        )
+    who: str = DEFAULT_ACTOR
+    via: Via = "tool"
+    if isinstance(asked, LandConsent):
+        who, via = asked.name.strip() or "user", "elicitation"
+    state = await app.service.land(run_id, strategy=strategy, into=into, actor=who, via=via)
+    return _command_result(state, "land", None, who)
 
 
 def _not_resumed(state: RunState) -> CallToolResult:

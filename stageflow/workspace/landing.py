@@ -30,6 +30,7 @@ from stageflow.workspace.git import commit_env, git, rev
 from stageflow.workspace.joins import parents
 from stageflow.workspace.worktree import (
     WorkspaceError,
+    check_gitfile,
     remove_worktree,
     repo_info,
     repo_lock,
@@ -233,4 +234,29 @@ def land_run(
                 output=f"cannot update {tree}: {(moved.stderr or moved.stdout).strip()[-500:]}",
             )
     log.info("run %s landed into %s as %s (%s)", run_id, into, commit[:12], strategy)
+    _release_lanes(top, repo.common, project, run_id)
     return GitResult("done", commit=commit, branch=into)
+
+
+def _release_lanes(top: Path, common: Path, project: Path, run_id: str) -> None:
+    """After a land, remove the run's lane and merge worktrees whose files are all committed
+    (their branches stay: nothing is lost); one with changes is left, and logged."""
+    with repo_lock(top):
+        listing = git(["worktree", "list", "--porcelain"], cwd=top).stdout
+    lanes = worktree_dir(project, run_id).parent
+    prefix = f"{run_id}--"
+    for line in listing.splitlines():
+        if not line.startswith("worktree "):
+            continue
+        where = Path(line[len("worktree ") :])
+        if where.parent.resolve() != lanes or not where.name.startswith(prefix):
+            continue
+        try:
+            check_gitfile(common, where)
+        except WorkspaceError:  # a stage replaced its .git: no git runs there, it stays
+            continue
+        dirty = git(["status", "--porcelain"], cwd=where, check=False)
+        if dirty.returncode != 0 or dirty.stdout.strip():
+            log.info("run %s: lane worktree %s has uncommitted files; kept", run_id, where)
+            continue
+        remove_worktree(top, where)

@@ -8,14 +8,17 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
+from mcp.types import ElicitResult
 
 from stageflow.cli.exits import EXIT_OK, EXIT_STATE
 from stageflow.cli.main import main
 from stageflow.config import load_settings
+from stageflow.errors import InvalidState
 from stageflow.server.app import build_server
 from tests.workspace.lanes_child import TWO_WRITERS, script
 from tests.workspace.lanes_kit import git, open_lanes, prepare_project
@@ -71,10 +74,20 @@ def test_the_land_command_lands_once_and_a_second_land_exits_with_the_state_code
 ) -> None:
     monkeypatch.setenv("STAGEFLOW_RUNNER", "offline")
     project, rid = _completed_run(tmp_path, monkeypatch)
+    trees = project / ".stageflow" / "worktrees"
+    lanes = sorted(p.name for p in trees.iterdir() if p.is_dir() and p.name.startswith(f"{rid}--"))
+    assert lanes == [f"{rid}--backend", f"{rid}--frontend"]
+    (trees / f"{rid}--frontend" / "scratch.txt").write_text("not committed\n")
     code, text = _cli(project, "land", rid, "--strategy", "merge")
     tip = git(project, "rev-parse", "main").strip()
     assert code == EXIT_OK, capsys.readouterr().err
     assert text == f"landed run {rid} into main as {tip[:12]} (merge)\n"
+    # the landed lanes' worktrees are gone, one holding an uncommitted file stays; every
+    # branch stays
+    assert not (trees / f"{rid}--backend").exists()
+    assert (trees / f"{rid}--frontend" / "scratch.txt").exists()
+    for lane in ("backend", "frontend"):
+        assert git(project, "rev-parse", "--verify", f"stageflow/{rid}--{lane}").strip()
     code, _ = _cli(project, "land", rid)
     assert code == EXIT_STATE
     assert f"run {rid} has already landed into main as {tip}" in capsys.readouterr().err
@@ -83,18 +96,33 @@ def test_the_land_command_lands_once_and_a_second_land_exits_with_the_state_code
     assert f"landed into main as {tip[:10]} (merge)" in text
 
 
+class Person:
+    """The user answering the land question (an MCP elicitation)."""
+
+    def __init__(self, land: bool) -> None:
+        self.land, self.asked = land, []
+
+    async def __call__(self, context: Any, params: Any) -> ElicitResult:
+        self.asked.append(params.message)
+        return ElicitResult(action="accept", content={"land": self.land, "name": "ann"})
+
+
 @pytest.mark.anyio
-async def test_workflow_control_land_returns_the_commit_and_refuses_a_second_land(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_workflow_control_land_asks_the_person_and_a_model_alone_cannot_land(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     project = prepare_project(tmp_path, monkeypatch, TWO_WRITERS)
     async with open_lanes(project) as env:
         script(env.writer)
         state = await env.service.start_run("two_writers", "add the api and the ui")
         state = await env.scheduler.drive(state.run_id, until="idle")
+        with pytest.raises(InvalidState, match="only they decide it"):  # below the tool
+            await env.service.land(state.run_id, actor="assistant", via="tool")
     rid = state.run_id
+    before = git(project, "rev-parse", "main").strip()
     server = build_server(load_settings(project, runner="offline"))
-    async with Client(server) as client:
+    async with Client(server, mode=mode) as client:  # a client that cannot ask the user
         status = await client.call_tool("workflow_status", {"run_id": rid})
         assert status.structured_content is not None
         run = status.structured_content["run"]
@@ -102,9 +130,22 @@ async def test_workflow_control_land_returns_the_commit_and_refuses_a_second_lan
         assert gits["backend"].startswith(f"stageflow/{rid}--backend ")
         assert "merged for 'docs'" in gits["backend"]
         assert "action='land'" in run["next_action"]
+        refused = await client.call_tool("workflow_control", {"run_id": rid, "action": "land"})
+        assert refused.is_error and f"stageflow land {rid}" in str(refused.content)
+    no = Person(land=False)
+    async with Client(server, mode=mode, elicitation_callback=no) as client:
+        said = await client.call_tool("workflow_control", {"run_id": rid, "action": "land"})
+        assert not said.is_error and said.structured_content is not None
+        assert said.structured_content["action"] == "none"
+        assert "branch is unchanged" in said.structured_content["next_action"]
+        assert f"stageflow/{rid}" in no.asked[0] and "into main (squash)" in no.asked[0]
+    assert git(project, "rev-parse", "main").strip() == before  # nothing landed
+    yes = Person(land=True)
+    async with Client(server, mode=mode, elicitation_callback=yes) as client:
         landed = await client.call_tool("workflow_control", {"run_id": rid, "action": "land"})
         assert not landed.is_error, landed.content
         assert landed.structured_content is not None
+        assert landed.structured_content["actor"] == "ann"
         commit = landed.structured_content["commit"]
         assert commit == git(project, "rev-parse", "main").strip()
         again = await client.call_tool("workflow_control", {"run_id": rid, "action": "land"})
