@@ -36,7 +36,10 @@ def _committable(state: RunState, sid: str) -> bool:
     st = state.stages[sid]
     done = st.status == "succeeded" or (st.status == "failed" and st.tolerated)
     worked = bool(st.attempts) or bool(state.children.get(sid))  # a for_each stage: its items
-    return done and worked and not state.git.stages.get(sid, _UNTOUCHED).committed
+    g = state.git.stages.get(sid, _UNTOUCHED)
+    # committed already, unless a later attempt (a rework, a retry) succeeded since
+    fresh = g.committed and (g.attempt is None or g.attempt == st.attempt)
+    return done and worked and not fresh
 
 
 _UNTOUCHED = StageGit()

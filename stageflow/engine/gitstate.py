@@ -41,6 +41,7 @@ class StageGit:
     branch: str | None = None  # the branch its commit is on
     commit: str | None = None  # None with ``committed``: it changed no file
     committed: bool = False
+    attempt: int | None = None  # the attempt last committed (a rework's is committed again)
     files: tuple[str, ...] = ()
     merged: str | None = None  # the merge commit on the run branch
     join: str | None = None  # the stage whose start merged it; "" for the run's end
@@ -170,9 +171,21 @@ def fold_git(
     sid = e.stage or ""
     if e.op == "commit":
         on_run = e.branch is not None and e.branch == git.branch
-        stages = _stage(
-            git, sid, branch=e.branch, commit=e.commit, committed=True, files=tuple(e.files)
-        )
+        attempt = started.attempt if started is not None else None
+        if e.commit:  # a new commit (a rework's too) is merged again at the next join
+            stages = _stage(
+                git,
+                sid,
+                branch=e.branch,
+                commit=e.commit,
+                committed=True,
+                files=tuple(e.files),
+                attempt=attempt,
+                merged=None,
+                join=None,
+            )
+        else:  # nothing changed: what was committed and merged before stands
+            stages = _stage(git, sid, committed=True, attempt=attempt)
         head = e.commit if on_run and e.commit else git.head
         return replace(git, stages=stages, head=head), _NONE
     join = started.join if started is not None else None

@@ -292,7 +292,44 @@ def prepare_resolution(
         return GitResult(
             "failed", output=f"could not start the merge of {source_branch} in {where}"
         )
-    return GitResult("done", branch=branch, files=tuple(_unmerged(where)))
+    files = _unmerged(where)
+    for path in files:  # a conflict git leaves without markers gets them: nothing passes unseen
+        if not _has_marker(where, path):
+            _write_markers(where, path, branch, source_branch)
+    return GitResult("done", branch=branch, files=tuple(files))
+
+
+def _blob(cwd: Path, stage: int, path: str) -> str:
+    done = git(["show", f":{stage}:{path}"], cwd=cwd, check=False)
+    if done.returncode != 0:
+        return "(deleted on this side: delete the file to keep it deleted)\n"
+    if "\0" in done.stdout[:8000]:
+        return (
+            f"(binary, {len(done.stdout)} bytes: replace this file with the version to keep, "
+            f"e.g. git show :{stage}:{path})\n"
+        )
+    text = done.stdout
+    return text if text.endswith("\n") or not text else text + "\n"
+
+
+def _write_markers(where: Path, path: str, ours: str, theirs: str) -> None:
+    """Conflict markers for a file git left without any (deleted on one side and changed on
+    the other, binary on both): the merge stage, or the person, must decide it explicitly,
+    as for a text conflict. Only a regular file or a missing one inside ``where`` is
+    written, never through a link."""
+    target = where / path
+    real_root = os.path.realpath(where)
+    if os.path.commonpath([real_root, os.path.realpath(target.parent)]) != real_root:
+        return  # a link on the way out of the worktree: it stays unresolved
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        return  # a link or a directory: it counts as unresolved until someone fixes it
+    text = (
+        f"<<<<<<< ours ({ours})\n{_blob(where, 2, path)}"
+        f"||||||| base\n{_blob(where, 1, path)}"
+        f"=======\n{_blob(where, 3, path)}>>>>>>> theirs ({theirs})\n"
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
 
 
 def _has_marker(root: Path, path: str) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from stageflow.config import Settings, load_settings
-from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.engine.runner import AttemptRequest, AttemptResult, AttemptStatus
 from stageflow.engine.scheduler import Scheduler
 from stageflow.engine.service import Service
 from stageflow.engine.state import RunState
@@ -94,6 +94,9 @@ class Writer:
     scripts: dict[str, Script] = field(default_factory=dict)
     calls: list[AttemptRequest] = field(default_factory=list)
     name: str = "writer"
+    # per stage, the outcomes of its attempts in turn (then "passed"): e.g. a review that
+    # asks for changes once
+    verdicts: dict[str, list[AttemptStatus]] = field(default_factory=dict)
 
     async def run(self, request: AttemptRequest) -> AttemptResult:
         self.calls.append(request)
@@ -106,8 +109,9 @@ class Writer:
             path = request.workdir / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
+        queue = self.verdicts.get(request.stage.id) or []
         return AttemptResult(
-            status="passed",
+            status=queue.pop(0) if queue else "passed",
             summary=f"{request.stage.id} wrote {', '.join(files) or 'nothing'}",
             artifacts={n: f"{request.stage.id}/{n}" for n in request.stage.produces},
             runner="writer",

@@ -93,6 +93,45 @@ async def test_parallel_writers_merge_cleanly_at_the_join_and_both_commits_are_o
     assert env.log("main") == ["init"]
 
 
+REWORKED = """
+name: reworked
+stages:
+  - {id: backend, agent: writer, produces: [summary]}
+  - {id: frontend, agent: writer, produces: [summary]}
+  - id: review
+    agent: writer
+    depends_on: [backend, frontend]
+    produces: [summary]
+    on_changes_requested: {rework: backend, max: 2}
+"""
+
+
+async def test_a_reworked_stage_is_committed_again_and_merged_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # found by review: a stage's commit was made once, so a rework's changes stayed
+    # uncommitted in its worktree and never reached the run branch
+    async with lane_env(tmp_path, monkeypatch, REWORKED) as env:
+        env.writer.scripts = {
+            "backend": lambda req: {"api.py": f"def api(): return {req.attempt}\n"},
+            "frontend": lambda req: {"ui.js": "export const ui = 1;\n"},
+        }
+        env.writer.verdicts = {"review": ["changes_requested"]}
+        state = await env.run("reworked")
+        rid = state.run_id
+        assert state.ended == "completed", state.end_reason
+    assert [a.outcome for a in state.stages["backend"].attempts] == ["passed", "passed"]
+    run_branch = f"stageflow/{rid}"
+    assert git(env.project, "show", f"{run_branch}:api.py") == "def api(): return 2\n"
+    subjects = env.log(f"stageflow/{rid}--backend")
+    assert Counter(s.split(":")[0] for s in subjects)["backend"] == 2  # one per attempt
+    merges = [s for s in env.log(run_branch) if s.startswith("Merge stage 'backend'")]
+    assert sorted(merges) == [
+        f"Merge stage 'backend' (attempt 1) into {run_branch}",
+        f"Merge stage 'backend' (attempt 2) into {run_branch}",
+    ]
+
+
 # -- conflicts ------------------------------------------------------------------------------
 
 SAME_LINES = """
@@ -188,6 +227,40 @@ async def test_a_merge_stage_that_leaves_markers_fails_its_attempt_and_retries(
     assert [a.outcome for a in merging.attempts] == ["failed", "passed"]
     assert "conflict markers remain in app.py" in (merging.attempts[0].error or "")
     assert tries == [1, 2]
+
+
+async def test_a_conflict_git_leaves_without_markers_must_be_decided_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one stage deletes app.py, the other changes it: git writes no marker, so a merge stage
+    # that did nothing would pass and one side would silently win (found by review)
+    async with lane_env(tmp_path, monkeypatch, SAME_LINES.format(mode="agent")) as env:
+        seen: list[str] = []
+
+        def delete(req):  # type: ignore[no-untyped-def]
+            (req.workdir / "app.py").unlink()
+            return {}
+
+        def idle_then_decide(req):  # type: ignore[no-untyped-def]
+            seen.append((req.workdir / "app.py").read_text())
+            if req.attempt == 1:
+                return {"notes.md": "nothing to do?\n"}
+            return {"app.py": "one\nTWO kept\nthree\n"}
+
+        env.writer.scripts.update(
+            backend=delete,
+            frontend=lambda req: {"app.py": "one\nTWO kept\nthree\n"},
+            **{"frontend.merge": idle_then_decide},
+        )
+        state = await env.run("same_lines")
+        assert state.ended == "completed", state.end_reason
+    merging = state.stages["frontend.merge"]
+    assert [a.outcome for a in merging.attempts] == ["failed", "passed"]
+    assert "conflict markers remain in app.py" in (merging.attempts[0].error or "")
+    assert seen[0].startswith("<<<<<<< ours") and "deleted on this side" in seen[0]
+    assert "TWO kept" in seen[0] and "||||||| base\none\ntwo\nthree\n" in seen[0]
+    run_branch = f"stageflow/{state.run_id}"
+    assert git(env.project, "show", f"{run_branch}:app.py") == "one\nTWO kept\nthree\n"
 
 
 async def test_with_on_conflict_human_a_gate_shows_both_sides_and_a_reject_keeps_both_branches(
