@@ -19,6 +19,7 @@ Shapes were read from Claude Code 2.1.197 against a loopback Messages API stand-
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
     "parse_cli_output",
     "parse_final_answer",
     "parse_result",
+    "reported_count",
+    "reported_number",
 ]
 
 STATUSES: tuple[str, ...] = get_args(AttemptStatus)
@@ -43,12 +46,21 @@ _NEEDS_ARTIFACTS = ("passed", "changes_requested")
 _RESULT_KEYS = frozenset({"status", "summary", "artifacts", "outputs", "plan"})
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+def reported_number(value: Any) -> float:
+    """A count or a cost the CLI reported: a finite number >= 0, else 0 (JSON as Python reads
+    it may say NaN or Infinity, which would turn every budget comparison false, or crash)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of 400 digits
+        return 0.0
+    return number if math.isfinite(number) and number >= 0 else 0.0
 
 
-def _float(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+def reported_count(value: Any) -> int:
+    """A token count the CLI reported (see ``reported_number``)."""
+    return int(reported_number(value))
 
 
 @dataclass(frozen=True)
@@ -99,25 +111,25 @@ def _models(data: dict[str, Any]) -> list[ModelUse]:
     created = usage.get("cache_creation") if isinstance(usage, dict) else None
     if not isinstance(created, dict):
         created = {}
-    five = _int(created.get("ephemeral_5m_input_tokens"))
-    hour = _int(created.get("ephemeral_1h_input_tokens"))
+    five = reported_count(created.get("ephemeral_5m_input_tokens"))
+    hour = reported_count(created.get("ephemeral_1h_input_tokens"))
     hour_share = hour / (five + hour) if five + hour else 0.0
     raw = data.get("modelUsage")
     out = []
     for name, entry in raw.items() if isinstance(raw, dict) else []:
         if not isinstance(entry, dict):
             continue
-        writes = _int(entry.get("cacheCreationInputTokens"))
+        writes = reported_count(entry.get("cacheCreationInputTokens"))
         one_hour = round(writes * hour_share)
         out.append(
             ModelUse(
                 model=str(name),
-                input_tokens=_int(entry.get("inputTokens")),
-                output_tokens=_int(entry.get("outputTokens")),
-                cache_read_tokens=_int(entry.get("cacheReadInputTokens")),
+                input_tokens=reported_count(entry.get("inputTokens")),
+                output_tokens=reported_count(entry.get("outputTokens")),
+                cache_read_tokens=reported_count(entry.get("cacheReadInputTokens")),
                 cache_write_5m_tokens=writes - one_hour,
                 cache_write_1h_tokens=one_hour,
-                cost_usd=_float(entry.get("costUSD")),
+                cost_usd=reported_number(entry.get("costUSD")),
             )
         )
     return out
@@ -155,8 +167,8 @@ def parse_result(data: dict[str, Any]) -> CliResult:
         subtype=str(data.get("subtype") or ""),
         is_error=bool(data.get("is_error")),
         result=result if isinstance(result, str) else "",
-        num_turns=_int(data.get("num_turns")),
-        total_cost_usd=_float(data.get("total_cost_usd")),
+        num_turns=reported_count(data.get("num_turns")),
+        total_cost_usd=reported_number(data.get("total_cost_usd")),
         models=_models(data),
         api_error_status=status if isinstance(status, int) and status > 0 else None,
         errors=[str(e) for e in errors] if isinstance(errors, list) else [],

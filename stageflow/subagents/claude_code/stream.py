@@ -43,17 +43,18 @@ import anyio
 from stageflow.engine.runner import AttemptMeter
 from stageflow.models.client import RawUsage
 from stageflow.models.pricing import PriceTable
-from stageflow.subagents.claude_code.result import CliResult, ModelUse, parse_result
+from stageflow.subagents.claude_code.result import (
+    CliResult,
+    ModelUse,
+    parse_result,
+    reported_count,
+)
 from stageflow.usage import RequestUsage
 
 __all__ = ["LineSplitter", "MessageUsage", "StreamLedger", "StreamReader", "unseen_usage"]
 
 COST_TOLERANCE = 1e-9  # USD: float noise between the CLI's sums and ours
 _TEXT_TAIL = 20  # non-JSON stdout lines kept to explain a failure
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 class LineSplitter:
@@ -95,17 +96,17 @@ class MessageUsage:
         """Take the larger of each count (the stream's counts only grow)."""
         if not isinstance(usage, Mapping):
             return
-        self.input_tokens = max(self.input_tokens, _int(usage.get("input_tokens")))
-        self.output_tokens = max(self.output_tokens, _int(usage.get("output_tokens")))
+        self.input_tokens = max(self.input_tokens, reported_count(usage.get("input_tokens")))
+        self.output_tokens = max(self.output_tokens, reported_count(usage.get("output_tokens")))
         self.cache_read_tokens = max(
-            self.cache_read_tokens, _int(usage.get("cache_read_input_tokens"))
+            self.cache_read_tokens, reported_count(usage.get("cache_read_input_tokens"))
         )
         self.cache_write_tokens = max(
-            self.cache_write_tokens, _int(usage.get("cache_creation_input_tokens"))
+            self.cache_write_tokens, reported_count(usage.get("cache_creation_input_tokens"))
         )
         created = usage.get("cache_creation")
         if isinstance(created, Mapping):
-            hour = _int(created.get("ephemeral_1h_input_tokens"))
+            hour = reported_count(created.get("ephemeral_1h_input_tokens"))
             self.cache_write_1h_tokens = max(self.cache_write_1h_tokens, hour)
 
     def raw(self) -> RawUsage:

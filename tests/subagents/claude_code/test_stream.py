@@ -14,7 +14,7 @@ from stageflow.engine.runner import AttemptMeter
 from stageflow.errors import StageTimeout
 from stageflow.models.client import RawUsage
 from stageflow.models.pricing import PriceTable
-from stageflow.subagents.claude_code.result import ModelUse
+from stageflow.subagents.claude_code.result import ModelUse, parse_result
 from stageflow.subagents.claude_code.runner import ClaudeCodeRunner
 from stageflow.subagents.claude_code.stream import LineSplitter, StreamReader, unseen_usage
 from stageflow.usage import RequestUsage
@@ -132,6 +132,26 @@ def test_the_result_ends_every_open_message_and_is_kept() -> None:
     [cut] = reader.feed(json.dumps(result_json("done")))
     assert (cut.id, cut.input_tokens, cut.output_tokens) == ("msg_1", 40, 12)
     assert reader.result is not None and reader.result["result"] == "done"
+
+
+def test_numbers_the_cli_reports_as_nan_infinity_or_negative_count_as_zero() -> None:
+    # Python's json reads NaN and Infinity: a NaN cost makes every budget comparison false
+    # (a cap never trips) and int(NaN) raised inside the reader
+    usage = (
+        '{"input_tokens": NaN, "output_tokens": Infinity, "cache_read_input_tokens": -5, '
+        '"cache_creation_input_tokens": 1e400}'
+    )
+    message = f'{{"id": "msg_1", "model": "{MODEL}", "usage": {usage}}}'
+    reader = StreamReader()
+    assert reader.feed(f'{{"type": "assistant", "message": {message}}}') == []
+    [first] = reader.close()
+    assert first.raw() == RawUsage()
+    models = f'{{"m": {{"costUSD": -1e9, "inputTokens": {10**400}}}}}'
+    parsed = parse_result(
+        json.loads(f'{{"type": "result", "total_cost_usd": NaN, "modelUsage": {models}}}')
+    )
+    assert parsed.total_cost_usd == 0.0
+    assert [(m.cost_usd, m.input_tokens) for m in parsed.models] == [(0.0, 0)]
 
 
 def test_lines_that_are_not_json_are_kept_to_explain_a_failure() -> None:
