@@ -12,9 +12,8 @@ Both engines run the same seeded DAG with durable commits to a SQLite file in a 
 
 Durability is matched: both run SQLite in WAL mode, and LangGraph's connection gets the
 ``synchronous`` level stageflow's store sets on its own (read at start-up, printed in the
-header; ``--lg-synchronous`` overrides it).
-
-Repetitions interleave the engines (A, B, A, B, ...) and the table shows medians.
+header; ``--lg-synchronous`` overrides it). Repetitions interleave the engines (A, B, A, B,
+...) and the table shows medians.
 
     python benchmarks/engine_overhead.py                 # 200 stages, both shapes, 5 reps
     python benchmarks/engine_overhead.py --shape chain --reps 9
