@@ -53,6 +53,8 @@ __all__ = ["INSTRUCTIONS", "AppContext", "build_server"]
 
 log = logging.getLogger(__name__)
 
+SERVER_DRAIN_S = 5.0  # how long the server waits at exit for notifications still retrying
+
 KNOWLEDGE_SYNC_WAIT_S = 5.0
 WATCH_START_WAIT_S = 5.0
 # background work (adopting runs, the knowledge sync, the file watcher) starts once a client's
@@ -257,6 +259,9 @@ def _lifespan(
                         # Drivers stop where they are; every transition is already committed,
                         # and the next process to open the project resumes the runs.
                         app.stop.set()
+                        if notices is not None:  # a gate's notice still retrying: a moment
+                            with anyio.CancelScope(shield=True):
+                                await notices.drain(SERVER_DRAIN_S)
                         tg.cancel_scope.cancel()
             finally:
                 scheduler.close()

@@ -181,3 +181,34 @@ async def test_the_cli_delivers_before_it_exits(
         assert code == 0, out.getvalue()
     assert [b["kind"] for b in got] == ["human_needed", "human_needed"]  # 500, then delivered
     assert got[1]["stage"] == "architecture"
+
+
+async def test_the_server_delivers_a_notice_still_retrying_before_it_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # found by review: the server cancelled the notifier at exit, so a gate's notice waiting
+    # for its retry (the webhook had answered 500) was lost
+    from mcp import Client
+
+    from stageflow.server.app import build_server
+    from tests.server.test_tools_run import ok, status_until
+
+    monkeypatch.setenv("STAGEFLOW_RUNNER", "offline")
+    got: list[dict[str, Any]] = []
+    async with serving(_listener([500], got)) as port, engine_env(tmp_path, GATED) as env:
+        cfg = env.settings.project / ".stageflow" / "config.toml"
+        hook = f"http://127.0.0.1:{port}/hook"
+        cfg.write_text(f'[notify]\nwebhook = "{hook}"\nbackoff_seconds = 0.5\n', encoding="utf-8")
+        settings = load_settings(env.settings.project, runner="offline")
+        async with Client(build_server(settings)) as client:
+            started = ok(
+                await client.call_tool("workflow_start", {"template": "gated", "task": "t"})
+            )
+            await status_until(client, started["run_id"], lambda r: bool(r["waiting"]))
+
+            async def answered() -> bool:  # the 500 came back; the retry waits 0.5 s
+                return bool(got)
+
+            await wait_until(answered, limit=10)
+        # the session is over: the retry was delivered before the server stopped
+        assert [b["kind"] for b in got] == ["human_needed", "human_needed"]
