@@ -19,6 +19,7 @@ from stageflow.store import Store
 from stageflow.store.connection import fetch_all
 from tests.knowledge.retrieval import (
     CORPUS,
+    HOLDOUT,
     PARAPHRASES,
     Metrics,
     build_project,
@@ -36,6 +37,9 @@ FLOORS = {
     ("paraphrase", "bm25"): (0.0, 0.0),  # 0.000 0.000 (by construction)
     ("paraphrase", "vector"): (0.29, 0.54),  # 0.316 0.580
     ("paraphrase", "hybrid"): (0.26, 0.50),  # 0.286 0.540
+    ("holdout", "bm25"): (0.0, 0.0),  # 0.000 0.000 (by construction)
+    ("holdout", "vector"): (0.38, 0.53),  # 0.407 0.562
+    ("holdout", "hybrid"): (0.34, 0.53),  # 0.371 0.562
 }
 MODES = ("bm25", "vector", "hybrid")
 
@@ -49,10 +53,16 @@ def test_the_set_is_big_enough_and_names_only_documents_that_exist(tmp_path: Pat
     paraphrases = load_cases(PARAPHRASES)
     assert len(paraphrases) >= 50
     assert len({e for c in paraphrases for e in c.expected}) >= 45  # most documents, once
+    holdout = load_cases(HOLDOUT)
+    assert len(holdout) >= 30
+    assert len({e for c in holdout for e in c.expected}) >= 30
 
 
 @pytest.mark.anyio
-async def test_no_paraphrase_shares_a_searchable_word_with_its_target(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", [PARAPHRASES, HOLDOUT], ids=["paraphrase", "holdout"])
+async def test_no_paraphrase_shares_a_searchable_word_with_its_target(
+    tmp_path: Path, path: Path
+) -> None:
     # Each term BM25 makes of the query (stopwords dropped, synonyms added), stemmed by FTS5
     # itself, must match nothing in the target document: BM25 can find it only by accident.
     settings = load_settings(build_project(tmp_path))
@@ -60,7 +70,7 @@ async def test_no_paraphrase_shares_a_searchable_word_with_its_target(tmp_path: 
         await KnowledgeIndex(store, settings).reindex()
         conn = store.knowledge._db.connection()
         shared = []
-        for case in load_cases(PARAPHRASES):
+        for case in load_cases(path):
             for doc in case.expected:
                 rows = await fetch_all(
                     conn, "SELECT doc_rowid FROM knowledge_docs WHERE doc_id = ?", (doc,)
@@ -80,7 +90,11 @@ async def test_no_paraphrase_shares_a_searchable_word_with_its_target(tmp_path: 
 @pytest.mark.anyio
 async def test_mrr_and_recall_at_5_stay_above_their_floors_in_every_mode(tmp_path: Path) -> None:
     settings = load_settings(build_project(tmp_path))
-    sets = {"existing": load_cases(), "paraphrase": load_cases(PARAPHRASES)}
+    sets = {
+        "existing": load_cases(),
+        "paraphrase": load_cases(PARAPHRASES),
+        "holdout": load_cases(HOLDOUT),
+    }
     results: dict[tuple[str, str], Metrics] = {}
     async with await Store.open(settings.db_path) as store:
         index = KnowledgeIndex(store, settings)
@@ -110,9 +124,9 @@ async def test_mrr_and_recall_at_5_stay_above_their_floors_in_every_mode(tmp_pat
         f"(bm25 with all column weights 1: MRR {uniform.mrr:.3f}, "
         f"recall@5 {uniform.recall_at_5:.3f})"
     )
-    print("hybrid by rrf_k (existing MRR/recall@5, paraphrase MRR/recall@5):")
-    for k, (e, p) in sweep.items():
-        print(f"  k={k:<3} {e.mrr:.3f}/{e.recall_at_5:.3f}  {p.mrr:.3f}/{p.recall_at_5:.3f}")
+    print("hybrid by rrf_k (MRR/recall@5 on existing, paraphrase, holdout):")
+    for k, figures in sweep.items():
+        print(f"  k={k:<3} " + "  ".join(f"{m.mrr:.3f}/{m.recall_at_5:.3f}" for m in figures))
     print("existing set, hybrid:", results["existing", "hybrid"].render())
     print("paraphrase set, hybrid:", results["paraphrase", "hybrid"].render())
     for key, (mrr, recall) in FLOORS.items():
