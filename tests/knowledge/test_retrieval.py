@@ -1,9 +1,12 @@
 """The retrieval sets: 60 questions over the corpus of 52 documents (guidelines, patterns, ADRs
-in adr-tools and MADR formats, notes, stage decisions), and 50 paraphrases that share no content
-word with their target. MRR and recall@5 of each search mode must not regress.
+in adr-tools and MADR formats, notes, stage decisions), 50 paraphrases that share no content
+word with their target, and 32 held-out paraphrases under the same rule that nothing was tuned
+on. MRR and recall@5 of each search mode must not regress.
 
-Run with ``-s`` to see the figures of bm25, vector and hybrid on both sets, the queries that
-miss rank 1, and how hybrid moves with ``rrf_k``.
+Run with ``-s`` to see the figures of bm25, vector and hybrid on the three sets, the queries of
+the first two that miss rank 1, and how hybrid moves with ``rrf_k``. The issue's goal for the
+paraphrases, hybrid recall@5 of 0.75, is not reached (0.58; docs/architecture.md lists what
+was measured).
 """
 
 from __future__ import annotations
@@ -135,7 +138,8 @@ async def test_mrr_and_recall_at_5_stay_above_their_floors_in_every_mode(tmp_pat
     # hybrid keeps BM25's quality where BM25 is good ...
     assert results["existing", "hybrid"].mrr >= results["existing", "bm25"].mrr - 0.01
     # ... and finds what BM25 cannot: paraphrases (BM25's recall is 0 by construction)
-    assert (
-        results["paraphrase", "hybrid"].recall_at_5 >= 2 * results["paraphrase", "bm25"].recall_at_5
-    )
-    assert results["paraphrase", "hybrid"].recall_at_5 >= 0.5
+    for name in ("paraphrase", "holdout"):
+        assert results[name, "hybrid"].recall_at_5 >= 2 * results[name, "bm25"].recall_at_5
+        assert results[name, "hybrid"].recall_at_5 >= 0.5
+        # hybrid gives way to the vectors when BM25 only matches words by accident
+        assert results[name, "hybrid"].recall_at_5 >= results[name, "vector"].recall_at_5
