@@ -4,7 +4,7 @@ Each ranking lists documents, best first, the type and tag filters already appli
 SQL, the vector ranking through the set of documents the filters select), ``DEPTH`` of them at
 least. A document's fused score is
 
-    coverage(d) / (k + bm25_rank(d))  +  1 / (k + vector_rank(d))
+    confidence * coverage(d) / (k + bm25_rank(d))  +  1 / (k + vector_rank(d))
 
 with ranks from 1 and ``k`` from ``[knowledge] rrf_k``. ``coverage`` is the share of the query's
 weight (the terms' IDF) that the document's matching sections contain: a document that matches
@@ -12,6 +12,10 @@ every rare word of the question counts fully, one that matches a single common w
 little. Plain RRF (coverage 1) lets such incidental matches outvote the vector ranking exactly
 when the question is asked in other words than the document's, which is when the vector ranking
 is the one that knows (measured on ``tests/knowledge``: see ``test_retrieval.py``).
+``confidence`` is the best coverage of any BM25 document: when its best document matches only a
+fifth of the question's weight, BM25's whole ranking is a list of incidental matches and counts
+a fifth, so its first places no longer push the vector ranking's down. A question that some
+document matches word for word has confidence 1 and is fused as before.
 
 Within a document the same fusion orders its sections (ranks within the document). Hits say
 which rankings found their document (``found_by``); sections only the vector ranking found get
@@ -39,6 +43,7 @@ __all__ = [
     "SEARCH_MODES",
     "Candidate",
     "SearchMode",
+    "confidence",
     "dense_candidates",
     "fuse",
 ]
@@ -125,6 +130,12 @@ async def coverage(
     return out
 
 
+def confidence(coverages: Sequence[float]) -> float:
+    """How far the BM25 ranking is to be trusted: the best coverage among its documents (see
+    the module docstring); 0 when it found nothing."""
+    return max(coverages, default=0.0)
+
+
 async def dense_candidates(
     kstore: KnowledgeStore,
     vectors: VectorIndex,
@@ -147,7 +158,10 @@ async def dense_candidates(
     if not hybrid:
         bm25_docs = {}
     if hybrid:
-        fused = fuse([(d, w) for d, (_, w) in bm25_docs.items()], [h.doc_rowid for h in found], k=k)
+        sure = confidence([w for _, w in bm25_docs.values()])
+        fused = fuse(
+            [(d, w * sure) for d, (_, w) in bm25_docs.items()], [h.doc_rowid for h in found], k=k
+        )
     else:
         fused = [(h.doc_rowid, h.score, ("vector",)) for h in found]
     chosen = fused[:limit]

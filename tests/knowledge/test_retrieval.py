@@ -1,9 +1,12 @@
 """The retrieval sets: 60 questions over the corpus of 52 documents (guidelines, patterns, ADRs
-in adr-tools and MADR formats, notes, stage decisions), and 50 paraphrases that share no content
-word with their target. MRR and recall@5 of each search mode must not regress.
+in adr-tools and MADR formats, notes, stage decisions), 50 paraphrases that share no content
+word with their target, and 32 held-out paraphrases under the same rule that nothing was tuned
+on. MRR and recall@5 of each search mode must not regress.
 
-Run with ``-s`` to see the figures of bm25, vector and hybrid on both sets, the queries that
-miss rank 1, and how hybrid moves with ``rrf_k``.
+Run with ``-s`` to see the figures of bm25, vector and hybrid on the three sets, the queries of
+the first two that miss rank 1, and how hybrid moves with ``rrf_k``. The issue's goal for the
+paraphrases, hybrid recall@5 of 0.75, is not reached (0.58; docs/architecture.md lists what
+was measured).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from stageflow.store import Store
 from stageflow.store.connection import fetch_all
 from tests.knowledge.retrieval import (
     CORPUS,
+    HOLDOUT,
     PARAPHRASES,
     Metrics,
     build_project,
@@ -27,15 +31,18 @@ from tests.knowledge.retrieval import (
 )
 
 # Pinned slightly under what the index achieves; the figures it reached when set are in the
-# comments (WordLlama l2_supercat 256, SIF 1e-3, rrf_k 5).
+# comments (WordLlama l2_supercat 256, SIF 1e-3, rrf_k 5, BM25 weighted by its confidence).
 FLOORS = {
     # (set, mode): (MRR floor, recall@5 floor)   reached
     ("existing", "bm25"): (0.95, 0.97),  # 0.975 0.989
     ("existing", "vector"): (0.89, 0.94),  # 0.916 0.967
-    ("existing", "hybrid"): (0.965, 0.98),  # 0.979 0.992
+    ("existing", "hybrid"): (0.96, 0.96),  # 0.975 0.975
     ("paraphrase", "bm25"): (0.0, 0.0),  # 0.000 0.000 (by construction)
     ("paraphrase", "vector"): (0.29, 0.54),  # 0.316 0.580
-    ("paraphrase", "hybrid"): (0.26, 0.50),  # 0.286 0.540
+    ("paraphrase", "hybrid"): (0.29, 0.54),  # 0.313 0.580
+    ("holdout", "bm25"): (0.0, 0.0),  # 0.000 0.000 (by construction)
+    ("holdout", "vector"): (0.38, 0.53),  # 0.407 0.562
+    ("holdout", "hybrid"): (0.38, 0.53),  # 0.407 0.562
 }
 MODES = ("bm25", "vector", "hybrid")
 
@@ -49,10 +56,16 @@ def test_the_set_is_big_enough_and_names_only_documents_that_exist(tmp_path: Pat
     paraphrases = load_cases(PARAPHRASES)
     assert len(paraphrases) >= 50
     assert len({e for c in paraphrases for e in c.expected}) >= 45  # most documents, once
+    holdout = load_cases(HOLDOUT)
+    assert len(holdout) >= 30
+    assert len({e for c in holdout for e in c.expected}) >= 30
 
 
 @pytest.mark.anyio
-async def test_no_paraphrase_shares_a_searchable_word_with_its_target(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", [PARAPHRASES, HOLDOUT], ids=["paraphrase", "holdout"])
+async def test_no_paraphrase_shares_a_searchable_word_with_its_target(
+    tmp_path: Path, path: Path
+) -> None:
     # Each term BM25 makes of the query (stopwords dropped, synonyms added), stemmed by FTS5
     # itself, must match nothing in the target document: BM25 can find it only by accident.
     settings = load_settings(build_project(tmp_path))
@@ -60,7 +73,7 @@ async def test_no_paraphrase_shares_a_searchable_word_with_its_target(tmp_path: 
         await KnowledgeIndex(store, settings).reindex()
         conn = store.knowledge._db.connection()
         shared = []
-        for case in load_cases(PARAPHRASES):
+        for case in load_cases(path):
             for doc in case.expected:
                 rows = await fetch_all(
                     conn, "SELECT doc_rowid FROM knowledge_docs WHERE doc_id = ?", (doc,)
@@ -80,7 +93,11 @@ async def test_no_paraphrase_shares_a_searchable_word_with_its_target(tmp_path: 
 @pytest.mark.anyio
 async def test_mrr_and_recall_at_5_stay_above_their_floors_in_every_mode(tmp_path: Path) -> None:
     settings = load_settings(build_project(tmp_path))
-    sets = {"existing": load_cases(), "paraphrase": load_cases(PARAPHRASES)}
+    sets = {
+        "existing": load_cases(),
+        "paraphrase": load_cases(PARAPHRASES),
+        "holdout": load_cases(HOLDOUT),
+    }
     results: dict[tuple[str, str], Metrics] = {}
     async with await Store.open(settings.db_path) as store:
         index = KnowledgeIndex(store, settings)
@@ -110,9 +127,9 @@ async def test_mrr_and_recall_at_5_stay_above_their_floors_in_every_mode(tmp_pat
         f"(bm25 with all column weights 1: MRR {uniform.mrr:.3f}, "
         f"recall@5 {uniform.recall_at_5:.3f})"
     )
-    print("hybrid by rrf_k (existing MRR/recall@5, paraphrase MRR/recall@5):")
-    for k, (e, p) in sweep.items():
-        print(f"  k={k:<3} {e.mrr:.3f}/{e.recall_at_5:.3f}  {p.mrr:.3f}/{p.recall_at_5:.3f}")
+    print("hybrid by rrf_k (MRR/recall@5 on existing, paraphrase, holdout):")
+    for k, figures in sweep.items():
+        print(f"  k={k:<3} " + "  ".join(f"{m.mrr:.3f}/{m.recall_at_5:.3f}" for m in figures))
     print("existing set, hybrid:", results["existing", "hybrid"].render())
     print("paraphrase set, hybrid:", results["paraphrase", "hybrid"].render())
     for key, (mrr, recall) in FLOORS.items():
@@ -121,7 +138,8 @@ async def test_mrr_and_recall_at_5_stay_above_their_floors_in_every_mode(tmp_pat
     # hybrid keeps BM25's quality where BM25 is good ...
     assert results["existing", "hybrid"].mrr >= results["existing", "bm25"].mrr - 0.01
     # ... and finds what BM25 cannot: paraphrases (BM25's recall is 0 by construction)
-    assert (
-        results["paraphrase", "hybrid"].recall_at_5 >= 2 * results["paraphrase", "bm25"].recall_at_5
-    )
-    assert results["paraphrase", "hybrid"].recall_at_5 >= 0.5
+    for name in ("paraphrase", "holdout"):
+        assert results[name, "hybrid"].recall_at_5 >= 2 * results[name, "bm25"].recall_at_5
+        assert results[name, "hybrid"].recall_at_5 >= 0.5
+        # hybrid gives way to the vectors when BM25 only matches words by accident
+        assert results[name, "hybrid"].recall_at_5 >= results[name, "vector"].recall_at_5

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stageflow.config import load_settings
-from stageflow.knowledge.hybrid import fuse, rrf_k
+from stageflow.knowledge.hybrid import confidence, fuse, rrf_k
 from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.store import Store
 from stageflow.store.connection import fetch_all
@@ -176,6 +176,18 @@ def test_fusion_weights_bm25_hits_by_coverage_and_names_the_rankings() -> None:
     ]
     assert fused[0][1] == pytest.approx(1 / 6)
     assert fused[2][1] == pytest.approx(0.1 / 7 + 1 / 7)
+
+
+def test_a_bm25_ranking_of_incidental_matches_gives_way_to_the_vector_ranking() -> None:
+    # BM25's best document covers a fifth of the question: its ranking counts a fifth
+    bm25 = [(1, 0.2), (2, 0.1)]
+    sure = confidence([w for _, w in bm25])
+    assert sure == pytest.approx(0.2)
+    fused = fuse([(d, w * sure) for d, w in bm25], [3, 1], k=5.0)
+    assert [d for d, _, _ in fused] == [3, 1, 2]
+    # a document that matches the whole question: BM25 counts fully, as plain weighted RRF
+    assert confidence([1.0, 0.3]) == 1.0
+    assert confidence([]) == 0.0
 
 
 def test_rrf_k_comes_from_the_config_and_a_bad_value_is_ignored(
