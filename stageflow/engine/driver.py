@@ -19,8 +19,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from stageflow import events as ev
+from stageflow.engine.asking import Ask
 from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs, Chooser
 from stageflow.engine.metering import RunMeters, ledger_usage
+from stageflow.engine.orchestration import Orchestration, Questions
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.recording import finished_event
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner, StageJournal
@@ -64,6 +66,7 @@ class RunDriver:
         poll_interval: float = 0.25,
         agents: AgentProvider | None = None,
         chooser: Chooser | None = None,
+        orchestration: Orchestration | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -88,6 +91,9 @@ class RunDriver:
         self._queued: list[tuple[list[ev.Event], list[NewArtifact], HeldSlot | None]] = []
         self._meters = RunMeters(store, state.run_id, lambda: self.state, clock)  # in flight
         self._inputs = AttemptInputs(store, state.run_id, agents, owner, chooser, self._meters)
+        # the orchestrator's questions (engine.asking): asked in tasks, answered into the log
+        self._questions = Questions(orchestration, self._meters, self._advance)
+        self._asks: list[Ask] = []
 
     def wake(self) -> None:
         """Look at the plan again soon (a slot was freed, or something changed)."""
@@ -168,6 +174,7 @@ class RunDriver:
             if not events:
                 self._cancel(cancels)  # the log already says why (run ended or failing)
                 self._settled_seq = None if self._refused else self.state.seq
+                self._questions.launch(self._tg, self._asks)
                 return False
             try:
                 envs = await self.store.append(
@@ -210,6 +217,7 @@ class RunDriver:
                 self._scopes[start.stage] = scope
                 assert self._tg is not None
                 self._tg.start_soon(self._attempt, start, scope)
+            self._questions.launch(self._tg, self._asks)
             self._wake.set()
             return True
 
@@ -239,7 +247,8 @@ class RunDriver:
         cancels: list[str] = []
         limit = 4 * len(state.stages) + 16  # decisions always make progress; this is a guard
         for _ in range(limit):
-            plan = next_actions(state, now)
+            plan = next_actions(state, now, ask=self._questions.kinds)
+            self._asks = plan.questions
             cancels.extend(plan.cancel)
             if not plan.decisions:
                 break
@@ -320,6 +329,7 @@ class RunDriver:
                 self._stopping = True  # attempts still in flight are recorded as interrupted
                 for scope in list(self._scopes.values()):
                     scope.cancel()
+                self._questions.cancel()  # unanswered: asked again by the next owner
         self._tg = None
         return self.state
 

@@ -103,10 +103,14 @@ class RunMeters:
         """Stop counting the attempt as live (its spend is in the run state now, or lost)."""
         self._meters.pop((stage, attempt), None)
 
-    def open(self, start: StartAttempt, agent: AgentDefinition | None) -> AttemptMeter:
+    def open(
+        self, start: StartAttempt, agent: AgentDefinition | None, *, key: str | None = None
+    ) -> AttemptMeter:
         """The attempt's meter: every model request goes to the ledger as it returns, and the
-        caps count the live spend of this run's other attempts in flight."""
+        caps count the live spend of this run's other attempts in flight. ``key``: a meter
+        of the attempt's besides its own (an orchestrator question about it), kept apart."""
         run_id, stage, attempt = self.run_id, start.stage, start.attempt
+        mine_key = (key or stage, attempt)
         spec = self.state().stage_spec(stage)
         stage_cap = spec.budget_usd if spec.budget_usd is not None else None
         if stage_cap is None and agent is not None:
@@ -117,11 +121,11 @@ class RunMeters:
             await self.store.ledger.record(run_id, row, at=self.clock())
 
         def others() -> list[AttemptMeter]:
-            return [m for k, m in self._meters.items() if k != (stage, attempt)]
+            return [m for k, m in self._meters.items() if k != mine_key]
 
         def remaining() -> float | None:
             st = self.state()
-            mine = self._meters.get((stage, attempt))
+            mine = self._meters.get(mine_key)
             own = 0.0
             if mine is not None:
                 own = mine.usage.cost_usd + sum(r.usd for r in mine.in_flight)
@@ -141,5 +145,5 @@ class RunMeters:
 
         ledger = _AttemptLedger(self.store, run_id, stage, attempt, self.clock)
         meter = AttemptMeter(sink=sink, remaining=remaining, sharers=sharers, ledger=ledger)
-        self._meters[(stage, attempt)] = meter
+        self._meters[mine_key] = meter
         return meter

@@ -20,6 +20,7 @@ from stageflow.engine.attempt_inputs import AgentProvider
 from stageflow.engine.choice import Chooser
 from stageflow.engine.driver import EventSink, RunDriver, Until
 from stageflow.engine.leases import owner_is_dead
+from stageflow.engine.orchestration import Orchestration
 from stageflow.engine.runner import Runner
 from stageflow.engine.slots import Slots
 from stageflow.engine.state import RunState, fold
@@ -57,8 +58,10 @@ class Scheduler:
         poll_interval: float = 0.25,
         agents: AgentProvider | None = None,
         chooser: Chooser | None = None,
+        orchestration: Orchestration | None = None,
     ) -> None:
         self.store = store
+        self.orchestration = orchestration  # answers failure triage and rework routing
         self.runner = runner
         self.chooser = chooser  # decides agent and model where a stage leaves a choice
         self.agents = agents  # each new attempt uses the agent's current definition
@@ -124,6 +127,7 @@ class Scheduler:
             poll_interval=self.poll_interval,
             agents=self.agents,
             chooser=self.chooser,
+            orchestration=self.orchestration,
         )
         self.drivers[run_id] = driver
         done = anyio.Event()
