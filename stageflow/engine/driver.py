@@ -305,7 +305,7 @@ class RunDriver:
     def _idle(self) -> bool:
         """Nothing runs and nothing will start without a human (or another process)."""
         st = self.state
-        if self._scopes or self._refused:  # running, or runnable once a slot frees up
+        if self._scopes or self._refused or self._questions.busy:  # running, or soon
             return False
         if st.ended is not None or st.paused:  # paused: retry timers do not fire either
             return True

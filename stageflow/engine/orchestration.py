@@ -72,9 +72,16 @@ class Questions:
             scope.cancel()
 
     async def _ask(self, ask: Ask, scope: anyio.CancelScope) -> None:
-        with scope:
-            await self._asked(ask)
-        self._asking.pop(ask.key, None)
+        try:
+            with scope:
+                await self._asked(ask)
+        finally:
+            self._asking.pop(ask.key, None)
+
+    @property
+    def busy(self) -> bool:
+        """A question is being asked: its answer will change the plan."""
+        return bool(self._asking)
 
     async def _asked(self, ask: Ask) -> None:
         # the question's requests are the run's (its caps, its ledger) under the attempt asked

@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from stageflow import events as ev
-from stageflow.engine.runner import AttemptRequest, AttemptResult
+from stageflow.engine.asking import Answer, Ask
+from stageflow.engine.runner import AttemptMeter, AttemptRequest, AttemptResult
 from stageflow.subagents.orchestrator.engine_questions import EngineQuestions
 from tests.engine.harness import FakeRunner, cost, default_result, engine_env
 from tests.subagents.fake_model import FakeModel, tool_reply, tool_use, usage
@@ -96,3 +97,43 @@ async def test_an_answer_is_asked_once_and_read_back_by_the_next_process(tmp_pat
             done = await env.scheduler.drive(state.run_id, until="terminal")
         assert done.status == "completed" and again.calls == []
         assert [c.attempt for c in env.runner.calls] == [1, 2]
+
+
+class SlowTriage:
+    """An ``Orchestration`` that takes its time and says transient."""
+
+    kinds = frozenset({"failure"})
+
+    def __init__(self) -> None:
+        self.asked: list[Ask] = []
+
+    async def answer(self, ask: Ask, meter: AttemptMeter) -> Answer:
+        self.asked.append(ask)
+        await anyio.sleep(0.3)
+        return Answer("transient", "slow but sure", "model", "fake")
+
+
+PARALLEL = """
+name: tp
+stages:
+  - {id: design, agent: worker, approval: required}
+  - id: build
+    agent: worker
+    on_failure: {retry: {max_attempts: 2, backoff: 0s}}
+"""
+
+
+async def test_a_run_waiting_for_a_person_is_not_idle_while_a_question_is_asked(
+    tmp_path: Path,
+) -> None:
+    async with engine_env(tmp_path, PARALLEL, runner=_failing_once(0.0)) as env:
+        triage = SlowTriage()
+        env.scheduler.orchestration = triage
+        state = await env.service.start_run("tp", "build it")
+        with anyio.fail_after(20):
+            idle = await env.scheduler.drive(state.run_id)
+        # it returned once only the person's approval was left: the answer was logged first
+        assert len(triage.asked) == 1
+        assert idle.stages["design"].status == "awaiting_approval"
+        assert idle.stages["build"].status == "succeeded"
+        assert [a.key for a in triage.asked] == list(idle.answers)
