@@ -188,3 +188,16 @@ def test_a_route_outside_the_allowed_stages_or_a_down_endpoint_goes_to_the_decla
     assert ("overloaded" if down else "not one of the stages") in str(route["fallback"]).lower()
     assert of_type(events, "rework_requested")[0]["target"] == "implement"
     assert stage_of(view, "design").attempts == 1
+
+
+def test_a_broken_orchestrator_table_is_named_in_the_log_and_the_run_goes_on(
+    project: ApiProject, hook: TriageStandIn
+) -> None:
+    project.write_config('[orchestrator]\nprovider = "gpt"\n')
+    hook.fail_once.add("build")
+    view = project.run("triage_build")
+    assert view.status == "completed", view.reason
+    (triage,) = of_type(_events(project, view.run_id), "orchestration_decided")
+    assert (triage["answer"], triage["decided_by"]) == ("transient", "rules")
+    assert "unknown provider 'gpt'" in str(triage["fallback"])
+    assert hook.asked == []
