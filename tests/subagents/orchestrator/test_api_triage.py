@@ -114,6 +114,9 @@ def test_a_failure_the_orchestrator_hands_to_a_person_waits_for_one(
     build = stage_of(view, "build")
     assert build.status == "blocked" and build.attempts == 1
     assert "a person should look" in (build.reason or "")
+    (waiting,) = view.waiting
+    assert waiting.human_only and waiting.attempt == 1
+    assert "approve to run it again, reject to apply its on_failure" in waiting.what
     (escalated,) = of_type(_events(project, view.run_id), "stage_escalated")
     assert (escalated["kind"], escalated["to"]) == ("failure", "human")
     # a person approves: the stage runs again, and the run completes
