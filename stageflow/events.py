@@ -323,6 +323,18 @@ class StageEscalated(_Event):
     by: str = "engine"
 
 
+class OrchestrationAsked(_Event):
+    """A request of the orchestrator is about to be sent: its worst case is the run's spend
+    until the answer says what it cost (a process killed in between leaves it counted)."""
+
+    type: Literal["orchestration_asked"] = "orchestration_asked"
+    question: Literal["failure", "rework"]
+    stage: str
+    attempt: int
+    round: int = 0
+    reserved_usd: float
+
+
 class OrchestrationDecided(_Event):
     """The orchestrator's answer to one of the engine's questions, and who gave it: a failed
     attempt's triage (``failure``: ``transient`` or ``human``) or where a ``changes_requested``
@@ -341,6 +353,7 @@ class OrchestrationDecided(_Event):
     fallback: str | None = None  # why the rules decided instead of the model
     candidates: list[str] | None = None  # rework: the stages it could go back to
     cost_usd: float = 0.0
+    reserved_usd: float = 0.0  # what its ``orchestration_asked`` held; the cost replaces it
 
     @model_serializer(mode="wrap")
     def _omit_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -409,6 +422,7 @@ Event = Annotated[
     | PlanExpanded
     | ReworkRequested
     | StageEscalated
+    | OrchestrationAsked
     | OrchestrationDecided
     | EscalationDecided
     | RunAdjusted

@@ -101,7 +101,9 @@ def _invalid(ask: Ask, answer: Answer) -> str | None:
     return None
 
 
-def decided_event(ask: Ask, answer: Answer, cost_usd: float) -> ev.OrchestrationDecided:
+def decided_event(
+    ask: Ask, answer: Answer, cost_usd: float, reserved_usd: float = 0.0
+) -> ev.OrchestrationDecided:
     """The event recording ``answer`` to ``ask``, checked (module docstring)."""
     why = _invalid(ask, answer)
     if why is not None:
@@ -119,6 +121,7 @@ def decided_event(ask: Ask, answer: Answer, cost_usd: float) -> ev.Orchestration
         fallback=answer.fallback[:1000] if answer.fallback else None,
         candidates=list(ask.candidates) if ask.question == "rework" else None,
         cost_usd=round(max(0.0, cost_usd), 10),
+        reserved_usd=round(max(0.0, reserved_usd), 10),
     )
 
 

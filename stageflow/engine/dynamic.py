@@ -230,15 +230,20 @@ def _failure_decided(state: RunState, st: StageState, decision: str, said: str) 
     )
 
 
-def answered(state: RunState, e: ev.OrchestrationDecided) -> RunState:
-    """The orchestrator's answer is kept for the planner; its cost is the run's spend (the
-    run's cap counts it) and the orchestration share of it."""
-    key = answer_key(e.question, e.stage, e.attempt, e.round)
+def answered(state: RunState, e: ev.OrchestrationAsked | ev.OrchestrationDecided) -> RunState:
+    """A request's reservation counts as the run's spend (its cap sees it) from before it is
+    sent; the answer, kept for the planner, replaces it by what it cost; both are the
+    orchestration share of the spend."""
+    if isinstance(e, ev.OrchestrationAsked):
+        spent, answers = e.reserved_usd, state.answers
+    else:
+        spent = e.cost_usd - e.reserved_usd
+        answers = {**state.answers, answer_key(e.question, e.stage, e.attempt, e.round): e}
     return replace(
         state,
-        answers={**state.answers, key: e},
-        spent=state.spent + e.cost_usd,
-        orchestration=round(state.orchestration + e.cost_usd, 10),
+        answers=answers,
+        spent=state.spent + spent,
+        orchestration=round(state.orchestration + spent, 10),
     )
 
 

@@ -87,10 +87,25 @@ class Questions:
         # the question's requests are the run's (its caps, its ledger) under the attempt asked
         # about; nothing else meters that attempt any more
         key = f"?{ask.key}"
-        meter = self._meters.open(StartAttempt(ask.stage, ask.attempt, "retry"), None, key=key)
+        reserved = 0.0
+
+        async def announce(usd: float) -> None:
+            nonlocal reserved
+            asked = ev.OrchestrationAsked(
+                question="failure" if ask.question == "failure" else "rework",
+                stage=ask.stage,
+                attempt=ask.attempt,
+                round=ask.round,
+                reserved_usd=round(usd, 10),
+            )
+            await self._commit([asked])
+            reserved += asked.reserved_usd
+
+        start = StartAttempt(ask.stage, ask.attempt, "retry")
+        meter = self._meters.open(start, None, key=key, announce=announce)
         try:
             answer = await self._answer(ask, meter)
-            event = decided_event(ask, answer, attempt_usage(meter).cost_usd)
+            event = decided_event(ask, answer, attempt_usage(meter).cost_usd, reserved)
             log.info(
                 "run %s stage %s: %s question answered %r by %s",
                 self._meters.run_id,

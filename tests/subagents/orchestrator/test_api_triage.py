@@ -84,8 +84,11 @@ def test_a_transient_failure_is_retried_and_the_triage_is_paid_as_orchestration(
         CHEAP,
     )
     kinds = [e["type"] for e in events]
-    # the answer is logged before the retry it leads to
+    # the request's worst case is logged before it is sent, the answer before the retry
+    assert kinds.index("orchestration_asked") < kinds.index("orchestration_decided")
     assert kinds.index("orchestration_decided") < kinds.index("retry_scheduled")
+    (asked,) = of_type(events, "orchestration_asked")
+    assert asked["reserved_usd"] == triage["reserved_usd"] >= triage["cost_usd"]
     assert stage_of(view, "build").attempts == 2
     rows = [r for r in project.ledger(view.run_id) if r.category == "orchestration"]
     assert len(rows) == 1 and (rows[0].stage, rows[0].attempt, rows[0].model) == (

@@ -94,3 +94,67 @@ def test_a_run_killed_after_the_triage_answer_resumes_without_asking_again(
     assert (triage["answer"], triage["decided_by"]) == ("transient", "model")
     outcomes = [a.outcome for a in stage_of(view, "build").history]
     assert outcomes == ["failed", "interrupted", "passed"]
+
+
+class HoldTheQuestion(TriageStandIn):
+    """Holds the first orchestrator request until ``gate`` is set (its process is killed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held, self.gate = threading.Event(), threading.Event()
+
+    def __call__(self, body: Json) -> object:
+        if "answer" in tools_of(body) and not self.held.is_set():
+            self.asked.append("(held)")
+            self.held.set()
+            self.gate.wait(60)
+            return None  # to a socket that is closed by then
+        return super().__call__(body)
+
+
+def test_a_run_killed_with_the_question_in_flight_counts_its_reservation_and_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STAGEFLOW_HOME", str(tmp_path / "home"))
+    hook = HoldTheQuestion()
+    hook.fail_once.add("build")
+    with StandIn(respond=hook) as api:
+        use_standin(monkeypatch, api.base_url)
+        project = ApiProject(make_project(tmp_path / "project"), api)
+        project.write_template(BUILD)
+        argv = ["run", "triage_build", "--task", TASK, "--budget", "1"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stageflow", *argv, "--project", str(project.root)],
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            assert hook.held.wait(120), "the question never reached the stand-in"
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            hook.gate.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        run_id = _only_run(project)
+        events = [dict(e["event"]) for e in project("audit", run_id, "--json").json()["events"]]
+        (asked,) = of_type(events, "orchestration_asked")
+        assert asked["reserved_usd"] > 0 and not of_type(events, "orchestration_decided")
+        # the request the dead process had in flight counts, in the log and the ledger alike
+        rows = project.ledger(run_id)
+        view = project.status(run_id)
+        assert view.spent_usd == pytest.approx(sum(r.spent_usd for r in rows), abs=1e-9)
+        assert view.orchestration_usd == pytest.approx(asked["reserved_usd"], abs=1e-9)
+
+        done = project.view("resume", run_id)
+        assert done.status == "completed", done.reason
+        assert len(hook.asked) == 2  # unanswered: asked again
+        rows = project.ledger(run_id)
+        assert done.spent_usd == pytest.approx(sum(r.spent_usd for r in rows), abs=1e-9)
+        assert done.spent_usd <= 1
+        events = [dict(e["event"]) for e in project("audit", run_id, "--json").json()["events"]]
+        assert len(of_type(events, "orchestration_asked")) == 2
+        (triage,) = of_type(events, "orchestration_decided")
+        assert triage["decided_by"] == "model"
