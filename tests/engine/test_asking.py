@@ -228,3 +228,14 @@ stages:
     assert any("'deploy' is not upstream" in m for m in messages), messages
     assert any("'implement' is named twice" in m for m in messages), messages
     assert any("names this stage itself" in m for m in messages), messages
+
+
+def test_a_failure_handed_to_a_person_sends_a_human_needed_notice() -> None:
+    from stageflow.notify.notices import notice_for
+
+    log = _escalated()
+    env = log.envs[-1]
+    assert isinstance(env.event, ev.StageEscalated)
+    notice = notice_for(env, log.state, None)
+    assert notice is not None and notice.kind == "human_needed" and notice.stage == "build"
+    assert "a person should look" in notice.needed
