@@ -315,12 +315,53 @@ class StageEscalated(_Event):
 
     type: Literal["stage_escalated"] = "stage_escalated"
     stage: str
-    kind: Literal["gate", "rework"]
+    kind: Literal["gate", "rework", "failure"]  # failure: the orchestrator's triage said human
     to: str  # "human", or the decision agent's name
     reason: str
     findings: str = ""  # the open findings, shown to whoever decides
     round: int = 0  # the decision agent's round (its stage is ``<stage>.decision<round>``)
     by: str = "engine"
+
+
+class OrchestrationAsked(_Event):
+    """A request of the orchestrator is about to be sent: its worst case is the run's spend
+    until the answer says what it cost (a process killed in between leaves it counted)."""
+
+    type: Literal["orchestration_asked"] = "orchestration_asked"
+    question: Literal["failure", "rework"]
+    stage: str
+    attempt: int
+    round: int = 0
+    reserved_usd: float
+
+
+class OrchestrationDecided(_Event):
+    """The orchestrator's answer to one of the engine's questions, and who gave it: a failed
+    attempt's triage (``failure``: ``transient`` or ``human``) or where a ``changes_requested``
+    goes back to (``rework``: the stage). Logged before the engine acts on it, so a resumed
+    run reads it back instead of asking again."""
+
+    type: Literal["orchestration_decided"] = "orchestration_decided"
+    question: Literal["failure", "rework"]
+    stage: str
+    attempt: int  # the attempt that failed, or that asked for changes
+    round: int = 0  # rework: the round it opens
+    answer: str
+    reason: str = ""
+    decided_by: Literal["model", "rules"] = "rules"
+    model: str | None = None
+    fallback: str | None = None  # why the rules decided instead of the model
+    candidates: list[str] | None = None  # rework: the stages it could go back to
+    cost_usd: float = 0.0
+    reserved_usd: float = 0.0  # what its ``orchestration_asked`` held; the cost replaces it
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("model", "fallback", "candidates"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class EscalationDecided(_Event):
@@ -425,6 +466,8 @@ Event = Annotated[
     | PlanExpanded
     | ReworkRequested
     | StageEscalated
+    | OrchestrationAsked
+    | OrchestrationDecided
     | EscalationDecided
     | RunAdjusted
     | LeaseTaken

@@ -40,6 +40,7 @@ from stageflow.knowledge.index import KnowledgeIndex
 from stageflow.learning.setup import Learning, build_learning
 from stageflow.notify.dispatch import Notifier, build_notifier
 from stageflow.store.store import Store
+from stageflow.subagents.orchestrator.engine_questions import engine_questions
 from stageflow.subagents.select import describe_runner, make_runner, resolve_runner_name
 from stageflow.workspace.view import workspace_probe
 
@@ -121,6 +122,7 @@ async def open_app(
             agents=live.agent if live is not None else None,
             chooser=learning.chooser if learning is not None else None,
             lanes=runner.lanes,
+            orchestration=engine_questions(settings),
         )
         service = Service(
             settings,

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from stageflow.base import Model
 from stageflow.errors import InvalidArgument
+from stageflow.store.rows import RequestRow
 from stageflow.store.store import Store
 
 __all__ = ["CostGroup", "CostReport", "GroupBy", "cost_report", "parse_since"]
@@ -104,3 +105,24 @@ async def cost_report(store: Store, *, since: float, by: GroupBy = "template") -
         runs=len({t.run_id for t in totals}),
         requests=sum(g.requests for g in out),
     )
+
+
+CHOICE_STAGE = "template=auto"  # the ledger's stage name for the choice made before the run
+
+
+async def ledger_choice(store: Store, run_id: str, chosen: dict[str, object], at: float) -> None:
+    """``template="auto"``: the choice's model request, asked before the run existed, as an
+    ``orchestration`` row of the run's ledger (its cost and model; the tokens are not kept)."""
+    cost = chosen.get("cost_usd")
+    model = chosen.get("model")
+    if not isinstance(cost, int | float) or cost <= 0 or not isinstance(model, str):
+        return  # the rules chose, or nothing was billed
+    row = RequestRow(
+        stage=CHOICE_STAGE,
+        attempt=0,
+        model_requested=model,
+        model=model,
+        cost_usd=float(cost),
+        category="orchestration",
+    )
+    await store.ledger.record(run_id, row, at=at)

@@ -45,7 +45,7 @@ def decision_events(
                 f"{state.run_id} --stage {target}` (or reject with --feedback), or to "
                 "decide in the dashboard"
             )
-        if st.escalation.kind == "rework":  # bound to the result the human read
+        if st.escalation.kind in ("rework", "failure"):  # bound to the attempt the human read
             _check_attempt(state.run_id, target, st, attempt)
         elif attempt is not None:
             raise InvalidArgument(

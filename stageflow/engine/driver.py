@@ -19,9 +19,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from stageflow import events as ev
+from stageflow.engine.asking import Ask
 from stageflow.engine.attempt_inputs import AgentProvider, AttemptInputs, Chooser
 from stageflow.engine.gitops import GitLanes, GitOps
 from stageflow.engine.metering import RunMeters, ledger_usage
+from stageflow.engine.orchestration import Orchestration, Questions
 from stageflow.engine.planner import StartAttempt, next_actions
 from stageflow.engine.recording import finished_event
 from stageflow.engine.runner import AttemptRequest, AttemptResult, Runner, StageJournal
@@ -66,6 +68,7 @@ class RunDriver:
         agents: AgentProvider | None = None,
         chooser: Chooser | None = None,
         lanes: GitLanes | None = None,
+        orchestration: Orchestration | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -92,6 +95,9 @@ class RunDriver:
         # what attempts start with: agent definitions, artifact texts (cached)
         self._inputs = AttemptInputs(store, state.run_id, agents, owner, chooser, self._meters)
         self._git = GitOps(lanes, state, self._advance, self._spawn)  # its git work in flight
+        # the orchestrator's questions (engine.asking): asked in tasks, answered into the log
+        self._questions = Questions(orchestration, self._meters, self._advance)
+        self._asks: list[Ask] = []
 
     def _spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         assert self._tg is not None
@@ -174,6 +180,7 @@ class RunDriver:
             if not events:
                 self._cancel(cancels)  # the log already says why (run ended or failing)
                 self._settled_seq = None if self._refused else self.state.seq
+                self._questions.launch(self._tg, self._asks)
                 return False
             try:
                 envs = await self.store.append(
@@ -217,6 +224,7 @@ class RunDriver:
                 self._scopes[start.stage] = scope
                 assert self._tg is not None
                 self._tg.start_soon(self._attempt, start, scope)
+            self._questions.launch(self._tg, self._asks)
             self._wake.set()
             return True
 
@@ -246,7 +254,8 @@ class RunDriver:
         cancels: list[str] = []
         limit = 4 * len(state.stages) + 16  # decisions always make progress; this is a guard
         for _ in range(limit):
-            plan = next_actions(state, now)
+            plan = next_actions(state, now, ask=self._questions.kinds)
+            self._asks = plan.questions
             cancels.extend(plan.cancel)
             if not plan.decisions:
                 break
@@ -303,7 +312,8 @@ class RunDriver:
     def _idle(self) -> bool:
         """Nothing runs and nothing will start without a human (or another process)."""
         st = self.state
-        if self._scopes or self._refused or self._git.busy:  # running, or runnable soon
+        # running, or runnable soon: attempts, git work or questions in flight
+        if self._scopes or self._refused or self._git.busy or self._questions.busy:
             return False
         if st.ended is not None or st.paused:  # paused: retry timers do not fire either
             return True
@@ -327,6 +337,7 @@ class RunDriver:
                 self._stopping = True  # attempts still in flight are recorded as interrupted
                 for scope in list(self._scopes.values()):
                     scope.cancel()
+                self._questions.cancel()  # unanswered: asked again by the next owner
         self._tg = None
         return self.state
 

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from stageflow import events as ev
 from stageflow.agents.definition import AgentDefinition
+from stageflow.engine.asking import answer_key
 from stageflow.engine.records import (
     Escalation,
     RunState,
@@ -132,7 +133,7 @@ def _open(
         state.stage_spec(stage),
         agent=esc.to,
         round_=round_,
-        kind=esc.kind,
+        kind="gate" if esc.kind == "gate" else "rework",  # failure: only to a human
         reason=esc.reason,
         open_findings=esc.findings,
     )
@@ -177,6 +178,8 @@ def decided(state: RunState, e: ev.EscalationDecided) -> RunState:
                 shown=st.shown + (esc.to != "human"),  # newly put to a human
             ),
         )
+    if esc.kind == "failure":
+        return _failure_decided(state, st, decision, said)
     if esc.kind == "gate":
         if decision == "approve":
             return put(
@@ -205,6 +208,42 @@ def decided(state: RunState, e: ev.EscalationDecided) -> RunState:
             note=f"{e.approver} asks for another round: {e.feedback or 'see the findings'}",
             reason=None,
         ),
+    )
+
+
+def _failure_decided(state: RunState, st: StageState, decision: str, said: str) -> RunState:
+    """A person decided a failed attempt the orchestrator handed over: approve runs the stage
+    again (the failure still counts toward ``max_attempts``); reject applies ``on_failure``
+    as if no retry were left (fail, continue or rollback)."""
+    if decision == "approve":
+        return put(state, replace(st, status="pending", escalation=None, reason=None))
+    return put(
+        state,
+        replace(
+            st,
+            status="attempt_failed",
+            escalation=None,
+            fatal=True,
+            transient=False,
+            reason=f"{st.reason or 'failed'}; a retry was declined by {said}",
+        ),
+    )
+
+
+def answered(state: RunState, e: ev.OrchestrationAsked | ev.OrchestrationDecided) -> RunState:
+    """A request's reservation counts as the run's spend (its cap sees it) from before it is
+    sent; the answer, kept for the planner, replaces it by what it cost; both are the
+    orchestration share of the spend."""
+    if isinstance(e, ev.OrchestrationAsked):
+        spent, answers = e.reserved_usd, state.answers
+    else:
+        spent = e.cost_usd - e.reserved_usd
+        answers = {**state.answers, answer_key(e.question, e.stage, e.attempt, e.round): e}
+    return replace(
+        state,
+        answers=answers,
+        spent=state.spent + spent,
+        orchestration=round(state.orchestration + spent, 10),
     )
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from stageflow import events as ev
+from stageflow.engine import asking
 from stageflow.engine.dynamic import downstream
 from stageflow.engine.records import DONE_STAGE, RunState, StageState
 from stageflow.workflows.derived import (
@@ -37,8 +38,11 @@ def _item_key(state: RunState, target: str, key: str) -> str | None:
     return None
 
 
-def rework(state: RunState, st: StageState, spec: StageSpec) -> list[ev.Event]:
-    """The next step for ``st`` (status ``changes_requested``)."""
+def rework(
+    state: RunState, st: StageState, spec: StageSpec, *, ask: frozenset[str] = frozenset()
+) -> list[ev.Event] | asking.Ask:
+    """The next step for ``st`` (status ``changes_requested``); with ``alternatives`` and an
+    orchestrator (``ask``), the question of where the work goes back to until it is answered."""
     rule = spec.on_changes_requested
     assert rule is not None
     limit = rule.max + st.granted
@@ -53,6 +57,12 @@ def rework(state: RunState, st: StageState, spec: StageSpec) -> list[ev.Event]:
             findings_text(found, st.summary),
         )
     target = rule.rework
+    candidates = tuple(dict.fromkeys([rule.rework, *rule.alternatives]))
+    if len(candidates) > 1 and "rework" in ask:
+        chosen = asking.routed(state, st, candidates, st.rounds + 1)
+        if isinstance(chosen, asking.Ask):
+            return chosen
+        target = chosen
     # work downstream of the target that is still going would be redone: wait for it
     if any(state.stages[d].status in _ACTIVE for d in downstream(state, target) if d != st.id):
         return []

@@ -8,7 +8,7 @@ concurrent attempts share one budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from stageflow.agents.definition import AgentDefinition
 from stageflow.engine.planner import StartAttempt
@@ -17,6 +17,8 @@ from stageflow.engine.state import RunState
 from stageflow.store.rows import RequestRow
 from stageflow.store.store import Store
 from stageflow.usage import RequestUsage, Usage
+
+Announce = Callable[[float], Awaitable[None]]
 
 
 def ledger_usage(rows: Sequence[RequestRow]) -> Usage:
@@ -49,14 +51,23 @@ class _AttemptLedger:
     """The ledger rows of one attempt: requests recorded as they start and as they end."""
 
     def __init__(
-        self, store: Store, run_id: str, stage: str, attempt: int, clock: Callable[[], float]
+        self,
+        store: Store,
+        run_id: str,
+        stage: str,
+        attempt: int,
+        clock: Callable[[], float],
+        announce: Announce | None = None,
     ) -> None:
         self.store, self.run_id, self.stage, self.attempt = store, run_id, stage, attempt
         self.clock = clock
+        self.announce = announce
 
     async def started(
         self, model_requested: str, reserved_usd: float, category: str = "agent"
     ) -> int:
+        if self.announce is not None:  # in the run's log before it is sent
+            await self.announce(reserved_usd)
         row = RequestRow(
             stage=self.stage,
             attempt=self.attempt,
@@ -103,10 +114,20 @@ class RunMeters:
         """Stop counting the attempt as live (its spend is in the run state now, or lost)."""
         self._meters.pop((stage, attempt), None)
 
-    def open(self, start: StartAttempt, agent: AgentDefinition | None) -> AttemptMeter:
+    def open(
+        self,
+        start: StartAttempt,
+        agent: AgentDefinition | None,
+        *,
+        key: str | None = None,
+        announce: Announce | None = None,
+    ) -> AttemptMeter:
         """The attempt's meter: every model request goes to the ledger as it returns, and the
-        caps count the live spend of this run's other attempts in flight."""
+        caps count the live spend of this run's other attempts in flight. ``key``: a meter
+        of the attempt's besides its own (an orchestrator question about it), kept apart;
+        ``announce(usd)``: awaited with each request's reservation before it is sent."""
         run_id, stage, attempt = self.run_id, start.stage, start.attempt
+        mine_key = (key or stage, attempt)
         spec = self.state().stage_spec(stage)
         stage_cap = spec.budget_usd if spec.budget_usd is not None else None
         if stage_cap is None and agent is not None:
@@ -117,11 +138,11 @@ class RunMeters:
             await self.store.ledger.record(run_id, row, at=self.clock())
 
         def others() -> list[AttemptMeter]:
-            return [m for k, m in self._meters.items() if k != (stage, attempt)]
+            return [m for k, m in self._meters.items() if k != mine_key]
 
         def remaining() -> float | None:
             st = self.state()
-            mine = self._meters.get((stage, attempt))
+            mine = self._meters.get(mine_key)
             own = 0.0
             if mine is not None:
                 own = mine.usage.cost_usd + sum(r.usd for r in mine.in_flight)
@@ -139,7 +160,7 @@ class RunMeters:
         def sharers() -> int:
             return 1 + sum(1 for m in others() if m.reserved == 0.0)
 
-        ledger = _AttemptLedger(self.store, run_id, stage, attempt, self.clock)
+        ledger = _AttemptLedger(self.store, run_id, stage, attempt, self.clock, announce)
         meter = AttemptMeter(sink=sink, remaining=remaining, sharers=sharers, ledger=ledger)
-        self._meters[(stage, attempt)] = meter
+        self._meters[mine_key] = meter
         return meter

@@ -8,11 +8,11 @@ to look again. Calling it repeatedly on the same state gives the same answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from stageflow import events as ev
-from stageflow.engine import loops
+from stageflow.engine import asking, loops
 from stageflow.engine.gitplan import final_merge, git_decisions, start_gate
 from stageflow.engine.plans import expansion
 from stageflow.engine.state import DONE_STAGE, RunState, StageState
@@ -39,6 +39,8 @@ class Plan:
     starts: list[StartAttempt] = field(default_factory=list)
     cancel: list[str] = field(default_factory=list)  # running stages to cancel
     wake_at: float | None = None
+    # questions for the orchestrator (``engine.asking``): their stages wait for the answers
+    questions: list[asking.Ask] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -117,7 +119,8 @@ def _failure_decision(
     st: StageState,
     state: RunState,
     now: float,
-) -> list[ev.Event]:
+    ask: frozenset[str] = frozenset(),
+) -> list[ev.Event] | asking.Ask:
     policy = spec.on_failure
     reason = st.reason or "failed"
     if st.budget_failed:
@@ -135,14 +138,13 @@ def _failure_decision(
             delay = min(TRANSIENT_BACKOFF * 2 ** (st.failures - 1), TRANSIENT_MAX_BACKOFF)
             if policy.action == "retry":
                 delay = policy.backoff_for(st.failures)
-            return [
-                ev.RetryScheduled(
-                    stage=st.id,
-                    attempt=st.attempt + 1,
-                    not_before=now + delay,
-                    reason=f"attempt {st.attempt} failed: {reason}",
-                )
-            ]
+            retry = ev.RetryScheduled(
+                stage=st.id,
+                attempt=st.attempt + 1,
+                not_before=now + delay,
+                reason=f"attempt {st.attempt} failed: {reason}",
+            )
+            return asking.triaged(state, st, retry, attempts_left=limit - st.failures, ask=ask)
         if not state.paused:
             return [
                 ev.RunPaused(
@@ -156,14 +158,14 @@ def _failure_decision(
     if policy.action == "retry":
         if st.failures < policy.max_attempts and state.failing is None and not st.fatal:
             delay = policy.backoff_for(st.failures)
-            return [
-                ev.RetryScheduled(
-                    stage=st.id,
-                    attempt=st.attempt + 1,
-                    not_before=now + delay,
-                    reason=f"attempt {st.attempt} failed: {reason}",
-                )
-            ]
+            retry = ev.RetryScheduled(
+                stage=st.id,
+                attempt=st.attempt + 1,
+                not_before=now + delay,
+                reason=f"attempt {st.attempt} failed: {reason}",
+            )
+            left = policy.max_attempts - st.failures
+            return asking.triaged(state, st, retry, attempts_left=left, ask=ask)
         final = policy.then
         reason = f"{reason} (after {st.failures} attempts)"
     if st.triggered:  # a rollback stage failing ends the run; no rollback of the rollback
@@ -178,8 +180,18 @@ def _failure_decision(
     return [ev.StageFailed(stage=st.id, reason=reason)]
 
 
-def next_actions(state: RunState, now: float) -> Plan:
-    """Decide what happens next. Deterministic for a given (state, now)."""
+def next_actions(state: RunState, now: float, *, ask: frozenset[str] = frozenset()) -> Plan:
+    """Decide what happens next. Deterministic for a given (state, now). ``ask``: the
+    questions the driver's orchestrator answers (``engine.asking``); a stage whose decision
+    waits for an answer not yet logged is left as it is and its question is in the plan."""
+    questions: list[asking.Ask] = []
+    plan = _next_actions(state, now, ask, questions)
+    return replace(plan, questions=questions) if questions else plan
+
+
+def _next_actions(
+    state: RunState, now: float, ask: frozenset[str], questions: list[asking.Ask]
+) -> Plan:
     if state.ended is not None:
         return Plan(cancel=state.running())
     if state.confirmation == "pending":
@@ -223,11 +235,19 @@ def next_actions(state: RunState, now: float) -> Plan:
         s = state.stage_spec(sid)
         st = state.stages[sid]
         if st.status == "attempt_failed":
-            decisions.extend(_failure_decision(s, st, state, now))
+            failure = _failure_decision(s, st, state, now, ask)
+            if isinstance(failure, asking.Ask):
+                questions.append(failure)
+            else:
+                decisions.extend(failure)
         elif st.status == "changes_requested":
             if any(isinstance(d, ev.ReworkRequested) for d in decisions):
                 continue  # one rework per pass: it may rerun this stage too (next pass sees it)
-            decisions.extend(loops.rework(state, st, s))
+            back = loops.rework(state, st, s, ask=ask)
+            if isinstance(back, asking.Ask):
+                questions.append(back)
+            else:
+                decisions.extend(back)
         elif st.status == "escalated":
             decisions.extend(loops.decided(state, st))
         elif st.status == "blocked":

@@ -69,7 +69,7 @@ class AttemptInfo:
 class Escalation:
     """An open escalation of a stage: why, to whom, and what is still open."""
 
-    kind: Literal["gate", "rework"]
+    kind: Literal["gate", "rework", "failure"]
     to: str  # "human" or a decision agent
     reason: str
     findings: str = ""
@@ -174,6 +174,8 @@ class RunState:
     parent_of: dict[str, str] = field(default_factory=dict)  # item -> its for_each stage
     concurrency: int | None = None  # max_concurrent_agents raised at run time
     adjustments: tuple[str, ...] = ()  # one line per run-time adjustment, for status
+    # the orchestrator's recorded answers, by ``engine.asking.answer_key`` (read back on replay)
+    answers: dict[str, ev.OrchestrationDecided] = field(default_factory=dict)
 
     def stage_spec(self, stage_id: str) -> StageSpec:
         """The spec of any stage of the run; ``KeyError`` if none."""

@@ -21,6 +21,7 @@ from stageflow.engine.choice import Chooser
 from stageflow.engine.driver import EventSink, RunDriver, Until
 from stageflow.engine.gitops import GitLanes
 from stageflow.engine.leases import owner_is_dead
+from stageflow.engine.orchestration import Orchestration
 from stageflow.engine.runner import Runner
 from stageflow.engine.slots import Slots
 from stageflow.engine.state import RunState, fold
@@ -59,8 +60,10 @@ class Scheduler:
         agents: AgentProvider | None = None,
         chooser: Chooser | None = None,
         lanes: GitLanes | None = None,
+        orchestration: Orchestration | None = None,
     ) -> None:
         self.store = store
+        self.orchestration = orchestration  # answers failure triage and rework routing
         self.runner = runner
         self.chooser = chooser  # decides agent and model where a stage leaves a choice
         self.agents = agents  # each new attempt uses the agent's current definition
@@ -128,6 +131,7 @@ class Scheduler:
             agents=self.agents,
             chooser=self.chooser,
             lanes=self.lanes,
+            orchestration=self.orchestration,
         )
         self.drivers[run_id] = driver
         done = anyio.Event()

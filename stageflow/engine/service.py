@@ -20,6 +20,7 @@ from stageflow.agents.registry import AgentRegistry, load_agents
 from stageflow.config import Settings
 from stageflow.engine.adjust import Adjustment, adjustment_events
 from stageflow.engine.catalog_view import TemplatesResult, catalog_view
+from stageflow.engine.costs import ledger_choice
 from stageflow.engine.decisions import HUMAN_VIAS, Decision, Via, decision_events
 from stageflow.engine.driver import summarize
 from stageflow.engine.forecasts import (
@@ -178,6 +179,8 @@ class Service:
         env = ev.seal(run_id, 1, now, actor, created, ev.GENESIS_HASH)
         state = initial_state(run_id, env)
         await self.store.create_run(run_id, created, actor=actor, at=now, summary=summarize(state))
+        if chosen:  # what the choice cost, in the ledger's orchestration category
+            await ledger_choice(self.store, run_id, chosen, now)
         return state
 
     async def state(self, run_id: str) -> RunState:

@@ -235,6 +235,8 @@ def _apply(state: RunState, env: ev.Envelope) -> RunState:
             return dynamic.decided(state, e)
         case ev.RunAdjusted():
             return dynamic.adjusted(state, e)
+        case ev.OrchestrationAsked() | ev.OrchestrationDecided():
+            return dynamic.answered(state, e)
         case ev.RunCreated():
             raise ValueError(f"run {state.run_id}: run_created may only be the first event")
     return state

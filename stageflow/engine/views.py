@@ -62,7 +62,7 @@ class EscalationView(ReadModel):
     """An open escalation."""
 
     to: str
-    kind: str  # gate | rework
+    kind: str  # gate | rework | failure
     reason: str
     findings: str = ""
 
@@ -418,6 +418,8 @@ def _escalation_wait(state: RunState, st: StageState) -> WaitingView:
     assert esc is not None
     if esc.kind == "gate":
         options = "approve to run the stage anyway, reject to fail it"
+    elif esc.kind == "failure":
+        options = "approve to run it again, reject to apply its on_failure"
     else:
         options = "approve to accept the result as it is, reject with feedback for one more round"
     findings = f"; open findings:\n{esc.findings}" if esc.findings else ""
@@ -429,7 +431,7 @@ def _escalation_wait(state: RunState, st: StageState) -> WaitingView:
         kind="escalation",
         what=f"escalated to a human: {esc.reason}; {options}{findings}",
         review=review,
-        attempt=st.attempt if esc.kind == "rework" else None,
+        attempt=st.attempt if esc.kind != "gate" else None,
         human_only=True,  # escalated to a person: the assistant's tool call cannot decide it
     )
 

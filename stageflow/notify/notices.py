@@ -54,6 +54,16 @@ def notice_for(env: ev.Envelope, state: RunState, dashboard_url: str | None) -> 
             f"approve or reject the result of stage '{stage}'"
             + (f" (attempt {attempt})" if attempt else ""),
         )
+    # an escalation reaching a person (a failure the orchestrator handed over, used-up rework
+    # rounds, a gate a decision agent passed on): only a person decides it
+    to_person = (isinstance(e, ev.StageEscalated) and e.to == "human") or (
+        isinstance(e, ev.EscalationDecided) and e.decision == "human"
+    )
+    if to_person and isinstance(e, ev.StageEscalated | ev.EscalationDecided):
+        stage = e.stage
+        st = state.stages.get(stage)
+        why = (st.reason if st is not None and st.reason else "escalated")[:300]
+        return make("human_needed", stage, f"decide stage '{stage}' ({why})")
     if isinstance(e, ev.GateBlocked):
         return make(
             "human_needed", e.stage, f"decide the gate of stage '{e.stage}' ({e.condition})"

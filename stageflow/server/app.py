@@ -165,6 +165,7 @@ def _lifespan(
         from stageflow.knowledge.extras import knowledge_extras
         from stageflow.notify.dispatch import build_notifier
         from stageflow.server.mcp_server import StageflowMCP
+        from stageflow.subagents.orchestrator.engine_questions import engine_questions
         from stageflow.subagents.select import StageRunner, describe_runner, make_runner
         from stageflow.workspace.view import workspace_probe
 
@@ -202,6 +203,7 @@ def _lifespan(
                 agents=live.agent,
                 chooser=learning.chooser if learning is not None else None,
                 lanes=lanes,
+                orchestration=engine_questions(settings),
             )
             label = describe_runner(settings)
             notifier = RunNotifier(store, bus)

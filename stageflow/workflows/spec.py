@@ -221,13 +221,13 @@ class PlanRules(_Model):
 
 
 class ReworkRule(_Model):
-    """``on_changes_requested``: a ``changes_requested`` result (or a human's rejection at the
-    stage's approval) sends the work back to the upstream stage ``rework`` (a ``for_each``
-    stage: only the items with findings) with the findings as feedback, at most ``max``
-    rounds; then the stage escalates."""
+    """``on_changes_requested``: ``changes_requested`` (or a rejection at the approval) sends
+    work back to the upstream ``rework`` (or an ``alternatives`` stage the orchestrator picks;
+    a ``for_each``: items with findings) with the findings, ``max`` rounds; then escalates."""
 
     rework: str
     max: int = Field(2, ge=1, le=20)
+    alternatives: list[str] = Field(default_factory=list, max_length=20)
 
 
 class Escalation(_Model):

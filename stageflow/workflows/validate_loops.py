@@ -109,14 +109,25 @@ def _for_each(i: int, stage: StageSpec, graph: _Graph) -> Iterator[Finding]:
 def _rework(i: int, stage: StageSpec, graph: _Graph) -> Iterator[Finding]:
     rule = stage.on_changes_requested
     assert rule is not None
-    sub = ("on_changes_requested", "rework")
-    target = rule.rework
     if stage.agent is None and stage.approval is None:
         yield (
             i,
             ("on_changes_requested",),
             "only an agent stage requests changes (or a human rejecting at its approval)",
         )
+    yield from _target(i, stage, graph, ("on_changes_requested", "rework"), rule.rework)
+    for n, other in enumerate(rule.alternatives):
+        sub: DocPath = ("on_changes_requested", "alternatives", n)
+        if other == rule.rework or rule.alternatives.index(other) != n:
+            yield i, sub, f"alternative '{other}' is named twice"
+            continue
+        yield from _target(i, stage, graph, sub, other)
+
+
+def _target(
+    i: int, stage: StageSpec, graph: _Graph, sub: DocPath, target: str
+) -> Iterator[Finding]:
+    """A stage a rework may go back to: an upstream stage, not a plan's."""
     if target not in graph.index:
         yield i, sub, f"rework names unknown stage '{target}'{suggest(target, graph.index)}"
         return

@@ -51,6 +51,14 @@ class OllamaClient:
             ) from exc
         except self._module.ResponseError as exc:
             raise ModelError(f"Ollama answered an error: {exc}", retryable=False) from exc
+        except Exception as exc:  # httpx's own (a read timeout, a dropped connection)
+            if not type(exc).__module__.startswith("httpx"):
+                raise
+            raise ModelError(
+                f"Ollama request failed: {type(exc).__name__}: {exc}",
+                retryable=True,
+                kind="connection",
+            ) from exc
         text = str(reply["message"]["content"])
         usage = RawUsage(
             input_tokens=int(reply.get("prompt_eval_count") or 0),

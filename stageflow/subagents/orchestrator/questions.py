@@ -21,9 +21,11 @@ __all__ = [
     "ConsensusAnswer",
     "FailureAnswer",
     "Question",
+    "ReworkAnswer",
     "TemplateAnswer",
     "consensus_question",
     "failure_question",
+    "rework_question",
     "template_question",
 ]
 
@@ -189,7 +191,10 @@ def failure_rule(error: str, retryable: bool) -> FailureAnswer:
     return FailureAnswer(verdict="human", reason="rules: the failure is in the work itself")
 
 
-def failure_question(error: str, retryable: bool) -> Question[FailureAnswer]:
+def failure_question(
+    error: str, retryable: bool, rules: Callable[[], FailureAnswer] | None = None
+) -> Question[FailureAnswer]:
+    """Triage a failed attempt; ``rules``: the rule answer (``failure_rule`` by default)."""
     return Question(
         kind="failure",
         system="You triage failed automation steps. Answer with the answer tool.",
@@ -198,5 +203,36 @@ def failure_question(error: str, retryable: bool) -> Question[FailureAnswer]:
             "Is this transient (retrying may succeed) or does it need a human? Say why."
         ),
         schema=FailureAnswer,
-        rules=lambda: failure_rule(error, retryable),
+        rules=rules or (lambda: failure_rule(error, retryable)),
+    )
+
+
+# -- rework routing --------------------------------------------------------------------------
+
+
+class ReworkAnswer(Model):
+    """Which allowed stage a ``changes_requested`` goes back to, and why."""
+
+    target: str = Field(max_length=200)
+    reason: str = Field("", max_length=1000)
+
+
+def rework_question(
+    stage: str, findings: str, summary: str, candidates: Sequence[str]
+) -> Question[ReworkAnswer]:
+    """Route a rework: ``candidates`` are the allowed stages, the template's declared one
+    first (the rule answer)."""
+    listing = ", ".join(candidates)
+    prompt = (
+        f"Stage '{stage}' asked for changes.\nIts summary: {summary[:2000]}\n"
+        f"Its findings: {findings[:4000]}\n\n"
+        f"Which one of these stages should the work go back to: {listing}? Pick the earliest "
+        "stage whose output the findings show to be wrong, and say why in one sentence."
+    )
+    return Question(
+        kind="rework",
+        system="You route review findings back to workflow stages. Answer with the answer tool.",
+        prompt=prompt,
+        schema=ReworkAnswer,
+        rules=lambda: ReworkAnswer(target=candidates[0], reason="rules: the declared stage"),
     )

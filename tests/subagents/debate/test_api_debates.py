@@ -125,3 +125,15 @@ def test_template_auto_falls_back_when_the_model_names_no_template(
     created = _events(project, view.run_id)[0]
     assert created["chosen"]["by"] == "rules"  # type: ignore[index]
     assert "rm_rf_everything" in created["chosen"]["fallback"]  # type: ignore[index]
+
+
+def test_template_auto_spend_is_in_the_ledger_and_the_costs(project: ApiProject) -> None:
+    view = project("run", "auto", "--task", "login accepts an empty password", "--json").view()
+    chosen = _events(project, view.run_id)[0]["chosen"]
+    assert chosen["by"] == "model" and chosen["cost_usd"] > 0  # type: ignore[index]
+    rows = [r for r in project.ledger(view.run_id) if r.stage == "template=auto"]
+    assert [(r.category, r.model, r.attempt) for r in rows] == [("orchestration", CHEAP, 0)]
+    assert rows[0].cost_usd == pytest.approx(chosen["cost_usd"], abs=1e-12)  # type: ignore[index]
+    costs = project("costs", "--by", "category", "--json").json()
+    by_category = {g["key"]: g["cost_usd"] for g in costs["groups"]}
+    assert by_category["orchestration"] >= rows[0].cost_usd
