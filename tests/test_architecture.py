@@ -97,7 +97,7 @@ def test_the_planted_circle_would_fail_the_real_check(tmp_path: Path) -> None:
     copy = tmp_path / "stageflow"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     assert cycles(import_graph(copy)) == []
-    events = copy / "events.py"
+    events = copy / "events" / "__init__.py"
     events.write_text(
         events.read_text(encoding="utf-8") + "\nfrom stageflow.engine import state\n",
         encoding="utf-8",
