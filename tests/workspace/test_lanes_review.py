@@ -1,0 +1,59 @@
+"""Found by an adversarial review of git lanes (issue 15): each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.workspace.lanes_kit import git, lane_env
+
+pytestmark = pytest.mark.anyio
+
+DIAMOND = """
+name: diamond
+stages:
+  - {id: base, agent: writer, produces: [summary]}
+  - {id: left, agent: writer, depends_on: [base], produces: [summary]}
+  - {id: right, agent: writer, depends_on: [base], produces: [summary]}
+  - id: join
+    agent: writer
+    depends_on: [left, right]
+    produces: [summary]
+    on_changes_requested: {rework: base, max: 2}
+"""
+
+
+async def test_a_parallel_stage_rerun_after_an_upstream_rework_sees_the_rework(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rerun of an isolated stage reused its worktree as first forked: it worked on the
+    # files from before the rework, and its edit of them conflicted with the rework at the join
+    async with lane_env(tmp_path, monkeypatch, DIAMOND) as env:
+        seen: dict[tuple[str, int], str] = {}
+
+        def edit(name: str):  # type: ignore[no-untyped-def]
+            def script(req):  # type: ignore[no-untyped-def]
+                text = (req.workdir / "base.txt").read_text()
+                seen[(name, req.attempt)] = text
+                files = {f"{name}.txt": f"{name} {req.attempt}\n"}
+                if name == "left":  # builds on what base wrote
+                    files["base.txt"] = text + "left was here\n"
+                return files
+
+            return script
+
+        env.writer.scripts = {
+            "base": lambda req: {"base.txt": f"base {req.attempt}\n"},
+            "left": edit("left"),
+            "right": edit("right"),
+        }
+        env.writer.verdicts = {"join": ["changes_requested"]}
+        state = await env.run("diamond")
+        rid = state.run_id
+        assert state.ended == "completed", state.end_reason
+    assert seen[("left", 2)] == seen[("right", 2)] == "base 2\n"
+    run = f"stageflow/{rid}"
+    assert git(env.project, "show", f"{run}:base.txt") == "base 2\nleft was here\n"
+    assert git(env.project, "show", f"{run}:right.txt") == "right 2\n"
+    assert not [s for s in state.stages if s.endswith(".merge")]  # no conflict to resolve
