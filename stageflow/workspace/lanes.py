@@ -116,7 +116,12 @@ class WorktreeLanes:
             )
             self._trusted(where)
             st = state.stages[source]
-            summary = st.summary if st.status == "succeeded" else f"(failed) {st.reason or ''}"
+            if st.status == "changes_requested":
+                summary = f"(asked for changes) {st.summary}"
+            elif st.status == "failed":
+                summary = f"(failed) {st.reason or ''}"
+            else:
+                summary = st.summary
             return commit_stage(
                 where,
                 run_id=rid,

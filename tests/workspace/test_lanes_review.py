@@ -57,3 +57,40 @@ async def test_a_parallel_stage_rerun_after_an_upstream_rework_sees_the_rework(
     assert git(env.project, "show", f"{run}:base.txt") == "base 2\nleft was here\n"
     assert git(env.project, "show", f"{run}:right.txt") == "right 2\n"
     assert not [s for s in state.stages if s.endswith(".merge")]  # no conflict to resolve
+
+
+WRITING_REVIEW = """
+name: writing_review
+stages:
+  - {id: backend, agent: writer, produces: [summary]}
+  - {id: frontend, agent: writer, produces: [summary]}
+  - id: review
+    agent: writer
+    depends_on: [backend, frontend]
+    produces: [summary]
+    on_changes_requested: {rework: backend, max: 2}
+"""
+
+
+async def test_a_writing_stage_that_asks_for_changes_has_its_files_committed_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the reviewer's edits stayed uncommitted in the run's worktree, so merging the
+    # reworked branch refused that worktree ("uncommitted changes no stage made"): paused
+    async with lane_env(tmp_path, monkeypatch, WRITING_REVIEW) as env:
+        env.writer.scripts = {
+            "backend": lambda req: {"api.py": f"def api(): return {req.attempt}\n"},
+            "frontend": lambda req: {"ui.js": "export const ui = 1;\n"},
+            "review": lambda req: {"README.md": f"# demo, reviewed {req.attempt}\n"},
+        }
+        env.writer.verdicts = {"review": ["changes_requested"]}
+        state = await env.run("writing_review")
+        rid = state.run_id
+        assert state.ended == "completed", state.pause_reason or state.end_reason
+    run = f"stageflow/{rid}"
+    assert git(env.project, "show", f"{run}:api.py") == "def api(): return 2\n"
+    assert git(env.project, "show", f"{run}:README.md") == "# demo, reviewed 2\n"
+    subjects = env.log(run)
+    assert "review: (asked for changes) review wrote README.md" in subjects
+    assert subjects[0] == "review: review wrote README.md"
+    assert git(env.worktree(rid), "status", "--porcelain") == ""
