@@ -34,6 +34,15 @@ __all__ = [
 ]
 
 
+def _attempt(state: RunState, sid: str) -> int:
+    """The attempt a commit of ``sid`` is of: a for_each stage has none of its own, so it is
+    the sum of its items' (any item's rework makes it new, and its commit is made again)."""
+    items = state.children.get(sid)
+    if items:
+        return sum(state.stages[i].attempt for i in items if i in state.stages)
+    return state.stages[sid].attempt
+
+
 def _committable(state: RunState, sid: str) -> bool:
     st = state.stages[sid]
     done = st.status in ("succeeded", "changes_requested") or (
@@ -42,7 +51,7 @@ def _committable(state: RunState, sid: str) -> bool:
     worked = bool(st.attempts) or bool(state.children.get(sid))  # a for_each stage: its items
     g = state.git.stages.get(sid, _UNTOUCHED)
     # committed already, unless a later attempt (a rework, a retry) succeeded since
-    fresh = g.committed and (g.attempt is None or g.attempt == st.attempt)
+    fresh = g.committed and (g.attempt is None or g.attempt == _attempt(state, sid))
     return done and worked and not fresh
 
 
@@ -134,7 +143,7 @@ def git_decisions(state: RunState) -> list[ev.Event]:
 def _commit(state: RunState, sid: str) -> ev.GitStarted:
     on_run = sid not in state.lanes.isolated
     head = state.git.head if on_run else None
-    return ev.GitStarted(op="commit", stage=sid, attempt=state.stages[sid].attempt, head=head)
+    return ev.GitStarted(op="commit", stage=sid, attempt=_attempt(state, sid), head=head)
 
 
 def commit_first(state: RunState, stage_id: str) -> ev.GitStarted | bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.workspace.lanes_kit import git, lane_env
+from tests.workspace.test_lanes_plans import Planner
 
 pytestmark = pytest.mark.anyio
 
@@ -93,4 +94,55 @@ async def test_a_writing_stage_that_asks_for_changes_has_its_files_committed_fir
     subjects = env.log(run)
     assert "review: (asked for changes) review wrote README.md" in subjects
     assert subjects[0] == "review: review wrote README.md"
+    assert git(env.worktree(rid), "status", "--porcelain") == ""
+
+
+REWORKED_ITEMS = """
+name: planned
+stages:
+  - {id: plan, agent: writer, plan: {max_items: 3, agents: [writer]}}
+  - {id: work, agent: writer, for_each: plan, depends_on: [plan], produces: [summary]}
+  - {id: left, agent: writer, depends_on: [work], produces: [summary]}
+  - {id: right, agent: writer, depends_on: [work], produces: [summary]}
+  - id: ship
+    agent: writer
+    depends_on: [left, right]
+    produces: [summary]
+    on_changes_requested: {rework: work, max: 2}
+"""
+
+
+async def test_the_items_rework_is_committed_again_with_their_for_each_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a for_each stage has no attempt of its own (0), so it counted as committed already
+    # after its items' rework: their new files stayed uncommitted in the run's worktree, the
+    # parallel stages downstream were forked without them and the join's merge refused the
+    # worktree (paused); with a sequential stage downstream, its commit took them instead
+    async with lane_env(tmp_path, monkeypatch, REWORKED_ITEMS) as env:
+        planner = Planner()
+        env.runner._agent = planner
+        seen: dict[tuple[str, int], str] = {}
+
+        def look(req):  # type: ignore[no-untyped-def]
+            seen[(req.stage.id, req.attempt)] = (req.workdir / "a.py").read_text()
+            return {f"{req.stage.id}.txt": f"{req.attempt}\n"}
+
+        planner.scripts = {
+            "work.a": lambda req: {"a.py": f"A = {req.attempt}\n"},
+            "work.b": lambda req: {"b.py": f"B = {req.attempt}\n"},
+            "left": look,
+            "right": look,
+        }
+        planner.verdicts = {"ship": ["changes_requested"]}
+        state = await env.run("planned")
+        rid = state.run_id
+        assert state.ended == "completed", state.pause_reason or state.end_reason
+    assert seen[("left", 2)] == seen[("right", 2)] == "A = 2\n"
+    run = f"stageflow/{rid}"
+    assert git(env.project, "show", f"{run}:a.py") == "A = 2\n"
+    works = [line.split()[0] for line in env.log(run, "%H %s") if " work: " in line]
+    assert len(works) == 2  # one commit per round of the items
+    files = git(env.project, "show", "--format=", "--name-only", works[0])
+    assert sorted(files.split()) == ["a.py", "b.py"]
     assert git(env.worktree(rid), "status", "--porcelain") == ""
