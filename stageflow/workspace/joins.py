@@ -299,10 +299,19 @@ def prepare_resolution(
     return GitResult("done", branch=branch, files=tuple(files))
 
 
-def _blob(cwd: Path, stage: int, path: str) -> str:
+def _links(cwd: Path, path: str) -> set[int]:
+    """The merge stages (1 base, 2 ours, 3 theirs) at which ``path`` is a symbolic link."""
+    out = git(["ls-files", "-u", "-z", "--", path], cwd=cwd).stdout
+    entries = [e.split("\t", 1)[0].split() for e in out.split("\0") if "\t" in e]
+    return {int(e[2]) for e in entries if len(e) == 3 and e[0] == "120000"}
+
+
+def _blob(cwd: Path, stage: int, path: str, links: set[int]) -> str:
     done = git(["show", f":{stage}:{path}"], cwd=cwd, check=False)
     if done.returncode != 0:
         return "(deleted on this side: delete the file to keep it deleted)\n"
+    if stage in links:
+        return f"(a symbolic link to {done.stdout}: make that link to keep this side)\n"
     if "\0" in done.stdout[:8000]:
         return (
             f"(binary, {len(done.stdout)} bytes: replace this file with the version to keep, "
@@ -314,19 +323,22 @@ def _blob(cwd: Path, stage: int, path: str) -> str:
 
 def _write_markers(where: Path, path: str, ours: str, theirs: str) -> None:
     """Conflict markers for a file git left without any (deleted on one side and changed on
-    the other, binary on both): the merge stage, or the person, must decide it explicitly,
-    as for a text conflict. Only a regular file or a missing one inside ``where`` is
-    written, never through a link."""
+    the other, binary on both, a symbolic link made differently on each side): the merge
+    stage, or the person, must decide it explicitly, as for a text conflict. Only a regular
+    file, a link (replaced, never followed) or a missing one inside ``where`` is written."""
     target = where / path
     real_root = os.path.realpath(where)
     if os.path.commonpath([real_root, os.path.realpath(target.parent)]) != real_root:
         return  # a link on the way out of the worktree: it stays unresolved
-    if target.is_symlink() or (target.exists() and not target.is_file()):
-        return  # a link or a directory: it counts as unresolved until someone fixes it
+    links = _links(where, path)
+    if target.is_symlink():  # git left our link: no marker fits in one, so a file replaces it
+        target.unlink()
+    elif target.exists() and not target.is_file():
+        return  # a directory: it counts as unresolved until someone fixes it
     text = (
-        f"<<<<<<< ours ({ours})\n{_blob(where, 2, path)}"
-        f"||||||| base\n{_blob(where, 1, path)}"
-        f"=======\n{_blob(where, 3, path)}>>>>>>> theirs ({theirs})\n"
+        f"<<<<<<< ours ({ours})\n{_blob(where, 2, path, links)}"
+        f"||||||| base\n{_blob(where, 1, path, links)}"
+        f"=======\n{_blob(where, 3, path, links)}>>>>>>> theirs ({theirs})\n"
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")

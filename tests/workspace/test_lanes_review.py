@@ -146,3 +146,53 @@ async def test_the_items_rework_is_committed_again_with_their_for_each_stage(
     files = git(env.project, "show", "--format=", "--name-only", works[0])
     assert sorted(files.split()) == ["a.py", "b.py"]
     assert git(env.worktree(rid), "status", "--porcelain") == ""
+
+
+LINKS = """
+name: links
+stages:
+  - {id: backend, agent: writer, produces: [summary]}
+  - {id: frontend, agent: writer, produces: [summary]}
+  - {id: integrate, agent: writer, depends_on: [backend, frontend], produces: [summary]}
+"""
+
+
+async def test_a_symlink_both_sides_made_differently_must_be_decided_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # git leaves our link in place and no marker can be in a link, so a merge stage that did
+    # nothing passed and our side won silently
+    async with lane_env(tmp_path, monkeypatch, LINKS) as env:
+        seen: list[str] = []
+
+        def link(to: str):  # type: ignore[no-untyped-def]
+            def script(req):  # type: ignore[no-untyped-def]
+                (req.workdir / "current").symlink_to(to)
+                return {}
+
+            return script
+
+        def idle_then_decide(req):  # type: ignore[no-untyped-def]
+            path = req.workdir / "current"
+            seen.append("link" if path.is_symlink() else path.read_text())
+            if req.attempt == 1:
+                return {"notes.md": "nothing to do?\n"}
+            path.unlink()
+            path.symlink_to("ui.js")
+            return {}
+
+        env.writer.scripts.update(
+            backend=link("app.py"),
+            frontend=link("README.md"),
+            **{"frontend.merge": idle_then_decide},
+        )
+        state = await env.run("links")
+        assert state.ended == "completed", state.end_reason
+    merging = state.stages["frontend.merge"]
+    assert [a.outcome for a in merging.attempts] == ["failed", "passed"]
+    assert "conflict markers remain in current" in (merging.attempts[0].error or "")
+    assert seen[0].startswith("<<<<<<< ours") and "a symbolic link to app.py" in seen[0]
+    assert "a symbolic link to README.md" in seen[0]
+    run_branch = f"stageflow/{state.run_id}"
+    assert git(env.project, "ls-tree", run_branch, "current").split()[0] == "120000"
+    assert git(env.project, "show", f"{run_branch}:current") == "ui.js"
