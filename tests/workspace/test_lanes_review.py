@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace.lanes_kit import git, lane_env
+from tests.workspace.lanes_child import TWO_WRITERS
+from tests.workspace.lanes_kit import git, lane_env, open_lanes, prepare_project
+from tests.workspace.test_lanes_crash import LAND, _kill_child_at
 from tests.workspace.test_lanes_plans import Planner
 
 pytestmark = pytest.mark.anyio
@@ -196,3 +198,35 @@ async def test_a_symlink_both_sides_made_differently_must_be_decided_too(
     run_branch = f"stageflow/{state.run_id}"
     assert git(env.project, "ls-tree", run_branch, "current").split()[0] == "120000"
     assert git(env.project, "show", f"{run_branch}:current") == "ui.js"
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["before-checkout", "half-checked-out"])
+async def test_a_land_redone_after_a_kill_keeps_the_users_untracked_files_and_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, half: bool
+) -> None:
+    # the redo took every untracked file of the user's (never the land's) and every file the
+    # land deletes, already gone, for a change made since: it refused, and the land after
+    # that refused the half checked-out tree as uncommitted changes
+    project = prepare_project(tmp_path, monkeypatch, TWO_WRITERS)
+    async with open_lanes(project) as env:
+
+        def docs(req):  # type: ignore[no-untyped-def]
+            (req.workdir / "app.py").unlink()
+            return {"README.md": "# demo\n\nnow with an api\n"}
+
+        env.writer.scripts.update(backend=lambda req: {"api.py": "API\n"}, docs=docs)
+        state = await env.service.start_run("two_writers", "add the api")
+        rid = state.run_id
+        state = await env.scheduler.drive(rid, until="idle")
+        assert state.ended == "completed", state.end_reason
+    (project / "scratch.txt").write_text("mine\n")  # the user's, never committed
+    _kill_child_at(tmp_path, project, "before", LAND, "land", rid)
+    if half:  # as if killed while the checkout wrote the user's files
+        (project / "api.py").write_text("API\n")
+        (project / "app.py").unlink()
+    async with open_lanes(project) as env:
+        state = await env.service.land(rid)
+    assert [x.into for x in state.git.landed] == ["main"]
+    assert git(project, "status", "--porcelain") == "?? scratch.txt\n"
+    assert (project / "scratch.txt").read_text() == "mine\n"
+    assert not (project / "app.py").exists() and (project / "api.py").read_text() == "API\n"
