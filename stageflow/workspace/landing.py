@@ -74,13 +74,24 @@ def _already_landed(top: Path, into: str, before: str | None, run_id: str) -> st
     return found or None
 
 
-def _refusal(run_id: str, into: str, trunk: Path, files: list[str], behind: int) -> str:
+def _refusal(
+    run_id: str, into: str, trunk: Path, files: list[str], behind: int, strategy: Strategy
+) -> str:
+    """What to do, for the land asked: a rebase replays each commit of the run branch, so a
+    merge of ``into`` made there would not help it (its earlier commits conflict still);
+    the run branch is rebased instead. The same land again names its strategy and target."""
     listed = ", ".join(files[:10]) + (" ..." if len(files) > 10 else "")
+    if strategy == "rebase":
+        update = f"`git -C {trunk} rebase {into}`, resolve each conflict (`git rebase --continue`)"
+    else:
+        update = f"`git -C {trunk} merge {into}`, resolve and commit"
+    again = f"stageflow land {run_id} --into {into}" + (
+        f" --strategy {strategy}" if strategy != "squash" else ""
+    )
     return (
         f"cannot land run {run_id} into {into}: {into} has moved since the run started "
         f"({behind} new commit(s)) and conflicts with the run's changes in {listed}. Bring the "
-        f"run up to date and land again: `git -C {trunk} merge {into}`, resolve and commit, "
-        f"then `stageflow land {run_id}`; or land into a new branch: "
+        f"run up to date and land again: {update}, then `{again}`; or land into a new branch: "
         f"`stageflow land {run_id} --into stageflow-{run_id}`"
     )
 
@@ -201,7 +212,7 @@ def land_run(
             "refused",
             branch=into,
             files=tuple(conflicts),
-            output=_refusal(run_id, into, trunk, conflicts, behind),
+            output=_refusal(run_id, into, trunk, conflicts, behind, strategy),
         )
     tree = _checked_out_at(top, into)
     if tree is None:

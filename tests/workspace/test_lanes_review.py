@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from stageflow.errors import InvalidState
 from tests.workspace.lanes_child import TWO_WRITERS
 from tests.workspace.lanes_kit import git, lane_env, open_lanes, prepare_project
+from tests.workspace.test_landing import TEMPLATE, _completed
 from tests.workspace.test_lanes_crash import LAND, _kill_child_at
 from tests.workspace.test_lanes_plans import Planner
 
@@ -230,3 +234,39 @@ async def test_a_land_redone_after_a_kill_keeps_the_users_untracked_files_and_co
     assert git(project, "status", "--porcelain") == "?? scratch.txt\n"
     assert (project / "scratch.txt").read_text() == "mine\n"
     assert not (project / "app.py").exists() and (project / "api.py").read_text() == "API\n"
+
+
+def _may_conflict(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, timeout=30)
+
+
+@pytest.mark.parametrize("strategy", ["squash", "merge", "rebase"])
+async def test_the_advice_of_a_refused_land_lands_when_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    # a rebase was told to merge the target into the run branch, after which it still
+    # replayed the run's first commits onto the target and conflicted again; the advice also
+    # dropped the strategy and target asked for
+    async with lane_env(tmp_path, monkeypatch, TEMPLATE) as env:
+        rid = await _completed(env)
+        (env.project / "README.md").write_text("# the user's own readme\n")
+        git(env.project, "commit", "-q", "-am", "user edits the readme")
+        with pytest.raises(InvalidState) as refused:
+            await env.service.land(rid, strategy=strategy)  # type: ignore[arg-type]
+        text = str(refused.value)
+        found = re.search(r"`git -C (\S+) (merge|rebase) main`", text)
+        assert found is not None, text
+        trunk, how = Path(found[1]), found[2]
+        _may_conflict(trunk, how, "main")
+        (trunk / "README.md").write_text("# both readmes\n")
+        git(trunk, "add", "README.md")
+        if how == "rebase":
+            git(trunk, "-c", "core.editor=true", "rebase", "--continue")
+        else:
+            git(trunk, "commit", "-q", "-m", "merge main")
+        again = re.search(rf"then `stageflow land {rid} --into main( --strategy (\w+))?`", text)
+        assert again is not None, text
+        await env.service.land(rid, strategy=again[2] or "squash", into="main")  # type: ignore[arg-type]
+    assert (again[2] or "squash") == strategy
+    assert (env.project / "README.md").read_text() == "# both readmes\n"
+    assert (env.project / "api.py").read_text() == "def api(): ...\n"
