@@ -6,11 +6,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 
+from stageflow import events as ev
 from stageflow.errors import InvalidState
-from tests.workspace.lanes_child import TWO_WRITERS
-from tests.workspace.lanes_kit import git, lane_env, open_lanes, prepare_project
+from tests.workspace.lanes_child import TWO_WRITERS, script
+from tests.workspace.lanes_kit import LaneEnv, git, lane_env, open_lanes, prepare_project
 from tests.workspace.test_landing import TEMPLATE, _completed
 from tests.workspace.test_lanes_crash import LAND, _kill_child_at
 from tests.workspace.test_lanes_plans import Planner
@@ -270,3 +272,37 @@ async def test_the_advice_of_a_refused_land_lands_when_followed(
     assert (again[2] or "squash") == strategy
     assert (env.project / "README.md").read_text() == "# both readmes\n"
     assert (env.project / "api.py").read_text() == "def api(): ...\n"
+
+
+async def test_two_processes_redoing_a_dead_land_at_once_land_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # both redid it (nothing was logged first): they shared its worktree, both failed, and
+    # both recorded an outcome for the one land started
+    project = prepare_project(tmp_path, monkeypatch, TWO_WRITERS)
+    async with open_lanes(project) as env:
+        script(env.writer)
+        state = await env.service.start_run("two_writers", "add the api and the ui")
+        rid = state.run_id
+        state = await env.scheduler.drive(rid, until="idle")
+        assert state.ended == "completed", state.end_reason
+    _kill_child_at(tmp_path, project, "before", LAND, "land", rid)
+    refused: list[Exception] = []
+    async with open_lanes(project) as one, open_lanes(project) as other:
+
+        async def land(env: LaneEnv) -> None:
+            try:
+                await env.service.land(rid)
+            except InvalidState as exc:
+                refused.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(land, one)
+            tg.start_soon(land, other)
+        envs = await one.store.load_events(rid)
+        state = await one.service.state(rid)
+    assert len(refused) == 1 and "is being landed by another process" in str(refused[0])
+    finished = [e.event for e in envs if isinstance(e.event, ev.GitFinished)]
+    assert [(f.op, f.outcome) for f in finished if f.op == "land"] == [("land", "done")]
+    assert [x.into for x in state.git.landed] == ["main"]
+    assert len(git(project, "log", "--format=%s", "main").splitlines()) == 2
