@@ -306,3 +306,35 @@ async def test_two_processes_redoing_a_dead_land_at_once_land_it_once(
     assert [(f.op, f.outcome) for f in finished if f.op == "land"] == [("land", "done")]
     assert [x.into for x in state.git.landed] == ["main"]
     assert len(git(project, "log", "--format=%s", "main").splitlines()) == 2
+
+
+TOLERATED = """
+name: tolerated
+stages:
+  - {id: backend, agent: writer, produces: [summary], on_failure: continue}
+  - {id: frontend, agent: writer, produces: [summary]}
+  - {id: integrate, agent: writer, depends_on: [backend, frontend], produces: [summary]}
+"""
+
+
+async def test_a_tolerated_failure_of_a_parallel_stage_is_not_shown_or_landed_as_merged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # its commit is never merged (only succeeded stages are), yet status said "waiting for
+    # its join" after the run completed and the land's message listed it as landed
+    async with lane_env(tmp_path, monkeypatch, TOLERATED) as env:
+        env.writer.scripts = {
+            "backend": lambda req: {"api.py": "half done\n"},
+            "frontend": lambda req: {"ui.js": "ui\n"},
+        }
+        env.writer.verdicts = {"backend": ["failed"]}
+        state = await env.run("tolerated")
+        rid = state.run_id
+        assert state.ended == "completed", state.end_reason
+        view = await env.service.view(rid)
+        await env.service.land(rid)
+    merge = {s.id: s.git.merge for s in view.stages if s.git is not None}
+    assert merge["backend"].startswith("not merged: it failed (on_failure: continue)")
+    body = git(env.project, "log", "-1", "--format=%B", "main")
+    assert "- frontend:" in body and "- backend:" not in body
+    assert not (env.project / "api.py").exists()
