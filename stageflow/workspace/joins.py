@@ -139,7 +139,7 @@ def commit_stage(
             "done", commit=current, branch=branch, files=_files(where, f"{current}^", current)
         )
     if head is not None and current != head:
-        return GitResult("failed", branch=branch, output=f"{branch} is at {current}, not {head}")
+        return GitResult("failed", branch=branch, output=_moved(where, branch, current, head))
     if redo:
         _drop_lock(where)
     left_out = _stage_all(where)
@@ -155,6 +155,16 @@ def commit_stage(
     assert new is not None
     log.info("run %s: committed stage %s on %s as %s", run_id, stage, branch, new[:12])
     return GitResult("done", commit=new, branch=branch, files=_files(where, f"{new}^", new))
+
+
+def _moved(where: Path, branch: str, current: str | None, head: str | None) -> str:
+    """Why an operation cannot go on when ``branch`` moved without the log (a commit made by
+    hand in the run's worktree), and how to put it back without losing that commit."""
+    keep = f" (the commit stays as {current[:12]}: cherry-pick it later)" if current else ""
+    return (
+        f"{branch} is at {current}, not {head} as logged: a commit made there is none the run "
+        f"knows; put the branch back with `git -C {where} reset --keep {head}`{keep}"
+    )
 
 
 def _merge_message(
@@ -227,13 +237,14 @@ def merge_into_run(
             "done", commit=current, branch=run_branch, files=_files(trunk, head, current)
         )
     if current != head:
-        return GitResult("failed", output=f"{run_branch} is at {current}, not {head} as logged")
+        return GitResult("failed", output=_moved(trunk, run_branch, current, head))
     dirty = git(["status", "--porcelain", "--untracked-files=no"], cwd=trunk).stdout.strip()
     if dirty:
         return GitResult(
             "failed",
             output=f"the run's worktree {trunk} has uncommitted changes no stage made "
-            f"({dirty.splitlines()[0].strip()} ...); commit or discard them",
+            f"({dirty.splitlines()[0].strip()} ...): stash them (`git -C {trunk} stash`) or "
+            "discard them; a commit there is none the run knows, and would stop it again",
         )
     message = _merge_message(run_id, run_branch, source, attempt, join, "")
     merged = git(
@@ -420,7 +431,7 @@ def adopt_resolution(
             "done", commit=current, branch=run_branch, files=_files(trunk, head, current)
         )
     if current != head:
-        return GitResult("failed", output=f"{run_branch} is at {current}, not {head} as logged")
+        return GitResult("failed", output=_moved(trunk, run_branch, current, head))
     if head is None or tip is None:
         return GitResult("failed", output=f"the merge of {source_branch} has no logged head")
     left = conflict_markers(where, sorted({*files, *_unmerged(where)}))

@@ -13,7 +13,7 @@ from stageflow import events as ev
 from stageflow.errors import InvalidState
 from tests.workspace.lanes_child import TWO_WRITERS, script
 from tests.workspace.lanes_kit import LaneEnv, git, lane_env, open_lanes, prepare_project
-from tests.workspace.test_landing import TEMPLATE, _completed
+from tests.workspace.test_landing import TEMPLATE, _completed, _script
 from tests.workspace.test_lanes_crash import LAND, _kill_child_at
 from tests.workspace.test_lanes_plans import Planner
 
@@ -338,3 +338,33 @@ async def test_a_tolerated_failure_of_a_parallel_stage_is_not_shown_or_landed_as
     body = git(env.project, "log", "-1", "--format=%B", "main")
     assert "- frontend:" in body and "- backend:" not in body
     assert not (env.project / "api.py").exists()
+
+
+async def test_the_advice_of_a_run_paused_by_a_hand_made_change_resumes_it_when_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the pause said "commit or discard them": a commit there moved the run branch past the
+    # logged head, and every later merge paused on that ("fix it"), with no way named out
+    async with lane_env(tmp_path, monkeypatch, TEMPLATE) as env:
+
+        def backend(req):  # type: ignore[no-untyped-def]
+            (env.worktree(req.run_id) / "README.md").write_text("the user tinkers\n")
+            return {"api.py": "def api(): ...\n"}
+
+        _script(env)
+        env.writer.scripts["backend"] = backend
+        state = await env.run("two_writers")
+        rid = state.run_id
+        trunk = env.worktree(rid)
+        assert state.paused and "commit or" not in (state.pause_reason or "")
+        assert f"`git -C {trunk} stash`" in (state.pause_reason or "")
+        git(trunk, "commit", "-q", "-am", "the user commits it anyway")
+        await env.service.control(rid, "resume")
+        state = await env.scheduler.drive(rid, until="idle")
+        found = re.search(r"`git -C (\S+) reset --keep (\w+)`", state.pause_reason or "")
+        assert state.paused and found is not None, state.pause_reason
+        git(Path(found[1]), "reset", "--keep", found[2])
+        await env.service.control(rid, "resume")
+        state = await env.scheduler.drive(rid, until="idle")
+        assert state.ended == "completed", state.pause_reason or state.end_reason
+    assert git(env.project, "show", f"stageflow/{rid}:api.py") == "def api(): ...\n"
