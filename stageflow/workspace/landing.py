@@ -22,12 +22,11 @@ behind is exactly the land commit's version.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Literal
 
 from stageflow.engine.gitops import GitResult
-from stageflow.workspace.git import commit_env, git, rev
+from stageflow.workspace.git import commit_env, finish_checkout, git, rev
 from stageflow.workspace.joins import parents
 from stageflow.workspace.worktree import (
     WorkspaceError,
@@ -140,31 +139,6 @@ def _committer(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith("GIT_COMMITTER")}
 
 
-def _finish_interrupted_checkout(tree: Path, commit: str) -> str | None:
-    """A land killed while ``merge --ff-only`` wrote the user's files: if every changed file
-    is exactly ``commit``'s version (or gone, where ``commit`` has none), complete it (None);
-    else say what differs. An untracked file ``commit`` does not have is the user's own (the
-    checkout never writes one): it is no sign of an interrupted checkout, and it stays."""
-    (Path(git(["rev-parse", "--absolute-git-dir"], cwd=tree).stdout.strip()) / "index.lock").unlink(
-        missing_ok=True
-    )
-    listing = git(["status", "--porcelain", "-z", "--untracked-files=all"], cwd=tree).stdout
-    written = False
-    for entry in (e for e in listing.split("\0") if len(e) > 3):
-        code, path = entry[:2], entry[3:]
-        want = git(["rev-parse", "--verify", "--quiet", f"{commit}:{path}"], cwd=tree, check=False)
-        if want.returncode != 0 and (code == "??" or not os.path.lexists(tree / path)):
-            written = written or code != "??"  # the user's own file, or one the land deletes
-            continue
-        have = git(["hash-object", "--", path], cwd=tree, check=False)
-        if want.returncode or have.returncode or want.stdout.strip() != have.stdout.strip():
-            return path
-        written = True
-    if written:
-        git(["reset", "-q", "--hard", commit], cwd=tree)
-    return None
-
-
 def land_run(
     project: Path,
     *,
@@ -228,7 +202,7 @@ def land_run(
             cwd=top,
         )
     else:
-        if redo and (odd := _finish_interrupted_checkout(tree, commit)) is not None:
+        if redo and (odd := finish_checkout(tree, commit)) is not None:
             return GitResult(
                 "refused",
                 branch=into,

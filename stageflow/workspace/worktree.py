@@ -41,7 +41,7 @@ from typing import Literal
 
 from stageflow.engine.lanes import Lane, run_branch
 from stageflow.errors import InvalidArgument
-from stageflow.workspace.git import GIT_TIMEOUT, GitError, git, rev
+from stageflow.workspace.git import GIT_TIMEOUT, GitError, finish_checkout, git, rev
 
 __all__ = [
     "NOT_GIT_REASON",
@@ -344,7 +344,8 @@ def _catch_up(info: tuple[Path, str, Path], where: Path, start: str, timeout: fl
     of its branch is in the run branch already (merged at a join) and the run branch moved on:
     a stage rerun after an upstream rework must see that rework, not the tree it was first
     forked from. A fast-forward only (nothing is lost, git keeps uncommitted files and refuses
-    when they would be overwritten); returns the new base, or None when it stays."""
+    when they would be overwritten), completed when a kill left it half done; returns the
+    new base, or None when it stays."""
     top, prefix, common = info
     target = rev(top, f"refs/heads/{start}", timeout=timeout)
     try:
@@ -358,6 +359,8 @@ def _catch_up(info: tuple[Path, str, Path], where: Path, start: str, timeout: fl
     if inside.returncode != 0:
         return None  # work of its own not merged yet: it stays where it is
     moved = _git(["merge", "--ff-only", "-q", target], cwd=where, timeout=timeout, check=False)
+    if moved.returncode != 0 and finish_checkout(where, target) is None:  # killed half way?
+        moved = _git(["merge", "--ff-only", "-q", target], cwd=where, timeout=timeout, check=False)
     if moved.returncode != 0:
         log.info("worktree %s stays at %s: %s", where, tip[:12], moved.stderr.strip()[-300:])
         return None

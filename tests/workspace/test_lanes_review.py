@@ -10,9 +10,19 @@ import anyio
 import pytest
 
 from stageflow import events as ev
+from stageflow.engine.lanes import Lane
 from stageflow.errors import InvalidState
+from stageflow.workspace.worktree import prepare_lane, prepare_workspace
 from tests.workspace.lanes_child import TWO_WRITERS, script
-from tests.workspace.lanes_kit import LaneEnv, git, lane_env, open_lanes, prepare_project
+from tests.workspace.lanes_kit import (
+    LaneEnv,
+    git,
+    hermetic_git,
+    lane_env,
+    make_repo,
+    open_lanes,
+    prepare_project,
+)
 from tests.workspace.test_landing import TEMPLATE, _completed, _script
 from tests.workspace.test_lanes_crash import LAND, _kill_child_at
 from tests.workspace.test_lanes_plans import Planner
@@ -368,3 +378,32 @@ async def test_the_advice_of_a_run_paused_by_a_hand_made_change_resumes_it_when_
         state = await env.scheduler.drive(rid, until="idle")
         assert state.ended == "completed", state.pause_reason or state.end_reason
     assert git(env.project, "show", f"stageflow/{rid}:api.py") == "def api(): ...\n"
+
+
+def test_a_lane_catching_up_that_was_killed_half_way_is_completed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the fast-forward of a rerun's worktree, killed while it wrote files: the index lock it
+    # left made the next one fail, so the rerun worked in a half-updated tree
+    hermetic_git(tmp_path, monkeypatch)
+    project = make_repo(tmp_path / "project")
+    rid = "r-01jd8k2m3n-7fq2"
+    lane = Lane(kind="stage", name=f"{rid}--api", branch=f"stageflow/{rid}--api")
+    trunk = prepare_workspace(project, rid).root
+    where = prepare_lane(project, rid, lane).root
+    (where / "api.py").write_text("API\n")
+    git(where, "add", "-A")
+    git(where, "commit", "-q", "-m", "api")
+    git(trunk, "merge", "-q", "--no-ff", "-m", "merge api", lane.branch)
+    (trunk / "app.py").write_text("new app\n")
+    (trunk / "more.py").write_text("more\n")
+    git(trunk, "add", "-A")
+    git(trunk, "commit", "-q", "-m", "upstream rework")
+    head = git(trunk, "rev-parse", "HEAD").strip()
+    (where / "app.py").write_text("new app\n")  # what the kill left: one file written, and
+    admin = Path(git(where, "rev-parse", "--absolute-git-dir").strip())
+    (admin / "index.lock").write_text("")  # the lock
+    again = prepare_lane(project, rid, lane)
+    assert git(where, "rev-parse", "HEAD").strip() == head and again.base == head
+    assert git(where, "status", "--porcelain") == ""
+    assert (where / "more.py").read_text() == "more\n"
