@@ -295,7 +295,9 @@ def prepare_resolution(
         git(["branch", "-D", branch], cwd=top)
     ensure_worktree(top, where, branch, head, prefix=prefix)
     git(
-        ["-c", "merge.conflictStyle=diff3", "merge", "--no-ff", "--no-commit", source_branch],
+        # by its commit, as the join's merge did: a side moved aside in a file/directory
+        # conflict is named '<path>~<commit>' in both, so the files the conflict lists exist
+        ["-c", "merge.conflictStyle=diff3", "merge", "--no-ff", "--no-commit", str(tip)],
         cwd=where,
         check=False,
     )

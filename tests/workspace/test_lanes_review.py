@@ -407,3 +407,38 @@ def test_a_lane_catching_up_that_was_killed_half_way_is_completed(
     assert git(where, "rev-parse", "HEAD").strip() == head and again.base == head
     assert git(where, "status", "--porcelain") == ""
     assert (where / "more.py").read_text() == "more\n"
+
+
+async def test_the_files_a_merge_stage_is_given_are_the_ones_in_its_worktree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file/directory conflict moves one side aside as '<path>~<their name>': the join's
+    # merge named the branch by its commit, the merge worktree by its name, so the merge
+    # stage was told of a file that did not exist, its check passed over the real one, and
+    # each adopt's "markers remain" after a passed attempt retried it forever
+    files = {"README.md": "# demo\n", "docs/guide.md": "guide\n"}
+    async with lane_env(tmp_path, monkeypatch, LINKS, files=files) as env:
+        given: list[list[tuple[str, bool]]] = []
+
+        def flatten(req):  # type: ignore[no-untyped-def]
+            (req.workdir / "docs" / "guide.md").unlink()
+            (req.workdir / "docs").rmdir()
+            return {"docs": "docs are a file now\n"}
+
+        def resolve(req):  # type: ignore[no-untyped-def]
+            assert req.lane is not None
+            given.append([(f, (req.workdir / f).exists()) for f in req.lane.files])
+            for f in req.lane.files:
+                if (req.workdir / f).is_file():
+                    (req.workdir / f).write_text("resolved\n")
+            return {}
+
+        env.writer.scripts.update(
+            backend=lambda req: {"docs/guide.md": "guide, edited\n"},
+            frontend=flatten,
+            **{"frontend.merge": resolve},
+        )
+        with anyio.fail_after(120):  # it retried the merge stage without end
+            state = await env.run("links")
+    assert given and all(here for _, here in given[0]), given
+    assert state.ended == "completed", state.end_reason
