@@ -12,6 +12,7 @@ import pytest
 from stageflow import events as ev
 from stageflow.engine.lanes import Lane
 from stageflow.errors import InvalidState
+from stageflow.subagents import joining
 from stageflow.workspace.worktree import prepare_lane, prepare_workspace
 from tests.workspace.lanes_child import TWO_WRITERS, script
 from tests.workspace.lanes_kit import (
@@ -442,3 +443,21 @@ async def test_the_files_a_merge_stage_is_given_are_the_ones_in_its_worktree(
             state = await env.run("links")
     assert given and all(here for _, here in given[0]), given
     assert state.ended == "completed", state.end_reason
+
+
+async def test_a_merge_stage_whose_passes_leave_markers_is_not_retried_without_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each passed attempt reset its failures, so when the adopt found markers its attempt's
+    # own check had missed, the retry policy (2 attempts) never ran out: model calls forever
+    monkeypatch.setattr(joining, "conflict_markers", lambda root, files: [])  # a missed check
+    async with lane_env(tmp_path, monkeypatch, LINKS) as env:
+        env.writer.scripts.update(
+            backend=lambda req: {"app.py": "one\nTWO from backend\nthree\n"},
+            frontend=lambda req: {"app.py": "one\nTWO from frontend\nthree\n"},
+        )
+        with anyio.fail_after(120):
+            state = await env.run("links")
+    merging = state.stages["frontend.merge"]
+    assert state.ended == "failed" and merging.status == "failed", state.end_reason
+    assert len(merging.attempts) == 2
