@@ -3,8 +3,9 @@
 Order of work, one git operation at a time (the next is decided only once the last one's
 outcome is in the log, so every operation starts from a head the log knows):
 
-1. a writing stage that finished (succeeded, or failed with ``on_failure: continue``) gets its
-   changes committed on its lane's branch, before anything else starts;
+1. a writing stage that finished (succeeded, failed with ``on_failure: continue``, or asked
+   for changes: before its rework is sent back) gets its changes committed on its lane's
+   branch, before anything else starts;
 2. an open conflict moves on: its worktree is prepared, then the merge stage runs (the
    ``merge-resolver`` agent) or a human gate opens; once resolved, the resolution is adopted;
 3. a stage about to start first gets the branches of the isolated stages upstream of it merged
@@ -23,6 +24,7 @@ from stageflow.engine.lanes import Lane, lane_branch, lane_name, run_branch
 from stageflow.engine.state import RunState
 
 __all__ = [
+    "commit_first",
     "final_merge",
     "git_decisions",
     "lane_for",
@@ -32,13 +34,24 @@ __all__ = [
 ]
 
 
+def _attempt(state: RunState, sid: str) -> int:
+    """The attempt a commit of ``sid`` is of: a for_each stage has none of its own, so it is
+    the sum of its items' (any item's rework makes it new, and its commit is made again)."""
+    items = state.children.get(sid)
+    if items:
+        return sum(state.stages[i].attempt for i in items if i in state.stages)
+    return state.stages[sid].attempt
+
+
 def _committable(state: RunState, sid: str) -> bool:
     st = state.stages[sid]
-    done = st.status == "succeeded" or (st.status == "failed" and st.tolerated)
+    done = st.status in ("succeeded", "changes_requested") or (
+        st.status == "failed" and st.tolerated
+    )
     worked = bool(st.attempts) or bool(state.children.get(sid))  # a for_each stage: its items
     g = state.git.stages.get(sid, _UNTOUCHED)
     # committed already, unless a later attempt (a rework, a retry) succeeded since
-    fresh = g.committed and (g.attempt is None or g.attempt == st.attempt)
+    fresh = g.committed and (g.attempt is None or g.attempt == _attempt(state, sid))
     return done and worked and not fresh
 
 
@@ -99,15 +112,7 @@ def git_decisions(state: RunState) -> list[ev.Event]:
         return []
     for sid in state.lanes.ids:
         if sid in state.lanes.writers and _committable(state, sid):
-            on_run = sid not in state.lanes.isolated
-            return [
-                ev.GitStarted(
-                    op="commit",
-                    stage=sid,
-                    attempt=state.stages[sid].attempt,
-                    head=git.head if on_run else None,
-                )
-            ]
+            return [_commit(state, sid)]
     c = git.conflict
     if c is None:
         return []
@@ -133,6 +138,25 @@ def git_decisions(state: RunState) -> list[ev.Event]:
     if c.mode == "agent" and merging.status == "succeeded":
         return [adopt]
     return []
+
+
+def _commit(state: RunState, sid: str) -> ev.GitStarted:
+    on_run = sid not in state.lanes.isolated
+    head = state.git.head if on_run else None
+    return ev.GitStarted(op="commit", stage=sid, attempt=_attempt(state, sid), head=head)
+
+
+def commit_first(state: RunState, stage_id: str) -> ev.GitStarted | bool:
+    """Before ``stage_id`` (a stage that asked for changes) sends work back: True to go on,
+    False to wait for the git operation in flight, or the commit of what its attempt wrote.
+    Left uncommitted in the run's worktree, those files made the merge of the reworked
+    branch refuse that worktree (the run paused), or went into the rework's own commit."""
+    git = state.git
+    if not git.on or stage_id not in state.lanes.writers or not _committable(state, stage_id):
+        return True
+    if git.pending is not None or state.paused:
+        return False
+    return _commit(state, stage_id)
 
 
 def start_gate(state: RunState, stage_id: str) -> ev.GitStarted | bool:

@@ -150,7 +150,11 @@ def fold_git(
 ) -> tuple[GitState, GitEffect]:
     """Apply one git event. A finish ends the operation in flight whatever its outcome."""
     if isinstance(e, ev.GitStarted):
-        return replace(git, pending=e, pending_seq=env.seq, pending_at=env.at), _NONE
+        # a land taken over from a dead process keeps its first time: a redo makes the same
+        # commit
+        again = git.pending is not None and git.pending.op == e.op == "land"
+        at = git.pending_at if again else env.at
+        return replace(git, pending=e, pending_seq=env.seq, pending_at=at), _NONE
     started = git.pending
     git = replace(git, pending=None, pending_seq=0)
     if e.outcome == "failed":

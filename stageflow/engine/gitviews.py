@@ -79,6 +79,8 @@ def stage_git(state: RunState, stage_id: str) -> StageGitView | None:
         merge = f"merged {at} ({_short(mine.merged)})"
     elif conflict is not None and conflict.source == stage_id:
         merge = f"conflict in {', '.join(conflict.files)}: {conflict.stage} resolves it"
+    elif st.status == "failed":  # tolerated (on_failure: continue): no join merges it
+        merge = "not merged: it failed (on_failure: continue); its commit stays on its branch"
     else:
         merge = "waiting for its join"
     return StageGitView(

@@ -5,9 +5,10 @@ The decision is logged first (``git_started`` with the target's tip as ``head`` 
 process as ``by``), then the repository changes (``GitLanes.perform``, ``workspace.landing``),
 then the outcome (``git_finished``). Two processes landing at once get one ``git_started``
 (the append is optimistic); a land left started by a process that died is redone by the next
-``land``, which finds it in the log and does not land twice. A refusal (the target moved in a
-way that conflicts, a dirty working tree) is recorded and raised as ``InvalidState`` with what
-to do.
+``land``, which finds it in the log, takes it over (logs it again as its own, so of two
+processes redoing it at once one does) and does not land twice. A refusal (the target moved
+in a way that conflicts, a dirty working tree) is recorded and raised as ``InvalidState``
+with what to do.
 """
 
 from __future__ import annotations
@@ -102,14 +103,17 @@ class Lander:
                     f"ask them to run `stageflow land {run_id}`"
                     + (f" --into {op.into}" if into else "")
                 )
-            at = state.git.pending_at
-            if not redo:
-                try:
-                    envs = await self._append(state, [op], actor)
-                except ConcurrencyConflict:
-                    continue  # another writer first: look again (maybe it is landing)
-                at = envs[-1].at
-                state = fold(await self.store.load_events(run_id))
+            # a land a dead process left is taken over by logging it again as this one's:
+            # of two processes redoing it at once, one appends first and the other is told
+            # (they would share its worktree, and both record its outcome)
+            claim = op.model_copy(update={"by": self.owner}) if redo else op
+            try:
+                await self._append(state, [claim], actor)
+            except ConcurrencyConflict:
+                continue  # another writer first: look again (maybe it is landing)
+            state = fold(await self.store.load_events(run_id))
+            at = state.git.pending_at  # a redo's is the first start's: the same commit
+            mine = state.git.pending_seq
             result = await self.lanes.perform(state, op, at, redo=redo)
             finished, rows = finished_event(state, op, result)
             while True:
@@ -126,6 +130,8 @@ class Lander:
                     break
                 except ConcurrencyConflict:
                     state = fold(await self.store.load_events(run_id))
+                    if state.git.pending_seq != mine:
+                        break  # no longer this land's to record
             state = fold(await self.store.load_events(run_id))
             if result.outcome != "done":
                 raise InvalidState(result.output or f"the land of run {run_id} {result.outcome}")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from stageflow import events as ev
 from stageflow.engine import asking, loops
-from stageflow.engine.gitplan import final_merge, git_decisions, start_gate
+from stageflow.engine.gitplan import commit_first, final_merge, git_decisions, start_gate
 from stageflow.engine.plans import expansion
 from stageflow.engine.state import DONE_STAGE, RunState, StageState
 from stageflow.workflows.conditions import ConditionError, parse_condition
@@ -241,8 +241,12 @@ def _next_actions(
             else:
                 decisions.extend(failure)
         elif st.status == "changes_requested":
-            if any(isinstance(d, ev.ReworkRequested) for d in decisions):
+            if any(isinstance(d, ev.ReworkRequested | ev.GitStarted) for d in decisions):
                 continue  # one rework per pass: it may rerun this stage too (next pass sees it)
+            first = commit_first(state, sid)  # what it wrote is committed before the rework
+            if first is not True:
+                decisions.extend([first] if isinstance(first, ev.GitStarted) else [])
+                continue
             back = loops.rework(state, st, s, ask=ask)
             if isinstance(back, asking.Ask):
                 questions.append(back)

@@ -251,12 +251,13 @@ def _git_event(state: RunState, env: ev.Envelope, e: ev.GitStarted | ev.GitFinis
         spec = state.spec if known is not None else grow_spec(state.spec, fx.new_stage)
         base = known or StageState(id=sid)
         arts = {**base.artifacts, **{r.name: r for r in fx.artifacts}}
-        fresh = replace(base, status="pending", artifacts=arts, reason=None)
+        fresh = replace(base, status="pending", artifacts=arts, reason=None, failures=0)
         state = replace(state, spec=spec, stages={**state.stages, sid: fresh})
     if fx.stage_update is not None and fx.stage_update[0] in state.stages:
         sid, status, reason = fx.stage_update
         st = state.stages[sid]
-        failures = st.failures + (status == "attempt_failed")
+        failures = st.failures + 1 if status == "attempt_failed" else st.failures
+        failures = 0 if status == "succeeded" else failures
         state = _set(
             state,
             replace(st, status=status, reason=reason, gate_overridden=False, failures=failures),
@@ -298,7 +299,8 @@ def _attempt_finished(state: RunState, env: ev.Envelope, e: ev.AttemptFinished) 
             summary=e.summary,
             feedback=None,
             feedback_from=None,
-            failures=0,
+            # a merge stage's pass counts once its resolution is adopted (markers left fail it)
+            failures=base.failures if e.stage in state.git.merge_stages else 0,
             plan=tuple(e.plan) if e.plan is not None else base.plan,
         )
         if e.outcome == "changes_requested" and spec.on_changes_requested is not None:

@@ -44,6 +44,7 @@ __all__ = [
     "SAFE_CONFIG",
     "GitError",
     "commit_env",
+    "finish_checkout",
     "git",
     "rev",
 ]
@@ -180,3 +181,29 @@ def commit_env(at: float) -> dict[str, str]:
         "GIT_COMMITTER_EMAIL": email,
         "GIT_COMMITTER_DATE": stamp,
     }
+
+
+def finish_checkout(tree: Path, commit: str) -> str | None:
+    """A checkout killed half way (a land's ``merge --ff-only`` writing the user's files, a
+    lane catching up with the run branch), its index lock left: if every changed file
+    is exactly ``commit``'s version (or gone, where ``commit`` has none), complete it (None);
+    else say what differs. An untracked file ``commit`` does not have is the user's own (the
+    checkout never writes one): it is no sign of an interrupted checkout, and it stays."""
+    (Path(git(["rev-parse", "--absolute-git-dir"], cwd=tree).stdout.strip()) / "index.lock").unlink(
+        missing_ok=True
+    )
+    listing = git(["status", "--porcelain", "-z", "--untracked-files=all"], cwd=tree).stdout
+    written = False
+    for entry in (e for e in listing.split("\0") if len(e) > 3):
+        code, path = entry[:2], entry[3:]
+        want = git(["rev-parse", "--verify", "--quiet", f"{commit}:{path}"], cwd=tree, check=False)
+        if want.returncode != 0 and (code == "??" or not os.path.lexists(tree / path)):
+            written = written or code != "??"  # the user's own file, or one the land deletes
+            continue
+        have = git(["hash-object", "--", path], cwd=tree, check=False)
+        if want.returncode or have.returncode or want.stdout.strip() != have.stdout.strip():
+            return path
+        written = True
+    if written:
+        git(["reset", "-q", "--hard", commit], cwd=tree)
+    return None

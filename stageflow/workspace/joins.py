@@ -139,7 +139,7 @@ def commit_stage(
             "done", commit=current, branch=branch, files=_files(where, f"{current}^", current)
         )
     if head is not None and current != head:
-        return GitResult("failed", branch=branch, output=f"{branch} is at {current}, not {head}")
+        return GitResult("failed", branch=branch, output=_moved(where, branch, current, head))
     if redo:
         _drop_lock(where)
     left_out = _stage_all(where)
@@ -155,6 +155,16 @@ def commit_stage(
     assert new is not None
     log.info("run %s: committed stage %s on %s as %s", run_id, stage, branch, new[:12])
     return GitResult("done", commit=new, branch=branch, files=_files(where, f"{new}^", new))
+
+
+def _moved(where: Path, branch: str, current: str | None, head: str | None) -> str:
+    """Why an operation cannot go on when ``branch`` moved without the log (a commit made by
+    hand in the run's worktree), and how to put it back without losing that commit."""
+    keep = f" (the commit stays as {current[:12]}: cherry-pick it later)" if current else ""
+    return (
+        f"{branch} is at {current}, not {head} as logged: a commit made there is none the run "
+        f"knows; put the branch back with `git -C {where} reset --keep {head}`{keep}"
+    )
 
 
 def _merge_message(
@@ -227,13 +237,14 @@ def merge_into_run(
             "done", commit=current, branch=run_branch, files=_files(trunk, head, current)
         )
     if current != head:
-        return GitResult("failed", output=f"{run_branch} is at {current}, not {head} as logged")
+        return GitResult("failed", output=_moved(trunk, run_branch, current, head))
     dirty = git(["status", "--porcelain", "--untracked-files=no"], cwd=trunk).stdout.strip()
     if dirty:
         return GitResult(
             "failed",
             output=f"the run's worktree {trunk} has uncommitted changes no stage made "
-            f"({dirty.splitlines()[0].strip()} ...); commit or discard them",
+            f"({dirty.splitlines()[0].strip()} ...): stash them (`git -C {trunk} stash`) or "
+            "discard them; a commit there is none the run knows, and would stop it again",
         )
     message = _merge_message(run_id, run_branch, source, attempt, join, "")
     merged = git(
@@ -284,7 +295,9 @@ def prepare_resolution(
         git(["branch", "-D", branch], cwd=top)
     ensure_worktree(top, where, branch, head, prefix=prefix)
     git(
-        ["-c", "merge.conflictStyle=diff3", "merge", "--no-ff", "--no-commit", source_branch],
+        # by its commit, as the join's merge did: a side moved aside in a file/directory
+        # conflict is named '<path>~<commit>' in both, so the files the conflict lists exist
+        ["-c", "merge.conflictStyle=diff3", "merge", "--no-ff", "--no-commit", str(tip)],
         cwd=where,
         check=False,
     )
@@ -299,10 +312,19 @@ def prepare_resolution(
     return GitResult("done", branch=branch, files=tuple(files))
 
 
-def _blob(cwd: Path, stage: int, path: str) -> str:
+def _links(cwd: Path, path: str) -> set[int]:
+    """The merge stages (1 base, 2 ours, 3 theirs) at which ``path`` is a symbolic link."""
+    out = git(["ls-files", "-u", "-z", "--", path], cwd=cwd).stdout
+    entries = [e.split("\t", 1)[0].split() for e in out.split("\0") if "\t" in e]
+    return {int(e[2]) for e in entries if len(e) == 3 and e[0] == "120000"}
+
+
+def _blob(cwd: Path, stage: int, path: str, links: set[int]) -> str:
     done = git(["show", f":{stage}:{path}"], cwd=cwd, check=False)
     if done.returncode != 0:
         return "(deleted on this side: delete the file to keep it deleted)\n"
+    if stage in links:
+        return f"(a symbolic link to {done.stdout}: make that link to keep this side)\n"
     if "\0" in done.stdout[:8000]:
         return (
             f"(binary, {len(done.stdout)} bytes: replace this file with the version to keep, "
@@ -314,19 +336,22 @@ def _blob(cwd: Path, stage: int, path: str) -> str:
 
 def _write_markers(where: Path, path: str, ours: str, theirs: str) -> None:
     """Conflict markers for a file git left without any (deleted on one side and changed on
-    the other, binary on both): the merge stage, or the person, must decide it explicitly,
-    as for a text conflict. Only a regular file or a missing one inside ``where`` is
-    written, never through a link."""
+    the other, binary on both, a symbolic link made differently on each side): the merge
+    stage, or the person, must decide it explicitly, as for a text conflict. Only a regular
+    file, a link (replaced, never followed) or a missing one inside ``where`` is written."""
     target = where / path
     real_root = os.path.realpath(where)
     if os.path.commonpath([real_root, os.path.realpath(target.parent)]) != real_root:
         return  # a link on the way out of the worktree: it stays unresolved
-    if target.is_symlink() or (target.exists() and not target.is_file()):
-        return  # a link or a directory: it counts as unresolved until someone fixes it
+    links = _links(where, path)
+    if target.is_symlink():  # git left our link: no marker fits in one, so a file replaces it
+        target.unlink()
+    elif target.exists() and not target.is_file():
+        return  # a directory: it counts as unresolved until someone fixes it
     text = (
-        f"<<<<<<< ours ({ours})\n{_blob(where, 2, path)}"
-        f"||||||| base\n{_blob(where, 1, path)}"
-        f"=======\n{_blob(where, 3, path)}>>>>>>> theirs ({theirs})\n"
+        f"<<<<<<< ours ({ours})\n{_blob(where, 2, path, links)}"
+        f"||||||| base\n{_blob(where, 1, path, links)}"
+        f"=======\n{_blob(where, 3, path, links)}>>>>>>> theirs ({theirs})\n"
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
@@ -408,7 +433,7 @@ def adopt_resolution(
             "done", commit=current, branch=run_branch, files=_files(trunk, head, current)
         )
     if current != head:
-        return GitResult("failed", output=f"{run_branch} is at {current}, not {head} as logged")
+        return GitResult("failed", output=_moved(trunk, run_branch, current, head))
     if head is None or tip is None:
         return GitResult("failed", output=f"the merge of {source_branch} has no logged head")
     left = conflict_markers(where, sorted({*files, *_unmerged(where)}))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from stageflow.engine.gitops import GitResult
-from stageflow.workspace.git import commit_env, git, rev
+from stageflow.workspace.git import commit_env, finish_checkout, git, rev
 from stageflow.workspace.joins import parents
 from stageflow.workspace.worktree import (
     WorkspaceError,
@@ -73,13 +73,24 @@ def _already_landed(top: Path, into: str, before: str | None, run_id: str) -> st
     return found or None
 
 
-def _refusal(run_id: str, into: str, trunk: Path, files: list[str], behind: int) -> str:
+def _refusal(
+    run_id: str, into: str, trunk: Path, files: list[str], behind: int, strategy: Strategy
+) -> str:
+    """What to do, for the land asked: a rebase replays each commit of the run branch, so a
+    merge of ``into`` made there would not help it (its earlier commits conflict still);
+    the run branch is rebased instead. The same land again names its strategy and target."""
     listed = ", ".join(files[:10]) + (" ..." if len(files) > 10 else "")
+    if strategy == "rebase":
+        update = f"`git -C {trunk} rebase {into}`, resolve each conflict (`git rebase --continue`)"
+    else:
+        update = f"`git -C {trunk} merge {into}`, resolve and commit"
+    again = f"stageflow land {run_id} --into {into}" + (
+        f" --strategy {strategy}" if strategy != "squash" else ""
+    )
     return (
         f"cannot land run {run_id} into {into}: {into} has moved since the run started "
         f"({behind} new commit(s)) and conflicts with the run's changes in {listed}. Bring the "
-        f"run up to date and land again: `git -C {trunk} merge {into}`, resolve and commit, "
-        f"then `stageflow land {run_id}`; or land into a new branch: "
+        f"run up to date and land again: {update}, then `{again}`; or land into a new branch: "
         f"`stageflow land {run_id} --into stageflow-{run_id}`"
     )
 
@@ -126,25 +137,6 @@ def _build(
 
 def _committer(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith("GIT_COMMITTER")}
-
-
-def _finish_interrupted_checkout(tree: Path, commit: str) -> str | None:
-    """A land killed while ``merge --ff-only`` wrote the user's files: if every changed file
-    is exactly ``commit``'s version, complete it (None); else say what differs."""
-    (Path(git(["rev-parse", "--absolute-git-dir"], cwd=tree).stdout.strip()) / "index.lock").unlink(
-        missing_ok=True
-    )
-    listing = git(["status", "--porcelain", "-z", "--untracked-files=all"], cwd=tree).stdout
-    paths = [entry[3:] for entry in listing.split("\0") if len(entry) > 3]
-    if not paths:
-        return None
-    for path in paths:
-        want = git(["rev-parse", "--verify", "--quiet", f"{commit}:{path}"], cwd=tree, check=False)
-        have = git(["hash-object", "--", path], cwd=tree, check=False)
-        if want.returncode or have.returncode or want.stdout.strip() != have.stdout.strip():
-            return path
-    git(["reset", "-q", "--hard", commit], cwd=tree)
-    return None
 
 
 def land_run(
@@ -194,7 +186,7 @@ def land_run(
             "refused",
             branch=into,
             files=tuple(conflicts),
-            output=_refusal(run_id, into, trunk, conflicts, behind),
+            output=_refusal(run_id, into, trunk, conflicts, behind, strategy),
         )
     tree = _checked_out_at(top, into)
     if tree is None:
@@ -210,7 +202,7 @@ def land_run(
             cwd=top,
         )
     else:
-        if redo and (odd := _finish_interrupted_checkout(tree, commit)) is not None:
+        if redo and (odd := finish_checkout(tree, commit)) is not None:
             return GitResult(
                 "refused",
                 branch=into,

@@ -43,12 +43,14 @@ log = logging.getLogger(__name__)
 
 
 def land_message(state: RunState) -> str:
-    """The land commit's message: the task, each stage's summary, the run in a trailer."""
+    """The land commit's message: the task, the summary of each stage whose commit is on the
+    run branch (a failed one's that no join merged is not), the run in a trailer."""
     task = " ".join(state.task.split())
     subject = task if len(task) <= 60 else task[:59] + "…"
     lines = [f"{subject} (stageflow run {state.run_id})", "", state.task.strip(), "", "Stages:"]
-    for sid, g in state.git.stages.items():
-        if g.commit is not None:
+    isolated = state.lanes.isolated
+    for sid, g in state.git.stages.items():  # those on the run branch: what lands
+        if g.commit is not None and (g.merged is not None or sid not in isolated):
             summary = " ".join(state.stages[sid].summary.split())[:100] or "done"
             lines.append(f"- {sid}: {summary} ({g.commit[:10]})")
     lines += ["", f"Stageflow-Run: {state.run_id}", f"Stageflow-Template: {state.template}"]
@@ -116,7 +118,12 @@ class WorktreeLanes:
             )
             self._trusted(where)
             st = state.stages[source]
-            summary = st.summary if st.status == "succeeded" else f"(failed) {st.reason or ''}"
+            if st.status == "changes_requested":
+                summary = f"(asked for changes) {st.summary}"
+            elif st.status == "failed":
+                summary = f"(failed) {st.reason or ''}"
+            else:
+                summary = st.summary
             return commit_stage(
                 where,
                 run_id=rid,

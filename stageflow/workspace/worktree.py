@@ -41,7 +41,7 @@ from typing import Literal
 
 from stageflow.engine.lanes import Lane, run_branch
 from stageflow.errors import InvalidArgument
-from stageflow.workspace.git import GIT_TIMEOUT, GitError, git, rev
+from stageflow.workspace.git import GIT_TIMEOUT, GitError, finish_checkout, git, rev
 
 __all__ = [
     "NOT_GIT_REASON",
@@ -335,7 +335,38 @@ def prepare_lane(
         else:
             start = lane.fork_from or run_branch(run_id)
             base = ensure_worktree(top, where, lane.branch, start, prefix=prefix, timeout=timeout)
+            base = _catch_up(info, where, start, timeout) or base
     return RunWorkspace(root=where / prefix, mode="worktree", branch=lane.branch, base=base)
+
+
+def _catch_up(info: tuple[Path, str, Path], where: Path, start: str, timeout: float) -> str | None:
+    """A stage's own worktree kept from an earlier attempt moves up to the run branch when all
+    of its branch is in the run branch already (merged at a join) and the run branch moved on:
+    a stage rerun after an upstream rework must see that rework, not the tree it was first
+    forked from. A fast-forward only (nothing is lost, git keeps uncommitted files and refuses
+    when they would be overwritten), completed when a kill left it half done; returns the
+    new base, or None when it stays."""
+    top, prefix, common = info
+    target = rev(top, f"refs/heads/{start}", timeout=timeout)
+    try:
+        check_gitfile(common, where)  # a replaced .git: no git runs there (its commit says so)
+    except WorkspaceError:
+        return None
+    tip = rev(where, "HEAD", timeout=timeout)
+    if target is None or tip is None or tip == target:
+        return None
+    inside = _git(["merge-base", "--is-ancestor", tip, target], cwd=top, check=False)
+    if inside.returncode != 0:
+        return None  # work of its own not merged yet: it stays where it is
+    moved = _git(["merge", "--ff-only", "-q", target], cwd=where, timeout=timeout, check=False)
+    if moved.returncode != 0 and finish_checkout(where, target) is None:  # killed half way?
+        moved = _git(["merge", "--ff-only", "-q", target], cwd=where, timeout=timeout, check=False)
+    if moved.returncode != 0:
+        log.info("worktree %s stays at %s: %s", where, tip[:12], moved.stderr.strip()[-300:])
+        return None
+    _meta_path(where).write_text(json.dumps({"base": target, "prefix": prefix}) + "\n")
+    log.info("worktree %s caught up with %s at %s", where, start, target[:12])
+    return target
 
 
 def find_workspace(project: Path, run_id: str) -> RunWorkspace | None:

@@ -120,7 +120,8 @@ async def test_a_target_that_moved_with_a_conflict_is_refused_with_what_to_do(
                 await env.service.land(rid, strategy=strategy)  # type: ignore[arg-type]
             text = str(refused.value)
             assert "main has moved since the run started (1 new commit(s))" in text
-            assert "README.md" in text and f"git -C {env.worktree(rid)} merge main" in text
+            how = "rebase" if strategy == "rebase" else "merge"
+            assert "README.md" in text and f"git -C {env.worktree(rid)} {how} main" in text
             assert f"stageflow land {rid} --into" in text
         state = await env.service.state(rid)
         # refused, recorded, nothing changed: the user's branch, their files, the run branch
