@@ -141,7 +141,7 @@ class AttemptInputs:
             left = st.budget_usd - st.spent_usd - held
         if stage_cap is not None:
             ss = st.stages[stage]
-            stage_left = stage_cap - (ss.usage.cost_usd - ss.budget_base)
+            stage_left = stage_cap - ss.capped_usd
             left = stage_left if left is None else min(left, stage_left)
         return None if left is None else max(0.0, left)
 

@@ -239,8 +239,13 @@ def answered(state: RunState, e: ev.OrchestrationAsked | ev.OrchestrationDecided
     else:
         spent = e.cost_usd - e.reserved_usd
         answers = {**state.answers, answer_key(e.question, e.stage, e.attempt, e.round): e}
+    stages = state.stages
+    st = stages.get(e.stage)
+    if st is not None:  # the stage's cap counts the questions about it (metering)
+        stages = {**stages, e.stage: replace(st, asked_usd=round(st.asked_usd + spent, 10))}
     return replace(
         state,
+        stages=stages,
         answers=answers,
         spent=state.spent + spent,
         orchestration=round(state.orchestration + spent, 10),

@@ -152,8 +152,7 @@ class RunMeters:
                 left = st.budget_usd - st.spent_usd - held - own
             if stage_cap is not None:
                 stage_state = st.stages[stage]
-                spent = stage_state.usage.cost_usd - stage_state.budget_base
-                stage_left = stage_cap - spent - own
+                stage_left = stage_cap - stage_state.capped_usd - own
                 left = stage_left if left is None else min(left, stage_left)
             return None if left is None else max(0.0, round(left, 10))
 

@@ -101,6 +101,9 @@ class StageState:
     # spend before the last budget resume: a stage cap applies to what was spent after it, so
     # a stage stopped at its own cap can continue when the human resumes with a raised budget
     budget_base: float = 0.0
+    # the orchestrator's spend on questions about this stage (triage, routing): the stage's
+    # cap counts it, though it is not an attempt's usage
+    asked_usd: float = 0.0
     fatal: bool = False  # the last failure cannot be fixed by retrying
     transient: bool = False  # the last failure was the provider's (network, overload): retry it
     triggered: bool = False  # a rollback stage that was called
@@ -119,6 +122,12 @@ class StageState:
     @property
     def attempt(self) -> int:
         return len(self.attempts)
+
+    @property
+    def capped_usd(self) -> float:
+        """What the stage's ``budget_usd`` counts: its spend (attempts and the questions about
+        them) since the last budget resume."""
+        return self.usage.cost_usd + self.asked_usd - self.budget_base
 
     @property
     def current(self) -> AttemptInfo | None:

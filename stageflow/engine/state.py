@@ -387,7 +387,7 @@ def _resumed(state: RunState, e: ev.RunResumed) -> RunState:
                     budget_failed=False,
                     failures=0,
                     reason=None,
-                    budget_base=st.usage.cost_usd,
+                    budget_base=st.usage.cost_usd + st.asked_usd,
                 )
     failing = state.failing
     if failing is not None and state.stages[failing].budget_failed:

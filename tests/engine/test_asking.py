@@ -239,3 +239,24 @@ def test_a_failure_handed_to_a_person_sends_a_human_needed_notice() -> None:
     notice = notice_for(env, log.state, None)
     assert notice is not None and notice.kind == "human_needed" and notice.stage == "build"
     assert "a person should look" in notice.needed
+
+
+def test_a_stage_cap_counts_the_questions_about_the_stage() -> None:
+    """The orchestrator's requests about a stage are reserved against its budget_usd; the
+    stage's next attempt must see what they cost (it saw only its attempts' usage, so the
+    stage's attempts and the triage together could spend past the stage's cap)."""
+    from stageflow.engine.metering import RunMeters
+    from stageflow.engine.planner import StartAttempt
+
+    spec = {**BUILD, "stages": [{**BUILD["stages"][0], "budget_usd": 0.10}, BUILD["stages"][1]]}
+    log = Log(spec)
+    _start(log, "build")
+    log.finish("build", "failed", error="the patch does not apply", cost=0.07)
+    (ask,) = next_actions(log.state, log.now, ask=QUESTIONS).questions
+    log.add(ev.OrchestrationAsked(question="failure", stage="build", attempt=1, reserved_usd=0.01))
+    assert log.state.stages["build"].capped_usd == pytest.approx(0.08)
+    log.add(decided_event(ask, Answer("transient", "x", "model", "haiku"), 0.02, 0.01))
+    assert log.state.spent_usd == pytest.approx(0.09)
+    meters = RunMeters(None, "r-test", lambda: log.state, lambda: log.now)  # type: ignore[arg-type]
+    meter = meters.open(StartAttempt("build", 2, "retry"), None)
+    assert meter.remaining_usd() == pytest.approx(0.01)  # 0.10 - 0.07 - 0.02, not 0.03

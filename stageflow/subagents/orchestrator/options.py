@@ -15,6 +15,7 @@ reachable, over budget or answers invalidly, and the verdict records which one d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,8 +44,15 @@ def _problem(settings: Settings, key: str, message: str) -> SpecError:
 
 def _number(settings: Settings, table: dict[str, Any], key: str, default: float) -> float:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise _problem(settings, key, f"must be a positive number, got {value!r}")
+    # TOML reads nan and inf: NaN passes every comparison (``nan <= 0`` is false) and then
+    # sizes every request to 0 tokens or a timeout that never fires; say so instead
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise _problem(settings, key, f"must be a positive finite number, got {value!r}")
     return float(value)
 
 

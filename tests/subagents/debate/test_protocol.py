@@ -202,6 +202,11 @@ def test_orchestrator_config_mistakes_name_the_key(tmp_path: Path) -> None:
     for bad, key in (
         ({"provider": "gpt"}, "provider"),
         ({"budget_usd": -1}, "budget_usd"),
+        # TOML's nan/inf: NaN slipped through ``<= 0`` (every question silently the rules')
+        ({"budget_usd": float("nan")}, "budget_usd"),
+        ({"budget_usd": float("inf")}, "budget_usd"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
         ({"modle": "x"}, "modle"),
     ):
         with pytest.raises(SpecError) as info:
