@@ -35,6 +35,7 @@ from stageflow.workspace.worktree import (
     repo_info,
     repo_lock,
     worktree_dir,
+    worktrees,
 )
 
 __all__ = ["Strategy", "land_run", "land_worktree"]
@@ -52,15 +53,7 @@ def land_worktree(project: Path, run_id: str) -> Path:
 
 
 def _checked_out_at(top: Path, branch: str) -> Path | None:
-    with repo_lock(top):
-        listing = git(["worktree", "list", "--porcelain"], cwd=top).stdout
-    path: Path | None = None
-    for line in listing.splitlines():
-        if line.startswith("worktree "):
-            path = Path(line[len("worktree ") :])
-        elif line == f"branch refs/heads/{branch}" and path is not None:
-            return path
-    return None
+    return next((path for path, on in worktrees(top) if on == branch), None)
 
 
 def _already_landed(top: Path, into: str, before: str | None, run_id: str) -> str | None:
@@ -233,14 +226,9 @@ def land_run(
 def _release_lanes(top: Path, common: Path, project: Path, run_id: str) -> None:
     """After a land, remove the run's lane and merge worktrees whose files are all committed
     (their branches stay: nothing is lost); one with changes is left, and logged."""
-    with repo_lock(top):
-        listing = git(["worktree", "list", "--porcelain"], cwd=top).stdout
     lanes = worktree_dir(project, run_id).parent
     prefix = f"{run_id}--"
-    for line in listing.splitlines():
-        if not line.startswith("worktree "):
-            continue
-        where = Path(line[len("worktree ") :])
+    for where, _ in worktrees(top):
         if where.parent.resolve() != lanes or not where.name.startswith(prefix):
             continue
         try:

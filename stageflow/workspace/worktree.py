@@ -407,13 +407,23 @@ def _rev(cwd: Path, rev: str, timeout: float) -> str:
     ).stdout.strip()
 
 
-def registered(top: Path, where: Path, *, timeout: float = GIT_TIMEOUT) -> bool:
-    """Whether the repository at ``top`` lists ``where`` as one of its worktrees."""
+def worktrees(top: Path, *, timeout: float = GIT_TIMEOUT) -> list[tuple[Path, str | None]]:
+    """The repository's worktrees as ``git worktree list`` gives them: each path with the
+    branch checked out there (None: a detached HEAD or a bare entry)."""
     with repo_lock(top):
         listing = _git(["worktree", "list", "--porcelain"], cwd=top, timeout=timeout).stdout
-    prefix = "worktree "
-    paths = [line[len(prefix) :] for line in listing.splitlines() if line.startswith(prefix)]
-    return any(Path(p).resolve() == where for p in paths)
+    found: list[tuple[Path, str | None]] = []
+    for line in listing.splitlines():
+        if line.startswith("worktree "):
+            found.append((Path(line[len("worktree ") :]), None))
+        elif line.startswith("branch refs/heads/") and found:
+            found[-1] = (found[-1][0], line[len("branch refs/heads/") :])
+    return found
+
+
+def registered(top: Path, where: Path, *, timeout: float = GIT_TIMEOUT) -> bool:
+    """Whether the repository at ``top`` lists ``where`` as one of its worktrees."""
+    return any(path.resolve() == where for path, _ in worktrees(top, timeout=timeout))
 
 
 def _ensure_excluded(common: Path) -> None:
